@@ -1,0 +1,3 @@
+"""Sub-commands of ``radiopath``; each module registers its command on :data:`radiopath.cli.main`."""
+
+from radiopath.commands import demo  # noqa: F401

@@ -1,0 +1,382 @@
+"""The embedded synthetic cohort: patch embeddings with a planted, spatially local signal.
+
+Each patient has a WSI bag (2-D patch grid over a tissue-shaped region) and a CT bag (3-D
+patch grid inside a lumpy tumour volume). A latent prognostic factor ``z`` per patient
+drives the hazard (proportional hazards, exponential baseline) and shows itself only in a
+few spatially contiguous *planted regions*: their patch embeddings are shifted along a
+hidden direction ``w``, by an amount and over an extent that grow with ``z``. Everything
+else -- the tissue-type structure, the noise, the bag size, the clinical columns apart from
+a weak stage variable -- carries no signal. A model that finds the planted regions can
+predict survival; one that averages them away with the rest of the bag loses most of it.
+
+The cohort is written in the contract of ``INTERFACE.md`` (HDF5 embedding files and a
+cohort CSV); the ground truth (per-patch planted masks, the true linear predictor) goes to
+separate files under ``truth/`` so tests and benchmarks can check that a model recovers it.
+
+    >>> from radiopath.datasets import make_synthetic_cohort
+    >>> cohort_csv = make_synthetic_cohort("synthetic", n_patients=40, seed=0)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.spatial import cKDTree
+from scipy.special import ndtr
+from tqdm.auto import tqdm
+
+from radiopath.errors import RadiopathInputError
+from radiopath.io import EmbeddingBag, write_embeddings
+
+log = logging.getLogger(__name__)
+
+SIGNAL_PLACEMENTS = ("wsi", "ct", "both", "split")
+
+
+@dataclass
+class SyntheticConfig:
+    """Parameters of the synthetic cohort (all deterministic given ``seed``).
+
+    Attributes
+    ----------
+    n_patients
+        Number of patients P.
+    dim
+        Embedding width of the WSI bags; ``ct_dim`` that of the CT bags (default: ``dim``).
+    wsi_patches, ct_patches
+        (min, max) patch counts per bag, drawn uniformly.
+    signal
+        Where the prognostic signal lives: ``"wsi"``, ``"ct"``, ``"both"`` (the same
+        latent factor visible in each) or ``"split"`` (two independent factors, one per
+        modality, both driving the hazard).
+    effect
+        Log-hazard ratio per standard deviation of the latent factor.
+    shift
+        Size of the planted shift along the hidden direction, in units of the per-dimension
+        noise standard deviation (scaled by 0.5 to 1.5 with the factor's quantile).
+    extent
+        (min, max) fraction of a bag's patches that are planted; a patient's fraction grows
+        with its latent factor.
+    n_regions
+        (min, max) number of contiguous planted regions per bag.
+    censoring
+        Target fraction of censored patients (independent exponential censoring).
+    missing_rate
+        Probability that a patient lacks one of the two modalities (never both).
+    clinical
+        Add clinical columns: ``age`` and ``sex`` (pure noise) and ``stage`` (1-4, weakly
+        related to the hazard, as a real stage would be).
+    n_tissue_types
+        Spatial tissue-type structure (Voronoi regions with their own mean embedding),
+        independent of the outcome.
+    """
+
+    n_patients: int = 60
+    dim: int = 32
+    ct_dim: int | None = None
+    wsi_patches: tuple[int, int] = (1000, 3000)
+    ct_patches: tuple[int, int] = (500, 1500)
+    signal: str = "both"
+    effect: float = 1.5
+    shift: float = 1.5
+    extent: tuple[float, float] = (0.04, 0.2)
+    n_regions: tuple[int, int] = (1, 2)
+    censoring: float = 0.3
+    missing_rate: float = 0.0
+    clinical: bool = True
+    n_tissue_types: int = 4
+    wsi_patch_size: int = 256
+    wsi_mpp: float = 0.5
+    ct_patch_size: int = 8
+    ct_spacing: tuple[float, float, float] = (0.8, 0.8, 2.5)
+    baseline_hazard: float = 0.02
+    seed: int = 0
+
+    def validate(self) -> None:
+        def bad(field, message):
+            raise RadiopathInputError(message, field=field)
+
+        if self.n_patients < 4:
+            bad("n_patients", f"need at least 4 patients, got {self.n_patients}")
+        if self.dim < 2 or (self.ct_dim is not None and self.ct_dim < 2):
+            bad("dim", "embedding width must be at least 2")
+        for name in ("wsi_patches", "ct_patches"):
+            lo, hi = getattr(self, name)
+            if not 16 <= lo <= hi:
+                bad(name, f"need 16 <= min <= max, got ({lo}, {hi})")
+        if self.signal not in SIGNAL_PLACEMENTS:
+            bad("signal", f"expected one of {SIGNAL_PLACEMENTS}, got {self.signal!r}")
+        if not 0.0 <= self.censoring < 0.95:
+            bad("censoring", f"must be in [0, 0.95), got {self.censoring}")
+        if not 0.0 <= self.missing_rate <= 1.0:
+            bad("missing_rate", f"must be in [0, 1], got {self.missing_rate}")
+        lo, hi = self.extent
+        if not 0.0 < lo <= hi < 1.0:
+            bad("extent", f"need 0 < min <= max < 1, got {self.extent}")
+
+
+# ------------------------------------------------------------------ geometry
+
+
+def _tissue_mask_2d(rng: np.random.Generator, res: int) -> np.ndarray:
+    """A tissue-like blob: union of a few rotated ellipses on a ``res x res`` grid."""
+    yy, xx = np.mgrid[0:res, 0:res] / res
+    mask = np.zeros((res, res), dtype=bool)
+    for _ in range(rng.integers(2, 5)):
+        cx, cy = rng.uniform(0.3, 0.7, size=2)
+        a, b = rng.uniform(0.12, 0.3), rng.uniform(0.08, 0.2)
+        t = rng.uniform(0, np.pi)
+        u = (xx - cx) * np.cos(t) + (yy - cy) * np.sin(t)
+        v = -(xx - cx) * np.sin(t) + (yy - cy) * np.cos(t)
+        mask |= (u / a) ** 2 + (v / b) ** 2 <= 1.0
+    return mask
+
+
+def _tumour_mask_3d(rng: np.random.Generator, res: int) -> np.ndarray:
+    """A lumpy ellipsoid: radius modulated by a few random low-frequency harmonics."""
+    g = (np.arange(res) + 0.5) / res - 0.5
+    x, y, z = np.meshgrid(g, g, g, indexing="ij")
+    axes = rng.uniform(0.3, 0.45, size=3)
+    r = np.sqrt((x / axes[0]) ** 2 + (y / axes[1]) ** 2 + (z / axes[2]) ** 2) + 1e-9
+    theta, phi = np.arccos(np.clip(z / axes[2] / r, -1, 1)), np.arctan2(y, x)
+    bump = np.zeros_like(r)
+    for _ in range(3):
+        l, m = rng.integers(1, 4), rng.integers(0, 3)
+        bump += rng.uniform(0.03, 0.1) * np.cos(l * theta) * np.cos(m * phi + rng.uniform(0, 6.28))
+    return r <= 1.0 + bump
+
+
+def _grid_points(rng: np.random.Generator, n_target: int, ndim: int) -> np.ndarray:
+    """Integer grid cells inside a random tissue (2-D) or tumour (3-D) shape, about n_target."""
+    shape_fn = _tissue_mask_2d if ndim == 2 else _tumour_mask_3d
+    probe_res = 64 if ndim == 2 else 24
+    state = rng.bit_generator.state
+    fill = max(shape_fn(rng, probe_res).mean(), 1e-3)
+    rng.bit_generator.state = state  # the same shape again, at the final resolution
+    res = max(4, int(round((n_target / fill) ** (1.0 / ndim))))
+    mask = shape_fn(rng, res)
+    cells = np.argwhere(mask)
+    if len(cells) == 0:  # pragma: no cover - the shapes always cover the centre
+        cells = np.argwhere(np.ones((4,) * ndim, dtype=bool))
+    # (row, col[, slice]) -> (x, y[, z])
+    cells = cells[:, ::-1] if ndim == 2 else cells
+    return cells.astype(np.int64)
+
+
+def _contiguous_regions(
+    rng: np.random.Generator, points: np.ndarray, n_planted: int, n_regions: int
+) -> np.ndarray:
+    """A boolean mask of ``n_planted`` patches in ``n_regions`` spatially contiguous balls."""
+    mask = np.zeros(len(points), dtype=bool)
+    tree = cKDTree(points)
+    sizes = np.full(n_regions, n_planted // n_regions)
+    sizes[: n_planted % n_regions] += 1
+    for size in sizes:
+        if size == 0:
+            continue
+        seed = points[rng.integers(len(points))]
+        k = min(len(points), int(size) + int(mask.sum()))
+        _, idx = tree.query(seed, k=k)
+        idx = np.atleast_1d(idx)
+        free = idx[~mask[idx]][:size]
+        mask[free] = True
+    return mask
+
+
+# ------------------------------------------------------------------ embeddings
+
+
+def _hidden_directions(rng: np.random.Generator, dim: int, n_tissue: int):
+    """The signal direction ``w`` and tissue-type means orthogonal to it."""
+    basis, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+    w = basis[:, 0]
+    tissue = rng.normal(size=(n_tissue, dim)) * 1.0
+    tissue -= np.outer(tissue @ w, w)  # tissue structure carries nothing along w
+    return w, tissue
+
+
+def _make_bag(
+    rng: np.random.Generator,
+    *,
+    modality: str,
+    n_patches: int,
+    dim: int,
+    w: np.ndarray,
+    tissue: np.ndarray,
+    factor: float | None,
+    cfg: SyntheticConfig,
+):
+    ndim = 2 if modality == "wsi" else 3
+    cells = _grid_points(rng, n_patches, ndim)
+    n = len(cells)
+    # Tissue types: Voronoi cells around a few random seeds.
+    seeds = cells[rng.choice(n, size=min(len(tissue), n), replace=False)]
+    _, kind = cKDTree(seeds).query(cells)
+    features = rng.normal(size=(n, dim)) + tissue[kind]
+    planted = np.zeros(n, dtype=bool)
+    if factor is not None:
+        q = float(ndtr(factor))  # quantile of the latent factor, in (0, 1)
+        lo, hi = cfg.extent
+        frac = lo + (hi - lo) * q
+        n_planted = max(1, int(round(frac * n)))
+        n_regions = int(rng.integers(cfg.n_regions[0], cfg.n_regions[1] + 1))
+        planted = _contiguous_regions(rng, cells.astype(float), n_planted, n_regions)
+        features[planted] += cfg.shift * (0.5 + q) * w
+    size = cfg.wsi_patch_size if modality == "wsi" else cfg.ct_patch_size
+    coords = cells * size
+    bag = EmbeddingBag(
+        features=features.astype(np.float32),
+        coords=coords.astype(np.int64),
+        modality=modality,
+        patch_size=size,
+        mpp=cfg.wsi_mpp if modality == "wsi" else None,
+        spacing=tuple(cfg.ct_spacing) if modality == "ct" else None,
+        encoder="synthetic",
+    )
+    return bag, planted
+
+
+def _censoring_rate_for(hazards: np.ndarray, target: float) -> float:
+    """Rate c of exponential censoring with mean_i P(C_i < T_i) = mean_i c/(c+h_i) = target."""
+    if target <= 0:
+        return 0.0
+    lo, hi = 1e-12, 1e6 * hazards.max()
+    for _ in range(200):
+        mid = math.sqrt(lo * hi)
+        if np.mean(mid / (mid + hazards)) < target:
+            lo = mid
+        else:
+            hi = mid
+    return math.sqrt(lo * hi)
+
+
+# ------------------------------------------------------------------ cohort
+
+
+def simulate_outcomes(rng: np.random.Generator, eta: np.ndarray, cfg: SyntheticConfig):
+    """Exponential proportional-hazards event times with independent exponential censoring."""
+    hazards = cfg.baseline_hazard * np.exp(eta)
+    t_event = rng.exponential(1.0 / hazards)
+    c_rate = _censoring_rate_for(hazards, cfg.censoring)
+    t_cens = (
+        rng.exponential(1.0 / c_rate, size=len(eta)) if c_rate > 0 else np.full_like(t_event, np.inf)
+    )
+    time = np.minimum(t_event, t_cens)
+    event = (t_event <= t_cens).astype(int)
+    if event.sum() == 0:  # keep the contract: a cohort must have an event
+        event[np.argmin(t_event)] = 1
+        time[np.argmin(t_event)] = t_event.min()
+    return np.maximum(time, 1e-3), event
+
+
+def make_synthetic_cohort(
+    out_dir: str | os.PathLike,
+    config: SyntheticConfig | None = None,
+    *,
+    progress: bool = True,
+    **overrides,
+) -> Path:
+    """Write the synthetic cohort to ``out_dir`` and return the cohort CSV's path.
+
+    Parameters
+    ----------
+    out_dir
+        Folder to write: ``cohort.csv``, ``embeddings/<id>.<modality>.h5``,
+        ``truth.csv`` (patient_id, eta, factors, planted fractions) and
+        ``truth/<id>.<modality>.npy`` (boolean planted mask, one entry per patch).
+    config
+        A :class:`SyntheticConfig`; keyword ``overrides`` replace its fields.
+    progress
+        Show a progress bar.
+    """
+    cfg = config or SyntheticConfig()
+    if overrides:
+        cfg = SyntheticConfig(**{**asdict(cfg), **overrides})
+    cfg.validate()
+    out = Path(out_dir)
+    (out / "embeddings").mkdir(parents=True, exist_ok=True)
+    (out / "truth").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(cfg.seed)
+    P = cfg.n_patients
+    ct_dim = cfg.ct_dim or cfg.dim
+    w_wsi, tissue_wsi = _hidden_directions(rng, cfg.dim, cfg.n_tissue_types)
+    w_ct, tissue_ct = _hidden_directions(rng, ct_dim, cfg.n_tissue_types)
+
+    z1, z2 = rng.normal(size=P), rng.normal(size=P)
+    if cfg.signal == "split":
+        factors = {"wsi": z1, "ct": z2}
+        eta = cfg.effect * (z1 + z2) / math.sqrt(2)
+    else:
+        factors = {"wsi": z1 if cfg.signal in ("wsi", "both") else None,
+                   "ct": z1 if cfg.signal in ("ct", "both") else None}
+        eta = cfg.effect * z1
+    time, event = simulate_outcomes(rng, eta, cfg)
+
+    missing = np.full(P, "", dtype=object)
+    drop = rng.uniform(size=P) < cfg.missing_rate
+    missing[drop] = np.where(rng.uniform(size=P) < 0.5, "wsi", "ct")[drop]
+
+    ids = [f"SYN{i:04d}" for i in range(P)]
+    rows, truth_rows = [], []
+    for i in tqdm(range(P), desc="synthetic cohort", disable=not progress, unit="patient"):
+        row = {"patient_id": ids[i], "time": round(float(time[i]), 4), "event": int(event[i])}
+        truth = {"patient_id": ids[i], "eta": float(eta[i])}
+        for modality, dim, w, tissue, span in (
+            ("wsi", cfg.dim, w_wsi, tissue_wsi, cfg.wsi_patches),
+            ("ct", ct_dim, w_ct, tissue_ct, cfg.ct_patches),
+        ):
+            factor = factors[modality]
+            f = None if factor is None else float(factor[i])
+            bag, planted = _make_bag(
+                rng, modality=modality, n_patches=int(rng.integers(span[0], span[1] + 1)),
+                dim=dim, w=w, tissue=tissue, factor=f, cfg=cfg,
+            )
+            truth[f"{modality}_factor"] = f
+            truth[f"{modality}_planted_fraction"] = float(planted.mean())
+            if missing[i] == modality:
+                row[modality] = ""
+                truth[f"{modality}_planted_fraction"] = None
+                continue
+            name = f"{ids[i]}.{modality}"
+            write_embeddings(out / "embeddings" / f"{name}.h5", bag)
+            np.save(out / "truth" / f"{name}.npy", planted)
+            row[modality] = f"embeddings/{name}.h5"
+        if cfg.clinical:
+            row["age"] = round(float(rng.normal(62, 10)), 1)
+            row["sex"] = "F" if rng.uniform() < 0.4 else "M"
+            # Stage is a noisy, coarse reading of the hazard, as in real cohorts.
+            row["stage"] = int(np.clip(np.round(2.5 + 0.5 * eta[i] / cfg.effect
+                                                + rng.normal(0, 1.0)), 1, 4))
+        rows.append(row)
+        truth_rows.append(truth)
+    columns = ["patient_id", "time", "event", "wsi", "ct"] + (
+        ["age", "sex", "stage"] if cfg.clinical else []
+    )
+    pd.DataFrame(rows, columns=columns).to_csv(out / "cohort.csv", index=False)
+    pd.DataFrame(truth_rows).to_csv(out / "truth.csv", index=False)
+    (out / "synthetic_config.json").write_text(pd.Series(asdict(cfg)).to_json(indent=2))
+    log.info("wrote %d patients to %s", P, out)
+    return out / "cohort.csv"
+
+
+def load_planted_mask(cohort_dir: str | os.PathLike, patient_id: str, modality: str) -> np.ndarray:
+    """The ground-truth planted mask of one bag (one boolean per patch, file order)."""
+    path = Path(cohort_dir) / "truth" / f"{patient_id}.{modality}.npy"
+    if not path.exists():
+        raise RadiopathInputError("no ground truth for this bag", path=path, patient_id=patient_id,
+                                  field=modality)
+    return np.load(path)
+
+
+def load_truth(cohort_dir: str | os.PathLike) -> pd.DataFrame:
+    """The per-patient ground truth table (``eta`` is the true linear predictor)."""
+    path = Path(cohort_dir) / "truth.csv"
+    if not path.exists():
+        raise RadiopathInputError("no ground truth table", path=path)
+    return pd.read_csv(path, dtype={"patient_id": str})
