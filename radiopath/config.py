@@ -71,7 +71,9 @@ def load_config_file(path: str | os.PathLike) -> dict:
 
 
 def resolve_config(
-    defaults: Mapping, config_file: str | os.PathLike | None = None, overrides: Mapping | None = None
+    defaults: Mapping,
+    config_file: str | os.PathLike | None = None,
+    overrides: Mapping | None = None,
 ) -> dict:
     """defaults <- config file <- flags."""
     cfg = dict(defaults)
@@ -130,7 +132,9 @@ class RunRecord:
     run keeps the earlier start times in ``history``.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, *, command: str, config: Mapping, seed: int | None):
+    def __init__(
+        self, out_dir: str | os.PathLike, *, command: str, config: Mapping, seed: int | None
+    ):
         self.out_dir = Path(out_dir)
         self.path = self.out_dir / "run.json"
         self.record: dict = {

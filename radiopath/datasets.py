@@ -83,7 +83,7 @@ class SyntheticConfig:
     wsi_patches: tuple[int, int] = (1000, 3000)
     ct_patches: tuple[int, int] = (500, 1500)
     signal: str = "both"
-    effect: float = 1.5
+    effect: float = 2.0
     shift: float = 1.5
     extent: tuple[float, float] = (0.04, 0.2)
     n_regions: tuple[int, int] = (1, 2)
@@ -147,8 +147,12 @@ def _tumour_mask_3d(rng: np.random.Generator, res: int) -> np.ndarray:
     theta, phi = np.arccos(np.clip(z / axes[2] / r, -1, 1)), np.arctan2(y, x)
     bump = np.zeros_like(r)
     for _ in range(3):
-        l, m = rng.integers(1, 4), rng.integers(0, 3)
-        bump += rng.uniform(0.03, 0.1) * np.cos(l * theta) * np.cos(m * phi + rng.uniform(0, 6.28))
+        degree, order = rng.integers(1, 4), rng.integers(0, 3)
+        bump += (
+            rng.uniform(0.03, 0.1)
+            * np.cos(degree * theta)
+            * np.cos(order * phi + rng.uniform(0, 6.28))
+        )
     return r <= 1.0 + bump
 
 
@@ -265,7 +269,9 @@ def simulate_outcomes(rng: np.random.Generator, eta: np.ndarray, cfg: SyntheticC
     t_event = rng.exponential(1.0 / hazards)
     c_rate = _censoring_rate_for(hazards, cfg.censoring)
     t_cens = (
-        rng.exponential(1.0 / c_rate, size=len(eta)) if c_rate > 0 else np.full_like(t_event, np.inf)
+        rng.exponential(1.0 / c_rate, size=len(eta))
+        if c_rate > 0
+        else np.full_like(t_event, np.inf)
     )
     time = np.minimum(t_event, t_cens)
     event = (t_event <= t_cens).astype(int)
@@ -313,8 +319,10 @@ def make_synthetic_cohort(
         factors = {"wsi": z1, "ct": z2}
         eta = cfg.effect * (z1 + z2) / math.sqrt(2)
     else:
-        factors = {"wsi": z1 if cfg.signal in ("wsi", "both") else None,
-                   "ct": z1 if cfg.signal in ("ct", "both") else None}
+        factors = {
+            "wsi": z1 if cfg.signal in ("wsi", "both") else None,
+            "ct": z1 if cfg.signal in ("ct", "both") else None,
+        }
         eta = cfg.effect * z1
     time, event = simulate_outcomes(rng, eta, cfg)
 
@@ -334,8 +342,14 @@ def make_synthetic_cohort(
             factor = factors[modality]
             f = None if factor is None else float(factor[i])
             bag, planted = _make_bag(
-                rng, modality=modality, n_patches=int(rng.integers(span[0], span[1] + 1)),
-                dim=dim, w=w, tissue=tissue, factor=f, cfg=cfg,
+                rng,
+                modality=modality,
+                n_patches=int(rng.integers(span[0], span[1] + 1)),
+                dim=dim,
+                w=w,
+                tissue=tissue,
+                factor=f,
+                cfg=cfg,
             )
             truth[f"{modality}_factor"] = f
             truth[f"{modality}_planted_fraction"] = float(planted.mean())
@@ -351,8 +365,9 @@ def make_synthetic_cohort(
             row["age"] = round(float(rng.normal(62, 10)), 1)
             row["sex"] = "F" if rng.uniform() < 0.4 else "M"
             # Stage is a noisy, coarse reading of the hazard, as in real cohorts.
-            row["stage"] = int(np.clip(np.round(2.5 + 0.5 * eta[i] / cfg.effect
-                                                + rng.normal(0, 1.0)), 1, 4))
+            row["stage"] = int(
+                np.clip(np.round(2.5 + 0.5 * eta[i] / cfg.effect + rng.normal(0, 1.0)), 1, 4)
+            )
         rows.append(row)
         truth_rows.append(truth)
     columns = ["patient_id", "time", "event", "wsi", "ct"] + (
@@ -369,8 +384,9 @@ def load_planted_mask(cohort_dir: str | os.PathLike, patient_id: str, modality: 
     """The ground-truth planted mask of one bag (one boolean per patch, file order)."""
     path = Path(cohort_dir) / "truth" / f"{patient_id}.{modality}.npy"
     if not path.exists():
-        raise RadiopathInputError("no ground truth for this bag", path=path, patient_id=patient_id,
-                                  field=modality)
+        raise RadiopathInputError(
+            "no ground truth for this bag", path=path, patient_id=patient_id, field=modality
+        )
     return np.load(path)
 
 

@@ -454,11 +454,16 @@ def read_cohort(
     ids = table["patient_id"]
     if ids.isna().any():
         row = int(np.nonzero(ids.isna().to_numpy())[0][0])
-        raise RadiopathInputError(f"empty patient id in row {row + 2}", path=path, field="patient_id")
+        raise RadiopathInputError(
+            f"empty patient id in row {row + 2}", path=path, field="patient_id"
+        )
     dup = ids[ids.duplicated()].unique().tolist()
     if dup:
         raise RadiopathInputError(
-            f"duplicate patient ids: {dup[:5]}", path=path, patient_id=str(dup[0]), field="patient_id"
+            f"duplicate patient ids: {dup[:5]}",
+            path=path,
+            patient_id=str(dup[0]),
+            field="patient_id",
         )
     times = pd.to_numeric(table["time"], errors="coerce")
     events = pd.to_numeric(table["event"], errors="coerce")
@@ -534,16 +539,24 @@ def read_cohort(
         clinical = {c: row[c] for c in clinical_columns}
         has_clinical = any(not pd.isna(v) for v in clinical.values())
         if not files and not has_clinical:
-            report(pid, None, "modality", "patient has no usable modality (no file, no clinical data)")
+            report(
+                pid, None, "modality", "patient has no usable modality (no file, no clinical data)"
+            )
             continue
-        patients.append(Patient(str(pid), float(times.iloc[i]), int(events.iloc[i]), files, clinical))
+        patients.append(
+            Patient(str(pid), float(times.iloc[i]), int(events.iloc[i]), files, clinical)
+        )
     if not patients:
         raise RadiopathInputError("no usable patient left after validation", path=path)
     if not any(p.event == 1 for p in patients):
         raise RadiopathInputError(
-            "no usable patient with an event is left after skipping bad files", path=path, field="event"
+            "no usable patient with an event is left after skipping bad files",
+            path=path,
+            field="event",
         )
-    return Cohort(path=path, patients=patients, clinical_columns=clinical_columns, problems=problems)
+    return Cohort(
+        path=path, patients=patients, clinical_columns=clinical_columns, problems=problems
+    )
 
 
 def write_cohort(
@@ -563,7 +576,9 @@ def write_cohort(
         for c in clinical_columns:
             row[c] = p.clinical.get(c)
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=["patient_id", "time", "event", *MODALITIES, *clinical_columns])
+    frame = pd.DataFrame(
+        rows, columns=["patient_id", "time", "event", *MODALITIES, *clinical_columns]
+    )
     frame.to_csv(path, index=False)
     return path
 

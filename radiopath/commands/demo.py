@@ -16,8 +16,13 @@ log = logging.getLogger(__name__)
 
 
 @main.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("radiopath-demo"),
-              show_default=True, help="Run directory.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("radiopath-demo"),
+    show_default=True,
+    help="Run directory.",
+)
 @click.option("--patients", type=int, default=SyntheticConfig.n_patients, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @friendly_errors
@@ -27,8 +32,14 @@ def demo(out: Path, patients: int, seed: int) -> None:
     with RunRecord(out, command="demo", config=config, seed=seed) as run:
         cohort_csv = make_synthetic_cohort(out / "cohort", n_patients=patients, seed=seed)
         cohort = read_cohort(cohort_csv, strict=True)
-        run.update(cohort={"csv": str(cohort_csv), "patients": len(cohort),
-                           "events": int(cohort.events.sum()), "modalities": cohort.modalities})
+        run.update(
+            cohort={
+                "csv": str(cohort_csv),
+                "patients": len(cohort),
+                "events": int(cohort.events.sum()),
+                "modalities": cohort.modalities,
+            }
+        )
     click.echo(
         f"synthetic cohort: {len(cohort)} patients, {int(cohort.events.sum())} events, "
         f"modalities {', '.join(cohort.modalities)} -> {cohort_csv}"

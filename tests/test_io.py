@@ -1,0 +1,343 @@
+"""The data contract: round trips and every kind of bad input, with messages that name it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from radiopath.errors import RadiopathInputError
+from radiopath.io import (
+    EmbeddingBag,
+    FoldEmbeddings,
+    Patient,
+    load_patient_bags,
+    read_cohort,
+    read_embeddings,
+    read_fold_embeddings,
+    write_cohort,
+    write_embeddings,
+    write_fold_embeddings,
+)
+
+
+def make_bag(modality="wsi", n=10, d=4, seed=0, **kw):
+    rng = np.random.default_rng(seed)
+    ndim = 2 if modality == "wsi" else 3
+    return EmbeddingBag(
+        features=rng.normal(size=(n, d)).astype(np.float32),
+        coords=rng.integers(0, 1000, size=(n, ndim)),
+        modality=modality,
+        patch_size=256 if modality == "wsi" else 8,
+        mpp=0.5 if modality == "wsi" else None,
+        spacing=(0.8, 0.8, 2.5) if modality == "ct" else None,
+        encoder="test",
+        **kw,
+    )
+
+
+def write_raw(path, features, coords, **attrs):
+    with h5py.File(path, "w") as fh:
+        fh.create_dataset("features", data=features)
+        fh.create_dataset("coords", data=coords)
+        for k, v in attrs.items():
+            fh.attrs[k] = v
+    return path
+
+
+@pytest.mark.parametrize("modality", ["wsi", "ct"])
+def test_embedding_round_trip(tmp_path, modality):
+    bag = make_bag(modality)
+    path = write_embeddings(tmp_path / "bag.h5", bag)
+    back = read_embeddings(path)
+    np.testing.assert_array_equal(back.features, bag.features)
+    np.testing.assert_array_equal(back.coords, bag.coords)
+    assert back.modality == modality
+    assert back.patch_size == bag.patch_size
+    assert back.mpp == bag.mpp
+    assert back.spacing == bag.spacing
+    assert back.encoder == "test"
+
+
+def test_reads_clam_layout_without_modality(tmp_path):
+    """CLAM writes [1, N, D] features and no modality attribute: infer it with a warning."""
+    rng = np.random.default_rng(0)
+    path = write_raw(
+        tmp_path / "clam.h5",
+        rng.normal(size=(1, 5, 3)).astype(np.float32),
+        rng.integers(0, 99, size=(5, 2)),
+    )
+    with pytest.warns(UserWarning, match="inferred 'wsi'"):
+        bag = read_embeddings(path)
+    assert bag.modality == "wsi" and bag.features.shape == (5, 3)
+
+
+def test_physical_coords_use_resolution():
+    bag = make_bag("ct", n=3)
+    expected = (bag.coords + 4) * np.array([0.8, 0.8, 2.5])
+    np.testing.assert_allclose(bag.physical_coords, expected)
+    assert bag.units == "mm"
+
+
+@pytest.mark.parametrize(
+    "features, coords, attrs, field, message",
+    [
+        (
+            np.zeros((5, 3), np.float32),
+            np.zeros((4, 2)),
+            {"modality": "wsi"},
+            "coords",
+            "5 rows but coords has 4",
+        ),
+        (
+            np.zeros((5, 3), np.float32),
+            np.zeros((5, 2)),
+            {"modality": "ct"},
+            "coords",
+            "needs 3-D coordinates",
+        ),
+        (
+            np.zeros((5, 3), np.float32),
+            np.zeros((5, 3)),
+            {"modality": "wsi"},
+            "coords",
+            "needs 2-D coordinates",
+        ),
+        (
+            np.zeros((5, 3), np.float32),
+            np.zeros((5, 2)),
+            {"modality": "mri"},
+            "modality",
+            "unknown modality",
+        ),
+        (
+            np.array([[0, np.nan, 0]] * 5, np.float32),
+            np.zeros((5, 2)),
+            {"modality": "wsi"},
+            "features",
+            "NaN or inf",
+        ),
+        (
+            np.array([[0, np.inf, 0]] * 5, np.float32),
+            np.zeros((5, 2)),
+            {"modality": "wsi"},
+            "features",
+            "NaN or inf",
+        ),
+    ],
+)
+def test_bad_embedding_files_name_file_and_field(tmp_path, features, coords, attrs, field, message):
+    path = write_raw(tmp_path / "bad.h5", features, coords, **attrs)
+    with pytest.raises(RadiopathInputError, match=message) as info:
+        read_embeddings(path)
+    assert str(path) in str(info.value)
+    assert f"field '{field}'" in str(info.value)
+
+
+def test_missing_and_unreadable_files(tmp_path):
+    with pytest.raises(RadiopathInputError, match="does not exist") as info:
+        read_embeddings(tmp_path / "nope.h5")
+    assert "nope.h5" in str(info.value)
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"not hdf5 at all")
+    with pytest.raises(RadiopathInputError, match="not a readable HDF5"):
+        read_embeddings(junk)
+    nofeat = tmp_path / "nofeat.h5"
+    with h5py.File(nofeat, "w") as fh:
+        fh.create_dataset("coords", data=np.zeros((3, 2)))
+    with pytest.raises(RadiopathInputError, match="field 'features'"):
+        read_embeddings(nofeat)
+
+
+def test_modality_mismatch_with_cohort_column(tmp_path):
+    path = write_embeddings(tmp_path / "b.h5", make_bag("ct"))
+    with pytest.raises(RadiopathInputError, match="listed as 'wsi'"):
+        read_embeddings(path, modality="wsi")
+
+
+# ------------------------------------------------------------------ cohorts
+
+
+def write_table(tmp_path, rows, name="cohort.csv"):
+    path = tmp_path / name
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def bag_files(tmp_path):
+    (tmp_path / "e").mkdir()
+    for i in range(3):
+        write_embeddings(tmp_path / "e" / f"p{i}.wsi.h5", make_bag("wsi", seed=i))
+        write_embeddings(tmp_path / "e" / f"p{i}.ct.h5", make_bag("ct", seed=i))
+    return tmp_path
+
+
+def good_rows():
+    return [
+        {
+            "patient_id": f"p{i}",
+            "time": 10.0 + i,
+            "event": i % 2,
+            "wsi": f"e/p{i}.wsi.h5",
+            "ct": f"e/p{i}.ct.h5",
+            "age": 50 + i,
+        }
+        for i in range(3)
+    ]
+
+
+def test_cohort_round_trip(bag_files):
+    cohort = read_cohort(write_table(bag_files, good_rows()))
+    assert cohort.patient_ids == ["p0", "p1", "p2"]
+    assert cohort.modalities == ["wsi", "ct"]
+    assert cohort.clinical_columns == ["age"]
+    assert cohort.problems == []
+    out = write_cohort(bag_files / "sub" / "again.csv", cohort.patients, cohort.clinical_columns)
+    again = read_cohort(out)
+    assert again.patient_ids == cohort.patient_ids
+    np.testing.assert_array_equal(again.times, cohort.times)
+    np.testing.assert_array_equal(again.events, cohort.events)
+    for a, b in zip(again.patients, cohort.patients):
+        for m in ("wsi", "ct"):
+            assert [f.resolve() for f in a.files[m]] == [f.resolve() for f in b.files[m]]
+    bags = load_patient_bags(again["p1"], "ct")
+    np.testing.assert_array_equal(bags[0].features, make_bag("ct", seed=1).features)
+
+
+@pytest.mark.parametrize(
+    "change, field, message",
+    [
+        (lambda r: r[1].update(patient_id="p0"), "patient_id", "duplicate patient ids"),
+        (lambda r: r[1].update(time=0), "time", "must be a number > 0"),
+        (lambda r: r[1].update(time=-3), "time", "must be a number > 0"),
+        (lambda r: r[1].update(time=None), "time", "must be a number > 0"),
+        (lambda r: r[1].update(event=2), "event", "must be 0 .censored. or 1"),
+        (lambda r: [x.update(event=0) for x in r], "event", "no patient has an event"),
+    ],
+)
+def test_bad_cohort_tables(bag_files, change, field, message):
+    rows = good_rows()
+    change(rows)
+    path = write_table(bag_files, rows)
+    with pytest.raises(RadiopathInputError, match=message) as info:
+        read_cohort(path)
+    assert f"field '{field}'" in str(info.value)
+    assert str(path) in str(info.value)
+    if field in ("time", "event") and "no patient" not in message:
+        assert "patient 'p1'" in str(info.value)
+
+
+def test_missing_required_column(bag_files):
+    rows = [{k: v for k, v in r.items() if k != "event"} for r in good_rows()]
+    with pytest.raises(RadiopathInputError, match="field 'event'.*required column"):
+        read_cohort(write_table(bag_files, rows))
+
+
+def test_missing_file_is_skipped_or_strict(bag_files):
+    rows = good_rows()
+    rows[2]["wsi"] = "e/missing.wsi.h5"
+    path = write_table(bag_files, rows)
+    cohort = read_cohort(path)
+    assert len(cohort) == 3  # p2 keeps its CT
+    assert cohort["p2"].modalities == ["ct"]
+    assert len(cohort.problems) == 1
+    text = str(cohort.problems[0])
+    assert "missing.wsi.h5" in text and "patient 'p2'" in text and "field 'wsi'" in text
+    with pytest.raises(RadiopathInputError, match="patient 'p2'.*does not exist"):
+        read_cohort(path, strict=True)
+
+
+def test_patient_without_any_modality_is_reported(bag_files):
+    rows = [{k: v for k, v in r.items() if k != "age"} for r in good_rows()]
+    rows[0]["wsi"] = ""
+    rows[0]["ct"] = ""
+    path = write_table(bag_files, rows)
+    cohort = read_cohort(path)
+    assert cohort.patient_ids == ["p1", "p2"]
+    assert "patient 'p0'" in str(cohort.problems[0]) and "no usable modality" in str(
+        cohort.problems[0]
+    )
+    with pytest.raises(RadiopathInputError, match="patient 'p0'.*no usable modality"):
+        read_cohort(path, strict=True)
+
+
+def test_width_mismatch_within_a_modality(bag_files):
+    write_embeddings(bag_files / "e" / "wide.wsi.h5", make_bag("wsi", d=7))
+    rows = good_rows()
+    rows[1]["wsi"] = "e/p1.wsi.h5;e/wide.wsi.h5"
+    cohort = read_cohort(write_table(bag_files, rows))
+    assert len(cohort["p1"].files["wsi"]) == 1
+    assert "width 7 differs from 4" in str(cohort.problems[0])
+    with pytest.raises(RadiopathInputError, match="wide.wsi.h5.*patient 'p1'.*width 7 differs"):
+        read_cohort(write_table(bag_files, rows), strict=True)
+
+
+def test_unreadable_file_in_cohort(bag_files):
+    (bag_files / "e" / "broken.h5").write_bytes(b"\x00" * 64)
+    rows = good_rows()
+    rows[0]["ct"] = "e/broken.h5"
+    cohort = read_cohort(write_table(bag_files, rows))
+    assert cohort["p0"].modalities == ["wsi"]
+    assert "broken.h5" in str(cohort.problems[0])
+
+
+def test_require_modalities(bag_files):
+    rows = good_rows()
+    for r in rows:
+        r["ct"] = ""
+    cohort = read_cohort(write_table(bag_files, rows))
+    cohort.require_modalities(["wsi", "clinical"])
+    with pytest.raises(
+        RadiopathInputError, match="modality 'ct' was asked for but no patient has it"
+    ):
+        cohort.require_modalities(["ct"])
+    with pytest.raises(RadiopathInputError, match="unknown modality 'pet'"):
+        cohort.require_modalities(["pet"])
+
+
+def test_loading_never_writes_to_inputs(bag_files):
+    path = write_table(bag_files, good_rows())
+    files = sorted((bag_files / "e").glob("*.h5")) + [path]
+
+    def fingerprint():
+        return {
+            f: (hashlib.sha256(f.read_bytes()).hexdigest(), os.stat(f).st_mtime_ns) for f in files
+        }
+
+    before = fingerprint()
+    cohort = read_cohort(path)
+    for p in cohort.patients:
+        for m in p.modalities:
+            load_patient_bags(p, m)
+    assert fingerprint() == before
+    assert sorted(os.listdir(bag_files / "e")) == sorted(f.name for f in files[:-1])
+
+
+def test_patient_error_names_patient(bag_files):
+    patient = Patient("pX", 1.0, 1, {"wsi": [bag_files / "e" / "gone.h5"]})
+    with pytest.raises(RadiopathInputError, match="gone.h5.*patient 'pX'"):
+        load_patient_bags(patient, "wsi")
+
+
+def test_fold_embeddings_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    fold = FoldEmbeddings(
+        fold=2,
+        patient_id=np.array(["a", "b", "c"]),
+        split=np.array(["train", "train", "test"]),
+        time=np.array([1.0, 2.0, 3.0]),
+        event=np.array([1, 0, 1]),
+        embedding=rng.normal(size=(3, 5)).astype(np.float32),
+        risk=np.array([0.1, -0.2, 0.3]),
+    )
+    back = read_fold_embeddings(write_fold_embeddings(tmp_path / "f.npz", fold))
+    assert back.fold == 2
+    np.testing.assert_array_equal(back.embedding, fold.embedding)
+    np.testing.assert_array_equal(back.patient_id, fold.patient_id)
+    test = back.part("test")
+    assert test.patient_id.tolist() == ["c"] and test.risk.tolist() == [0.3]
