@@ -272,3 +272,85 @@ def planted_importance_auc(importance: np.ndarray, planted: np.ndarray) -> float
     if planted.all() or not planted.any():
         return float("nan")
     return float(roc_auc_score(planted, importance))
+
+
+def _run_cohort_path(run_dir: Path) -> Path | None:
+    import json
+
+    record = run_dir / "run.json"
+    if not record.exists():
+        return None
+    cfg = json.loads(record.read_text()).get("config", {})
+    cohort = cfg.get("cohort") or cfg.get("cohort_csv")
+    return Path(cohort) if cohort else None
+
+
+def write_importance_maps(
+    run_dir: str | os.PathLike,
+    patient_id: str,
+    *,
+    aggregators: list[str] | None = None,
+    cohort_csv: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+) -> list[Path]:
+    """Draw every importance CSV of one patient in a run to PNGs.
+
+    The slide thumbnail is used when the cohort table lists the slide (``wsi_image``);
+    patch sizes and CT spacing come from the patient's embedding files. Output goes to
+    ``<run>/importance/<aggregator>/<patient_id>.<modality>.png`` unless ``out_dir`` is given.
+    All maps of one modality share one colour scale across aggregators.
+    """
+    from radiopath.io import read_cohort, read_embeddings
+
+    run_dir = Path(run_dir)
+    root = run_dir / "importance"
+    if not root.is_dir():
+        raise RadiopathInputError("no importance/ folder: train the run first", path=run_dir)
+    aggs = aggregators or sorted(p.name for p in root.iterdir() if p.is_dir())
+    csvs = [(a, f) for a in aggs for f in sorted((root / a).glob(f"{patient_id}.*.csv"))]
+    if not csvs:
+        known = sorted({f.name.split(".")[0] for a in aggs for f in (root / a).glob("*.csv")})
+        raise RadiopathInputError(
+            f"no importance for this patient (patients in the run: {known[:10]}...)",
+            path=root,
+            patient_id=patient_id,
+        )
+    cohort_csv = Path(cohort_csv) if cohort_csv else _run_cohort_path(run_dir)
+    patient, slide = None, None
+    if cohort_csv is not None and cohort_csv.exists():
+        cohort = read_cohort(cohort_csv)
+        if patient_id in cohort.patient_ids:
+            patient = cohort[patient_id]
+        table = pd.read_csv(cohort_csv, dtype={"patient_id": str})
+        if "wsi_image" in table.columns:
+            cell = table.loc[table.patient_id == patient_id, "wsi_image"]
+            if len(cell) and isinstance(cell.iloc[0], str) and cell.iloc[0].strip():
+                slide = cohort_csv.parent / cell.iloc[0].split(";")[0].strip()
+    scales: dict[str, tuple[float, float]] = {}
+    for _, f in csvs:
+        modality = f.name.split(".")[-2]
+        _, values = read_importance(f)
+        lo, hi = scales.get(modality, (np.inf, -np.inf))
+        scales[modality] = (min(lo, values.min()), max(hi, values.max()))
+    written = []
+    for agg, f in csvs:
+        modality = f.name.split(".")[-2]
+        patch_size, spacing = None, None
+        if patient is not None and patient.files.get(modality):
+            bag = read_embeddings(patient.files[modality][0], modality=modality)
+            patch_size, spacing = bag.patch_size, bag.spacing
+        target = (Path(out_dir) / agg if out_dir else root / agg) / f"{patient_id}.{modality}.png"
+        lo, hi = scales[modality]
+        written.append(
+            render_importance(
+                f,
+                target,
+                patch_size=patch_size,
+                slide_path=slide if modality == "wsi" else None,
+                spacing=spacing,
+                title=f"{patient_id} {modality}: {agg}",
+                vmin=lo,
+                vmax=hi,
+            )
+        )
+    return written

@@ -1,0 +1,110 @@
+"""``radiopath benchmark``, ``radiopath report`` and ``radiopath importance``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from radiopath.cli import friendly_errors, main, parse_list
+
+
+@main.command()
+@click.option(
+    "--cohort",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Cohort CSV (INTERFACE.md).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run directory (an existing one is resumed).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="YAML/JSON configuration; flags override it.",
+)
+@click.option("--aggregators", help="Comma-separated, e.g. sparra,abmil,mean.")
+@click.option("--models", help="Comma-separated downstream models: rsf,coxph,coxnet,fsvm.")
+@click.option("--modalities", help="Comma-separated: wsi,ct[,clinical].")
+@click.option("--folds", type=int, help="Outer cross-validation folds.")
+@click.option("--seed", type=int, help="Random seed.")
+@click.option("--device", help="auto, cpu, cuda, cuda:1, mps.")
+@click.option("--epochs", type=int, help="Training epochs per fold.")
+@click.option("--backend", type=click.Choice(["sksurv", "torch"]), help="Downstream backend.")
+@click.option("--preset", help="Graph preset name or YAML path (default: each modality's).")
+@click.option("--strict", is_flag=True, help="Stop at the first unreadable file.")
+@friendly_errors
+def benchmark(
+    cohort,
+    out,
+    config_file,
+    aggregators,
+    models,
+    modalities,
+    folds,
+    seed,
+    device,
+    epochs,
+    backend,
+    preset,
+    strict,
+):
+    """Graphs -> aggregators on the same folds -> downstream models -> metrics and report."""
+    from radiopath.benchmark import run_benchmark
+
+    overrides = {
+        "aggregators": parse_list(aggregators),
+        "models": parse_list(models),
+        "modalities": parse_list(modalities),
+        "folds": folds,
+        "seed": seed,
+        "device": device,
+        "train": {"epochs": epochs},
+        "evaluation": {"backend": backend},
+        "graph": {"preset": preset},
+    }
+    result = run_benchmark(cohort, out, overrides, config_file=config_file, strict=strict)
+    click.echo(result.summary)
+    click.echo(f"\nrun directory: {out} (report.html, figures/, metrics.csv, importance/)")
+
+
+@main.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@friendly_errors
+def report(run_dir):
+    """Tables and figures of a finished run (summary.md, figures/, report.html)."""
+    from radiopath.report import write_report
+
+    written = write_report(run_dir)
+    click.echo(Path(written["summary"]).read_text())
+    click.echo(f"report: {written['html']}")
+
+
+@main.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--patient", required=True, help="Patient id.")
+@click.option("--aggregators", help="Comma-separated; default: every aggregator in the run.")
+@click.option(
+    "--cohort",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Cohort CSV (default: the one recorded in run.json).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the PNGs (default: the run's importance/ folder).",
+)
+@friendly_errors
+def importance(run_dir, patient, aggregators, cohort, out):
+    """Importance maps (PNG) of one patient over the slide and CT slices."""
+    from radiopath.viz.importance import write_importance_maps
+
+    for path in write_importance_maps(
+        run_dir, patient, aggregators=parse_list(aggregators), cohort_csv=cohort, out_dir=out
+    ):
+        click.echo(str(path))
