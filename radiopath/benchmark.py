@@ -32,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from radiopath.config import RunRecord, resolve_config
+from radiopath.config import RunRecord, load_config_file, resolve_config
 from radiopath.errors import RadiopathInputError
 from radiopath.io import Cohort, read_cohort
 
@@ -48,7 +48,7 @@ DEFAULTS: dict = {
     "models": list(KNOWN_MODELS),
     "modalities": ["wsi", "ct"],
     "device": "auto",
-    "graph": {"preset": None, "workers": 1},
+    "graph": {"preset": None, "workers": 1, "dir": None},
     "train": {},
     "evaluation": {"backend": "sksurv"},
 }
@@ -129,6 +129,20 @@ def validate_benchmark_config(cfg: dict, cohort: Cohort) -> None:
         )
 
 
+def _benchmark_config_file(path: str | os.PathLike | None) -> dict:
+    """A benchmark configuration file, or an experiment file without a grid (its ``base``)."""
+    if path is None:
+        return {}
+    data = load_config_file(path)
+    if "base" in data:
+        if data.get("grid"):
+            raise RadiopathInputError(
+                "this experiment has a grid: run it with `radiopath sweep`", path=path, field="grid"
+            )
+        return dict(data["base"])
+    return data
+
+
 def _link_tree(src: Path, dst: Path) -> None:
     """Hard-link (or copy) every file of ``src`` under ``dst``."""
     for f in src.rglob("*"):
@@ -174,7 +188,8 @@ def run_benchmark(
     from radiopath.graph import build_cohort_graphs
     from radiopath.training import train_cross_validated
 
-    cfg = resolve_config(DEFAULTS, config_file, config)
+    cfg = resolve_config(DEFAULTS, None, _benchmark_config_file(config_file))
+    cfg = resolve_config(cfg, None, config)
     cohort = cohort if isinstance(cohort, Cohort) else read_cohort(cohort, strict=strict)
     validate_benchmark_config(cfg, cohort)
     out = Path(out_dir)
@@ -190,7 +205,7 @@ def run_benchmark(
             run.update(skipped=[str(p) for p in cohort.problems])
         ledger = StageLedger(out)
         bar = tqdm(stages, desc="benchmark", unit="stage", disable=not progress)
-        graph_dir = out / "graphs"
+        graph_dir = Path(cfg["graph"]["dir"]) if cfg["graph"].get("dir") else out / "graphs"
         for stage in bar:
             bar.set_postfix_str(stage)
             kind, _, agg = stage.partition(":")

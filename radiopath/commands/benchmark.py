@@ -108,3 +108,27 @@ def importance(run_dir, patient, aggregators, cohort, out):
         run_dir, patient, aggregators=parse_list(aggregators), cohort_csv=cohort, out_dir=out
     ):
         click.echo(str(path))
+
+
+@main.command()
+@click.option(
+    "--experiment",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Experiment YAML (see experiments/).",
+)
+@click.option("--cohort", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--epochs", type=int, help="Override the training epochs of every point.")
+@click.option("--folds", type=int, help="Override the outer folds of every point.")
+@click.option("--backend", type=click.Choice(["sksurv", "torch"]), help="Downstream backend.")
+@friendly_errors
+def sweep(experiment, cohort, out, epochs, folds, backend):
+    """Expand an experiment's grid into benchmark runs and gather their metrics."""
+    from radiopath.sweep import run_sweep
+
+    overrides = {"train": {"epochs": epochs}, "folds": folds, "evaluation": {"backend": backend}}
+    gathered = run_sweep(experiment, cohort, out, overrides=overrides)
+    table = gathered[gathered.metric == "c_index"].groupby(["point", "aggregator"]).value.mean()
+    click.echo(table.to_string())
+    click.echo(f"\nall metrics: {out / 'sweep_metrics.csv'}; curves: {out / 'figures'}")

@@ -1,0 +1,201 @@
+"""Ablation sweeps: expand a grid of benchmark configurations into runs and gather their metrics.
+
+An experiment file (YAML, see ``experiments/``)::
+
+    name: topk-ratio
+    description: SPARRA's top-k pooling ratio
+    base:                      # a benchmark configuration (radiopath.benchmark.DEFAULTS keys)
+      aggregators: [sparra]
+      modalities: [wsi, ct]
+    grid:                      # dotted keys into the configuration -> values; the product is run
+      train.ratio: [0.1, 0.2, 0.5, 0.7]
+
+Each grid point is one benchmark run in ``OUT/<point>/`` (resumable like any benchmark);
+points that share a graph configuration share one graph folder. ``OUT/sweep_metrics.csv``
+gathers every point's metrics with one column per swept key, and
+``OUT/figures/ablation_<key>.png`` draws each metric against the swept value.
+An experiment without ``grid`` is a single benchmark (the paper's studies are written so).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from radiopath.config import RunRecord, deep_merge, load_config_file  # noqa: E402
+from radiopath.errors import RadiopathInputError  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Experiment:
+    name: str
+    description: str
+    base: dict
+    grid: dict[str, list]
+    mode: str = "product"
+
+    def points(self) -> list[dict[str, object]]:
+        """The grid's points (one empty point without a grid).
+
+        ``mode: product`` runs every combination; ``mode: one_at_a_time`` varies one key at
+        a time while the others keep the base configuration's values.
+        """
+        if not self.grid:
+            return [{}]
+        if self.mode == "one_at_a_time":
+            return [{key: value} for key, values in self.grid.items() for value in values]
+        keys = list(self.grid)
+        return [dict(zip(keys, values)) for values in itertools.product(*self.grid.values())]
+
+
+def load_experiment(path: str | os.PathLike) -> Experiment:
+    """Read and check an experiment file."""
+    path = Path(path)
+    data = load_config_file(path)
+    unknown = set(data) - {"name", "description", "base", "grid", "mode"}
+    if unknown:
+        raise RadiopathInputError(
+            f"unknown keys {sorted(unknown)}; expected name, description, base, grid, mode",
+            path=path,
+            field=sorted(unknown)[0],
+        )
+    mode = data.get("mode", "product")
+    if mode not in ("product", "one_at_a_time"):
+        raise RadiopathInputError(
+            f"mode must be 'product' or 'one_at_a_time', got {mode!r}", path=path, field="mode"
+        )
+    grid = data.get("grid") or {}
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise RadiopathInputError(
+                "a grid entry must be a non-empty list of values", path=path, field=f"grid.{key}"
+            )
+    return Experiment(
+        name=str(data.get("name", path.stem)),
+        description=str(data.get("description", "")),
+        base=dict(data.get("base") or {}),
+        grid=grid,
+        mode=mode,
+    )
+
+
+def set_dotted(config: dict, key: str, value) -> dict:
+    """A copy of ``config`` with ``a.b.c`` set to ``value``."""
+    parts = key.split(".")
+    patch: dict = {}
+    node = patch
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    merged = deep_merge(config, patch)
+    if value is None:  # deep_merge skips None; an explicit None in a grid means "unset"
+        node = merged
+        for part in parts[:-1]:
+            node = node[part]
+        node[parts[-1]] = None
+    return merged
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def point_name(point: dict[str, object]) -> str:
+    if not point:
+        return "run"
+    text = "__".join(f"{k.split('.')[-1]}={v}" for k, v in point.items())
+    return re.sub(r"[^A-Za-z0-9=_.,+-]", "-", text)
+
+
+def run_sweep(
+    experiment: str | os.PathLike | Experiment,
+    cohort_csv: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    overrides: dict | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Run every point of an experiment and return the gathered metrics."""
+    from radiopath.benchmark import DEFAULTS, run_benchmark
+
+    exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
+    out = Path(out_dir)
+    base = deep_merge(deep_merge(DEFAULTS, exp.base), overrides or {})
+    frames = []
+    with RunRecord(
+        out,
+        command="sweep",
+        config={"experiment": exp.__dict__, "base": base},
+        seed=base.get("seed"),
+    ):
+        finished: dict[str, pd.DataFrame] = {}  # resolved-config hash -> metrics
+        for point in exp.points():
+            cfg = copy.deepcopy(base)
+            for key, value in point.items():
+                cfg = set_dotted(cfg, key, value)
+            graph_key = _digest(cfg["graph"])
+            cfg["graph"]["dir"] = str(out / "graphs" / graph_key)
+            name = point_name(point)
+            config_key = _digest(cfg)
+            if config_key in finished:  # e.g. each key's default in one_at_a_time mode
+                log.info("sweep %s: point %s repeats an earlier point; reused", exp.name, name)
+                metrics = finished[config_key].copy()
+            else:
+                log.info("sweep %s: point %s", exp.name, name)
+                metrics = run_benchmark(cohort_csv, out / name, cfg, progress=progress).metrics
+                finished[config_key] = metrics
+            metrics = metrics.copy()
+            metrics.insert(0, "point", name)
+            for key, value in point.items():
+                metrics[key] = str(value) if isinstance(value, (list, dict)) else value
+            frames.append(metrics)
+    gathered = pd.concat(frames, ignore_index=True)
+    gathered.to_csv(out / "sweep_metrics.csv", index=False)
+    for key in exp.grid:
+        plot_ablation(gathered, key, out / "figures" / f"ablation_{key.replace('.', '_')}.png")
+    return gathered
+
+
+def plot_ablation(metrics: pd.DataFrame, key: str, path: Path) -> Path:
+    """Each metric (mean over folds and models, with the sd over folds) against a swept value."""
+    names = [m for m in ("c_index", "c_ipcw", "c_auc", "ibs") if m in set(metrics.metric)]
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.5), squeeze=False)
+    metrics = metrics[metrics[key].notna()]
+    values = list(dict.fromkeys(metrics[key].astype(str)))
+    for ax, metric in zip(axes[0], names):
+        sub = metrics[(metrics.metric == metric) & metrics.value.notna()]
+        for agg, part in sub.groupby("aggregator"):
+            per_fold = part.groupby([part[key].astype(str), "fold"]).value.mean()
+            stats = per_fold.groupby(level=0).agg(["mean", "std"]).reindex(values)
+            ax.errorbar(
+                range(len(values)),
+                stats["mean"],
+                yerr=stats["std"].fillna(0),
+                marker="o",
+                capsize=3,
+                label=agg,
+            )
+        ax.set_xticks(range(len(values)), values, rotation=30)
+        ax.set_xlabel(key)
+        ax.set_title(metric)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
