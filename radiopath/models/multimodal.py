@@ -1,0 +1,254 @@
+r"""The multimodal survival model: one graph encoder and aggregator per modality, one head.
+
+A patient's vector is the concatenation of its modality vectors, as in SPARRA
+(:math:`\mathbf{x} = [\hat v_r^\top f_{pool}(X_r), \hat v_p^\top f_{pool}(X_p)]`, Gao et al.
+2025, Sec. 2.2); a single-modality model simply has one branch.
+
+**Missing modalities.** A patient without a graph for modality ``m`` gets, in ``m``'s slot,
+a *learned* vector ``missing[m]`` (one per modality, trained with the rest of the model),
+never a vector of zeros that the linear head would silently read as "average tissue".
+With ``missing_indicator=True`` (the training code turns it on when some patient of the
+cohort lacks a requested modality) a 0/1 presence column per modality is appended too, so
+downstream models that see the exported embedding can tell an imputed slot from a measured
+one. A patient's risk never depends on another patient's graphs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import Batch
+
+from radiopath.models.aggregators import AggregationOutput, make_aggregator
+from radiopath.models.encoders import GraphEncoder
+from radiopath.models.losses import cox_loss, discrete_time_nll, discrete_time_risk, time_to_bin
+
+HEADS = ("cox", "discrete")
+
+
+@dataclass
+class ModalityBatch:
+    """The graphs of one modality in a batch of patients.
+
+    Attributes
+    ----------
+    graphs
+        A PyG :class:`~torch_geometric.data.Batch` of the patients that have this modality
+        (one graph per patient; several slides are merged before batching).
+    patient_index
+        ``[G]`` long: the row of each graph's patient in the batch.
+    """
+
+    graphs: Batch
+    patient_index: Tensor
+
+    def to(self, device) -> ModalityBatch:
+        return ModalityBatch(self.graphs.to(device), self.patient_index.to(device))
+
+
+@dataclass
+class PatientBatch:
+    """A batch of patients: graphs per modality plus the survival outcome."""
+
+    patient_id: list[str]
+    modalities: dict[str, ModalityBatch]
+    time: Tensor
+    event: Tensor
+
+    def __len__(self) -> int:
+        return len(self.patient_id)
+
+    def to(self, device) -> PatientBatch:
+        return PatientBatch(
+            self.patient_id,
+            {m: mb.to(device) for m, mb in self.modalities.items()},
+            self.time.to(device),
+            self.event.to(device),
+        )
+
+
+@dataclass
+class ModelOutput:
+    """What :class:`MultimodalSurvivalModel` returns.
+
+    Attributes
+    ----------
+    risk
+        ``[B]`` risk score (higher = earlier event).
+    embedding
+        ``[B, E]`` the patient vectors fed to the head (the exported embeddings).
+    logits
+        ``[B, K]`` hazard logits of the discrete-time head, else None.
+    aux_loss
+        Weighted auxiliary loss of the aggregators (SPARRA's variational term).
+    losses
+        Unweighted auxiliary terms, ``"<modality>/<name>"``.
+    node_weight
+        Per modality, ``[N_m]`` the weight of every *input* node of ``modalities[m].graphs``
+        (0 for nodes dropped by top-k pooling).
+    present
+        ``[B, M]`` bool, which patient has which modality.
+    """
+
+    risk: Tensor
+    embedding: Tensor
+    logits: Tensor | None
+    aux_loss: Tensor
+    losses: dict[str, Tensor] = field(default_factory=dict)
+    node_weight: dict[str, Tensor] = field(default_factory=dict)
+    present: Tensor | None = None
+
+
+def _per_modality(value, modality: str, default):
+    if isinstance(value, Mapping):
+        return value.get(modality, default)
+    return default if value is None else value
+
+
+class MultimodalSurvivalModel(nn.Module):
+    r"""Graph encoders and aggregators per modality, concatenated, then a linear head.
+
+    Args:
+        in_channels: input feature width per modality, e.g. ``{"wsi": 1024, "ct": 768}``.
+        aggregator: ``"mean"``, ``"abmil"`` or ``"sparra"``.
+        hidden_channels: hidden width :math:`n_h` of every branch.
+        ratio: top-k ratio, one number or one per modality.
+        conv: ``"gcn"`` or ``"gin"``, one or one per modality.
+        use_graph: False skips convolution and pooling (plain MIL over the nodes).
+        dropout: dropout after the input projection and before the head (paper: 0.5).
+        aggregator_options: keyword options of the aggregator (see
+            :mod:`radiopath.models.aggregators`).
+        head: ``"cox"`` (one linear output, the log relative hazard; Eq. 7) or
+            ``"discrete"`` (``n_bins`` hazard logits, Patch-GCN / PORPOISE style).
+        n_bins: intervals of the discrete-time head.
+        missing_indicator: append a presence column per modality to the patient vector.
+    """
+
+    def __init__(
+        self,
+        in_channels: Mapping[str, int],
+        aggregator: str = "sparra",
+        *,
+        hidden_channels: int = 128,
+        ratio: float | Mapping[str, float] = 0.2,
+        conv: str | Mapping[str, str] = "gcn",
+        use_graph: bool = True,
+        dropout: float = 0.5,
+        aggregator_options: Mapping | None = None,
+        head: str = "cox",
+        n_bins: int = 4,
+        missing_indicator: bool = False,
+    ) -> None:
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        if not in_channels:
+            raise ValueError("need at least one modality")
+        self.modalities = list(in_channels)
+        self.aggregator_name = aggregator
+        self.hidden_channels = hidden_channels
+        self.head_kind = head
+        self.missing_indicator = missing_indicator
+        options = dict(aggregator_options or {})
+        self.encoders = nn.ModuleDict()
+        self.aggregators = nn.ModuleDict()
+        self.missing = nn.ParameterDict()
+        for m, width in in_channels.items():
+            self.encoders[m] = GraphEncoder(
+                width,
+                hidden_channels,
+                ratio=float(_per_modality(ratio, m, 0.2)),
+                conv=str(_per_modality(conv, m, "gcn")),
+                dropout=dropout,
+                use_graph=use_graph,
+            )
+            self.aggregators[m] = make_aggregator(aggregator, hidden_channels, width, **options)
+            self.missing[m] = nn.Parameter(torch.empty(hidden_channels))
+            self.register_buffer(f"feature_mean_{m}", torch.zeros(width))
+            self.register_buffer(f"feature_std_{m}", torch.ones(width))
+        self.embedding_dim = len(self.modalities) * hidden_channels + (
+            len(self.modalities) if missing_indicator else 0
+        )
+        self.head_dropout = nn.Dropout(dropout)
+        # The Cox partial likelihood is invariant to a shift of the risk, so a bias would
+        # never be trained: the Cox head has none.
+        self.head = (
+            nn.Linear(self.embedding_dim, 1, bias=False)
+            if head == "cox"
+            else nn.Linear(self.embedding_dim, n_bins)
+        )
+        self.register_buffer("bin_edges", torch.zeros(n_bins + 1, dtype=torch.float64))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in self.modalities:
+            nn.init.normal_(self.missing[m], std=0.1)
+        self.head.reset_parameters()
+
+    def set_feature_scaling(self, modality: str, mean: Tensor, std: Tensor) -> None:
+        """Standardise ``modality``'s input features as ``(x - mean) / std`` (training-set
+        statistics); SPARRA's decoder then reconstructs standardised features."""
+        getattr(self, f"feature_mean_{modality}").copy_(mean)
+        getattr(self, f"feature_std_{modality}").copy_(std)
+
+    def encode_modality(
+        self, modality: str, batch: ModalityBatch
+    ) -> tuple[AggregationOutput, Tensor]:
+        """One branch: ``(aggregator output, weights of every input node)``."""
+        g = batch.graphs
+        num_graphs = int(batch.patient_index.numel())
+        x = (g.x - getattr(self, f"feature_mean_{modality}")) / getattr(
+            self, f"feature_std_{modality}"
+        )
+        enc = self.encoders[modality](x, g.edge_index, g.batch, num_graphs)
+        agg = self.aggregators[modality](enc.x, enc.batch, dim_size=num_graphs, target=enc.target)
+        return agg, enc.input_node_weights(agg.weight)
+
+    def forward(self, batch: PatientBatch) -> ModelOutput:
+        n = len(batch)
+        device = self.head.weight.device
+        parts, present_cols = [], []
+        aux = torch.zeros((), device=device)
+        losses: dict[str, Tensor] = {}
+        node_weight: dict[str, Tensor] = {}
+        for m in self.modalities:
+            vec = self.missing[m].unsqueeze(0).expand(n, -1)
+            present = torch.zeros(n, dtype=torch.bool, device=device)
+            mb = batch.modalities.get(m)
+            if mb is not None and mb.patient_index.numel() > 0:
+                agg, weight = self.encode_modality(m, mb)
+                vec = vec.index_copy(0, mb.patient_index, agg.out.to(vec.dtype))
+                present = present.index_fill(0, mb.patient_index, True)
+                aux = aux + agg.aux_loss
+                losses.update({f"{m}/{k}": v for k, v in agg.losses.items()})
+                node_weight[m] = weight
+            parts.append(vec)
+            present_cols.append(present)
+        present = torch.stack(present_cols, 1)
+        if self.missing_indicator:
+            parts.append(present.to(parts[0].dtype))
+        embedding = torch.cat(parts, 1)
+        out = self.head(self.head_dropout(embedding))
+        if self.head_kind == "cox":
+            risk, logits = out.squeeze(-1), None
+        else:
+            risk, logits = discrete_time_risk(out), out
+        return ModelOutput(risk, embedding, logits, aux, losses, node_weight, present)
+
+    def survival_loss(
+        self, output: ModelOutput, time: Tensor, event: Tensor, ties: str = "efron"
+    ) -> Tensor:
+        """Negative Cox partial log-likelihood, or the discrete-time NLL for that head."""
+        if self.head_kind == "cox":
+            return cox_loss(output.risk, time, event, ties=ties)
+        bins = time_to_bin(time.double(), self.bin_edges)
+        return discrete_time_nll(output.logits, bins, event)
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}(modalities={self.modalities}, "
+            f"aggregator={self.aggregator_name!r}, hidden={self.hidden_channels}, head={self.head_kind!r})"
+        )

@@ -1,0 +1,167 @@
+"""Training configuration: the paper's defaults, the reference code's preset, validation.
+
+Layers, each overriding the one before: :data:`DEFAULT_CONFIG` (the paper, Gao et al. 2025,
+Sec. 3.1) <- the preset named by ``preset`` (:data:`PRESETS`) <- the user's config.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+from radiopath.config import deep_merge
+from radiopath.errors import RadiopathInputError
+from radiopath.models.aggregators import AGGREGATORS, KL_VARIANTS, RECONSTRUCTIONS
+from radiopath.models.encoders import CONVS
+from radiopath.models.losses import TIES
+from radiopath.models.multimodal import HEADS
+
+GRAPH_MODALITIES = ("wsi", "ct")
+
+DEFAULT_CONFIG: dict = {
+    "aggregator": "sparra",
+    "modalities": ["wsi", "ct"],
+    "preset": "paper",
+    "seed": 0,
+    "n_folds": 5,
+    "epochs": 20,
+    "batch_size": 32,
+    "lr": 3e-4,
+    "weight_decay": 1e-5,
+    "dropout": 0.5,
+    "hidden": 128,
+    "conv": {"wsi": "gcn", "ct": "gcn"},
+    "ratio": {"wsi": 0.2, "ct": 0.2},
+    "use_graph": True,
+    "head": "cox",
+    "ties": "efron",
+    "n_bins": 4,
+    "standardize": True,
+    # "auto": a presence column per modality when some patient lacks a requested modality.
+    "missing_indicator": "auto",
+    "amp": True,
+    # "auto": keep graphs in memory when they fit in about cache_limit_gb.
+    "cache_graphs": "auto",
+    "cache_limit_gb": 4.0,
+    "graph_preset": None,
+    "strict": False,
+    "sparra": {
+        "alpha0": 2.0,
+        "beta0": 1e-2,
+        "mu0": 0.0,
+        "lambda0": 1.0,
+        "tau": 1e-3,
+        "variational_weight": 0.1,
+        "kl": "paper",
+        "gamma_kl": False,
+        "reconstruction": "gaussian",
+        "hidden_channels": 256,
+        "dropout": 0.25,
+        "decoder_hidden": 64,
+    },
+    "abmil": {"hidden_channels": 128, "dropout": 0.25},
+    "mean": {},
+}
+
+PRESETS: dict[str, dict] = {
+    # The paper's text: GCN convolutions, top-k ratio 0.2, the expected KL of Eq. (5).
+    "paper": {},
+    # The authors' published code (sparra-method.md, section 7).
+    "reference": {
+        "conv": {"wsi": "gin", "ct": "gin"},
+        "ratio": {"wsi": 0.2, "ct": 0.7},
+        "sparra": {"kl": "reference", "reconstruction": "mse"},
+    },
+}
+
+# Keys that do not change what a fold's model learns (allowed to differ on resume).
+RUNTIME_KEYS = ("cache_graphs", "cache_limit_gb", "strict", "amp")
+
+
+def resolve_training_config(config: Mapping | None = None, **overrides) -> dict:
+    """Defaults <- preset <- ``config`` <- ``overrides`` (``None`` values are ignored)."""
+    user = deep_merge(dict(config or {}), {k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(user) - set(DEFAULT_CONFIG))
+    if unknown:
+        raise RadiopathInputError(
+            f"unknown configuration key(s) {unknown}; known: {sorted(DEFAULT_CONFIG)}",
+            field=unknown[0],
+        )
+    preset = user.get("preset", DEFAULT_CONFIG["preset"])
+    if preset not in PRESETS:
+        raise RadiopathInputError(
+            f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}", field="preset"
+        )
+    cfg = deep_merge(deep_merge(copy.deepcopy(DEFAULT_CONFIG), PRESETS[preset]), user)
+    if isinstance(cfg["modalities"], str):
+        cfg["modalities"] = [m.strip() for m in cfg["modalities"].split(",") if m.strip()]
+    for key in ("ratio", "conv"):
+        if not isinstance(cfg[key], Mapping):  # one value for every modality
+            cfg[key] = {m: cfg[key] for m in GRAPH_MODALITIES}
+    validate_training_config(cfg)
+    return cfg
+
+
+def _bad(field: str, message: str):
+    raise RadiopathInputError(message, field=field)
+
+
+def validate_training_config(cfg: Mapping) -> None:
+    """Raise :class:`RadiopathInputError` naming the first bad field."""
+    if cfg["aggregator"] not in AGGREGATORS:
+        _bad(
+            "aggregator",
+            f"unknown aggregator {cfg['aggregator']!r}; expected one of {sorted(AGGREGATORS)}",
+        )
+    mods = list(cfg["modalities"])
+    if not mods:
+        _bad("modalities", "no modality given")
+    for m in mods:
+        if m not in GRAPH_MODALITIES:
+            _bad(
+                "modalities",
+                f"modality {m!r} cannot be trained here; graph modalities are {list(GRAPH_MODALITIES)}",
+            )
+    if len(set(mods)) != len(mods):
+        _bad("modalities", f"modality listed twice: {mods}")
+    for key in ("epochs", "batch_size", "n_folds", "hidden", "n_bins"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            _bad(key, f"must be a positive integer, got {cfg[key]!r}")
+    if cfg["n_folds"] < 2:
+        _bad("n_folds", f"need at least 2 folds, got {cfg['n_folds']}")
+    if cfg["lr"] <= 0:
+        _bad("lr", f"must be positive, got {cfg['lr']}")
+    if not 0.0 <= cfg["dropout"] < 1.0:
+        _bad("dropout", f"must be in [0, 1), got {cfg['dropout']}")
+    for m in mods:
+        r = cfg["ratio"].get(m)
+        if r is None or not 0.0 < float(r) <= 1.0:
+            _bad("ratio", f"top-k ratio for {m!r} must be in (0, 1], got {r!r}")
+        if cfg["conv"].get(m) not in CONVS:
+            _bad(
+                "conv", f"convolution for {m!r} must be one of {CONVS}, got {cfg['conv'].get(m)!r}"
+            )
+    if cfg["head"] not in HEADS:
+        _bad("head", f"must be one of {HEADS}, got {cfg['head']!r}")
+    if cfg["ties"] not in TIES:
+        _bad("ties", f"must be one of {TIES}, got {cfg['ties']!r}")
+    sp = cfg["sparra"]
+    for key in ("alpha0", "beta0", "lambda0", "tau"):
+        if not float(sp[key]) > 0:
+            _bad(f"sparra.{key}", f"must be positive, got {sp[key]!r}")
+    if sp["kl"] not in KL_VARIANTS:
+        _bad("sparra.kl", f"must be one of {KL_VARIANTS}, got {sp['kl']!r}")
+    if sp["reconstruction"] not in RECONSTRUCTIONS:
+        _bad(
+            "sparra.reconstruction",
+            f"must be one of {RECONSTRUCTIONS}, got {sp['reconstruction']!r}",
+        )
+    if cfg["missing_indicator"] not in ("auto", True, False):
+        _bad(
+            "missing_indicator", f"must be 'auto', true or false, got {cfg['missing_indicator']!r}"
+        )
+
+
+def aggregator_options(cfg: Mapping) -> dict:
+    """The keyword options of the configured aggregator."""
+    return dict(cfg.get(cfg["aggregator"], {}) or {})

@@ -1,0 +1,396 @@
+"""Cross-validated training of one aggregator, and everything a run directory holds.
+
+``<out>/``
+
+* ``run.json`` -- configuration (with ``aggregator`` and ``modalities``), seed, versions;
+* ``folds.csv`` -- ``patient_id, fold`` (reusable by other runs: ``folds=<out>/folds.csv``);
+* ``logs/fold_<k>.csv`` -- per-epoch loss parts and train / validation C-index;
+* ``checkpoints/fold_<k>.pt`` -- resumable state; ``fold_<k>.done.json`` once exported;
+* ``embeddings/fold_<k>.npz`` -- the fold model's patient vectors for its train *and* test
+  patients, with its own risk (:func:`radiopath.io.write_fold_embeddings`);
+* ``risks.csv`` -- ``aggregator, modalities, fold, patient_id, time, event, risk`` of the
+  test patients (``modalities`` joined by ``+``);
+* ``importance/<aggregator>/<patient_id>.<modality>.csv`` -- ``x, y[, z], importance`` for
+  every patch of the patient's files, in file order (plus ``source`` when a patient has
+  several files of the modality), from the fold in which the patient was a test patient.
+  SPARRA: the normalised inverse precision of the surviving nodes, written back through
+  both top-k permutations (dropped nodes 0); ABMIL: the attention; mean: uniform. Each patch
+  carries its node's weight.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from radiopath.config import RunRecord
+from radiopath.errors import RadiopathInputError
+from radiopath.io import (
+    Cohort,
+    FoldEmbeddings,
+    read_cohort,
+    read_fold_embeddings,
+    write_fold_embeddings,
+)
+from radiopath.training.config import resolve_training_config
+from radiopath.training.data import (
+    GraphStore,
+    PatientRecord,
+    build_in_memory,
+    manifest_source,
+    mapping_source,
+    patch_importance,
+)
+from radiopath.training.folds import check_folds, make_folds, read_folds, write_folds
+from radiopath.training.loop import c_index, fit_fold, predict, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingResult:
+    """What :func:`train_cross_validated` produced.
+
+    Attributes
+    ----------
+    out_dir
+        The run directory.
+    config
+        The resolved configuration.
+    folds
+        ``patient_id, fold``.
+    risks
+        Test-fold risks (the rows of ``risks.csv``).
+    fold_c_index
+        Test C-index of the aggregator's own Cox head, per fold.
+    """
+
+    out_dir: Path
+    config: dict
+    folds: pd.DataFrame
+    risks: pd.DataFrame
+    fold_c_index: dict[int, float]
+
+    @property
+    def mean_c_index(self) -> float:
+        return float(np.nanmean(list(self.fold_c_index.values())))
+
+    def embeddings(self, fold: int) -> FoldEmbeddings:
+        return read_fold_embeddings(self.out_dir / "embeddings" / f"fold_{fold}.npz")
+
+    def importance_path(self, patient_id: str, modality: str) -> Path:
+        return (
+            self.out_dir / "importance" / self.config["aggregator"] / f"{patient_id}.{modality}.csv"
+        )
+
+
+def modalities_label(modalities: Sequence[str]) -> str:
+    """How ``risks.csv`` names a modality set: ``"wsi+ct"``."""
+    return "+".join(modalities)
+
+
+def _graph_source(graphs_dir, cohort: Cohort, cfg: Mapping, progress: bool):
+    if graphs_dir is None:
+        built = build_in_memory(
+            cohort, cfg["modalities"], cfg["graph_preset"], strict=cfg["strict"], progress=progress
+        )
+        load, available = mapping_source(built)
+        return load, available, "memory", True
+    if isinstance(graphs_dir, Mapping):
+        load, available = mapping_source(graphs_dir)
+        return load, available, "memory", True
+    graphs_dir = Path(graphs_dir)
+    if not graphs_dir.is_dir():
+        raise RadiopathInputError("graphs folder does not exist", path=graphs_dir)
+    load, available = manifest_source(graphs_dir)
+    return load, available, graphs_dir / "manifest.csv", False
+
+
+def _want_cache(cfg: Mapping, store: GraphStore, records: Sequence[PatientRecord]) -> bool:
+    """``cache_graphs``: true / false, or "auto": cache when the graphs fit in ``cache_limit_gb``
+    (estimated from the first graph's size)."""
+    if cfg["cache_graphs"] != "auto":
+        return bool(cfg["cache_graphs"])
+    first = store.get(records[0].patient_id, records[0].modalities[0])
+    estimate = first.x.element_size() * first.x.numel() * sum(len(r.modalities) for r in records)
+    keep = estimate < float(cfg["cache_limit_gb"]) * 2**30
+    log.info(
+        "graph cache %s (graphs need about %.2f GB)", "on" if keep else "off", estimate / 2**30
+    )
+    return keep
+
+
+def _patient_records(
+    cohort: Cohort, available: set, modalities: Sequence[str], source, strict: bool
+):
+    present_anywhere = {m for (_, m) in available}
+    for m in modalities:
+        if m not in present_anywhere:
+            raise RadiopathInputError(
+                f"modality {m!r} was asked for but no graph of it exists "
+                f"(graphs found for: {sorted(present_anywhere) or 'none'})",
+                path=source,
+                field=m,
+            )
+    records = []
+    for p in cohort.patients:
+        mods = []
+        for m in modalities:
+            if (p.patient_id, m) in available:
+                mods.append(m)
+            elif p.files.get(m):
+                msg = "has an embedding file but no graph; treated as missing this modality"
+                if strict:
+                    raise RadiopathInputError(msg, path=source, patient_id=p.patient_id, field=m)
+                log.warning("patient '%s', field '%s': %s", p.patient_id, m, msg)
+        if not mods:
+            msg = f"has none of the requested modalities {list(modalities)}; left out"
+            if strict:
+                raise RadiopathInputError(
+                    msg, path=source, patient_id=p.patient_id, field="modalities"
+                )
+            log.warning("patient '%s': %s", p.patient_id, msg)
+            continue
+        records.append(PatientRecord(p.patient_id, p.time, p.event, tuple(mods)))
+    if len(records) < 4:
+        raise RadiopathInputError(
+            f"only {len(records)} patient(s) have graphs of {list(modalities)}; need at least 4",
+            path=source,
+            field="modalities",
+        )
+    return records
+
+
+def _resolve_folds(folds, records, cfg, out_dir: Path, resume: bool) -> pd.DataFrame:
+    ids = [r.patient_id for r in records]
+    existing = out_dir / "folds.csv"
+    if folds is None:
+        if resume and existing.exists():
+            table = check_folds(read_folds(existing), ids, existing)
+        else:
+            table = make_folds(ids, [r.event for r in records], cfg["n_folds"], cfg["seed"])
+    elif isinstance(folds, pd.DataFrame):
+        table = check_folds(folds, ids)
+    else:
+        table = check_folds(read_folds(folds), ids, folds)
+        if resume and existing.exists() and Path(folds).resolve() != existing.resolve():
+            before = check_folds(read_folds(existing), ids, existing)
+            if not before.equals(table):
+                raise RadiopathInputError(
+                    "differs from the folds this run was started with; use a new output folder "
+                    "or resume=False",
+                    path=folds,
+                )
+    write_folds(table, existing)
+    return table
+
+
+def _write_importance(path: Path, columns: Mapping[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pd.DataFrame(columns).to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def export_fold(
+    model,
+    fold: int,
+    train: Sequence[PatientRecord],
+    test: Sequence[PatientRecord],
+    store: GraphStore,
+    cfg: Mapping,
+    out_dir: Path,
+    device,
+) -> float:
+    """Write the fold's embeddings and its test patients' importance maps; return test C-index."""
+    amp = bool(cfg["amp"]) and device.type == "cuda"
+    records = list(train) + list(test)
+    risk, embedding, _ = predict(model, train, store, device, cfg["batch_size"], amp)
+    t_risk, t_embedding, weights = predict(
+        model, test, store, device, cfg["batch_size"], amp, node_weights=True
+    )
+    for (pid, m), w in weights.items():
+        cols = patch_importance(store.get(pid, m), w)
+        _write_importance(out_dir / "importance" / cfg["aggregator"] / f"{pid}.{m}.csv", cols)
+    write_fold_embeddings(
+        out_dir / "embeddings" / f"fold_{fold}.npz",
+        FoldEmbeddings(
+            fold=fold,
+            patient_id=np.array([r.patient_id for r in records]),
+            split=np.array(["train"] * len(train) + ["test"] * len(test)),
+            time=np.array([r.time for r in records], dtype=np.float64),
+            event=np.array([r.event for r in records], dtype=np.int64),
+            embedding=np.concatenate([embedding, t_embedding]),
+            risk=np.concatenate([risk, t_risk]),
+        ),
+    )
+    return c_index([r.time for r in test], [r.event for r in test], t_risk)
+
+
+def collect_risks(out_dir: Path, folds: Sequence[int], aggregator: str, modalities) -> pd.DataFrame:
+    """Test-fold risks of every fold, from ``embeddings/fold_<k>.npz``."""
+    frames = []
+    for k in folds:
+        emb = read_fold_embeddings(out_dir / "embeddings" / f"fold_{k}.npz").part("test")
+        frames.append(
+            pd.DataFrame(
+                {
+                    "aggregator": aggregator,
+                    "modalities": modalities_label(modalities),
+                    "fold": k,
+                    "patient_id": emb.patient_id,
+                    "time": emb.time,
+                    "event": emb.event,
+                    "risk": emb.risk,
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def train_cross_validated(
+    cohort_or_csv: Cohort | str | os.PathLike,
+    graphs_dir: str | os.PathLike | Mapping | None,
+    *,
+    aggregator: str,
+    modalities: Sequence[str] | str,
+    out_dir: str | os.PathLike,
+    config: Mapping | None = None,
+    folds: str | os.PathLike | pd.DataFrame | None = None,
+    device: str = "auto",
+    resume: bool = True,
+    progress: bool = True,
+) -> TrainingResult:
+    """Train one aggregator under outer k-fold cross-validation and export its outputs.
+
+    For each fold a fresh model (graph encoder and aggregator per modality, linear Cox head)
+    is trained on the other folds with the configured number of epochs, then exports the
+    embeddings of all patients, the test risks and the test patients' importance maps (see
+    the module docstring for the files). Finished folds are skipped when ``resume``; an
+    interrupted fold continues from its last checkpoint.
+
+    Parameters
+    ----------
+    cohort_or_csv
+        A :class:`~radiopath.io.Cohort` or the cohort CSV.
+    graphs_dir
+        Folder written by ``radiopath graphs`` (with ``manifest.csv``); ``None`` to build the
+        graphs in memory with each modality's default preset (``config["graph_preset"]``);
+        or a mapping ``{(patient_id, modality): Data or [Data, ...]}``.
+    aggregator
+        ``"sparra"``, ``"abmil"`` or ``"mean"``.
+    modalities
+        Graph modalities to use, e.g. ``["wsi", "ct"]`` or ``"wsi,ct"``.
+    out_dir
+        The run directory.
+    config
+        Overrides of :data:`radiopath.training.config.DEFAULT_CONFIG` (e.g.
+        ``{"epochs": 30, "ratio": {"ct": 0.7}, "sparra": {"kl": "reference"}}``,
+        ``{"preset": "reference"}``).
+    folds
+        A folds file / frame (``patient_id, fold``) to reuse; by default stratified folds
+        are made (``n_folds``, ``seed``) and written to ``<out>/folds.csv``.
+    device
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+    resume
+        Continue an earlier run in ``out_dir``; False retrains every fold.
+    progress
+        Show progress bars.
+
+    Examples
+    --------
+    >>> result = train_cross_validated("cohort.csv", "graphs", aggregator="sparra",
+    ...                                modalities="wsi,ct", out_dir="runs/sparra")
+    >>> result.mean_c_index
+    """
+    cfg = resolve_training_config(config, aggregator=aggregator, modalities=modalities)
+    modalities = list(cfg["modalities"])
+    dev = resolve_device(device)
+    out = Path(out_dir)
+    cohort = (
+        cohort_or_csv
+        if isinstance(cohort_or_csv, Cohort)
+        else read_cohort(cohort_or_csv, strict=cfg["strict"])
+    )
+    cohort.require_modalities(modalities)
+
+    load, available, source, in_memory = _graph_source(graphs_dir, cohort, cfg, progress)
+    records = _patient_records(cohort, available, modalities, source, cfg["strict"])
+    store = GraphStore(load, cache=True)
+    in_channels = {}
+    for m in modalities:
+        first = next(r for r in records if m in r.modalities)
+        in_channels[m] = store.feature_width(first.patient_id, m)
+    if not in_memory:
+        store.cache = _want_cache(cfg, store, records)
+    missing = any(len(r.modalities) < len(modalities) for r in records)
+    indicator = missing if cfg["missing_indicator"] == "auto" else bool(cfg["missing_indicator"])
+
+    out.mkdir(parents=True, exist_ok=True)
+    table = _resolve_folds(folds, records, cfg, out, resume)
+    fold_of = dict(zip(table["patient_id"], table["fold"]))
+    fold_ids = sorted(table["fold"].unique().tolist())
+    record_cfg = {
+        **cfg,
+        "cohort": str(cohort.path),
+        "graphs": str(source),
+        "device": str(dev),
+        "missing_indicator_used": indicator,
+        "n_patients": len(records),
+    }
+    fold_c: dict[int, float] = {}
+    with RunRecord(out, command="train", config=record_cfg, seed=cfg["seed"]) as run:
+        for k in tqdm(
+            fold_ids, desc=f"{cfg['aggregator']} folds", unit="fold", disable=not progress
+        ):
+            done = out / "checkpoints" / f"fold_{k}.done.json"
+            if resume and done.exists() and (out / "embeddings" / f"fold_{k}.npz").exists():
+                fold_c[k] = json.loads(done.read_text())["test_c_index"]
+                log.info("fold %d already finished; skipped", k)
+                continue
+            train = [r for r in records if fold_of[r.patient_id] != k]
+            test = [r for r in records if fold_of[r.patient_id] == k]
+            model = fit_fold(
+                k,
+                train,
+                test,
+                store,
+                cfg,
+                in_channels=in_channels,
+                missing_indicator=indicator,
+                out_dir=out,
+                device=dev,
+                resume=resume,
+                progress=progress,
+            )
+            fold_c[k] = export_fold(model, k, train, test, store, cfg, out, dev)
+            done.write_text(
+                json.dumps(
+                    {
+                        "fold": k,
+                        "test_c_index": fold_c[k],
+                        "n_train": len(train),
+                        "n_test": len(test),
+                    }
+                )
+            )
+            log.info("fold %d: test C-index %.3f", k, fold_c[k])
+        risks = collect_risks(out, fold_ids, cfg["aggregator"], modalities)
+        tmp = out / ".risks.csv.tmp"
+        risks.to_csv(tmp, index=False)
+        os.replace(tmp, out / "risks.csv")
+        run.update(
+            results={
+                "fold_c_index": fold_c,
+                "mean_c_index": float(np.nanmean(list(fold_c.values()))),
+            }
+        )
+    return TrainingResult(out, cfg, table, risks, fold_c)

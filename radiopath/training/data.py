@@ -1,0 +1,243 @@
+"""Patient graphs for training: merging several slides, loading, caching and batching.
+
+A patient may have several graphs of one modality (several slides or scans). They are merged
+into one graph per patient and modality as a *disjoint union* (no edges between them), with
+``assignment`` re-indexed so every patch of every source file still points at its node, and
+``patch_source`` telling which file each patch came from; importance maps can then be written
+back to each file's patches.
+
+Graphs come from a folder written by :func:`radiopath.graph.build_cohort_graphs` (loaded
+lazily, optionally cached in memory), from graphs built in memory by
+:func:`radiopath.graph.build_graph`, or from a mapping ``{(patient_id, modality): [Data, ...]}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch_geometric.data import Batch, Data
+from tqdm.auto import tqdm
+
+from radiopath.errors import RadiopathInputError
+from radiopath.io import Cohort, load_patient_bags
+from radiopath.models.multimodal import ModalityBatch, PatientBatch
+
+log = logging.getLogger(__name__)
+
+GraphSource = Callable[[str, str], list[Data]]
+
+
+def merge_graphs(graphs: Sequence[Data]) -> Data:
+    """Disjoint union of one patient's graphs of one modality.
+
+    Keeps ``x``, ``edge_index``, ``assignment`` (offset by the nodes before it),
+    ``patch_coords`` and ``pos`` where present, and adds ``patch_source`` ``[n_patches]``
+    (index of the source graph of each patch) and ``sources`` (the graphs' ``source``
+    attributes, usually the embedding files).
+    """
+    if len(graphs) == 0:
+        raise ValueError("no graph to merge")
+    xs, edges, assignment, coords, pos, patch_source, sources = [], [], [], [], [], [], []
+    offset = 0
+    for i, g in enumerate(graphs):
+        n = int(g.x.size(0))
+        xs.append(g.x)
+        edges.append(g.edge_index + offset)
+        if getattr(g, "assignment", None) is not None:
+            assignment.append(g.assignment.long() + offset)
+            patch_source.append(torch.full((g.assignment.numel(),), i, dtype=torch.long))
+        if getattr(g, "patch_coords", None) is not None:
+            coords.append(torch.as_tensor(g.patch_coords))
+        if getattr(g, "pos", None) is not None:
+            pos.append(torch.as_tensor(g.pos))
+        sources.append(str(getattr(g, "source", "") or f"graph{i}"))
+        offset += n
+    merged = Data(x=torch.cat(xs).float(), edge_index=torch.cat(edges, 1).long())
+    if len(assignment) == len(graphs):
+        merged.assignment = torch.cat(assignment)
+        merged.patch_source = torch.cat(patch_source)
+    if len(coords) == len(graphs):
+        merged.patch_coords = torch.cat(coords)
+    if len(pos) == len(graphs):
+        merged.pos = torch.cat(pos)
+    merged.sources = sources
+    merged.modality = getattr(graphs[0], "modality", None)
+    return merged
+
+
+def manifest_source(graphs_dir: str | os.PathLike) -> tuple[GraphSource, set[tuple[str, str]]]:
+    """Graphs from a folder written by :func:`radiopath.graph.build_cohort_graphs`."""
+    from radiopath.graph import load_graph_manifest, patient_graphs
+
+    manifest = load_graph_manifest(graphs_dir)
+    available = {(str(p), str(m)) for p, m in zip(manifest["patient_id"], manifest["modality"])}
+
+    def load(patient_id: str, modality: str) -> list[Data]:
+        return list(patient_graphs(manifest, patient_id, modality))
+
+    return load, available
+
+
+def mapping_source(graphs: Mapping) -> tuple[GraphSource, set[tuple[str, str]]]:
+    """Graphs from a mapping ``{(patient_id, modality): Data or [Data, ...]}``."""
+    store = {}
+    for (pid, m), value in graphs.items():
+        store[(str(pid), str(m))] = [value] if isinstance(value, Data) else list(value)
+
+    def load(patient_id: str, modality: str) -> list[Data]:
+        return store[(patient_id, modality)]
+
+    return load, set(store)
+
+
+def build_in_memory(
+    cohort: Cohort,
+    modalities: Sequence[str],
+    preset: str | None = None,
+    *,
+    strict: bool = False,
+    progress: bool = True,
+) -> dict[tuple[str, str], list[Data]]:
+    """Build every patient's graphs in memory with :func:`radiopath.graph.build_graph`.
+
+    Convenient in a notebook; for large cohorts write them once with ``radiopath graphs``.
+    A file that fails is reported and skipped unless ``strict``.
+    """
+    from radiopath.graph import build_graph
+
+    out: dict[tuple[str, str], list[Data]] = {}
+    todo = [(p, m) for p in cohort.patients for m in modalities if p.files.get(m)]
+    for patient, m in tqdm(todo, desc="graphs", unit="bag", disable=not progress):
+        try:
+            bags = load_patient_bags(patient, m)
+            out[(patient.patient_id, m)] = [build_graph(bag, preset) for bag in bags]
+        except RadiopathInputError as exc:
+            if strict:
+                raise
+            log.warning("skipped: %s", exc)
+    return out
+
+
+@dataclass
+class PatientRecord:
+    """One patient as the training loop sees it."""
+
+    patient_id: str
+    time: float
+    event: int
+    modalities: tuple[str, ...]
+
+
+class GraphStore:
+    """Merged graphs per (patient, modality), loaded on demand and optionally cached.
+
+    Parameters
+    ----------
+    load
+        ``load(patient_id, modality) -> [Data, ...]``.
+    cache
+        Keep merged graphs in memory after the first load.
+    """
+
+    def __init__(self, load: GraphSource, cache: bool = True) -> None:
+        self._load = load
+        self.cache = cache
+        self._cache: dict[tuple[str, str], Data] = {}
+
+    def get(self, patient_id: str, modality: str) -> Data:
+        key = (patient_id, modality)
+        if key in self._cache:
+            return self._cache[key]
+        try:
+            graphs = self._load(patient_id, modality)
+        except RadiopathInputError as exc:
+            raise RadiopathInputError(
+                exc.reason, path=exc.path, patient_id=patient_id, field=exc.field or modality
+            ) from exc
+        if not graphs:
+            raise RadiopathInputError("no graph found", patient_id=patient_id, field=modality)
+        merged = merge_graphs(graphs)
+        if self.cache:
+            self._cache[key] = merged
+        return merged
+
+    def feature_width(self, patient_id: str, modality: str) -> int:
+        return int(self.get(patient_id, modality).x.size(1))
+
+
+def collate(
+    records: Sequence[PatientRecord], store: GraphStore, modalities: Sequence[str]
+) -> PatientBatch:
+    """A :class:`~radiopath.models.PatientBatch` of ``records`` (graphs batched per modality)."""
+    per_modality: dict[str, ModalityBatch] = {}
+    for m in modalities:
+        graphs, rows = [], []
+        for row, rec in enumerate(records):
+            if m in rec.modalities:
+                g = store.get(rec.patient_id, m)
+                graphs.append(Data(x=g.x, edge_index=g.edge_index, num_nodes=g.x.size(0)))
+                rows.append(row)
+        if graphs:
+            per_modality[m] = ModalityBatch(
+                Batch.from_data_list(graphs), torch.tensor(rows, dtype=torch.long)
+            )
+    return PatientBatch(
+        patient_id=[r.patient_id for r in records],
+        modalities=per_modality,
+        time=torch.tensor([r.time for r in records], dtype=torch.float64),
+        event=torch.tensor([r.event for r in records], dtype=torch.long),
+    )
+
+
+def feature_statistics(
+    records: Sequence[PatientRecord], store: GraphStore, modality: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of node features over ``records`` (training patients only)."""
+    total, total_sq, count = None, None, 0
+    for rec in records:
+        if modality not in rec.modalities:
+            continue
+        x = store.get(rec.patient_id, modality).x.double()
+        s, sq = x.sum(0), (x * x).sum(0)
+        total = s if total is None else total + s
+        total_sq = sq if total_sq is None else total_sq + sq
+        count += x.size(0)
+    if count == 0:
+        raise RadiopathInputError("no training patient has this modality", field=modality)
+    mean = total / count
+    var = (total_sq / count - mean * mean).clamp(min=0.0)
+    std = torch.sqrt(var)
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))
+    return mean.float(), std.float()
+
+
+def patch_importance(graph: Data, node_weight: np.ndarray) -> dict[str, np.ndarray]:
+    """Node weights written to every patch through ``assignment`` (one row per patch).
+
+    Returns the columns of the importance CSV: ``x, y[, z]`` (file coordinates),
+    ``importance`` and, when the patient has several files of this modality, ``source``.
+    Patches are in file order, files in cohort order.
+    """
+    if getattr(graph, "assignment", None) is None or getattr(graph, "patch_coords", None) is None:
+        raise RadiopathInputError(
+            "graph has no patch 'assignment' / 'patch_coords'; cannot map importance to patches",
+            field="assignment",
+        )
+    node_weight = np.asarray(node_weight, dtype=np.float64)
+    assignment = graph.assignment.numpy()
+    coords = np.asarray(graph.patch_coords)
+    cols: dict[str, np.ndarray] = {}
+    for axis, name in enumerate("xyz"[: coords.shape[1]]):
+        cols[name] = coords[:, axis]
+    cols["importance"] = node_weight[assignment]
+    if len(graph.sources) > 1:
+        cols["source"] = np.asarray(
+            [Path(graph.sources[i]).name for i in graph.patch_source.numpy()]
+        )
+    return cols
