@@ -1,3 +1,4 @@
 """Sub-commands of ``radiopath``; each module registers its command on :data:`radiopath.cli.main`."""
 
 from radiopath.commands import benchmark, demo  # noqa: F401
+from radiopath.commands import graphs  # noqa: F401

@@ -1,0 +1,347 @@
+"""Graphs for a whole cohort: parallel across files, resumable, with a manifest.
+
+Layout of the output folder::
+
+    <out_dir>/manifest.csv              one row per built graph
+    <out_dir>/failed.csv                files that could not be built, and why
+    <out_dir>/<modality>/<patient_id>/<file stem>.pt
+
+``manifest.csv`` has the columns ``patient_id, modality, source, graph, n_patches, n_nodes,
+n_edges`` (``graph`` relative to ``out_dir``, ``source`` the embedding file). A graph file
+already built from the same input file (same size and modification time) with the same
+configuration (same :func:`~radiopath.graph.config.config_hash`) is not rebuilt.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch_geometric.data import Data
+from tqdm.auto import tqdm
+
+from radiopath.errors import RadiopathInputError
+from radiopath.graph.build import build_graph
+from radiopath.graph.config import MODALITY_DEFAULTS, config_hash, load_preset
+from radiopath.graph.storage import load_graph, read_graph_meta, save_graph
+from radiopath.io import Cohort, embedding_width, read_cohort, read_embeddings
+
+log = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = ["patient_id", "modality", "source", "graph", "n_patches", "n_nodes", "n_edges"]
+FAILED_COLUMNS = ["patient_id", "modality", "source", "error"]
+PresetArg = str | os.PathLike | Mapping | Sequence | None
+
+
+@dataclass
+class _Job:
+    patient_id: str
+    modality: str
+    source: str
+    graph: str  # relative to out_dir
+    config: dict
+    config_hash: str
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "x"
+
+
+def _fingerprint(path: str) -> str:
+    st = os.stat(path)
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+def resolve_cohort_presets(preset: PresetArg, modalities: Sequence[str]) -> dict[str, dict]:
+    """The configuration for each modality.
+
+    ``preset`` may be None (each modality's default), one preset (a name, path or mapping;
+    a modality-specific preset applies to its modality and the others keep their default,
+    a modality-free one applies to all), a list of presets, or a mapping
+    ``{modality: preset}``.
+    """
+    chosen: dict[str, object] = {}
+    if isinstance(preset, Mapping) and preset and set(preset) <= set(MODALITY_DEFAULTS):
+        chosen.update(preset)
+    elif preset is not None:
+        items = list(preset) if isinstance(preset, (list, tuple)) else [preset]
+        for item in items:
+            cfg = load_preset(item)
+            targets = [cfg["modality"]] if cfg["modality"] else list(modalities)
+            for m in targets:
+                if m in chosen:
+                    raise RadiopathInputError(
+                        f"two presets given for modality {m!r}", field="preset"
+                    )
+                chosen[m] = cfg
+    return {m: load_preset(chosen.get(m), m) for m in modalities}
+
+
+def _build_one(job: _Job, out_dir: str) -> dict:
+    """Build and save one graph (runs in a worker process)."""
+    bag = read_embeddings(job.source, modality=job.modality)
+    graph = build_graph(bag, job.config)
+    graph.build_config["input_fingerprint"] = _fingerprint(job.source)
+    save_graph(Path(out_dir) / job.graph, graph)
+    return {
+        "n_patches": int(graph.assignment.numel()),
+        "n_nodes": int(graph.num_nodes),
+        "n_edges": int(graph.edge_index.size(1)),
+    }
+
+
+def _up_to_date(job: _Job, out_dir: Path) -> dict | None:
+    path = out_dir / job.graph
+    if not path.exists():
+        return None
+    try:
+        meta = read_graph_meta(path)
+    except RadiopathInputError:
+        return None
+    cfg = meta.get("build_config") or {}
+    if cfg.get("config_hash") != job.config_hash:
+        return None
+    if cfg.get("input_fingerprint") != _fingerprint(job.source):
+        return None
+    return {
+        "n_patches": meta.get("n_patches", 0),
+        "n_nodes": meta["n_nodes"],
+        "n_edges": meta["n_edges"],
+    }
+
+
+def _worker_init() -> None:
+    # One process per core: keep each single-threaded so workers do not oversubscribe.
+    torch.set_num_threads(1)
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def build_cohort_graphs(
+    cohort: Cohort | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    preset: PresetArg = None,
+    workers: int = 1,
+    strict: bool = False,
+    progress: bool = True,
+    modalities: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Build the graph of every embedding file of a cohort.
+
+    Parameters
+    ----------
+    cohort
+        A :class:`~radiopath.io.Cohort` or the path of a cohort CSV.
+    out_dir
+        Output folder (see the module docstring for its layout); an existing one is resumed.
+    preset
+        None for each modality's default, a preset (name, path or mapping), a list of
+        presets, or ``{modality: preset}`` (see :func:`resolve_cohort_presets`).
+    workers
+        Processes building graphs in parallel (one file per task).
+    strict
+        Raise on the first bad file instead of reporting it and going on.
+    progress
+        Show a progress bar.
+    modalities
+        Imaging modalities to build (default: all the cohort has).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The manifest (also written to ``<out_dir>/manifest.csv``), in cohort order; files
+        that failed are in ``.attrs["failed"]`` and ``<out_dir>/failed.csv``.
+    """
+    if not isinstance(cohort, Cohort):
+        cohort = read_cohort(cohort, strict=strict)
+    if workers < 1:
+        raise RadiopathInputError(f"workers must be >= 1, got {workers}", field="workers")
+    modalities = list(modalities) if modalities is not None else cohort.modalities
+    configs = resolve_cohort_presets(preset, modalities)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    failed: list[dict] = []
+
+    def fail(patient_id: str | None, modality: str | None, source: str | None, message: str):
+        exc = RadiopathInputError(message, path=source, patient_id=patient_id, field=modality)
+        if strict:
+            raise exc
+        log.warning("skipped: %s", exc)
+        failed.append(
+            {"patient_id": patient_id, "modality": modality, "source": source, "error": message}
+        )
+
+    def fail_job(job: _Job, message: str):
+        fail(job.patient_id, job.modality, job.source, message)
+
+    for problem in cohort.problems:
+        if problem.field in modalities:
+            fail(problem.patient_id, problem.field, problem.path, problem.message)
+
+    jobs: list[_Job] = []
+    for patient in cohort.patients:
+        for m in modalities:
+            used: set[str] = set()
+            for f in patient.files.get(m, []):
+                stem = _safe(Path(f).name.removesuffix(".h5"))
+                name, i = stem, 1
+                while name in used:
+                    i += 1
+                    name = f"{stem}-{i}"
+                used.add(name)
+                cfg = configs[m]
+                jobs.append(
+                    _Job(
+                        patient.patient_id,
+                        m,
+                        str(Path(f).resolve()),
+                        f"{m}/{_safe(patient.patient_id)}/{name}.pt",
+                        cfg,
+                        config_hash(cfg),
+                    )
+                )
+
+    # The embedding width of each modality is the one most files have; others are bad files.
+    widths: dict[int, int] = {}
+    for idx, job in enumerate(jobs):
+        try:
+            widths[idx] = embedding_width(job.source)
+        except RadiopathInputError as exc:
+            fail_job(job, exc.reason)
+    for m in modalities:
+        counts = Counter(w for idx, w in widths.items() if jobs[idx].modality == m)
+        if not counts:
+            continue
+        majority = max(sorted(counts), key=lambda w: counts[w])
+        for idx, w in list(widths.items()):
+            if jobs[idx].modality == m and w != majority:
+                fail_job(
+                    jobs[idx],
+                    f"embedding width {w} differs from the {majority} of the other "
+                    f"{counts[majority]} {m} file(s) (one modality, one encoder)",
+                )
+                del widths[idx]
+    jobs = [job for idx, job in enumerate(jobs) if idx in widths]
+
+    results: dict[int, dict] = {}
+    todo = []
+    for idx, job in enumerate(jobs):
+        done = _up_to_date(job, out)
+        if done is not None:
+            results[idx] = done
+        else:
+            todo.append(idx)
+    if results:
+        log.info("%d graph(s) already built with the same configuration; skipped", len(results))
+
+    bar = tqdm(total=len(todo), desc="graphs", unit="file", disable=not progress)
+    try:
+        if workers == 1 or len(todo) <= 1:
+            for idx in todo:
+                try:
+                    results[idx] = _build_one(jobs[idx], str(out))
+                except (RadiopathInputError, OSError) as exc:
+                    fail_job(jobs[idx], getattr(exc, "reason", str(exc)))
+                bar.update()
+        else:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(
+                max_workers=workers, mp_context=context, initializer=_worker_init
+            ) as pool:
+                futures = {pool.submit(_build_one, jobs[idx], str(out)): idx for idx in todo}
+                try:
+                    for future in as_completed(futures):
+                        idx = futures[future]
+                        try:
+                            results[idx] = future.result()
+                        except (RadiopathInputError, OSError) as exc:
+                            fail_job(jobs[idx], getattr(exc, "reason", str(exc)))
+                        bar.update()
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+    finally:
+        bar.close()
+
+    rows = [
+        {
+            "patient_id": job.patient_id,
+            "modality": job.modality,
+            "source": job.source,
+            "graph": job.graph,
+            **results[idx],
+        }
+        for idx, job in enumerate(jobs)
+        if idx in results
+    ]
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    failed_frame = pd.DataFrame(failed, columns=FAILED_COLUMNS)
+    _write_csv(manifest, out / "manifest.csv")
+    _write_csv(failed_frame, out / "failed.csv")
+    manifest.attrs["failed"] = failed_frame
+    manifest.attrs["root"] = str(out.resolve())
+    return manifest
+
+
+def load_graph_manifest(out_dir: str | os.PathLike) -> pd.DataFrame:
+    """Read ``<out_dir>/manifest.csv``; adds a column ``path`` (absolute graph path)."""
+    out = Path(out_dir)
+    path = out / "manifest.csv"
+    if not path.exists():
+        raise RadiopathInputError(
+            "no graph manifest here; build graphs first (radiopath graphs)", path=path
+        )
+    manifest = pd.read_csv(path, dtype={"patient_id": str, "graph": str, "source": str})
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise RadiopathInputError(f"manifest lacks columns {missing}", path=path, field=missing[0])
+    root = out.resolve()
+    manifest["path"] = [str(root / g) for g in manifest["graph"]]
+    manifest.attrs["root"] = str(root)
+    return manifest
+
+
+def patient_graphs(
+    manifest: pd.DataFrame | str | os.PathLike, patient_id: str, modality: str
+) -> list[Data]:
+    """All graphs of one patient and modality, in cohort (file) order.
+
+    Parameters
+    ----------
+    manifest
+        A manifest from :func:`load_graph_manifest` / :func:`build_cohort_graphs`, or the
+        graph folder.
+    patient_id, modality
+        Which graphs; an empty list when the patient has none of that modality.
+    """
+    if not isinstance(manifest, pd.DataFrame):
+        manifest = load_graph_manifest(manifest)
+    rows = manifest[
+        (manifest["patient_id"].astype(str) == str(patient_id)) & (manifest["modality"] == modality)
+    ]
+    if "path" in rows.columns:
+        paths = list(rows["path"])
+    else:
+        root = manifest.attrs.get("root")
+        if root is None:
+            raise RadiopathInputError(
+                "manifest has neither a 'path' column nor its folder in .attrs['root']; "
+                "load it with load_graph_manifest",
+                field="graph",
+            )
+        paths = [str(Path(root) / g) for g in rows["graph"]]
+    return [load_graph(p) for p in paths]

@@ -1,0 +1,176 @@
+"""Draw a spatial graph over a slide thumbnail or a CT slice, nodes coloured by a value."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from radiopath.errors import RadiopathInputError
+
+
+def _node_values(data: Data, values, n_nodes: int) -> tuple[np.ndarray, str]:
+    if values is None:
+        values = "patch_count"
+    if isinstance(values, str):
+        name = values
+        if name not in data:
+            raise RadiopathInputError(
+                f"the graph has no attribute {name!r} to colour by", field=name
+            )
+        values = data[name]
+    else:
+        name = "value"
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if len(values) != n_nodes:
+        raise RadiopathInputError(
+            f"need one value per node ({n_nodes}), got {len(values)}", field="values"
+        )
+    return values, name
+
+
+def plot_graph(
+    data: Data,
+    values: np.ndarray | torch.Tensor | str | None = None,
+    ax=None,
+    background: np.ndarray | None = None,
+    background_scale: float | Sequence[float] | None = None,
+    slice_axis: int = 2,
+    slice_position: float | None = None,
+    slab: float | None = None,
+    edges: bool = True,
+    cmap: str = "viridis",
+    node_size: float | np.ndarray | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    colorbar: bool = True,
+    edge_color=(0.0, 0.0, 0.0, 0.3),
+    title: str | None = None,
+):
+    """Draw nodes (coloured by a per-node value) and edges of a graph.
+
+    Parameters
+    ----------
+    data
+        A graph from :func:`radiopath.graph.build_graph` (needs ``pos`` and ``edge_index``).
+    values
+        One value per node (array or tensor), the name of a node attribute, or None for
+        ``patch_count``.
+    ax
+        Matplotlib axes to draw into (a new figure when None).
+    background
+        A 2-D image (``[H, W]`` or ``[H, W, 3|4]``) under the graph: a slide thumbnail, or
+        for 3-D graphs the CT slice at ``slice_position``. Row ``r``, column ``c`` covers the
+        physical point (``c * sx``, ``r * sy``) in the graph's ``units`` (for 3-D, the first
+        and second of the two in-plane axes).
+    background_scale
+        Physical size of one background pixel: ``(sx, sy)`` or one number; e.g.
+        ``downsample * mpp`` for a thumbnail, the in-plane voxel spacing for a CT slice.
+        Default: the image is stretched over the nodes' extent.
+    slice_axis
+        For 3-D graphs: the axis orthogonal to the drawing plane (2 = z, an axial slice).
+    slice_position
+        For 3-D graphs: draw only nodes within ``slab / 2`` of this coordinate along
+        ``slice_axis`` (physical units). None projects all nodes onto the plane.
+    slab
+        Thickness of the slab around ``slice_position``; default two patch pitches.
+    edges
+        Draw edges (between drawn nodes).
+    cmap, vmin, vmax, colorbar
+        Colour mapping of ``values``.
+    node_size
+        Marker area(s); default grows with the square root of ``patch_count``.
+    edge_color
+        Colour of the edge lines.
+    title
+        Axes title.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+
+    if getattr(data, "pos", None) is None or getattr(data, "edge_index", None) is None:
+        raise RadiopathInputError("the graph needs 'pos' and 'edge_index' to be drawn", field="pos")
+    pos = data.pos.detach().cpu().numpy().astype(np.float64)
+    n_nodes, dim = pos.shape
+    vals, name = _node_values(data, values, n_nodes)
+    keep = np.ones(n_nodes, dtype=bool)
+    if dim == 3:
+        if slice_axis not in (0, 1, 2):
+            raise RadiopathInputError(
+                f"slice_axis must be 0, 1 or 2, got {slice_axis}", field="slice_axis"
+            )
+        plane = [a for a in range(3) if a != slice_axis]
+        if slice_position is not None:
+            if slab is None:
+                pitch = (getattr(data, "build_config", None) or {}).get("resolved", {}).get("pitch")
+                slab = 2.0 * float(pitch) if pitch else np.ptp(pos[:, slice_axis]) / 10 or 1.0
+            keep = np.abs(pos[:, slice_axis] - slice_position) <= slab / 2
+        xy = pos[:, plane]
+    elif dim == 2:
+        xy = pos
+    else:
+        raise RadiopathInputError(f"cannot draw {dim}-D positions", field="pos")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 6))
+    if background is not None:
+        image = np.asarray(background)
+        if image.ndim not in (2, 3):
+            raise RadiopathInputError(
+                f"background must be an image [H, W] or [H, W, C], got shape {image.shape}",
+                field="background",
+            )
+        h, w = image.shape[:2]
+        if background_scale is None:
+            extent = (xy[:, 0].min(), xy[:, 0].max(), xy[:, 1].max(), xy[:, 1].min())
+        else:
+            sx, sy = np.broadcast_to(np.asarray(background_scale, dtype=float), (2,))
+            extent = (0.0, w * sx, h * sy, 0.0)
+        ax.imshow(
+            image, extent=extent, cmap="gray" if image.ndim == 2 else None, interpolation="nearest"
+        )
+    if node_size is None:
+        counts = getattr(data, "patch_count", None)
+        counts = np.ones(n_nodes) if counts is None else counts.cpu().numpy()
+        node_size = np.clip(8.0 * np.sqrt(counts), 4.0, 200.0)
+    sizes = np.broadcast_to(np.asarray(node_size, dtype=float), (n_nodes,))
+    if edges and data.edge_index.numel():
+        ei = data.edge_index.cpu().numpy()
+        ei = ei[:, (ei[0] < ei[1]) & keep[ei[0]] & keep[ei[1]]]
+        ax.add_collection(
+            LineCollection(
+                np.stack([xy[ei[0]], xy[ei[1]]], axis=1),
+                colors=[edge_color],
+                linewidths=0.6,
+                zorder=1,
+            )
+        )
+    points = ax.scatter(
+        xy[keep, 0],
+        xy[keep, 1],
+        c=vals[keep],
+        s=sizes[keep],
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        zorder=2,
+        edgecolors="none",
+    )
+    if colorbar and keep.any():
+        ax.figure.colorbar(points, ax=ax, label=name, shrink=0.8)
+    ax.set_aspect("equal")
+    if background is None and not ax.yaxis_inverted():
+        ax.invert_yaxis()  # image convention: y grows downwards
+    units = getattr(data, "units", "")
+    ax.set_xlabel(units)
+    ax.set_ylabel(units)
+    if title:
+        ax.set_title(title)
+    return ax
