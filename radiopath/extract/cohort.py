@@ -1,0 +1,587 @@
+"""A cohort of image files -> embedding files and a new cohort table (``radiopath extract``).
+
+The input is a cohort CSV as in ``INTERFACE.md`` whose imaging columns name image files
+instead of embeddings: ``wsi_image`` (slides), ``ct_image`` (NIfTI files, DICOM files or
+DICOM series folders) and ``ct_mask`` (optional tumour masks, one per ``ct_image`` entry),
+relative to the CSV, several separated by ``;``. The output folder receives
+
+* ``embeddings/<patient>.<modality>[.<k>].h5`` -- one embedding file per image;
+* ``cohort.csv`` -- the input table with ``wsi``/``ct`` pointing at those files (image
+  columns kept, all paths relative to the new CSV), ready for ``radiopath graphs``;
+* ``extract_report.csv`` -- one row per image: ``ok``, ``resumed`` or ``failed`` and why;
+* ``run.json`` -- the resolved configuration and provenance.
+
+The run is resumable: an embedding file already written with the same configuration and
+source file (fingerprint stored in the file) is kept. A missing or unreadable image is
+logged, listed in the report and skipped while the rest of the cohort completes, unless
+``strict=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from radiopath.config import RunRecord
+from radiopath.errors import RadiopathInputError
+from radiopath.extract.ct import extract_ct
+from radiopath.extract.encoders import PatchEncoder, get_encoder, get_encoder_spec, resolve_device
+from radiopath.extract.wsi import extract_slide
+from radiopath.io import MODALITIES, REQUIRED_COLUMNS, RESERVED_COLUMNS, write_embeddings
+
+log = logging.getLogger(__name__)
+
+#: Image columns of the cohort table, by modality.
+IMAGE_COLUMNS: dict[str, str] = {"wsi": "wsi_image", "ct": "ct_image"}
+MASK_COLUMN = "ct_mask"
+#: Bumped when the embedding-file layout written here changes (invalidates resumed files).
+FORMAT_VERSION = 1
+
+
+# --------------------------------------------------------------------------- the table
+
+
+@dataclass
+class ImagePatient:
+    """One row of an image cohort table.
+
+    Attributes
+    ----------
+    images
+        Per modality, the image files (absolute paths).
+    masks
+        Tumour mask per CT image (same order as ``images["ct"]``), None where absent.
+    row
+        The row as read, for writing the new table.
+    """
+
+    patient_id: str
+    time: float
+    event: int
+    images: dict[str, list[Path]]
+    masks: list[Path | None] = field(default_factory=list)
+    row: dict = field(default_factory=dict)
+
+
+@dataclass
+class ImageCohort:
+    """A validated image cohort table."""
+
+    path: Path
+    patients: list[ImagePatient]
+    columns: list[str]
+
+    def __len__(self) -> int:
+        return len(self.patients)
+
+    @property
+    def modalities(self) -> list[str]:
+        return [m for m in MODALITIES if any(p.images.get(m) for p in self.patients)]
+
+
+def _split(cell: object) -> list[str]:
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+        return []
+    return [s.strip() for s in str(cell).split(";") if s.strip()]
+
+
+def read_image_cohort(path: str | os.PathLike) -> ImageCohort:
+    """Read and validate a cohort CSV whose imaging columns are image files.
+
+    Table-level problems raise (naming the file, patient and column): a missing
+    ``patient_id``/``time``/``event`` column, no image column, an empty or duplicated
+    patient id, a time that is not > 0, an event outside {0, 1}, no event at all, or a
+    ``ct_mask`` cell whose number of entries differs from its ``ct_image`` cell. Whether
+    the image files exist is checked during extraction, where a bad file is reported and
+    skipped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RadiopathInputError("cohort table does not exist", path=path)
+    try:
+        table = pd.read_csv(path, dtype={"patient_id": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise RadiopathInputError(f"not a readable CSV ({exc})", path=path) from exc
+    for col in REQUIRED_COLUMNS:
+        if col not in table.columns:
+            raise RadiopathInputError(
+                f"required column is missing (columns: {list(table.columns)})", path=path, field=col
+            )
+    if not any(c in table.columns for c in IMAGE_COLUMNS.values()):
+        raise RadiopathInputError(
+            f"no image column: expected some of {list(IMAGE_COLUMNS.values())} "
+            f"(columns: {list(table.columns)})",
+            path=path,
+        )
+    ids = table["patient_id"]
+    if ids.isna().any():
+        row = int(np.nonzero(ids.isna().to_numpy())[0][0])
+        raise RadiopathInputError(
+            f"empty patient id in row {row + 2}", path=path, field="patient_id"
+        )
+    dup = ids[ids.duplicated()].unique().tolist()
+    if dup:
+        raise RadiopathInputError(
+            f"duplicate patient ids: {dup[:5]}",
+            path=path,
+            patient_id=str(dup[0]),
+            field="patient_id",
+        )
+    times = pd.to_numeric(table["time"], errors="coerce")
+    events = pd.to_numeric(table["event"], errors="coerce")
+    root = path.parent
+    patients = []
+    for i, pid in enumerate(ids):
+        t, e = times.iloc[i], events.iloc[i]
+        if not np.isfinite(t) or t <= 0:
+            raise RadiopathInputError(
+                f"follow-up time must be a number > 0, got {table['time'].iloc[i]!r}",
+                path=path,
+                patient_id=pid,
+                field="time",
+            )
+        if not np.isfinite(e) or e not in (0, 1):
+            raise RadiopathInputError(
+                f"event must be 0 (censored) or 1 (event), got {table['event'].iloc[i]!r}",
+                path=path,
+                patient_id=pid,
+                field="event",
+            )
+        row = table.iloc[i].to_dict()
+        images = {}
+        for modality, col in IMAGE_COLUMNS.items():
+            if col in table.columns:
+                images[modality] = [_resolve(root, rel) for rel in _split(row.get(col))]
+        masks: list[Path | None] = []
+        if MASK_COLUMN in table.columns:
+            rels = _split(row.get(MASK_COLUMN))
+            n_ct = len(images.get("ct", []))
+            if rels and len(rels) != n_ct:
+                raise RadiopathInputError(
+                    f"{len(rels)} tumour mask(s) for {n_ct} CT image(s): give one mask per "
+                    "ct_image entry, in the same order",
+                    path=path,
+                    patient_id=pid,
+                    field=MASK_COLUMN,
+                )
+            masks = [_resolve(root, r) for r in rels]
+        masks += [None] * (len(images.get("ct", [])) - len(masks))
+        patients.append(ImagePatient(str(pid), float(t), int(e), images, masks, row))
+    if not (events == 1).any():
+        raise RadiopathInputError(
+            "no patient has an event (all are censored): survival models cannot be fitted",
+            path=path,
+            field="event",
+        )
+    return ImageCohort(path=path, patients=patients, columns=list(table.columns))
+
+
+def _resolve(root: Path, rel: str) -> Path:
+    p = Path(rel).expanduser()
+    return p if p.is_absolute() else root / p
+
+
+# --------------------------------------------------------------------------- resuming
+
+
+def file_identity(path: str | os.PathLike | None) -> dict | None:
+    """Path, size and modification time of a file, or of a DICOM folder's files together."""
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(f for f in path.rglob("*") if f.is_file())
+        stats = [f.stat() for f in files]
+        return {
+            "path": str(path.resolve()),
+            "files": len(files),
+            "size": int(sum(s.st_size for s in stats)),
+            "mtime": int(max((s.st_mtime for s in stats), default=0)),
+        }
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": int(st.st_size), "mtime": int(st.st_mtime)}
+
+
+def fingerprint(config: Mapping) -> str:
+    """A short hash of a JSON-serialisable configuration."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stored_fingerprint(path: Path) -> str | None:
+    """The ``extract_fingerprint`` attribute of an embedding file, None if absent/unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        with h5py.File(path, "r") as fh:
+            value = fh.attrs.get("extract_fingerprint")
+            n = fh["features"].shape[0] if "features" in fh else 0
+    except OSError:
+        return None
+    if value is None or n == 0:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _safe_name(patient_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", patient_id)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class _Job:
+    patient: ImagePatient
+    modality: str
+    index: int
+    image: Path
+    mask: Path | None
+    output: Path
+
+
+def _per_modality(value, modalities: Sequence[str], name: str) -> dict:
+    """``"x"`` -> the same for every modality; ``{"wsi": .., "ct": ..}`` as is."""
+    if isinstance(value, Mapping):
+        unknown = set(value) - set(MODALITIES)
+        if unknown:
+            raise RadiopathInputError(f"unknown modality {sorted(unknown)} in {name}", field=name)
+        return {m: value.get(m) for m in modalities}
+    return {m: value for m in modalities}
+
+
+def extract_cohort(
+    cohort_csv: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    encoder: str | Mapping[str, str] = "handcrafted",
+    strict: bool = False,
+    workers: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    *,
+    checkpoint: str | os.PathLike | Mapping[str, str | os.PathLike] | None = None,
+    random_init: bool = False,
+    mpp: float = 0.5,
+    patch_size: int = 224,
+    slide_mpp: float | None = None,
+    min_tissue: float = 0.5,
+    ct_spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    ct_patch_size: int = 16,
+    ct_margin_mm: float = 5.0,
+    ct_min_fraction: float = 0.25,
+    ct_normalisation: str = "auto",
+    batch_size: int = 64,
+    **encoder_kwargs,
+) -> Path:
+    """Turn a cohort of slides and CT scans into embedding files and a new cohort CSV.
+
+    Parameters
+    ----------
+    cohort_csv
+        Cohort table with ``wsi_image`` / ``ct_image`` / ``ct_mask`` columns (see
+        :func:`read_image_cohort`).
+    out_dir
+        Output folder (created); rerunning into it resumes.
+    encoder
+        Registry name for every modality, or ``{"wsi": name, "ct": name}``.
+    strict
+        Raise on the first missing or unreadable image instead of reporting and skipping it.
+    workers
+        ``DataLoader`` worker processes for slide tiles (0 = read in this process).
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+    progress
+        Progress bars.
+    checkpoint
+        Local weights (one path, or one per modality) for encoders that need them.
+    random_init
+        Allow random weights for encoders that need a checkpoint (tests, timing only).
+    mpp, patch_size
+        WSI tiles: target microns per pixel and side in pixels at that resolution.
+    slide_mpp
+        Level-0 mpp for slides that do not record it.
+    min_tissue
+        Smallest tissue fraction of a kept tile.
+    ct_spacing, ct_patch_size
+        CT target spacing (mm) and cube side (voxels).
+    ct_margin_mm, ct_min_fraction
+        Margin around the tumour mask; smallest region fraction of a kept cube.
+    ct_normalisation
+        ``"auto"`` (the encoder's), ``"none"`` (HU) or ``"med3d"``.
+    batch_size
+        Patches per encoder call.
+    **encoder_kwargs
+        Passed to every encoder's constructor.
+
+    Returns
+    -------
+    Path
+        The new cohort CSV (``out_dir/cohort.csv``).
+    """
+    cohort = read_image_cohort(cohort_csv)
+    out = Path(out_dir)
+    modalities = cohort.modalities
+    if not modalities:
+        raise RadiopathInputError("no patient lists an image", path=cohort.path)
+    names = _per_modality(encoder, modalities, "encoder")
+    ckpts = _per_modality(checkpoint, modalities, "checkpoint")
+    dev = resolve_device(device)
+    # Build every encoder before any long work, so a wrong name or checkpoint fails at once.
+    encoders: dict[str, PatchEncoder] = {}
+    for m in modalities:
+        if names[m] is None:
+            raise RadiopathInputError(f"no encoder given for modality {m!r}", field="encoder")
+        get_encoder_spec(names[m])
+        encoders[m] = get_encoder(
+            names[m], m, checkpoint=ckpts[m], random_init=random_init, device=dev, **encoder_kwargs
+        )
+    params = {
+        "wsi": {
+            "mpp": float(mpp),
+            "patch_size": int(patch_size),
+            "slide_mpp": slide_mpp,
+            "min_tissue": float(min_tissue),
+        },
+        "ct": {
+            "spacing": [float(s) for s in ct_spacing],
+            "patch_size": int(ct_patch_size),
+            "margin_mm": float(ct_margin_mm),
+            "min_fraction": float(ct_min_fraction),
+            "normalisation": ct_normalisation,
+        },
+    }
+    config = {
+        "cohort": str(Path(cohort_csv).resolve()),
+        "out": str(out.resolve()),
+        "encoders": {m: encoders[m].config() for m in modalities},
+        "params": {m: params[m] for m in modalities},
+        "strict": strict,
+        "workers": int(workers),
+        "device": str(dev),
+        "batch_size": int(batch_size),
+        "random_init": bool(random_init),
+        "encoder_kwargs": dict(encoder_kwargs),
+    }
+    jobs = []
+    for p in cohort.patients:
+        for m in modalities:
+            for k, image in enumerate(p.images.get(m, [])):
+                suffix = "" if k == 0 else f".{k}"
+                name = f"{_safe_name(p.patient_id)}.{m}{suffix}.h5"
+                mask = p.masks[k] if m == "ct" else None
+                jobs.append(_Job(p, m, k, image, mask, out / "embeddings" / name))
+
+    # A missing file is known before any work: report it (or stop, when strict) up front.
+    missing = {}
+    for job in jobs:
+        for kind, f in (("image", job.image), ("mask", job.mask)):
+            if f is not None and not f.exists():
+                col = IMAGE_COLUMNS[job.modality] if kind == "image" else MASK_COLUMN
+                err = RadiopathInputError(
+                    f"{kind} file does not exist",
+                    path=f,
+                    patient_id=job.patient.patient_id,
+                    field=col,
+                )
+                if strict:
+                    raise err
+                missing.setdefault(id(job), err)
+
+    report: list[dict] = []
+    done: dict[tuple[str, str], list[Path]] = {}
+    with RunRecord(out, command="extract", config=config, seed=None) as run:
+        bar = tqdm(jobs, desc="extract", unit="image", disable=not progress)
+        for job in bar:
+            pid = job.patient.patient_id
+            row = {
+                "patient_id": pid,
+                "modality": job.modality,
+                "image": str(job.image),
+                "mask": "" if job.mask is None else str(job.mask),
+                "output": "",
+                "status": "",
+                "n_patches": 0,
+                "seconds": 0.0,
+                "message": "",
+            }
+            report.append(row)
+            if id(job) in missing:
+                row.update(status="failed", message=missing[id(job)].reason)
+                log.warning("skipped: %s", missing[id(job)])
+                continue
+            job_config = {
+                "format": FORMAT_VERSION,
+                "modality": job.modality,
+                "encoder": encoders[job.modality].config(),
+                "params": params[job.modality],
+                "image": file_identity(job.image),
+                "mask": file_identity(job.mask),
+                "encoder_kwargs": dict(encoder_kwargs),
+            }
+            fp = fingerprint(job_config)
+            if stored_fingerprint(job.output) == fp:
+                row.update(status="resumed", output=str(job.output))
+                done.setdefault((pid, job.modality), []).append(job.output)
+                continue
+            start = time.perf_counter()
+            try:
+                bag = _extract_one(
+                    job,
+                    encoders[job.modality],
+                    params[job.modality],
+                    workers=workers,
+                    batch_size=batch_size,
+                    progress=progress,
+                )
+            except Exception as exc:  # one bad image must not stop the cohort
+                if isinstance(exc, RadiopathInputError):
+                    err = RadiopathInputError(
+                        exc.reason, path=exc.path or job.image, patient_id=pid, field=exc.field
+                    )
+                else:
+                    err = RadiopathInputError(
+                        f"extraction failed ({type(exc).__name__}: {exc})",
+                        path=job.image,
+                        patient_id=pid,
+                        field=IMAGE_COLUMNS[job.modality],
+                    )
+                if strict:
+                    raise err from exc
+                log.warning("skipped: %s", err)
+                row.update(
+                    status="failed", message=str(err), seconds=round(time.perf_counter() - start, 3)
+                )
+                continue
+            bag.extra_attrs["extract_fingerprint"] = fp
+            bag.extra_attrs["extract_config"] = json.dumps(job_config, sort_keys=True, default=str)
+            bag.extra_attrs["source_image"] = str(job.image)
+            write_embeddings(job.output, bag)
+            row.update(
+                status="ok",
+                output=str(job.output),
+                n_patches=bag.num_patches,
+                seconds=round(time.perf_counter() - start, 3),
+            )
+            done.setdefault((pid, job.modality), []).append(job.output)
+        new_csv = _write_new_cohort(cohort, out / "cohort.csv", done)
+        report_path = _write_csv(
+            pd.DataFrame(report, columns=list(_REPORT_COLUMNS)), out / "extract_report.csv"
+        )
+        counts = {s: sum(r["status"] == s for r in report) for s in ("ok", "resumed", "failed")}
+        run.update(outputs={"cohort": str(new_csv), "report": str(report_path)}, images=counts)
+    if counts["failed"]:
+        log.warning("%d of %d image(s) failed; see %s", counts["failed"], len(report), report_path)
+    log.info(
+        "extracted %d, resumed %d, failed %d -> %s",
+        counts["ok"],
+        counts["resumed"],
+        counts["failed"],
+        new_csv,
+    )
+    return new_csv
+
+
+_REPORT_COLUMNS = (
+    "patient_id",
+    "modality",
+    "image",
+    "mask",
+    "output",
+    "status",
+    "n_patches",
+    "seconds",
+    "message",
+)
+
+
+def _extract_one(
+    job: _Job,
+    encoder: PatchEncoder,
+    params: Mapping,
+    *,
+    workers: int,
+    batch_size: int,
+    progress: bool,
+):
+    if job.modality == "wsi":
+        return extract_slide(
+            job.image,
+            encoder,
+            mpp=params["mpp"],
+            patch_size=params["patch_size"],
+            slide_mpp_override=params["slide_mpp"],
+            min_tissue=params["min_tissue"],
+            batch_size=batch_size,
+            workers=workers,
+            progress=progress,
+        )
+    return extract_ct(
+        job.image,
+        encoder,
+        mask=job.mask,
+        spacing=params["spacing"],
+        patch_size=params["patch_size"],
+        margin_mm=params["margin_mm"],
+        min_fraction=params["min_fraction"],
+        normalisation=params["normalisation"],
+        batch_size=batch_size,
+        progress=progress,
+    )
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """Write a CSV atomically (temporary file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _write_new_cohort(
+    cohort: ImageCohort, path: Path, done: Mapping[tuple[str, str], list[Path]]
+) -> Path:
+    """The input table with ``wsi``/``ct`` set to the embedding files, paths relative to ``path``."""
+    root = path.parent.resolve()
+
+    def rel(files) -> str:
+        return ";".join(os.path.relpath(Path(f).resolve(), root) for f in files)
+
+    rows = []
+    for p in cohort.patients:
+        row = dict(p.row)
+        for m in MODALITIES:
+            row[m] = rel(done.get((p.patient_id, m), []))
+        for m, col in IMAGE_COLUMNS.items():
+            if col in row:
+                row[col] = rel(p.images.get(m, []))
+        if MASK_COLUMN in row:
+            row[MASK_COLUMN] = (
+                ";".join("" if f is None else rel([f]) for f in p.masks)
+                if any(f is not None for f in p.masks)
+                else ""
+            )
+        rows.append(row)
+    clinical = [c for c in cohort.columns if c not in RESERVED_COLUMNS]
+    images = [c for c in (*IMAGE_COLUMNS.values(), MASK_COLUMN) if c in cohort.columns]
+    columns = ["patient_id", "time", "event", *MODALITIES, *images, *clinical]
+    return _write_csv(pd.DataFrame(rows, columns=columns), path)
