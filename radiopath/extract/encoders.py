@@ -1133,6 +1133,7 @@ register_encoder(
         "segvol",
         SegVolEncoder,
         ("ct",),
-        description="SegVol-style 3-D ViT-B CT image encoder (MONAI ViT); local checkpoint",
+        requires=("einops",),
+        description="SegVol-style 3-D ViT-B CT image encoder (MONAI ViT, einops); local checkpoint",
     )
 )

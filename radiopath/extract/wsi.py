@@ -155,7 +155,15 @@ def otsu_threshold(
         mu1 = (m0[-1] - m0) / w1
         between = w0 * w1 * (mu0 - mu1) ** 2
     between = np.nan_to_num(between[:-1], nan=-1.0)
-    return float(edges[1:][int(np.argmax(between))])
+    # Between well-separated modes the maximum is a plateau over the empty bins: cut in its middle.
+    best = int(np.argmax(between))
+    top = between >= between[best] * (1.0 - 1e-9)
+    lo = hi = best
+    while lo > 0 and top[lo - 1]:
+        lo -= 1
+    while hi < len(top) - 1 and top[hi + 1]:
+        hi += 1
+    return float(0.5 * (edges[1:][lo] + edges[1:][hi]))
 
 
 def saturation(rgb: np.ndarray) -> np.ndarray:
