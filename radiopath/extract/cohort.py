@@ -420,7 +420,7 @@ def extract_cohort(
             }
             report.append(row)
             if id(job) in missing:
-                row.update(status="failed", message=missing[id(job)].reason)
+                row.update(status="failed", message=str(missing[id(job)]))
                 log.warning("skipped: %s", missing[id(job)])
                 continue
             job_config = {

@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -231,6 +232,17 @@ class CTVolume:
         return value
 
 
+def _reader_errors(exc: BaseException) -> str:
+    """The underlying errors of MONAI's "cannot find a suitable reader" (one per reader tried).
+
+    MONAI folds each reader's traceback into one message; keep their last lines only.
+    """
+    text = str(exc)
+    found = re.findall(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$", text, flags=re.MULTILINE)
+    unique = list(dict.fromkeys(f"{name.rsplit('.', 1)[-1]}: {msg.strip()}" for name, msg in found))
+    return "; ".join(unique[:3]) if unique else f"{type(exc).__name__}: {text.splitlines()[0]}"
+
+
 def _reader_for(path: Path) -> str | None:
     if path.is_dir():
         return "PydicomReader"
@@ -294,9 +306,9 @@ def load_ct(
             cause = cause.__cause__
         if isinstance(cause, RadiopathInputError):
             raise cause from exc
-        bad = path if mask is None or str(mask) not in str(exc) else Path(mask)
+        bad = path if mask is None or str(mask) not in str(cause) else Path(mask)
         raise RadiopathInputError(
-            f"cannot read the image ({type(cause).__name__}: {cause})",
+            f"cannot read the image ({_reader_errors(cause)})",
             path=bad,
             field="ct_image" if bad == path else "ct_mask",
         ) from exc
