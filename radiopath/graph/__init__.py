@@ -26,20 +26,24 @@ Lengths are in patch pitches (``length_unit: pitch``; the pitch is the median di
 the nearest other patch), which makes presets independent of magnification, patch size and
 spacing; ``length_unit: physical`` switches to the bag's units.
 
-==================  ======  =========  ==================================================
-preset              for     method     settings
-==================  ======  =========  ==================================================
-``wsi-clustered``   wsi     clustered  default for WSI. lambda_d 0.672 per pitch
-                                       (SlideGraph's 3e-3/px at 224 px), lambda_f 0.25 per
-                                       median neighbour feature distance, threshold 0.8,
-                                       neighbourhood 4 pitches / 48 neighbours; Delaunay
-                                       edges up to 10 pitches long.
-``ct-clustered-3d`` ct      clustered  default for CT. As above in 3-D with neighbourhood
-                                       2 pitches / 32 neighbours (the 26-neighbourhood of a
-                                       cubic grid); Delaunay edges up to 6 pitches.
-``wsi-patch-knn``   wsi     patch      8 nearest neighbours (Patch-GCN).
-``ct-patch-knn``    ct      patch      26 nearest neighbours (3x3x3 neighbourhood).
-==================  ======  =========  ==================================================
+====================  ======  =========  ================================================
+preset                for     method     settings
+====================  ======  =========  ================================================
+``wsi-clustered``     wsi     clustered  default for WSI. lambda_d 0.672 per pitch
+                                         (SlideGraph's 3e-3/px at a 224-px pitch),
+                                         lambda_f 0.5 per median neighbour feature
+                                         distance, threshold 0.85, neighbourhood 3
+                                         pitches / 28 neighbours; Delaunay edges up to
+                                         10 pitches long.
+``ct-clustered-3d``   ct      clustered  default for CT. As above in 3-D, neighbourhood
+                                         2 pitches / 32 neighbours (the 26-neighbourhood
+                                         of a cubic grid); Delaunay edges up to 6 pitches.
+``wsi-slidegraph``    wsi     clustered  SlideGraph's own defaults (raw lambda_f 1e-3,
+                                         threshold 0.8, neighbourhood 4 pitches): the
+                                         same clusters as TIAToolbox at a 224-px pitch.
+``wsi-patch-knn``     wsi     patch      8 nearest neighbours (Patch-GCN).
+``ct-patch-knn``      ct      patch      26 nearest neighbours (3x3x3 neighbourhood).
+====================  ======  =========  ================================================
 
 Degenerate inputs: a bag with no patches, NaN/inf embeddings or coordinates, or
 coordinates of the wrong width raise :class:`~radiopath.errors.RadiopathInputError` naming

@@ -12,7 +12,7 @@ from torch_geometric.data import Data
 from torch_geometric.utils import scatter, to_undirected
 
 from radiopath.errors import RadiopathInputError
-from radiopath.graph.clustering import hybrid_clustering
+from radiopath.graph.clustering import hybrid_clustering, single_thread
 from radiopath.graph.config import config_hash, load_preset, merge_overrides
 from radiopath.graph.neighbours import delaunay_edges, estimate_pitch, knn_edges, radius_edges
 from radiopath.io import EmbeddingBag, validate_bag
@@ -124,6 +124,11 @@ def build_graph(
     (a warning is logged).
     """
     _check_bag(bag)
+    with single_thread():
+        return _build(bag, preset, overrides)
+
+
+def _build(bag: EmbeddingBag, preset, overrides: Mapping) -> SpatialGraph:
     try:
         cfg = merge_overrides(load_preset(preset, bag.modality), overrides)
     except RadiopathInputError as exc:

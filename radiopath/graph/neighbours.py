@@ -55,7 +55,8 @@ def neighbour_pairs(
     Returns
     -------
     i, j : ndarray of int64
-        ``[P]`` pair endpoints with ``i < j``, sorted by ``(i, j)``.
+        ``[P]`` pair endpoints with ``i < j`` (grouped by ``i`` for the pairs found from
+        ``i``'s side).
     dist : ndarray of float64
         ``[P]`` Euclidean distances.
     """
@@ -64,20 +65,28 @@ def neighbour_pairs(
     if n < 2:
         return empty
     k = min(n, int(max_neighbours) + 1)
-    dist, idx = cKDTree(pos).query(pos, k=k, distance_upper_bound=radius)
+    dist, idx = cKDTree(pos).query(pos, k=k, distance_upper_bound=radius, workers=-1)
     dist = dist.reshape(n, k)
-    idx = idx.reshape(n, k)
-    src = np.repeat(np.arange(n, dtype=np.int64), k)
-    dst = idx.ravel().astype(np.int64)
-    d = dist.ravel()
-    keep = (dst < n) & (dst != src)
-    src, dst, d = src[keep], dst[keep], d[keep]
-    lo, hi = np.minimum(src, dst), np.maximum(src, dst)
-    key = lo * n + hi
-    key, first = np.unique(key, return_index=True)
-    if len(key) == 0:
-        return empty
-    return key // n, key % n, d[first]
+    idx = idx.reshape(n, k).astype(np.int64)
+    rows = np.broadcast_to(np.arange(n, dtype=np.int64)[:, None], (n, k))
+    valid = idx < n
+    # Each pair is listed from its lower end; a pair found only from its upper end (the
+    # lower end's list was full before reaching it) is added separately.
+    forward = valid & (idx > rows)
+    i, j, d = rows[forward], idx[forward], dist[forward]
+    full = valid[:, -1]
+    kth = np.where(full, dist[:, -1], np.inf)
+    backward = valid & (idx < rows)
+    bi, bj, bd = rows[backward], idx[backward], dist[backward]
+    missing = bd >= kth[bj]
+    if missing.any():
+        bi, bj, bd = bi[missing], bj[missing], bd[missing]
+        # At a tie with the k-th distance the pair may already be in the lower end's list.
+        listed = (idx[bj] == bi[:, None]).any(axis=1)
+        i = np.concatenate([i, bj[~listed]])
+        j = np.concatenate([j, bi[~listed]])
+        d = np.concatenate([d, bd[~listed]])
+    return i, j, d
 
 
 def knn_edges(pos: np.ndarray, k: int) -> np.ndarray:
