@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from graph_helpers import grid_bag
@@ -62,3 +63,20 @@ def test_config_hash_tracks_graph_settings_only():
     cfg = load_preset("wsi-clustered")
     assert config_hash(cfg) == config_hash({**cfg, "name": "renamed"})
     assert config_hash(cfg) != config_hash({**cfg, "threshold": 0.7})
+
+
+def test_example_graphs_load_and_match_their_embeddings():
+    from radiopath.graph import load_graph_manifest, patient_graphs
+    from radiopath.io import read_embeddings
+
+    folder = REPO_GRAPHS / "examples" / "graphs"
+    manifest = load_graph_manifest(folder)
+    assert len(manifest) >= 4 and set(manifest.modality) == {"wsi", "ct"}
+    for row in manifest.itertuples():
+        (graph,) = patient_graphs(manifest, row.patient_id, row.modality)
+        bag = read_embeddings(REPO_GRAPHS / "examples" / row.source)
+        assert graph.num_nodes == row.n_nodes and graph.assignment.numel() == bag.num_patches
+        means = np.stack(
+            [bag.features[graph.assignment.numpy() == k].mean(0) for k in range(graph.num_nodes)]
+        )
+        np.testing.assert_allclose(graph.x.numpy(), means, rtol=1e-5, atol=1e-6)
