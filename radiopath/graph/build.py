@@ -146,7 +146,7 @@ def _build(bag: EmbeddingBag, preset, overrides: Mapping) -> SpatialGraph:
         )
     pitch = estimate_pitch(pos, fallback=_patch_side(bag))
     unit = pitch if cfg["length_unit"] == "pitch" else 1.0
-    resolved: dict[str, object] = {"pitch": pitch, "length_unit": unit}
+    resolved: dict[str, object] = {"pitch": pitch, "length_scale": unit}
     if cfg["method"] == "clustered" and n > 1:
         result = hybrid_clustering(
             pos,

@@ -125,6 +125,32 @@ def _simplex_edges(simplices: np.ndarray) -> np.ndarray:
     return np.stack([key // max(n, 1), key % max(n, 1)])
 
 
+def _triangulation_edges(points: np.ndarray) -> np.ndarray:
+    """Delaunay edges of full-rank, duplicate-free points, with Qhull's failures handled."""
+    try:
+        tri = Delaunay(points)
+    except QhullError:
+        # Nearly degenerate beyond the rank test: joggle the input (Qhull's own remedy).
+        log.debug("Delaunay failed on %d points; retrying with joggled input", len(points))
+        try:
+            tri = Delaunay(points, qhull_options="QJ")
+        except QhullError as exc:
+            k = 2 * points.shape[1]
+            log.warning(
+                "Delaunay triangulation failed (%s); using %d-nearest-neighbour edges",
+                str(exc).splitlines()[0],
+                k,
+            )
+            return knn_edges(points, k)
+    edges = _simplex_edges(tri.simplices)
+    if len(tri.coplanar):
+        # Points Qhull left out of every simplex (numerically on a facet): join each to its
+        # nearest vertex so that it is not isolated.
+        extra = tri.coplanar[:, [2, 0]].T.astype(np.int64)
+        edges = np.concatenate([edges, extra], axis=1)
+    return edges
+
+
 def delaunay_edges(pos: np.ndarray) -> np.ndarray:
     """Edges ``[2, E]`` (i < j) of the Delaunay triangulation of ``pos``, in any dimension.
 
@@ -152,18 +178,7 @@ def delaunay_edges(pos: np.ndarray) -> np.ndarray:
         edges_u = np.stack([order[:-1], order[1:]]).astype(np.int64)
     else:
         proj = uniq if rank == dim else (uniq - uniq.mean(axis=0)) @ basis.T
-        try:
-            tri = Delaunay(proj)
-        except QhullError:
-            # Nearly degenerate beyond the rank test: joggle the input (Qhull's own remedy).
-            log.debug("Delaunay failed on %d points; retrying with joggled input", u)
-            tri = Delaunay(proj, qhull_options="QJ")
-        edges_u = _simplex_edges(tri.simplices)
-        if len(tri.coplanar):
-            # Points Qhull left out of every simplex (numerically on a facet): join each
-            # to its nearest vertex so it is not isolated.
-            extra = tri.coplanar[:, [2, 0]].T.astype(np.int64)
-            edges_u = np.concatenate([edges_u, extra], axis=1)
+        edges_u = _triangulation_edges(proj)
     # Map unique positions back to the representative point of each position.
     edges = first[edges_u] if edges_u.size else np.empty((2, 0), np.int64)
     dup = np.nonzero(first[inverse] != np.arange(n))[0]

@@ -109,7 +109,7 @@ def test_cluster_edges_join_only_neighbouring_clusters():
     g = build_graph(bag, "wsi-clustered", threshold=0.9, max_edge_length=6.0)
     assert 10 < g.num_nodes < 60
     pos = g.pos.double().numpy()
-    unit = g.build_config["resolved"]["length_unit"]
+    unit = g.build_config["resolved"]["length_scale"]
     expected = {
         (i, j)
         for i, j in brute_delaunay_edges(pos)

@@ -197,3 +197,21 @@ def test_unknown_preset_and_wrong_modality():
         build_graph(grid_bag(side=4), "nope")
     with pytest.raises(RadiopathInputError, match="is for 'ct' bags, not 'wsi'"):
         build_graph(grid_bag(side=4), "ct-clustered-3d")
+
+
+def test_qhull_failure_falls_back_to_neighbours(monkeypatch, caplog):
+    """Should Qhull fail even on joggled input, the graph still builds (k-NN edges, warned)."""
+    from scipy.spatial import QhullError
+
+    import radiopath.graph.neighbours as neighbours
+
+    def broken(*args, **kwargs):
+        raise QhullError("QH6154 Qhull precision error: initial simplex is flat")
+
+    monkeypatch.setattr(neighbours, "Delaunay", broken)
+    bag = grid_bag(side=5)
+    with caplog.at_level(logging.WARNING, logger="radiopath.graph"):
+        g = build_graph(bag, "wsi-patch-knn", edge_rule="delaunay")
+    assert "Delaunay triangulation failed" in caplog.text
+    reference = build_graph(bag, "wsi-patch-knn", k=4)
+    assert edge_set(g.edge_index) == edge_set(reference.edge_index)
