@@ -169,7 +169,6 @@ def delaunay_edges(pos: np.ndarray) -> np.ndarray:
         return np.empty((2, 0), np.int64)
     uniq, first, inverse = np.unique(pos, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.ravel()
-    u = len(uniq)
     rank, basis = affine_rank(uniq)
     if rank == 0:
         edges_u = np.empty((2, 0), np.int64)
