@@ -94,6 +94,8 @@ def slide_mpp(
 
 def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
     """Composite an RGBA array on white (OpenSlide marks areas without data transparent)."""
+    if rgba[..., 3].min() == 255:  # the common case: a tile inside the scanned area
+        return np.ascontiguousarray(rgba[..., :3])
     rgb = rgba[..., :3].astype(np.float32)
     alpha = rgba[..., 3:4].astype(np.float32) / 255.0
     return np.rint(rgb * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
