@@ -26,7 +26,8 @@ from radiopath.cli import friendly_errors, main, parse_list
     "--preset",
     "presets",
     multiple=True,
-    help="Preset name (wsi-clustered, wsi-patch-knn, ct-clustered-3d, ct-patch-knn) "
+    help="Preset name (wsi-clustered, wsi-slidegraph, wsi-patch-knn, ct-clustered-3d, "
+    "ct-patch-knn) "
     "or YAML path; repeat for several modalities. Default: each modality's.",
 )
 @click.option("--modalities", help="Comma-separated imaging modalities (default: all present).")
