@@ -168,17 +168,7 @@ def read_image_cohort(path: str | os.PathLike) -> ImageCohort:
                 images[modality] = [_resolve(root, rel) for rel in _split(row.get(col))]
         masks: list[Path | None] = []
         if MASK_COLUMN in table.columns:
-            rels = _split(row.get(MASK_COLUMN))
-            n_ct = len(images.get("ct", []))
-            if rels and len(rels) != n_ct:
-                raise RadiopathInputError(
-                    f"{len(rels)} tumour mask(s) for {n_ct} CT image(s): give one mask per "
-                    "ct_image entry, in the same order",
-                    path=path,
-                    patient_id=pid,
-                    field=MASK_COLUMN,
-                )
-            masks = [_resolve(root, r) for r in rels]
+            masks = _masks(row.get(MASK_COLUMN), len(images.get("ct", [])), root, path, str(pid))
         masks += [None] * (len(images.get("ct", [])) - len(masks))
         patients.append(ImagePatient(str(pid), float(t), int(e), images, masks, row))
     if not (events == 1).any():
@@ -188,6 +178,24 @@ def read_image_cohort(path: str | os.PathLike) -> ImageCohort:
             field="event",
         )
     return ImageCohort(path=path, patients=patients, columns=list(table.columns))
+
+
+def _masks(cell: object, n_ct: int, root: Path, path: Path, pid: str) -> list[Path | None]:
+    """Tumour masks of one row, one per CT image; an empty entry (``a.nii;;c.nii``) = none."""
+    if not _split(cell):
+        return []
+    entries = [s.strip() for s in str(cell).split(";")]
+    if len(entries) != n_ct:
+        entries = [e for e in entries if e]
+    if len(entries) != n_ct:
+        raise RadiopathInputError(
+            f"{len(entries)} tumour mask(s) for {n_ct} CT image(s): give one mask per "
+            "ct_image entry, in the same order (leave an entry empty for none)",
+            path=path,
+            patient_id=pid,
+            field=MASK_COLUMN,
+        )
+    return [_resolve(root, e) if e else None for e in entries]
 
 
 def _resolve(root: Path, rel: str) -> Path:
@@ -575,11 +583,8 @@ def _write_new_cohort(
             if col in row:
                 row[col] = rel(p.images.get(m, []))
         if MASK_COLUMN in row:
-            row[MASK_COLUMN] = (
-                ";".join("" if f is None else rel([f]) for f in p.masks)
-                if any(f is not None for f in p.masks)
-                else ""
-            )
+            masks = [rel([f]) if f is not None else "" for f in p.masks]
+            row[MASK_COLUMN] = ";".join(masks) if any(masks) else ""
         rows.append(row)
     clinical = [c for c in cohort.columns if c not in RESERVED_COLUMNS]
     images = [c for c in (*IMAGE_COLUMNS.values(), MASK_COLUMN) if c in cohort.columns]

@@ -1081,7 +1081,15 @@ def get_encoder(
             spec.name,
             modality,
         )
-    encoder = spec.factory(modality, checkpoint=checkpoint, **kwargs)
+    try:
+        encoder = spec.factory(modality, checkpoint=checkpoint, **kwargs)
+    except TypeError as exc:
+        if kwargs and "argument" in str(exc):
+            raise RadiopathInputError(
+                f"encoder {spec.name!r} does not take option(s) {sorted(kwargs)} ({exc})",
+                field="encoder",
+            ) from exc
+        raise
     return encoder.to(resolve_device(device)).eval()
 
 

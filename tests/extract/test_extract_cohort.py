@@ -141,6 +141,8 @@ def test_image_table_errors_name_patient_and_column(tmp_path):
     ok = read_image_cohort(write_table(tmp_path, [{**base, "ct_mask": "m1.nii;m2.nii"}]))
     assert [m.name for m in ok.patients[0].masks] == ["m1.nii", "m2.nii"]
     assert ok.patients[0].images["ct"][1] == tmp_path / "b.nii"
+    partial = read_image_cohort(write_table(tmp_path, [{**base, "ct_mask": " ;m2.nii"}]))
+    assert partial.patients[0].masks == [None, tmp_path / "m2.nii"]
 
 
 def test_encoder_problems_stop_before_any_work(image_cohort, tmp_path):
@@ -167,6 +169,27 @@ def subset_csv(image_cohort, tmp_path, n=2):
     csv.parent.mkdir()
     table.to_csv(csv, index=False)
     return csv
+
+
+def test_several_images_per_patient(image_cohort, tmp_path):
+    csv = subset_csv(image_cohort, tmp_path, n=2)
+    table = pd.read_csv(csv)
+    table.loc[0, "wsi_image"] = f"{table.wsi_image[0]};{table.wsi_image[1]}"
+    table.loc[0, "ct_image"] = f"{table.ct_image[0]};{table.ct_image[1]}"
+    table.loc[0, "ct_mask"] = f"{table.ct_mask[0]};{table.ct_mask[1]}"
+    table.to_csv(csv, index=False)
+    new = extract_cohort(csv, tmp_path / "multi", progress=False, **IMAGE_MODE_EXTRACT)
+    cohort = read_cohort(new, strict=True)
+    first = cohort.patients[0]
+    assert [f.name for f in first.files["wsi"]] == [
+        f"{first.patient_id}.wsi.h5",
+        f"{first.patient_id}.wsi.1.h5",
+    ]
+    assert len(first.files["ct"]) == 2 and len(cohort.patients[1].files["ct"]) == 1
+    # The second slide of patient 0 is patient 1's slide: the same embeddings.
+    second = read_embeddings(first.files["wsi"][1])
+    other = read_embeddings(cohort.patients[1].files["wsi"][0])
+    np.testing.assert_array_equal(second.features, other.features)
 
 
 def test_resnet18_random_init_runs_on_a_cohort(image_cohort, tmp_path):

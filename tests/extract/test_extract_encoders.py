@@ -95,6 +95,11 @@ def test_resnet18_checkpoint_round_trip(tmp_path, modality, shape):
     assert loaded.config()["checkpoint"]["size"] == ckpt.stat().st_size
 
 
+def test_unknown_encoder_options_are_named():
+    with pytest.raises(RadiopathInputError, match="'handcrafted' does not take option.*input_size"):
+        get_encoder("handcrafted", "wsi", input_size=224)
+
+
 def test_checkpoint_of_another_model_is_refused(tmp_path):
     ct_model = get_encoder("resnet18", "ct", random_init=True)
     ckpt = tmp_path / "ct_weights.pth"
