@@ -624,7 +624,7 @@ class ResNet18Encoder(PatchEncoder):
     WSI (2-D): three input channels, 7x7 stride-2 stem as torchvision's ResNet-18, so an
     ImageNet state dict (torchvision key names) loads as it is; tiles are scaled to [0, 1]
     and normalised with ImageNet mean and sd. CT (3-D): MedicalNet-style [3]_, one input
-    channel, shortcut type A, MeD-3D intensity normalisation.
+    channel, shortcut type A, MeD-3D intensity normalisation, cubes fed depth first.
 
     Parameters
     ----------
@@ -678,7 +678,8 @@ class ResNet18Encoder(PatchEncoder):
             return _resize(
                 _normalise_rgb(_as_float_rgb(batch), IMAGENET_MEAN, IMAGENET_STD), self.input_size
             )
-        return _resize(batch.float(), self.input_size)
+        # MedicalNet reads volumes depth first (z, y, x), as nibabel arrays transposed.
+        return _resize(batch.float().permute(0, 1, 4, 3, 2), self.input_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
