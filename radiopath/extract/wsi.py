@@ -113,6 +113,33 @@ def best_level(slide: openslide.OpenSlide, downsample: float) -> int:
     return int(slide.get_best_level_for_downsample(downsample * (1.0 + 1e-4)))
 
 
+def read_downsampled(
+    slide: openslide.OpenSlide, level: int, size: tuple[int, int], max_pixels: int = 2**25
+) -> np.ndarray:
+    """A whole pyramid level resized to ``size`` (w, h), read in strips when it is large.
+
+    A slide without a coarse level (a flat TIFF) would otherwise be read whole into memory.
+    """
+    lw, lh = slide.level_dimensions[level]
+    ds = slide.level_downsamples[level]
+    out_w, out_h = size
+    rows_per_strip = max(1, int(max_pixels // max(lw, 1) * out_h // max(lh, 1)))
+    strips = []
+    for r0 in range(0, out_h, rows_per_strip):
+        r1 = min(out_h, r0 + rows_per_strip)
+        y0, y1 = (
+            int(round(r0 * lh / out_h)),
+            max(int(round(r1 * lh / out_h)), int(round(r0 * lh / out_h)) + 1),
+        )
+        strip = read_region_rgb(slide, (0, int(round(y0 * ds))), level, (lw, y1 - y0))
+        if strip.shape[:2] != (r1 - r0, out_w):
+            strip = np.asarray(
+                Image.fromarray(strip).resize((out_w, r1 - r0), Image.Resampling.BOX)
+            )
+        strips.append(strip)
+    return np.concatenate(strips, axis=0)
+
+
 # --------------------------------------------------------------------------- tissue mask
 
 
@@ -214,10 +241,7 @@ def tissue_mask(
     w0, h0 = slide.dimensions
     ds = max(mask_mpp / mpp, 1.0, max(w0, h0) / max_side)
     size = (max(1, int(math.ceil(w0 / ds))), max(1, int(math.ceil(h0 / ds))))
-    level = best_level(slide, ds)
-    rgb = read_region_rgb(slide, (0, 0), level, slide.level_dimensions[level])
-    if rgb.shape[1::-1] != size:
-        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BOX))
+    rgb = read_downsampled(slide, best_level(slide, ds), size)
     dsx, dsy = w0 / size[0], h0 / size[1]
     px_um = mpp * 0.5 * (dsx + dsy)
     sat = ndimage.median_filter(saturation(rgb), size=3)

@@ -15,6 +15,7 @@ from radiopath.extract.wsi import (
     extract_slide,
     open_slide,
     otsu_threshold,
+    read_downsampled,
     slide_mpp,
     tile_grid,
     tissue_mask,
@@ -144,3 +145,12 @@ def test_unreadable_and_missing_slides_are_named(tmp_path):
         open_slide(bad)
     with pytest.raises(RadiopathInputError, match="does not exist"):
         open_slide(tmp_path / "absent.tiff")
+
+
+def test_large_levels_are_read_in_strips(coded_slide):
+    path, rgb = coded_slide
+    slide = open_slide(path)
+    whole = read_downsampled(slide, 0, (384, 320))
+    strips = read_downsampled(slide, 0, (384, 320), max_pixels=1536 * 40)
+    np.testing.assert_array_equal(whole, strips)
+    np.testing.assert_array_equal(read_downsampled(slide, 0, (1536, 1280), max_pixels=10**5), rgb)
