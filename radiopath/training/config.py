@@ -33,6 +33,7 @@ DEFAULT_CONFIG: dict = {
     "conv": {"wsi": "gcn", "ct": "gcn"},
     "ratio": {"wsi": 0.2, "ct": 0.2},
     "use_graph": True,
+    "embedding_norm": True,
     "head": "cox",
     "ties": "efron",
     "n_bins": 4,

@@ -99,24 +99,28 @@ def mapping_source(graphs: Mapping) -> tuple[GraphSource, set[tuple[str, str]]]:
 def build_in_memory(
     cohort: Cohort,
     modalities: Sequence[str],
-    preset: str | None = None,
+    preset=None,
     *,
     strict: bool = False,
     progress: bool = True,
 ) -> dict[tuple[str, str], list[Data]]:
     """Build every patient's graphs in memory with :func:`radiopath.graph.build_graph`.
 
+    ``preset``: None for each modality's default, or what
+    :func:`radiopath.graph.resolve_cohort_presets` accepts (a name, a list, ``{modality: preset}``).
+
     Convenient in a notebook; for large cohorts write them once with ``radiopath graphs``.
     A file that fails is reported and skipped unless ``strict``.
     """
-    from radiopath.graph import build_graph
+    from radiopath.graph import build_graph, resolve_cohort_presets
 
+    configs = resolve_cohort_presets(preset, list(modalities))
     out: dict[tuple[str, str], list[Data]] = {}
     todo = [(p, m) for p in cohort.patients for m in modalities if p.files.get(m)]
     for patient, m in tqdm(todo, desc="graphs", unit="bag", disable=not progress):
         try:
             bags = load_patient_bags(patient, m)
-            out[(patient.patient_id, m)] = [build_graph(bag, preset) for bag in bags]
+            out[(patient.patient_id, m)] = [build_graph(bag, configs[m]) for bag in bags]
         except RadiopathInputError as exc:
             if strict:
                 raise

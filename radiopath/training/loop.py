@@ -81,6 +81,7 @@ def build_model(
         head=cfg["head"],
         n_bins=cfg["n_bins"],
         missing_indicator=missing_indicator,
+        embedding_norm=cfg["embedding_norm"],
     )
 
 
@@ -230,6 +231,10 @@ def fit_fold(
         n_seen = 0
         tr_time, tr_event, tr_risk = [], [], []
         for chunk in _batches(train, cfg["batch_size"], gen):
+            if len(chunk) < 2:
+                # A lone patient is its own risk set: its Cox partial likelihood is 0, and
+                # batch normalisation needs two patients. Skipping it loses nothing.
+                continue
             batch = collate(chunk, store, model.modalities).to(device)
             optimizer.zero_grad(set_to_none=True)
             with _autocast(device, amp):

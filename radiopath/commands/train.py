@@ -1,0 +1,113 @@
+"""``radiopath train``: one aggregator under cross-validation (embeddings, risks, importance)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from radiopath.cli import friendly_errors, main, parse_list
+from radiopath.config import load_config_file
+
+log = logging.getLogger(__name__)
+
+
+@main.command()
+@click.option(
+    "--cohort",
+    "cohort_csv",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Cohort CSV.",
+)
+@click.option(
+    "--graphs",
+    "graphs_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder written by `radiopath graphs`; omit to build graphs in memory.",
+)
+@click.option("--aggregator", required=True, help="sparra, abmil or mean.")
+@click.option("--modalities", default="wsi,ct", show_default=True, help="Comma-separated: wsi,ct.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run directory.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML/JSON file overriding the training defaults.",
+)
+@click.option("--epochs", type=int, default=None, help="Training epochs (default 20).")
+@click.option(
+    "--folds", "n_folds", type=int, default=None, help="Number of outer folds (default 5)."
+)
+@click.option(
+    "--seed", type=int, default=None, help="Seed of the folds and the models (default 0)."
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option(
+    "--folds-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Reuse a folds file (patient_id, fold), e.g. another run's folds.csv.",
+)
+@click.option(
+    "--resume/--no-resume",
+    default=True,
+    show_default=True,
+    help="Skip finished folds and continue an interrupted one.",
+)
+@click.option("--strict", is_flag=True, help="Stop at the first unreadable file or missing graph.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@friendly_errors
+def train(
+    cohort_csv,
+    graphs_dir,
+    aggregator,
+    modalities,
+    out_dir,
+    config_file,
+    epochs,
+    n_folds,
+    seed,
+    device,
+    folds_file,
+    resume,
+    strict,
+    quiet,
+) -> None:
+    """Train one aggregator under outer cross-validation.
+
+    Writes folds.csv, logs/, checkpoints/, embeddings/fold_<k>.npz, risks.csv and
+    importance/<aggregator>/<patient_id>.<modality>.csv to OUT.
+    """
+    from radiopath.training import train_cross_validated
+
+    config = load_config_file(config_file) if config_file is not None else {}
+    overrides = {"epochs": epochs, "n_folds": n_folds, "seed": seed, "strict": strict or None}
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    result = train_cross_validated(
+        cohort_csv,
+        graphs_dir,
+        aggregator=aggregator,
+        modalities=parse_list(modalities),
+        out_dir=out_dir,
+        config=config,
+        folds=folds_file,
+        device=device,
+        resume=resume,
+        progress=not quiet,
+    )
+    for k, c in sorted(result.fold_c_index.items()):
+        click.echo(f"fold {k}: test C-index {c:.3f}")
+    click.echo(
+        f"{aggregator} on {'+'.join(parse_list(modalities))}: mean test C-index "
+        f"{result.mean_c_index:.3f} -> {out_dir}"
+    )

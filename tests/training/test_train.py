@@ -1,0 +1,350 @@
+"""Cross-validated training: the run directory's contract, resume, validation, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from radiopath.cli import main
+from radiopath.errors import RadiopathInputError
+from radiopath.graph import load_graph
+from radiopath.io import load_patient_bags, read_cohort, read_fold_embeddings
+from radiopath.training import train_cross_validated
+
+FAST = {"epochs": 2, "n_folds": 2, "batch_size": 8, "hidden": 16}
+
+
+@pytest.fixture(scope="module")
+def sparra_run(small_cohort, small_graphs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sparra_run")
+    result = train_cross_validated(
+        small_cohort,
+        small_graphs,
+        aggregator="sparra",
+        modalities="wsi,ct",
+        out_dir=out,
+        config=FAST,
+        progress=False,
+    )
+    return result
+
+
+def test_run_json_names_aggregator_and_modalities(sparra_run):
+    record = json.loads((sparra_run.out_dir / "run.json").read_text())
+    assert record["status"] == "finished"
+    assert record["config"]["aggregator"] == "sparra"
+    assert record["config"]["modalities"] == ["wsi", "ct"]
+    assert record["config"]["sparra"]["beta0"] == 1e-2
+
+
+def test_fold_embeddings_cover_train_and_test(sparra_run, small_cohort):
+    cohort = read_cohort(small_cohort)
+    folds = pd.read_csv(sparra_run.out_dir / "folds.csv", dtype={"patient_id": str})
+    assert sorted(folds["patient_id"]) == sorted(cohort.patient_ids)
+    for k in (0, 1):
+        emb = read_fold_embeddings(sparra_run.out_dir / "embeddings" / f"fold_{k}.npz")
+        assert sorted(emb.patient_id) == sorted(cohort.patient_ids)
+        test_ids = set(folds.loc[folds["fold"] == k, "patient_id"])
+        assert set(emb.patient_id[emb.split == "test"]) == test_ids
+        assert emb.embedding.shape == (len(cohort), 2 * FAST["hidden"])
+        assert np.isfinite(emb.embedding).all() and np.isfinite(emb.risk).all()
+        # Times and events are the cohort's.
+        for pid, t, e in zip(emb.patient_id, emb.time, emb.event):
+            assert t == pytest.approx(cohort[pid].time) and e == cohort[pid].event
+
+
+def test_risks_csv_is_the_test_folds(sparra_run):
+    risks = pd.read_csv(sparra_run.out_dir / "risks.csv", dtype={"patient_id": str})
+    assert list(risks.columns) == [
+        "aggregator",
+        "modalities",
+        "fold",
+        "patient_id",
+        "time",
+        "event",
+        "risk",
+    ]
+    assert risks["patient_id"].is_unique
+    assert set(risks["aggregator"]) == {"sparra"} and set(risks["modalities"]) == {"wsi+ct"}
+    for k, part in risks.groupby("fold"):
+        emb = read_fold_embeddings(sparra_run.out_dir / "embeddings" / f"fold_{k}.npz").part("test")
+        lookup = dict(zip(emb.patient_id, emb.risk))
+        np.testing.assert_allclose(part["risk"], [lookup[p] for p in part["patient_id"]])
+
+
+def test_epoch_logs(sparra_run):
+    log = pd.read_csv(sparra_run.out_dir / "logs" / "fold_0.csv")
+    assert log["epoch"].tolist() == [0, 1]
+    for col in (
+        "loss",
+        "survival_loss",
+        "aux_loss",
+        "wsi/kl",
+        "ct/reconstruction",
+        "train_c_index",
+        "val_c_index",
+        "lr",
+    ):
+        assert col in log.columns
+    assert np.isfinite(log["loss"]).all()
+    np.testing.assert_allclose(log["loss"], log["survival_loss"] + log["aux_loss"], rtol=1e-5)
+
+
+def test_importance_maps_every_patch_in_file_order(sparra_run, small_cohort, small_graphs):
+    cohort = read_cohort(small_cohort)
+    manifest = pd.read_csv(small_graphs / "manifest.csv", dtype={"patient_id": str})
+    for patient in cohort.patients:
+        for m in ("wsi", "ct"):
+            table = pd.read_csv(sparra_run.importance_path(patient.patient_id, m))
+            bag = load_patient_bags(patient, m)[0]
+            axes = ["x", "y"] if m == "wsi" else ["x", "y", "z"]
+            assert list(table.columns) == [*axes, "importance"]
+            np.testing.assert_array_equal(table[axes].to_numpy(), bag.coords)
+            # Every node carries one weight; the weights of a graph's nodes sum to 1 and the
+            # nodes dropped by top-k pooling (ratio 0.2 twice) carry 0.
+            row = manifest[
+                (manifest["patient_id"] == patient.patient_id) & (manifest["modality"] == m)
+            ]
+            graph = load_graph(small_graphs / row["graph"].iloc[0])
+            node_w = np.zeros(graph.num_nodes)
+            node_w[graph.assignment.numpy()] = table["importance"].to_numpy()
+            assert node_w.sum() == pytest.approx(1.0, abs=1e-4)
+            assert (node_w > 0).sum() == int(np.ceil(0.2 * np.ceil(0.2 * graph.num_nodes)))
+
+
+def test_resume_skips_finished_folds(sparra_run, small_cohort, small_graphs, monkeypatch):
+    before = (sparra_run.out_dir / "risks.csv").read_text()
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a finished fold was trained again")
+
+    monkeypatch.setattr("radiopath.training.cv.fit_fold", boom)
+    again = train_cross_validated(
+        small_cohort,
+        small_graphs,
+        aggregator="sparra",
+        modalities="wsi,ct",
+        out_dir=sparra_run.out_dir,
+        config=FAST,
+        progress=False,
+    )
+    assert (sparra_run.out_dir / "risks.csv").read_text() == before
+    assert again.fold_c_index == pytest.approx(sparra_run.fold_c_index)
+
+
+def test_interrupted_fold_continues_from_its_checkpoint(
+    small_cohort, small_graphs, tmp_path, monkeypatch
+):
+    import radiopath.training.loop as loop
+
+    cfg = {**FAST, "epochs": 3}
+    real_predict = loop.predict
+    calls = {"n": 0}
+
+    class Killed(Exception):
+        pass
+
+    def dies_in_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the validation pass of epoch 1 of fold 0
+            raise Killed
+        return real_predict(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "predict", dies_in_second_epoch)
+    with pytest.raises(Killed):
+        train_cross_validated(
+            small_cohort,
+            small_graphs,
+            aggregator="abmil",
+            modalities="wsi",
+            out_dir=tmp_path,
+            config=cfg,
+            progress=False,
+        )
+    first = pd.read_csv(tmp_path / "logs" / "fold_0.csv")
+    assert first["epoch"].tolist() == [0]
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "failed"
+    state = torch.load(tmp_path / "checkpoints" / "fold_0.pt", weights_only=False)
+    assert state["epoch"] == 0 and not state["finished"]
+
+    monkeypatch.setattr(loop, "predict", real_predict)
+    result = train_cross_validated(
+        small_cohort,
+        small_graphs,
+        aggregator="abmil",
+        modalities="wsi",
+        out_dir=tmp_path,
+        config=cfg,
+        progress=False,
+    )
+    log = pd.read_csv(tmp_path / "logs" / "fold_0.csv")
+    assert log["epoch"].tolist() == [0, 1, 2]
+    pd.testing.assert_series_equal(log.iloc[0], first.iloc[0])  # epoch 0 was not redone
+    assert torch.load(tmp_path / "checkpoints" / "fold_0.pt", weights_only=False)["finished"]
+    assert set(result.fold_c_index) == {0, 1}
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["status"] == "finished" and record["history"][0]["status"] == "failed"
+
+
+def test_changed_configuration_is_not_resumed_silently(sparra_run, small_cohort, small_graphs):
+    (sparra_run.out_dir / "checkpoints" / "fold_0.done.json").rename(
+        sparra_run.out_dir / "checkpoints" / "fold_0.done.bak"
+    )
+    try:
+        with pytest.raises(RadiopathInputError, match="fold_0.pt.*different configuration"):
+            train_cross_validated(
+                small_cohort,
+                small_graphs,
+                aggregator="sparra",
+                modalities="wsi,ct",
+                out_dir=sparra_run.out_dir,
+                config={**FAST, "lr": 1e-2},
+                progress=False,
+            )
+    finally:
+        (sparra_run.out_dir / "checkpoints" / "fold_0.done.bak").rename(
+            sparra_run.out_dir / "checkpoints" / "fold_0.done.json"
+        )
+
+
+def test_folds_file_is_reused(sparra_run, small_cohort, small_graphs, tmp_path):
+    result = train_cross_validated(
+        small_cohort,
+        small_graphs,
+        aggregator="mean",
+        modalities="ct",
+        out_dir=tmp_path,
+        config={**FAST, "epochs": 1},
+        folds=sparra_run.out_dir / "folds.csv",
+        progress=False,
+    )
+    assert result.folds.equals(sparra_run.folds)
+    assert (tmp_path / "folds.csv").read_text() == (sparra_run.out_dir / "folds.csv").read_text()
+    imp = pd.read_csv(result.importance_path(result.folds["patient_id"][0], "ct"))
+    # Mean pooling: uniform over the surviving nodes.
+    assert imp["importance"].max() > 0 and (imp["importance"] >= 0).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"aggregator": "maxpool"}, "field 'aggregator'.*unknown aggregator 'maxpool'"),
+        ({"modalities": "wsi,mri"}, "field 'modalities'.*'mri'"),
+        ({"config": {"epochz": 3}}, "field 'epochz'.*unknown configuration key"),
+        ({"config": {"ratio": {"wsi": 1.5}}}, "field 'ratio'.*'wsi'"),
+        ({"device": "tpu"}, "field 'device'"),
+    ],
+)
+def test_bad_arguments_are_named_before_training(
+    small_cohort, small_graphs, tmp_path, kwargs, message
+):
+    args = {"aggregator": "sparra", "modalities": "wsi,ct", "config": FAST}
+    args.update(kwargs)
+    with pytest.raises(RadiopathInputError, match=message):
+        train_cross_validated(small_cohort, small_graphs, out_dir=tmp_path, progress=False, **args)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_modality_without_graphs_is_named(small_cohort, tmp_path):
+    from radiopath.graph import build_cohort_graphs
+
+    graphs = tmp_path / "wsi_only"
+    build_cohort_graphs(small_cohort, graphs, progress=False, modalities=["wsi"])
+    with pytest.raises(RadiopathInputError, match="manifest.csv.*field 'ct'.*no graph"):
+        train_cross_validated(
+            small_cohort,
+            graphs,
+            aggregator="mean",
+            modalities="wsi,ct",
+            out_dir=tmp_path / "run",
+            config=FAST,
+            progress=False,
+        )
+
+
+def test_missing_modalities_and_in_memory_graphs(tmp_path):
+    from radiopath.datasets import make_synthetic_cohort
+
+    csv = make_synthetic_cohort(
+        tmp_path / "cohort",
+        n_patients=16,
+        dim=6,
+        wsi_patches=(40, 80),
+        ct_patches=(30, 60),
+        missing_rate=0.5,
+        seed=5,
+        progress=False,
+    )
+    cohort = read_cohort(csv)
+    lacking = [p.patient_id for p in cohort.patients if len(p.modalities) < 2]
+    assert lacking
+    result = train_cross_validated(
+        csv,
+        None,
+        aggregator="sparra",
+        modalities=["wsi", "ct"],
+        out_dir=tmp_path / "run",
+        config={**FAST, "epochs": 1},
+        progress=False,
+    )
+    emb = result.embeddings(0)
+    # Two presence columns follow the two modality vectors.
+    assert emb.embedding.shape[1] == 2 * FAST["hidden"] + 2
+    row = list(emb.patient_id).index(lacking[0])
+    present = [bool(cohort[lacking[0]].files.get(m)) for m in ("wsi", "ct")]
+    assert emb.embedding[row, -2:].tolist() == [float(p) for p in present]
+    for m, has in zip(("wsi", "ct"), present):
+        assert result.importance_path(lacking[0], m).exists() == has
+
+
+def test_cli_train(small_cohort, small_graphs, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    res = runner.invoke(
+        main,
+        [
+            "train",
+            "--cohort",
+            str(small_cohort),
+            "--graphs",
+            str(small_graphs),
+            "--aggregator",
+            "mean",
+            "--modalities",
+            "wsi",
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--folds",
+            "2",
+            "--seed",
+            "3",
+            "--quiet",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "mean test C-index" in res.output
+    record = json.loads((out / "run.json").read_text())
+    assert record["config"]["seed"] == 3 and record["config"]["modalities"] == ["wsi"]
+    bad = runner.invoke(
+        main,
+        [
+            "train",
+            "--cohort",
+            str(small_cohort),
+            "--graphs",
+            str(small_graphs),
+            "--aggregator",
+            "attention",
+            "--out",
+            str(tmp_path / "bad"),
+        ],
+    )
+    assert bad.exit_code == 2
+    assert "aggregator" in bad.output and "attention" in bad.output
