@@ -273,7 +273,7 @@ def run_benchmark(
                     out / "runs" / agg,
                     models=cfg["models"],
                     backend=cfg["evaluation"].get("backend", "sksurv"),
-                    config=cfg["evaluation"],
+                    config={k: v for k, v in cfg["evaluation"].items() if k != "backend"},
                     device=cfg["device"],
                 )
             else:
