@@ -1,0 +1,204 @@
+"""Batched Cox partial likelihood in torch: the shared engine of the torch survival models.
+
+Many Cox problems (inner folds x grid points x outer folds) are solved in one call. A problem
+is a row of a ``[B, n, p]`` design tensor with a 0/1 sample weight (which patients belong to
+it) and a 0/1 feature mask (padding when folds keep different numbers of features).
+
+With samples sorted by decreasing time, the Breslow risk-set sums are cumulative sums read at
+the end of each tie group:
+
+.. math::
+
+    S_0(t_i) = \\sum_{j: t_j \\ge t_i} e^{\\eta_j}, \\qquad
+    S_1(t_i) = \\sum_{j: t_j \\ge t_i} e^{\\eta_j} x_j,
+
+and the negative log partial likelihood (Breslow, 1974) is
+:math:`-\\ell(\\beta) = -\\sum_i \\delta_i (\\eta_i - \\log S_0(t_i))`. Its Hessian needs no
+``n x p x p`` risk-set tensor:
+
+.. math::
+
+    \\nabla^2 (-\\ell) = X^\\top \\mathrm{diag}(e^{\\eta} \\odot c) X
+        - \\bar X^\\top \\mathrm{diag}(\\delta) \\bar X, \\qquad
+    c_j = \\sum_{i: t_i \\le t_j} \\delta_i / S_0(t_i),
+
+where row :math:`i` of :math:`\\bar X` is :math:`S_1(t_i) / S_0(t_i)`. Everything is
+:math:`O(B n p^2)` and runs on CPU or CUDA.
+"""
+
+from __future__ import annotations
+
+import torch
+
+DTYPE = torch.float64
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` (or None) -> CUDA when available, else CPU; anything else as given."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class CoxBatch:
+    """A batch of Cox problems, sorted once by decreasing time.
+
+    Parameters
+    ----------
+    X
+        ``[B, n, p]`` design (or ``[n, p]``, shared by all problems).
+    time, event
+        ``[B, n]`` (or ``[n]``).
+    weight
+        ``[B, n]`` 0/1 sample membership; None = every sample in every problem.
+    batch_size
+        B, needed when every input is shared.
+    """
+
+    def __init__(
+        self,
+        X: torch.Tensor,
+        time: torch.Tensor,
+        event: torch.Tensor,
+        weight: torch.Tensor | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        B = batch_size
+        for t in (X if X.dim() == 3 else None, time if time.dim() == 2 else None, weight):
+            if t is not None:
+                B = t.shape[0]
+        if B is None:
+            B = 1
+        if X.dim() == 2:
+            X = X.unsqueeze(0).expand(B, -1, -1)
+        if time.dim() == 1:
+            time = time.unsqueeze(0).expand(B, -1)
+        if event.dim() == 1:
+            event = event.unsqueeze(0).expand(B, -1)
+        if weight is None:
+            weight = torch.ones(time.shape, dtype=X.dtype, device=X.device)
+        order = torch.argsort(-time, dim=1, stable=True)
+        self.order = order
+        self.time = torch.gather(time, 1, order)
+        self.weight = torch.gather(weight.to(X.dtype), 1, order)
+        self.event = torch.gather(event.to(X.dtype), 1, order) * self.weight
+        p = X.shape[-1]
+        self.X = torch.gather(X, 1, order.unsqueeze(-1).expand(-1, -1, p))
+        key = (-self.time).contiguous()
+        # Tie groups: the risk set of sample i is every j with t_j >= t_i.
+        self.end = torch.searchsorted(key, key, right=True) - 1
+        self.start = torch.searchsorted(key, key, right=False)
+        self.n = self.weight.sum(1)
+        self.batch_size, self.n_samples, self.n_features = self.X.shape
+
+    def select(self, idx: torch.Tensor) -> CoxBatch:
+        """The sub-batch of problems ``idx`` (already sorted; nothing is recomputed)."""
+        sub = object.__new__(CoxBatch)
+        for name in ("order", "time", "weight", "event", "X", "end", "start", "n"):
+            setattr(sub, name, getattr(self, name)[idx])
+        sub.batch_size, sub.n_samples, sub.n_features = sub.X.shape
+        return sub
+
+    def nll_grad_from_eta(self, eta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Negative log partial likelihood ``[B]`` and its gradient ``[B, p]`` at ``eta = X beta``.
+
+        The gradient is :math:`-X^\\top (\\delta - e^{\\eta} \\odot c)`: one ``[B, n]``
+        residual and one product, no ``[B, n, p]`` risk-set sums.
+        """
+        event = self.event
+        w, shift = self._exp(eta)
+        s0 = torch.gather(torch.cumsum(w, 1), 1, self.end)
+        safe_s0 = torch.where(event > 0, s0, torch.ones_like(s0))
+        nll = -(event * (eta - torch.log(safe_s0) - shift)).sum(1)
+        v = event / safe_s0
+        c = torch.gather(torch.flip(torch.cumsum(torch.flip(v, [1]), 1), [1]), 1, self.start)
+        resid = event - w * c
+        grad = -torch.bmm(self.X.transpose(1, 2), resid.unsqueeze(-1)).squeeze(-1)
+        return nll, grad
+
+    def nll_from_eta(self, eta: torch.Tensor) -> torch.Tensor:
+        w, shift = self._exp(eta)
+        s0 = torch.gather(torch.cumsum(w, 1), 1, self.end)
+        log_s0 = torch.log(torch.where(self.event > 0, s0, torch.ones_like(s0))) + shift
+        return -(self.event * (eta - log_s0)).sum(1)
+
+    def linear_predictor(self, beta: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(self.X, beta.unsqueeze(-1)).squeeze(-1)
+
+    def _exp(self, eta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        active = self.weight > 0
+        shift = eta.masked_fill(~active, -torch.inf).amax(1, keepdim=True)
+        shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+        w = torch.where(active, torch.exp(eta - shift), torch.zeros_like(eta))
+        return w, shift
+
+    def neg_log_likelihood(self, beta: torch.Tensor) -> torch.Tensor:
+        """``[B]`` Breslow negative log partial likelihood (not divided by n)."""
+        eta = self.linear_predictor(beta)
+        w, shift = self._exp(eta)
+        s0 = torch.gather(torch.cumsum(w, 1), 1, self.end)
+        log_s0 = torch.log(torch.where(self.event > 0, s0, torch.ones_like(s0))) + shift
+        return -(self.event * (eta - log_s0)).sum(1)
+
+    def derivatives(
+        self, beta: torch.Tensor, hessian: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Negative log partial likelihood ``[B]``, its gradient ``[B, p]`` and Hessian ``[B, p, p]``."""
+        X, event = self.X, self.event
+        eta = self.linear_predictor(beta)
+        w, shift = self._exp(eta)
+        s0 = torch.gather(torch.cumsum(w, 1), 1, self.end)
+        safe_s0 = torch.where(event > 0, s0, torch.ones_like(s0))
+        nll = -(event * (eta - torch.log(safe_s0) - shift)).sum(1)
+        v = event / safe_s0
+        rev = torch.flip(torch.cumsum(torch.flip(v, [1]), 1), [1])
+        c = torch.gather(rev, 1, self.start)
+        if not hessian:
+            # d(-l)/d eta_j = -delta_j + e^{eta_j} c_j: one [B, n] residual, one product
+            resid = event - w * c
+            grad = -torch.bmm(X.transpose(1, 2), resid.unsqueeze(-1)).squeeze(-1)
+            return nll, grad, None
+        idx = self.end.unsqueeze(-1).expand(-1, -1, self.n_features)
+        s1 = torch.gather(torch.cumsum(w.unsqueeze(-1) * X, 1), 1, idx)
+        xbar = s1 / safe_s0.unsqueeze(-1)
+        grad = -(event.unsqueeze(-1) * (X - xbar)).sum(1)
+        a = (w * c).unsqueeze(-1)
+        hess = torch.bmm(X.transpose(1, 2), a * X) - torch.bmm(
+            xbar.transpose(1, 2), event.unsqueeze(-1) * xbar
+        )
+        return nll, grad, hess
+
+    def curvature_bound(self, beta: torch.Tensor, n_power: int = 15) -> torch.Tensor:
+        """``[B]`` largest eigenvalue of :math:`X^\\top \\mathrm{diag}(e^{\\eta} c) X`, an upper
+        bound of the Hessian of :math:`-\\ell` at ``beta`` (the subtracted term is PSD), by
+        power iteration."""
+        eta = self.linear_predictor(beta)
+        w, _ = self._exp(eta)
+        s0 = torch.gather(torch.cumsum(w, 1), 1, self.end)
+        safe_s0 = torch.where(self.event > 0, s0, torch.ones_like(s0))
+        v = self.event / safe_s0
+        c = torch.gather(torch.flip(torch.cumsum(torch.flip(v, [1]), 1), [1]), 1, self.start)
+        a = (w * c).unsqueeze(-1)
+        u = torch.ones(
+            self.batch_size, self.n_features, 1, dtype=self.X.dtype, device=self.X.device
+        )
+        lam = torch.zeros(self.batch_size, dtype=self.X.dtype, device=self.X.device)
+        for _ in range(n_power):
+            hu = torch.bmm(self.X.transpose(1, 2), a * torch.bmm(self.X, u))
+            lam = hu.norm(dim=1).squeeze(-1)
+            u = hu / lam.clamp_min(1e-300).view(-1, 1, 1)
+        return lam * 1.05
+
+    def null_deviance_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Saturated and null log-likelihood per sample as scikit-survival's coxnet defines them.
+
+        Both are divided by n; the null model ignores ties (risk set = position in the
+        decreasing-time order + 1), exactly as in ``coxnet.h``.
+        """
+        n = self.n
+        active = self.weight > 0
+        position = torch.cumsum(active.to(self.X.dtype), 1)
+        loglik_null = -(self.event * torch.log(position.clamp_min(1.0) / n.unsqueeze(1))).sum(1) / n
+        n_events = self.event.sum(1)
+        loglik_sat = -n_events / n * torch.log(1.0 / n)
+        return loglik_sat, loglik_null

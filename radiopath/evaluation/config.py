@@ -1,0 +1,112 @@
+"""Defaults of the downstream evaluation protocol (every grid can be overridden in the config).
+
+The grids follow the paper's protocol (Gao et al., MICCAI 2025, Sec. 3.1) -- RSF max depth,
+CoxPH ridge penalty, Coxnet l1 ratio and alpha path, FSVM regularisation, each chosen by
+inner 5-fold cross-validation on the outer training split -- with ranges that suit
+standardised embeddings of a few hundred dimensions and ~150 patients.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+from radiopath.config import deep_merge
+from radiopath.errors import RadiopathInputError
+
+MODELS: tuple[str, ...] = ("rsf", "coxph", "coxnet", "fsvm")
+"""The four downstream models, in the paper's order."""
+
+SURVIVAL_FUNCTION_MODELS: frozenset[str] = frozenset({"rsf", "coxph", "coxnet"})
+"""Models with a survival function (IBS is defined for them only)."""
+
+METRICS: tuple[str, ...] = ("c_index", "c_ipcw", "c_auc", "ibs")
+"""The paper's four metrics; ``ibs`` is lower-is-better."""
+
+EXTRA_METRICS: tuple[str, ...] = ("c_index_random_ties",)
+"""Reported as well, but not one of the 19 studies."""
+
+LOWER_IS_BETTER: frozenset[str] = frozenset({"ibs"})
+
+BACKENDS: tuple[str, ...] = ("sksurv", "torch")
+
+DEFAULT_CONFIG: dict = {
+    "screening": {
+        # univariate Cox screening, p < threshold kept; the paper skips it for SPARRA
+        "enabled": True,
+        "p_threshold": 0.2,
+        "min_features": 1,
+        "skip_aggregators": ["sparra"],
+    },
+    "cv": {"n_splits": 5},
+    "rsf": {
+        "max_depth": [2, 4, 6, 8],
+        "n_estimators": 100,
+        "min_samples_split": 6,
+        "min_samples_leaf": 3,
+        "max_features": "sqrt",
+        "n_jobs": 2,
+        # "grid": GridSearchCV refits a forest per depth; "truncate": one deep forest per
+        # inner fold read at every depth; "auto": grid with backend sksurv, truncate with torch
+        "cv_strategy": "auto",
+    },
+    "coxph": {"alpha": [0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0], "n_iter": 100, "tol": 1e-9},
+    "coxnet": {
+        "l1_ratio": [0.1, 0.5, 0.9],
+        "n_alphas": 20,
+        "alpha_min_ratio": 0.01,
+        "tol": 1e-7,
+        "max_iter": 100000,
+        # torch backend: KKT residual (infinity norm) at which an alpha of the path counts as
+        # solved -- tight for the final models, looser for the inner-CV paths, which only rank
+        # alphas by validation C-index
+        "torch_tol": 1e-6,
+        "torch_cv_tol": 1e-3,
+        "torch_max_iter": 5000,
+    },
+    "fsvm": {
+        "alpha": [2.0**k for k in range(-16, 1, 2)],
+        "max_iter": 20,
+        "optimizer": "avltree",
+        "torch_tol": 1e-8,
+        "torch_max_iter": 100,
+    },
+    "retry": {"max_retries": 3, "factor": 10.0},
+    "metrics": {
+        "time_percentiles": [10.0, 80.0],
+        "n_times": 15,
+        "random_tie_draws": 100,
+        "tied_tol": 1e-8,
+    },
+    # parallel jobs of GridSearchCV (sksurv backend)
+    "n_jobs": 1,
+    # intra-op threads of the torch backend on CPU (None: torch's default). The problems are
+    # small and batched; extra threads mostly spin, and hurt badly when cores are shared.
+    "torch_threads": 1,
+}
+
+
+def resolve_evaluation_config(config: Mapping | None = None) -> dict:
+    """Defaults <- ``config`` (or its ``"evaluation"`` section). Unknown sections are errors."""
+    cfg = copy.deepcopy(DEFAULT_CONFIG)
+    if not config:
+        return cfg
+    section = config.get("evaluation", config) if isinstance(config, Mapping) else None
+    if not isinstance(section, Mapping):
+        raise RadiopathInputError(
+            "the evaluation configuration must be a mapping", field="evaluation"
+        )
+    unknown = set(section) - set(DEFAULT_CONFIG)
+    if unknown:
+        raise RadiopathInputError(
+            f"unknown evaluation setting(s) {sorted(unknown)}; known: {sorted(DEFAULT_CONFIG)}",
+            field="evaluation",
+        )
+    return deep_merge(cfg, section)
+
+
+def screening_enabled(cfg: Mapping, aggregator: str) -> bool:
+    """Whether univariate screening runs for ``aggregator`` (off for those in ``skip_aggregators``)."""
+    scr = cfg["screening"]
+    skip = {str(a).lower() for a in scr.get("skip_aggregators", [])}
+    return bool(scr.get("enabled", True)) and aggregator.lower() not in skip
