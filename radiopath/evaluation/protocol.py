@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.exceptions import ConvergenceWarning, FitFailedWarning
-from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
+from sklearn.model_selection import GridSearchCV, KFold, ParameterGrid, StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from sksurv.ensemble import RandomSurvivalForest
 from sksurv.exceptions import NoComparablePairException
@@ -668,10 +668,22 @@ def _fit_sksurv(model: str, prep: PreparedFold, cfg: Mapping, seed: int) -> Fitt
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
-        search.fit(prep.X_train, prep.y_train)
-    scores = np.asarray(search.cv_results_["mean_test_score"], dtype=float)
+        try:
+            search.fit(prep.X_train, prep.y_train)
+            scores = np.asarray(search.cv_results_["mean_test_score"], dtype=float)
+        except ValueError as exc:
+            # scikit-learn raises when every fit of the search failed
+            log.info(
+                "%s fold %d: every inner-CV fit failed (%s)",
+                model,
+                prep.fold,
+                str(exc).strip()[:200],
+            )
+            scores = None
+    candidates = list(ParameterGrid(grid))
+    if scores is None:
+        scores = np.full(len(candidates), np.nan)
     best, cv_score = _select(scores)
-    candidates = search.cv_results_["params"]
     if best < 0:
         # every grid point failed inside the CV: start from the most penalised one
         best = _most_penalised(model, candidates)
