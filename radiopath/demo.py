@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +36,31 @@ DEMO_BENCHMARK: dict = {
 }
 
 
-def importance_recovery(run_dir: str | os.PathLike, cohort_dir: str | os.PathLike) -> pd.DataFrame:
+def importance_recovery(
+    run_dir: str | os.PathLike,
+    cohort_dir: str | os.PathLike,
+    planted: Callable[[str, str], np.ndarray] | None = None,
+) -> pd.DataFrame:
     """Per aggregator and modality: AUC of patch importance for the planted patches.
+
+    Parameters
+    ----------
+    run_dir
+        A trained run (its ``importance/`` folder).
+    cohort_dir
+        The synthetic cohort's folder (ground truth under ``truth/``).
+    planted
+        ``planted(patient_id, modality) -> bool mask`` in patch order; default: the
+        embedding cohort's saved masks (:func:`radiopath.datasets.load_planted_mask`).
 
     Returns one row per (aggregator, modality) with the mean, sd and count over patients
     (patients whose bag has no planted patch are left out).
     """
+    if planted is None:
+
+        def planted(patient_id: str, modality: str) -> np.ndarray:
+            return load_planted_mask(cohort_dir, patient_id, modality)
+
     root = Path(run_dir) / "importance"
     if not root.is_dir():
         raise RadiopathInputError("no importance/ folder in the run", path=run_dir)

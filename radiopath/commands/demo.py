@@ -21,8 +21,16 @@ from radiopath.cli import friendly_errors, main
 @click.option("--epochs", type=int, help="Training epochs per fold (default 20).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, mps.")
+@click.option(
+    "--from-images",
+    is_flag=True,
+    help="Start from pixels: synthetic pyramidal TIFF slides and NIfTI CT scans, "
+    "embedded with the hand-crafted encoder.",
+)
 @friendly_errors
-def demo(out: Path, patients: int | None, epochs: int | None, seed: int, device: str) -> None:
+def demo(
+    out: Path, patients: int | None, epochs: int | None, seed: int, device: str, from_images: bool
+) -> None:
     """Make the embedded synthetic cohort and run the whole pipeline on it.
 
     Graphs -> SPARRA, ABMIL and mean aggregation under 5-fold cross-validation -> RSF,
