@@ -28,6 +28,8 @@ where row :math:`i` of :math:`\\bar X` is :math:`S_1(t_i) / S_0(t_i)`. Everythin
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 DTYPE = torch.float64
@@ -38,6 +40,25 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None, device: torch.device | str = "cpu"):
+    """Temporarily set torch's CPU intra-op threads (no-op for None or a GPU).
+
+    The survival problems here are small and batched: extra intra-op threads mostly spin,
+    and on a machine whose cores are shared they slow small kernels down by an order of
+    magnitude, so the solvers run with one thread unless told otherwise.
+    """
+    if n is None or torch.device(device).type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class CoxBatch:

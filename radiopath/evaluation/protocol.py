@@ -22,7 +22,6 @@ metric rows are written with ``value = NaN``, ``status = "failed"`` and the reas
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -45,7 +44,7 @@ from tqdm.auto import tqdm
 
 from radiopath.errors import RadiopathInputError
 from radiopath.evaluation import torch_metrics
-from radiopath.evaluation._cox import DTYPE, resolve_device
+from radiopath.evaluation._cox import DTYPE, resolve_device, torch_threads
 from radiopath.evaluation.config import (
     BACKENDS,
     MODELS,
@@ -1169,20 +1168,6 @@ def c_index_random_ties(
 # ----------------------------------------------------------------------------- driver
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int | None, device: torch.device):
-    """Temporarily set torch's CPU intra-op threads (screening and CPU solvers)."""
-    if n is None or device.type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def evaluate_folds(
     folds: Sequence[FoldEmbeddings],
     *,
@@ -1239,7 +1224,7 @@ def evaluate_folds(
     if len(set(seen)) != len(seen):
         raise RadiopathInputError(f"duplicate fold numbers {seen}", field="fold")
 
-    with _torch_threads(cfg["torch_threads"], dev):
+    with torch_threads(cfg["torch_threads"], dev):
         return _evaluate(folds, aggregator, mods, models, backend, cfg, dev, seed)
 
 

@@ -34,7 +34,7 @@ from sksurv.base import SurvivalAnalysisMixin
 from sksurv.linear_model.coxph import BreslowEstimator
 from sksurv.util import check_array_survival
 
-from radiopath.evaluation._cox import DTYPE, CoxBatch, resolve_device
+from radiopath.evaluation._cox import DTYPE, CoxBatch, resolve_device, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -600,6 +600,8 @@ class TorchCoxPH(_TorchEstimator):
         Stop when the relative change of the loss is below ``tol``.
     device : str
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    n_threads : int or None
+        torch intra-op threads while fitting on CPU (None: torch's setting).
 
     Attributes
     ----------
@@ -608,19 +610,29 @@ class TorchCoxPH(_TorchEstimator):
     unique_times_ : ndarray
     """
 
-    def __init__(self, alpha: float = 0.0, *, n_iter: int = 100, tol: float = 1e-9, device="auto"):
+    def __init__(
+        self,
+        alpha: float = 0.0,
+        *,
+        n_iter: int = 100,
+        tol: float = 1e-9,
+        device="auto",
+        n_threads: int | None = 1,
+    ):
         self.alpha = alpha
         self.n_iter = n_iter
         self.tol = tol
         self.device = device
+        self.n_threads = n_threads
 
     def fit(self, X, y):
         X, event, time = _check_xy(X, y)
         if float(self.alpha) < 0:
             raise ValueError(f"alpha must be positive, but was {self.alpha!r}")
-        res = fit_cox_ridge(
-            X, time, event, self.alpha, n_iter=self.n_iter, tol=self.tol, device=self._device()
-        )
+        with torch_threads(self.n_threads, self._device()):
+            res = fit_cox_ridge(
+                X, time, event, self.alpha, n_iter=self.n_iter, tol=self.tol, device=self._device()
+            )
         if bool(res.failed[0]):
             raise ArithmeticError(
                 "Cox model overflowed or met a singular Hessian; consider increasing alpha."
@@ -689,6 +701,8 @@ class TorchCoxnet(_TorchEstimator):
     fit_baseline_model : bool
         Fit Breslow baselines, one per alpha, for survival functions.
     device : str
+    n_threads : int or None
+        torch intra-op threads while fitting on CPU (None: torch's setting).
 
     Attributes
     ----------
@@ -708,7 +722,9 @@ class TorchCoxnet(_TorchEstimator):
         max_iter: int = 20000,
         fit_baseline_model: bool = False,
         device="auto",
+        n_threads: int | None = 1,
     ):
+        self.n_threads = n_threads
         self.n_alphas = n_alphas
         self.alphas = alphas
         self.alpha_min_ratio = alpha_min_ratio
@@ -724,19 +740,20 @@ class TorchCoxnet(_TorchEstimator):
         if not 0.0 < float(self.l1_ratio) <= 1.0:
             raise ValueError(f"l1_ratio must be in (0, 1], got {self.l1_ratio!r}")
         alphas = None if self.alphas is None else np.atleast_1d(np.asarray(self.alphas, float))
-        res = fit_coxnet_path(
-            X,
-            time,
-            event,
-            l1_ratio=self.l1_ratio,
-            alphas=alphas,
-            n_alphas=self.n_alphas,
-            alpha_min_ratio=self.alpha_min_ratio,
-            penalty_factor=self.penalty_factor,
-            tol=self.tol,
-            max_iter=self.max_iter,
-            device=self._device(),
-        )
+        with torch_threads(self.n_threads, self._device()):
+            res = fit_coxnet_path(
+                X,
+                time,
+                event,
+                l1_ratio=self.l1_ratio,
+                alphas=alphas,
+                n_alphas=self.n_alphas,
+                alpha_min_ratio=self.alpha_min_ratio,
+                penalty_factor=self.penalty_factor,
+                tol=self.tol,
+                max_iter=self.max_iter,
+                device=self._device(),
+            )
         if bool(res.failed[0]):
             raise ArithmeticError(
                 "Numerical error, because weights are too large. Consider increasing alpha."
@@ -852,6 +869,8 @@ class TorchFastSurvivalSVM(_TorchEstimator):
     max_iter, tol : Newton iterations and gradient tolerance.
     random_state : int, RandomState or None
     device : str
+    n_threads : int or None
+        torch intra-op threads while fitting on CPU (None: torch's setting).
     """
 
     def __init__(
@@ -864,7 +883,9 @@ class TorchFastSurvivalSVM(_TorchEstimator):
         tol: float = 1e-10,
         random_state=None,
         device="auto",
+        n_threads: int | None = 1,
     ):
+        self.n_threads = n_threads
         self.alpha = alpha
         self.rank_ratio = rank_ratio
         self.fit_intercept = fit_intercept
@@ -882,9 +903,16 @@ class TorchFastSurvivalSVM(_TorchEstimator):
         if not float(self.alpha) > 0:
             raise ValueError(f"alpha must be > 0, got {self.alpha!r}")
         ranks = survival_ranks(time, self.random_state)
-        res = fit_survival_svm(
-            X, ranks, event, self.alpha, max_iter=self.max_iter, tol=self.tol, device=self._device()
-        )
+        with torch_threads(self.n_threads, self._device()):
+            res = fit_survival_svm(
+                X,
+                ranks,
+                event,
+                self.alpha,
+                max_iter=self.max_iter,
+                tol=self.tol,
+                device=self._device(),
+            )
         if bool(res.failed[0]):
             raise ArithmeticError("survival SVM: singular or non-finite Newton system")
         if not bool(res.converged[0]):

@@ -13,7 +13,7 @@ from radiopath.evaluation.synthetic import make_fold_embeddings
 LOADERS = {"whas500": load_whas500, "gbsg2": load_gbsg2, "veterans": load_veterans_lung_cancer}
 
 # tiny grids so that the protocol tests stay fast
-FAST_CONFIG = {
+_FAST_CONFIG = {
     "rsf": {"n_estimators": 10, "max_depth": [2, 4], "n_jobs": 1},
     "coxph": {"alpha": [1.0, 100.0]},
     "coxnet": {"l1_ratio": [0.5], "n_alphas": 6},
@@ -56,3 +56,11 @@ def _split_within_follow_up(y: np.ndarray, seed: int = 0, frac: float = 0.7):
 def split_within_follow_up():
     """A random split whose test times lie inside the training follow-up (metrics defined)."""
     return _split_within_follow_up
+
+
+@pytest.fixture()
+def fast_config():
+    """Small grids and forests for quick protocol runs (a fresh copy per test)."""
+    import copy
+
+    return copy.deepcopy(_FAST_CONFIG)

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FAST_CONFIG  # noqa: I001  (tests/evaluation is on sys.path)
 from sksurv.ensemble import RandomSurvivalForest
 from sksurv.linear_model import CoxnetSurvivalAnalysis
 from sksurv.metrics import concordance_index_censored
@@ -29,14 +28,14 @@ def _copy(fold: FoldEmbeddings, **changes) -> FoldEmbeddings:
 
 
 @pytest.mark.parametrize("backend", ["sksurv", "torch"])
-def test_outputs_and_planted_signal(small_folds, backend):
+def test_outputs_and_planted_signal(small_folds, backend, fast_config):
     folds, _ = small_folds
     res = evaluate_folds(
         folds,
         aggregator="mean",
         modalities=["wsi", "ct"],
         backend=backend,
-        config=FAST_CONFIG,
+        config=fast_config,
         device="cpu",
     )
     m = res.metrics
@@ -65,11 +64,11 @@ def test_outputs_and_planted_signal(small_folds, backend):
         assert len(kept & set(range(4))) >= 3 and len(kept - set(range(4))) <= 5
 
 
-def test_backends_agree(small_folds):
+def test_backends_agree(small_folds, fast_config):
     """Same grids, same inner splits: CoxPH/Coxnet/FSVM pick the same penalties and score alike."""
     folds, _ = small_folds
     kw = dict(
-        aggregator="mean", modalities="wsi", models=["coxph", "coxnet", "fsvm"], config=FAST_CONFIG
+        aggregator="mean", modalities="wsi", models=["coxph", "coxnet", "fsvm"], config=fast_config
     )
     a = evaluate_folds(folds, backend="sksurv", **kw)
     b = evaluate_folds(folds, backend="torch", device="cpu", **kw)
@@ -94,7 +93,7 @@ def test_screening_skipped_for_sparra(small_folds):
 
 
 @pytest.mark.parametrize("backend", ["sksurv", "torch"])
-def test_no_leakage_from_the_test_split(small_folds, backend):
+def test_no_leakage_from_the_test_split(small_folds, backend, fast_config):
     """Change every test patient's embedding, time and event: screening, scaling, the
     hyper-parameters and the fitted coefficients of every fold stay exactly the same."""
     folds, _ = small_folds
@@ -115,7 +114,7 @@ def test_no_leakage_from_the_test_split(small_folds, backend):
         modalities="wsi",
         models=["coxph", "fsvm", "coxnet"],
         backend=backend,
-        config=FAST_CONFIG,
+        config=fast_config,
         device="cpu",
     )
     a = evaluate_folds(folds, **kw)
@@ -152,10 +151,10 @@ def _separable_folds(n_folds=3, n=60, seed=0):
 
 
 @pytest.mark.parametrize("backend", ["sksurv", "torch"])
-def test_failed_fit_is_recorded_and_the_run_goes_on(backend):
+def test_failed_fit_is_recorded_and_the_run_goes_on(backend, fast_config):
     folds = _separable_folds()
     cfg = {
-        **FAST_CONFIG,
+        **fast_config,
         "coxph": {"alpha": [0.0]},
         "retry": {"max_retries": 0},
         "screening": {"enabled": False},
@@ -231,7 +230,7 @@ def test_coxnet_weights_too_large_is_retried():
 
 
 @pytest.mark.parametrize("backend", ["sksurv", "torch"])
-def test_test_split_without_events(small_folds, backend):
+def test_test_split_without_events(small_folds, backend, fast_config):
     folds, _ = small_folds
     f0 = folds[0]
     event = f0.event.copy()
@@ -243,7 +242,7 @@ def test_test_split_without_events(small_folds, backend):
         modalities="wsi",
         models=["coxph", "rsf"],
         backend=backend,
-        config=FAST_CONFIG,
+        config=fast_config,
         device="cpu",
     )
     m0 = res.metrics.query("fold == 0")

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import FAST_CONFIG  # noqa: I001
 from lifelines import KaplanMeierFitter
 from lifelines.statistics import logrank_test
 
@@ -134,9 +133,9 @@ def run_dir(tmp_path, small_folds):
     return out
 
 
-def test_evaluate_run_writes_outputs_and_keeps_training_record(run_dir):
+def test_evaluate_run_writes_outputs_and_keeps_training_record(run_dir, fast_config):
     res = evaluate_run(
-        run_dir, models=["coxph", "fsvm"], backend="torch", config=FAST_CONFIG, device="cpu"
+        run_dir, models=["coxph", "fsvm"], backend="torch", config=fast_config, device="cpu"
     )
     for name in (
         "predictions.csv",
@@ -178,15 +177,15 @@ def test_evaluate_run_writes_outputs_and_keeps_training_record(run_dir):
     # a second call with the same settings reads the finished evaluation back
     mtime = (run_dir / "metrics.csv").stat().st_mtime_ns
     again = evaluate_run(
-        run_dir, models=["coxph", "fsvm"], backend="torch", config=FAST_CONFIG, device="cpu"
+        run_dir, models=["coxph", "fsvm"], backend="torch", config=fast_config, device="cpu"
     )
     assert (run_dir / "metrics.csv").stat().st_mtime_ns == mtime
     np.testing.assert_allclose(again.metrics["value"], res.metrics["value"])
 
 
-def test_cli_evaluate(run_dir, tmp_path):
+def test_cli_evaluate(run_dir, tmp_path, fast_config):
     cfg = tmp_path / "eval.json"
-    cfg.write_text(json.dumps({"evaluation": FAST_CONFIG}))
+    cfg.write_text(json.dumps({"evaluation": fast_config}))
     result = CliRunner().invoke(
         main,
         [
