@@ -190,7 +190,7 @@ class MultimodalSurvivalModel(nn.Module):
             if head == "cox"
             else nn.Linear(self.embedding_dim, n_bins)
         )
-        self.register_buffer("bin_edges", torch.zeros(n_bins + 1, dtype=torch.float64))
+        self.register_buffer("bin_edges", torch.zeros(n_bins + 1))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -256,7 +256,7 @@ class MultimodalSurvivalModel(nn.Module):
         """Negative Cox partial log-likelihood, or the discrete-time NLL for that head."""
         if self.head_kind == "cox":
             return cox_loss(output.risk, time, event, ties=ties)
-        bins = time_to_bin(time.double(), self.bin_edges)
+        bins = time_to_bin(time.to(self.bin_edges.dtype), self.bin_edges)
         return discrete_time_nll(output.logits, bins, event)
 
     def __repr__(self) -> str:

@@ -194,7 +194,8 @@ def collate(
     return PatientBatch(
         patient_id=[r.patient_id for r in records],
         modalities=per_modality,
-        time=torch.tensor([r.time for r in records], dtype=torch.float64),
+        # float32: MPS has no float64; times equal in float64 stay equal, so ties survive.
+        time=torch.tensor([r.time for r in records], dtype=torch.float32),
         event=torch.tensor([r.event for r in records], dtype=torch.long),
     )
 

@@ -104,8 +104,9 @@ def test_sparra_gamma_kl_option():
     torch.manual_seed(3)
     agg = SparraAggregation(4, gamma_kl=True, alpha0=2.0, beta0=0.01).eval()
     x = torch.randn(5, 4)
-    out = agg(x, torch.zeros(5, dtype=torch.long), dim_size=1)
-    _, _, a, b = agg.posterior(x)
+    with torch.no_grad():
+        out = agg(x, torch.zeros(5, dtype=torch.long), dim_size=1)
+        _, _, a, b = agg.posterior(x)
     # Independent closed form of KL(Gamma(a, b) || Gamma(a0, b0)).
     a0, b0 = 2.0, 0.01
     kl = (
@@ -123,7 +124,7 @@ def test_log_variance_is_clamped():
     with torch.no_grad():
         agg.score_c.bias.copy_(torch.tensor([0.0, 1e4]))
     _, logvar = agg.importance_distribution(torch.randn(4, 3))
-    assert float(logvar.max()) == 20.0
+    assert float(logvar.detach().max()) == 20.0
 
 
 def test_abmil_attention_is_gated_softmax_per_graph():

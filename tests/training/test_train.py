@@ -348,3 +348,20 @@ def test_cli_train(small_cohort, small_graphs, tmp_path):
     )
     assert bad.exit_code == 2
     assert "aggregator" in bad.output and "attention" in bad.output
+
+
+def test_discrete_time_head_and_gin_preset(small_cohort, small_graphs, tmp_path):
+    result = train_cross_validated(
+        small_cohort,
+        small_graphs,
+        aggregator="sparra",
+        modalities="ct",
+        out_dir=tmp_path,
+        config={**FAST, "epochs": 1, "head": "discrete", "preset": "reference"},
+        progress=False,
+    )
+    record = json.loads((tmp_path / "run.json").read_text())["config"]
+    assert record["conv"]["ct"] == "gin" and record["ratio"]["ct"] == 0.7
+    assert record["sparra"]["kl"] == "reference"
+    emb = result.embeddings(1)
+    assert np.isfinite(emb.risk).all() and (emb.risk < 0).all()  # minus expected bin count
