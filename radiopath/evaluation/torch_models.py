@@ -130,55 +130,93 @@ def fit_cox_ridge(
     B, _, p = batch.X.shape
     alpha = _batch_param(alpha, B, device)
     fmask = _feature_mask(feature_mask, B, p, device)
-    n = batch.n
-    eye = torch.eye(p, dtype=DTYPE, device=device)
-    beta = torch.zeros(B, p, dtype=DTYPE, device=device)
+    # with more features than samples, Newton runs in the n-dimensional span of the samples
+    kernel = p > batch.n_samples
+    K = torch.bmm(batch.X, batch.X.transpose(1, 2)) if kernel else None
+    coef = torch.zeros(B, batch.n_samples if kernel else p, dtype=DTYPE, device=device)
 
-    def penalised(nll, b):
-        return (nll + 0.5 * alpha * (b * b).sum(1)) / n
+    def loss_of(sub, c, a, k):
+        if kernel:
+            eta = torch.bmm(k, c.unsqueeze(-1)).squeeze(-1)
+            return (sub.nll_from_eta(eta) + 0.5 * a * (c * eta).sum(1)) / sub.n
+        return (sub.neg_log_likelihood(c) + 0.5 * a * (c * c).sum(1)) / sub.n
 
-    loss = penalised(batch.neg_log_likelihood(beta), beta)
-    active = torch.ones(B, dtype=torch.bool, device=device)
+    loss = loss_of(batch, coef, alpha, K)
     converged = torch.zeros(B, dtype=torch.bool, device=device)
     failed = ~torch.isfinite(loss)
-    active &= ~failed
+    todo = torch.nonzero(~failed).squeeze(1)
     it = 0
     for it in range(1, n_iter + 1):  # noqa: B007 (the count is returned)
-        if not bool(active.any()):
+        if todo.numel() == 0:
             break
-        nll, grad, hess = batch.derivatives(beta)
-        grad = (grad + alpha.unsqueeze(1) * beta) * fmask
-        hess = hess * fmask.unsqueeze(1) * fmask.unsqueeze(2)
-        # padded features get a unit diagonal so the system stays regular and their step is 0
-        hess = hess + (alpha.view(B, 1, 1) * fmask.unsqueeze(1) + (1 - fmask).unsqueeze(1)) * eye
-        delta, info = torch.linalg.solve_ex(hess, grad.unsqueeze(-1))
-        delta = delta.squeeze(-1)
-        bad = (info != 0) | ~torch.isfinite(delta).all(1)
-        failed |= active & bad
-        active &= ~bad
-        step = torch.ones(B, dtype=DTYPE, device=device)
-        new_beta = beta - delta
-        new_loss = penalised(batch.neg_log_likelihood(new_beta), new_beta)
+        # only the problems still running are computed
+        sub = batch.select(todo)
+        c, a, f_old = coef[todo], alpha[todo], loss[todo]
+        k = K[todo] if kernel else None
+        delta = _ridge_newton_step(sub, c, a, fmask[todo], k)
+        bad = ~torch.isfinite(delta).all(1)
+        step = torch.ones_like(a)
+        new_c = c - delta
+        new_loss = loss_of(sub, new_c, a, k)
         for _ in range(40):
-            worse = active & ~(new_loss <= loss)
+            worse = ~bad & ~(new_loss <= f_old)
             if not bool(worse.any()):
                 break
             step = torch.where(worse, step * 0.5, step)
-            cand = beta - step.unsqueeze(1) * delta
-            cand_loss = penalised(batch.neg_log_likelihood(cand), cand)
-            new_beta = torch.where(worse.unsqueeze(1), cand, new_beta)
-            new_loss = torch.where(worse, cand_loss, new_loss)
-        bad = active & ~torch.isfinite(new_loss)
-        failed |= bad
-        active &= ~bad
-        upd = active.unsqueeze(1)
-        rel = torch.abs(1 - new_loss / loss)
-        beta = torch.where(upd, new_beta, beta)
-        done = active & ((rel < tol) | (new_loss == loss))
-        loss = torch.where(active, new_loss, loss)
-        converged |= done
-        active &= ~done
+            cand = c - step.unsqueeze(1) * delta
+            new_c = torch.where(worse.unsqueeze(1), cand, new_c)
+            new_loss = torch.where(worse, loss_of(sub, cand, a, k), new_loss)
+        bad |= ~torch.isfinite(new_loss)
+        ok = ~bad
+        coef[todo] = torch.where(ok.unsqueeze(1), new_c, c)
+        loss[todo] = torch.where(ok, new_loss, f_old)
+        done = ok & ((torch.abs(1 - new_loss / f_old) < tol) | (new_loss == f_old))
+        failed[todo] = bad
+        converged[todo] = done
+        todo = todo[ok & ~done]
+    beta = torch.bmm(batch.X.transpose(1, 2), coef.unsqueeze(-1)).squeeze(-1) if kernel else coef
+    beta = beta * fmask
     return CoxFit(beta, loss, converged, failed, it)
+
+
+def _ridge_newton_step(sub: CoxBatch, c, alpha, fmask, K) -> torch.Tensor:
+    r"""Newton direction of the ridge Cox loss, in feature space or, with ``K``, sample space.
+
+    In feature space: :math:`(\nabla^2(-\ell) + \alpha I)^{-1} (\nabla(-\ell) + \alpha\beta)`.
+    With :math:`\beta = X^\top u` (the ridge solution lies in the span of the samples) and
+    :math:`\nabla^2(-\ell) = X^\top M X`, :math:`\nabla(-\ell) = -X^\top r`, the step is
+    :math:`X^\top v` with :math:`(M K + \alpha I) v = \alpha u - r`, :math:`K = X X^\top`:
+    an ``n x n`` instead of a ``p x p`` system. Non-finite entries flag a failed problem.
+    """
+    B = c.shape[0]
+    if K is None:
+        p = c.shape[1]
+        _, grad, hess = sub.derivatives(c)
+        grad = (grad + alpha.unsqueeze(1) * c) * fmask
+        hess = hess * fmask.unsqueeze(1) * fmask.unsqueeze(2)
+        # padded features get a unit diagonal so the system stays regular and their step is 0
+        eye = torch.eye(p, dtype=c.dtype, device=c.device)
+        hess = hess + (alpha.view(B, 1, 1) * fmask.unsqueeze(1) + (1 - fmask).unsqueeze(1)) * eye
+        delta, info = torch.linalg.solve_ex(hess, grad.unsqueeze(-1))
+    else:
+        n = c.shape[1]
+        eta = torch.bmm(K, c.unsqueeze(-1)).squeeze(-1)
+        w, _ = sub._exp(eta)
+        event = sub.event
+        s0 = torch.gather(torch.cumsum(w, 1), 1, sub.end)
+        safe_s0 = torch.where(event > 0, s0, torch.ones_like(s0))
+        v = event / safe_s0
+        cc = torch.gather(torch.flip(torch.cumsum(torch.flip(v, [1]), 1), [1]), 1, sub.start)
+        resid = event - w * cc
+        # P[i, j] = w_j / S0(t_i) for j in the risk set of i (sorted: positions 0 .. end_i)
+        in_risk = torch.arange(n, device=c.device).view(1, 1, n) <= sub.end.unsqueeze(2)
+        P = in_risk * (w.unsqueeze(1) / safe_s0.unsqueeze(2))
+        M = torch.diag_embed(w * cc) - torch.bmm(P.transpose(1, 2), event.unsqueeze(2) * P)
+        eye = torch.eye(n, dtype=c.dtype, device=c.device)
+        A = torch.bmm(M, K) + alpha.view(B, 1, 1) * eye
+        delta, info = torch.linalg.solve_ex(A, (alpha.unsqueeze(1) * c - resid).unsqueeze(-1))
+    delta = delta.squeeze(-1)
+    return torch.where((info != 0).unsqueeze(1), torch.full_like(delta, torch.nan), delta)
 
 
 # ----------------------------------------------------------------------------- elastic net
@@ -500,64 +538,77 @@ def fit_survival_svm(
     ).to(DTYPE)
     if bool((pairs.sum((1, 2)) == 0).any()):
         raise ValueError("Data has no comparable pairs, cannot fit model.")
-    eye = torch.eye(p, dtype=DTYPE, device=device)
-    coef = torch.zeros(B, p, dtype=DTYPE, device=device)
+    # with more features than samples, Newton runs in the n-dimensional span of the samples
+    kernel = p > n
+    K = torch.bmm(X, X.transpose(1, 2)) if kernel else None
+    coef = torch.zeros(B, n if kernel else p, dtype=DTYPE, device=device)
 
-    def terms(c):
-        f = torch.bmm(X, c.unsqueeze(-1)).squeeze(-1)
+    def terms(c, Xs, Ks, Ps, a):
+        f = torch.bmm(Ks if kernel else Xs, c.unsqueeze(-1)).squeeze(-1)
         margin = 1.0 - f.unsqueeze(1) + f.unsqueeze(2)  # [B, i, j] = 1 - (f_j - f_i)
-        act = pairs * (margin > 0)
+        act = Ps * (margin > 0)
         m = act * margin
-        loss = 0.5 * (c * c).sum(1) + 0.5 * alpha * (m * margin).sum((1, 2))
-        return loss, act, m
+        norm = (c * f).sum(1) if kernel else (c * c).sum(1)
+        return 0.5 * norm + 0.5 * a * (m * margin).sum((1, 2)), act, m
 
-    loss, act, m = terms(coef)
-    active = torch.ones(B, dtype=torch.bool, device=device)
+    loss = torch.zeros(B, dtype=DTYPE, device=device)
     converged = torch.zeros(B, dtype=torch.bool, device=device)
     failed = torch.zeros(B, dtype=torch.bool, device=device)
+    todo = torch.arange(B, device=device)
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007 (the count is returned)
-        z = m.sum(2) - m.sum(1)
-        grad = coef + alpha.unsqueeze(1) * torch.bmm(X.transpose(1, 2), z.unsqueeze(-1)).squeeze(-1)
-        grad = grad * fmask
-        done = active & (grad.abs().amax(1) <= tol * (1 + loss.abs()))
-        converged |= done
-        active &= ~done
-        if not bool(active.any()):
+        if todo.numel() == 0:
             break
+        # only the problems still running are computed
+        Xs, Ps, a, c = X[todo], pairs[todo], alpha[todo], coef[todo]
+        Ks = K[todo] if kernel else None
+        f_old, act, m = terms(c, Xs, Ks, Ps, a)
+        z = m.sum(2) - m.sum(1)
+        if kernel:
+            q = c + a.unsqueeze(1) * z  # gradient = X^T q
+            grad_norm = torch.bmm(Xs.transpose(1, 2), q.unsqueeze(-1)).squeeze(-1).abs().amax(1)
+        else:
+            q = (
+                c + a.unsqueeze(1) * torch.bmm(Xs.transpose(1, 2), z.unsqueeze(-1)).squeeze(-1)
+            ) * fmask[todo]
+            grad_norm = q.abs().amax(1)
+        done = grad_norm <= tol * (1 + f_old.abs())
         deg = act.sum(2) + act.sum(1)
         lap = torch.diag_embed(deg) - act - act.transpose(1, 2)
-        hess = eye + alpha.view(B, 1, 1) * torch.bmm(X.transpose(1, 2), torch.bmm(lap, X))
-        delta, info = torch.linalg.solve_ex(hess, grad.unsqueeze(-1))
+        if kernel:
+            eye = torch.eye(n, dtype=DTYPE, device=device)
+            system = eye + a.view(-1, 1, 1) * torch.bmm(lap, Ks)
+        else:
+            eye = torch.eye(p, dtype=DTYPE, device=device)
+            system = eye + a.view(-1, 1, 1) * torch.bmm(Xs.transpose(1, 2), torch.bmm(lap, Xs))
+        delta, info = torch.linalg.solve_ex(system, q.unsqueeze(-1))
         delta = delta.squeeze(-1)
-        bad = active & ((info != 0) | ~torch.isfinite(delta).all(1))
-        failed |= bad
-        active &= ~bad
-        step = torch.ones(B, dtype=DTYPE, device=device)
-        slope = (grad * delta).sum(1)
-        new = coef - delta
-        new_loss, new_act, new_m = terms(new)
+        bad = ~done & ((info != 0) | ~torch.isfinite(delta).all(1))
+        slope = (
+            (torch.bmm(Ks, delta.unsqueeze(-1)).squeeze(-1) * q).sum(1)
+            if kernel
+            else (q * delta).sum(1)
+        )
+        step = torch.ones_like(a)
+        new = c - delta
+        new_loss = terms(new, Xs, Ks, Ps, a)[0]
+        running = ~done & ~bad
         for _ in range(40):
-            worse = active & ~(new_loss <= loss - 1e-4 * step * slope)
+            worse = running & ~(new_loss <= f_old - 1e-4 * step * slope)
             if not bool(worse.any()):
                 break
             step = torch.where(worse, step * 0.5, step)
-            cand = coef - step.unsqueeze(1) * delta
-            c_loss, c_act, c_m = terms(cand)
-            sel = worse.view(B, 1, 1)
+            cand = c - step.unsqueeze(1) * delta
             new = torch.where(worse.unsqueeze(1), cand, new)
-            new_loss = torch.where(worse, c_loss, new_loss)
-            new_act = torch.where(sel, c_act, new_act)
-            new_m = torch.where(sel, c_m, new_m)
-        upd = active.unsqueeze(1)
-        stalled = active & (new_loss >= loss) & (step < 1e-10)
-        converged |= stalled
-        coef = torch.where(upd, new, coef)
-        loss = torch.where(active, new_loss, loss)
-        sel = active.view(B, 1, 1)
-        act = torch.where(sel, new_act, act)
-        m = torch.where(sel, new_m, m)
-        active &= ~stalled
+            new_loss = torch.where(worse, terms(cand, Xs, Ks, Ps, a)[0], new_loss)
+        stalled = running & (new_loss >= f_old) & (step < 1e-10)
+        coef[todo] = torch.where(running.unsqueeze(1), new, c)
+        loss[todo] = torch.where(running, new_loss, f_old)
+        converged[todo] = done | stalled
+        failed[todo] = bad
+        todo = todo[running & ~stalled]
+    if kernel:
+        coef = torch.bmm(X.transpose(1, 2), coef.unsqueeze(-1)).squeeze(-1) * fmask
     return SurvivalSVMFit(coef, loss, converged, failed, it)
 
 

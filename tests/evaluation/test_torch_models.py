@@ -180,3 +180,49 @@ def test_cuda_matches_cpu(dataset):
         a = cls(device="cpu", **kw).fit(X, y).coef_
         b = cls(device="cuda", **kw).fit(X, y).coef_
         assert rel(b, a) < 1e-6
+
+
+@pytest.mark.parametrize("alpha", [0.5, 20.0])
+def test_coxph_more_features_than_samples(alpha):
+    """p > n runs Newton in the span of the samples; the solution is scikit-survival's."""
+    rng = np.random.default_rng(1)
+    n, p = 45, 70
+    X = rng.normal(size=(n, p))
+    t = np.round(rng.exponential(np.exp(-X[:, :3].sum(1))), 1) + 0.1  # with tied times
+    e = rng.random(n) < 0.7
+    y = Surv.from_arrays(e, t)
+    ref = CoxPHSurvivalAnalysis(alpha=alpha).fit(X, y)
+    est = TorchCoxPH(alpha=alpha, device="cpu").fit(X, y)
+    assert rel(est.coef_, ref.coef_) < 1e-4
+    # masked samples and padded features in the sample-space solver
+    w = np.ones((2, n))
+    w[1, :10] = 0
+    res = fit_cox_ridge(
+        np.c_[X, np.zeros((n, 3))],
+        t,
+        e,
+        alpha,
+        sample_weight=w,
+        device="cpu",
+        feature_mask=np.r_[np.ones(p), np.zeros(3)],
+    )
+    assert rel(res.coef[0, :p].numpy(), ref.coef_) < 1e-4
+    sub = CoxPHSurvivalAnalysis(alpha=alpha).fit(X[10:], y[10:])
+    assert rel(res.coef[1, :p].numpy(), sub.coef_) < 1e-4
+    assert np.all(res.coef[:, p:].numpy() == 0)
+
+
+def test_survival_svm_more_features_than_samples():
+    rng = np.random.default_rng(2)
+    n, p = 40, 64
+    X = rng.normal(size=(n, p))
+    t = np.round(rng.exponential(np.exp(-X[:, :3].sum(1))), 1) + 0.1
+    e = rng.random(n) < 0.7
+    y = Surv.from_arrays(e, t)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = FastSurvivalSVM(
+            alpha=0.1, optimizer="avltree", max_iter=200, tol=1e-12, random_state=3
+        ).fit(X, y)
+    est = TorchFastSurvivalSVM(alpha=0.1, random_state=3, device="cpu").fit(X, y)
+    assert rel(est.coef_, ref.coef_) < 1e-4
