@@ -925,131 +925,165 @@ def _torch_refit(model, preps, P, chosen, cfg, device, seed) -> list[FittedModel
 
 
 def _torch_coxnet(preps, cfg, device, seed) -> list[FittedModel]:
+    """Coxnet on every fold at once: alpha grids, one batched path call, then a polish.
+
+    1. the alpha path of each (fold, l1_ratio) on the whole training split (scikit-survival's
+       grid: from the smallest alpha that zeroes every coefficient down to
+       ``alpha_min_ratio`` times it);
+    2. one batched, warm-started path solve of the training split and of every inner-CV
+       training subset along that grid (loose tolerance: it only ranks alphas); the
+       training-split paths also give scikit-survival's early stop of the path;
+    3. the chosen (l1_ratio, alpha) of each fold re-solved to ``torch_tol`` from its path
+       solution. A path that fails is retried with a larger ``alpha_min_ratio``.
+    """
     c = cfg["coxnet"]
     P = _pad(preps, device)
     F, S = P["F"], P["S"]
     ratios = [float(r) for r in c["l1_ratio"]]
     R = len(ratios)
     retry = cfg["retry"]
-    min_ratio = np.full(F * R, float(c["alpha_min_ratio"]))
-    # 1) the path of every (fold, l1_ratio) on the whole training split: the alpha grid and
-    #    the final coefficients at every alpha of it
+    A = int(c["n_alphas"])
     fi = torch.arange(F, device=device).repeat_interleave(R)
     ri = torch.as_tensor(ratios, dtype=DTYPE, device=device).repeat(F)
-    paths: list = [None] * (F * R)
+    common = dict(max_iter=int(c["torch_max_iter"]), device=device)
+    min_ratio = np.full(F * R, float(c["alpha_min_ratio"]))
     notes = [[] for _ in range(F)]
+    paths: list = [None] * (F * R)  # (alphas [k], coefs [k, p]) of the training split
+    scores = np.full((F, R, A), np.nan)
     todo = np.arange(F * R)
     for attempt in range(int(retry["max_retries"]) + 1):
         if todo.size == 0:
             break
-        groups: dict[float, list[int]] = {}
-        for b in todo:
-            groups.setdefault(float(min_ratio[b]), []).append(int(b))
-        again = []
-        for ratio, members in groups.items():
-            idx = torch.as_tensor(members, device=device)
-            res = fit_coxnet_path(
-                P["X"][fi[idx]],
-                P["time"][fi[idx]],
-                P["event"][fi[idx]],
-                l1_ratio=ri[idx],
-                n_alphas=int(c["n_alphas"]),
-                alpha_min_ratio=ratio,
-                sample_weight=P["weight"][fi[idx]],
-                feature_mask=P["fmask"][fi[idx]],
-                tol=float(c["torch_tol"]),
-                max_iter=int(c["torch_max_iter"]),
-                device=device,
-            )
-            for j, b in enumerate(members):
-                if bool(res.failed[j]):
-                    notes[b // R].append(
-                        f"l1_ratio={ratios[b % R]}: path failed at alpha_min_ratio={ratio:.3g}"
-                    )
-                    if attempt < int(retry["max_retries"]):
-                        min_ratio[b] = min(ratio * float(retry["factor"]), 0.5)
-                        again.append(b)
-                    continue
-                k = int(res.n_alphas[j])
-                paths[b] = (res.alphas[j, :k], res.coef[j, :k], res.converged[j, :k])
-        todo = np.array(again, dtype=int)
-    # 2) inner CV on each training split's path, with the alphas of step 1
-    A = max((int(p[0].shape[0]) for p in paths if p is not None), default=0)
-    scores = np.full((F, R, A), np.nan)
-    live = [b for b in range(F * R) if paths[b] is not None]
-    if live and A > 0:
-        grid = torch.zeros(len(live), A, dtype=DTYPE, device=device)
-        for j, b in enumerate(live):
-            a = paths[b][0]
-            grid[j, : a.shape[0]] = a
-            grid[j, a.shape[0] :] = a[-1]  # pad with the last alpha (scored, then masked)
-        L = len(live)
-        lf = torch.as_tensor([b // R for b in live], device=device)
-        lr = torch.as_tensor([ratios[b % R] for b in live], dtype=DTYPE, device=device)
-        pi = torch.arange(L, device=device).repeat_interleave(S)
-        si = torch.arange(S, device=device).repeat(L)
+        idx = torch.as_tensor(todo, device=device)
+        grid = torch.cat(
+            [
+                fit_coxnet_path(
+                    P["X"][fi[idx[j : j + 1]]],
+                    P["time"][fi[idx[j : j + 1]]],
+                    P["event"][fi[idx[j : j + 1]]],
+                    l1_ratio=ri[idx[j : j + 1]],
+                    n_alphas=A,
+                    alpha_min_ratio=float(min_ratio[b]),
+                    sample_weight=P["weight"][fi[idx[j : j + 1]]],
+                    feature_mask=P["fmask"][fi[idx[j : j + 1]]],
+                    grid_only=True,
+                    device=device,
+                ).alphas
+                for j, b in enumerate(todo)
+            ]
+        )  # [T, A]
+        T = len(todo)
+        # problems: T training splits, then T x S inner-CV training subsets
+        pf_ = torch.cat([fi[idx], fi[idx].repeat_interleave(S)])
+        pr = torch.cat([ri[idx], ri[idx].repeat_interleave(S)])
+        pg = torch.cat([grid, grid.repeat_interleave(S, 0)])
+        si = torch.arange(S, device=device).repeat(T)
+        weight = torch.cat([P["weight"][fi[idx]], P["train_w"][fi[idx].repeat_interleave(S), si]])
         res = fit_coxnet_path(
-            P["X"][lf[pi]],
-            P["time"][lf[pi]],
-            P["event"][lf[pi]],
-            l1_ratio=lr[pi],
-            alphas=grid[pi],
-            sample_weight=P["train_w"][lf[pi], si],
-            feature_mask=P["fmask"][lf[pi]],
+            P["X"][pf_],
+            P["time"][pf_],
+            P["event"][pf_],
+            l1_ratio=pr,
+            alphas=pg,
+            sample_weight=weight,
+            feature_mask=P["fmask"][pf_],
             tol=float(c["torch_cv_tol"]),
-            max_iter=int(c["torch_max_iter"]),
-            device=device,
+            **common,
         )
-        X = P["X"][lf[pi]]
-        risk = torch.einsum("bnp,bap->ban", X, res.coef)  # [L*S, A, n]
+        X = P["X"][pf_[T:]]
+        risk = torch.einsum("bnp,bap->ban", X, res.coef[T:])  # [T*S, A, n]
         Bn = risk.shape[0]
-        t = P["time"][lf[pi]].unsqueeze(1).expand(-1, A, -1).reshape(Bn * A, -1)
-        e = P["event"][lf[pi]].unsqueeze(1).expand(-1, A, -1).reshape(Bn * A, -1)
-        m = P["val_m"][lf[pi], si].unsqueeze(1).expand(-1, A, -1).reshape(Bn * A, -1)
-        sc = _harrell_cv(risk.reshape(Bn * A, -1), t, e, m).view(L, S, A)
-        sc = torch.where(res.failed.view(L, S, 1), torch.full_like(sc, torch.nan), sc)
-        ok = P["split_ok"][lf].unsqueeze(-1).expand(-1, -1, A)
+        t = P["time"][pf_[T:]].unsqueeze(1).expand(-1, A, -1).reshape(Bn * A, -1)
+        e = P["event"][pf_[T:]].unsqueeze(1).expand(-1, A, -1).reshape(Bn * A, -1)
+        m = P["val_m"][pf_[T:], si].unsqueeze(1).expand(-1, A, -1).reshape(Bn * A, -1)
+        sc = _harrell_cv(risk.reshape(Bn * A, -1), t, e, m).view(T, S, A)
+        sc = torch.where(res.failed[T:].view(T, S, 1), torch.full_like(sc, torch.nan), sc)
+        ok = P["split_ok"][fi[idx]].unsqueeze(-1).expand(-1, -1, A)
         sc = torch.where(ok, sc, torch.full_like(sc, torch.nan))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(sc.cpu().numpy(), axis=1)  # [L, A]
-        for j, b in enumerate(live):
-            k = int(paths[b][0].shape[0])
+            mean = np.nanmean(sc.cpu().numpy(), axis=1)  # [T, A]
+        again = []
+        for j, b in enumerate(todo):
+            if bool(res.failed[j]):
+                notes[b // R].append(
+                    f"l1_ratio={ratios[b % R]}: path failed at alpha_min_ratio={min_ratio[b]:.3g}"
+                )
+                if attempt < int(retry["max_retries"]):
+                    min_ratio[b] = min(min_ratio[b] * float(retry["factor"]), 0.5)
+                    again.append(b)
+                continue
+            k = int(res.n_alphas[j])
+            paths[b] = (res.alphas[j, :k], res.coef[j, :k])
             scores[b // R, b % R, :k] = mean[j, :k]
-    out = []
-    for f, p in enumerate(preps):
-        flat = scores[f].reshape(-1)
-        best, cv = _select(flat)
+        todo = np.array(again, dtype=int)
+
+    # choose per fold, then polish the chosen alpha from its path solution
+    chosen = []
+    for f in range(F):
+        best, cv = _select(scores[f].reshape(-1))
         if best < 0:
             alive = [b for b in range(f * R, f * R + R) if paths[b] is not None]
             if not alive:
-                out.append(_failed("coxnet", p, {}, cv, "; ".join(notes[f]) or "no alpha path"))
+                chosen.append(None)
                 continue
             b, k = alive[0], 0  # the largest alpha of the first path: the most penalised model
         else:
             r_idx, k = divmod(best, A)
             b = f * R + r_idx
-        alphas, coefs, conv = paths[b]
-        q = p.X_train.shape[1]
-        alpha = float(alphas[k])
-        params = {"l1_ratio": ratios[b % R], "alpha": alpha}
-        est = TorchCoxnet.from_path(
-            coefs[k : k + 1, :q].cpu().numpy(),
-            [alpha],
-            p.X_train,
-            p.train_event,
-            p.train_time,
-            l1_ratio=ratios[b % R],
-            fit_baseline_model=True,
-            device=str(device),
+        chosen.append((b, k, cv))
+    live = [f for f in range(F) if chosen[f] is not None]
+    out: list[FittedModel | None] = [None] * F
+    if live:
+        lf = torch.as_tensor(live, device=device)
+        alphas = torch.stack([paths[chosen[f][0]][0][chosen[f][1]] for f in live]).view(-1, 1)
+        init = torch.stack([paths[chosen[f][0]][1][chosen[f][1]] for f in live])
+        l1 = torch.as_tensor([ratios[chosen[f][0] % R] for f in live], dtype=DTYPE, device=device)
+        fin = fit_coxnet_path(
+            P["X"][lf],
+            P["time"][lf],
+            P["event"][lf],
+            l1_ratio=l1,
+            alphas=alphas,
+            sample_weight=P["weight"][lf],
+            feature_mask=P["fmask"][lf],
+            tol=float(c["torch_tol"]),
+            init=init,
+            **common,
         )
-        status = "ok" if bool(conv[k]) else "not_converged"
-        msg = "; ".join(notes[f])
-        if msg and status == "ok":
-            status = "retried"
-        if status == "not_converged":
-            msg = "; ".join([*notes[f], f"alpha={alpha:.4g} reached torch_max_iter"])
-        out.append(_finish("coxnet", p, est, params, cv, status, msg))
+        for j, f in enumerate(live):
+            p = preps[f]
+            b, k, cv = chosen[f]
+            q = p.X_train.shape[1]
+            alpha = float(alphas[j, 0])
+            params = {"l1_ratio": ratios[b % R], "alpha": alpha}
+            if bool(fin.failed[j]):
+                out[f] = _failed(
+                    "coxnet", p, params, cv, "; ".join([*notes[f], f"alpha={alpha:.4g}: overflow"])
+                )
+                continue
+            est = TorchCoxnet.from_path(
+                fin.coef[j, :1, :q].cpu().numpy(),
+                [alpha],
+                p.X_train,
+                p.train_event,
+                p.train_time,
+                l1_ratio=ratios[b % R],
+                fit_baseline_model=True,
+                device=str(device),
+            )
+            status = "ok" if bool(fin.converged[j, 0]) else "not_converged"
+            msg = list(notes[f])
+            if status == "not_converged":
+                msg.append(f"alpha={alpha:.4g} reached torch_max_iter")
+            elif msg:
+                status = "retried"
+            out[f] = _finish("coxnet", p, est, params, cv, status, "; ".join(msg))
+    for f in range(F):
+        if out[f] is None:
+            out[f] = _failed(
+                "coxnet", preps[f], {}, float("nan"), "; ".join(notes[f]) or "no alpha path"
+            )
     return out
 
 

@@ -310,6 +310,8 @@ def fit_coxnet_path(
     tol: float = 1e-9,
     max_iter: int = 20000,
     chunk: int = 25,
+    init=None,
+    grid_only: bool = False,
     device="auto",
 ) -> CoxnetPath:
     r"""Elastic-net Cox regression along a path of penalties, B problems at once.
@@ -330,7 +332,8 @@ def fit_coxnet_path(
     ratio stops changing (``coxnet.h``), so ``n_alphas`` matches scikit-survival's.
 
     A problem stops at an alpha when the proximal-gradient residual (the KKT violation)
-    is below ``tol`` in the infinity norm.
+    is below ``tol`` in the infinity norm. ``init`` (``[B, p]``) warm-starts the first
+    alpha; ``grid_only`` returns the alphas without solving anything.
     """
     device = resolve_device(device)
     X, time, event = _t(X, device), _t(time, device), _t(event, device)
@@ -389,6 +392,11 @@ def fit_coxnet_path(
     conv_all = torch.zeros(B, A, dtype=torch.bool, device=device)
     failed = torch.zeros(B, dtype=torch.bool, device=device)
     total_iter = 0
+    if grid_only:
+        n_all = torch.full((B,), A, dtype=torch.long, device=device)
+        return CoxnetPath(coefs, grid, dev_ratio, n_all, mean, conv_all, failed, 0)
+    if init is not None:
+        beta = _t(init, device).reshape(B, p) * fmask
 
     for k in range(A):
         alpha = grid[:, k]
