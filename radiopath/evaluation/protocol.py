@@ -507,9 +507,9 @@ def _pad(preps: Sequence[PreparedFold], device) -> dict:
     fmask = torch.zeros(F, d, dtype=DTYPE, device=device)
     for f, p in enumerate(preps):
         k, q = p.X_train.shape
-        X[f, :k, :q] = torch.as_tensor(p.X_train, dtype=DTYPE)
-        time[f, :k] = torch.as_tensor(p.train_time, dtype=DTYPE)
-        event[f, :k] = torch.as_tensor(p.train_event)
+        X[f, :k, :q] = torch.as_tensor(p.X_train, dtype=DTYPE, device=device)
+        time[f, :k] = torch.as_tensor(p.train_time, dtype=DTYPE, device=device)
+        event[f, :k] = torch.as_tensor(p.train_event, device=device)
         weight[f, :k] = 1
         fmask[f, :q] = 1
     S = max(len(p.splits) for p in preps)
@@ -518,8 +518,8 @@ def _pad(preps: Sequence[PreparedFold], device) -> dict:
     split_ok = torch.zeros(F, S, dtype=torch.bool, device=device)
     for f, p in enumerate(preps):
         for s, (tr, va) in enumerate(p.splits):
-            train_w[f, s, torch.as_tensor(tr)] = 1
-            val_m[f, s, torch.as_tensor(va)] = True
+            train_w[f, s, torch.as_tensor(tr, device=device)] = 1
+            val_m[f, s, torch.as_tensor(va, device=device)] = True
             split_ok[f, s] = True
     return dict(
         X=X,
@@ -804,7 +804,7 @@ def _torch_fsvm(preps, cfg, device, seed) -> list[FittedModel]:
     ranks = torch.zeros(F, n, dtype=DTYPE, device=device)
     for f, p in enumerate(preps):
         ranks[f, : len(p.y_train)] = torch.as_tensor(
-            survival_ranks(p.train_time, seed), dtype=DTYPE
+            survival_ranks(p.train_time, seed), dtype=DTYPE, device=device
         )
     fi = torch.arange(F, device=device).repeat_interleave(S * G)
     si = torch.arange(S, device=device).repeat_interleave(G).repeat(F)
@@ -847,7 +847,7 @@ def _torch_refit(model, preps, P, chosen, cfg, device, seed) -> list[FittedModel
         ranks = torch.zeros(F, P["n"], dtype=DTYPE, device=device)
         for f, p in enumerate(preps):
             ranks[f, : len(p.y_train)] = torch.as_tensor(
-                survival_ranks(p.train_time, seed), dtype=DTYPE
+                survival_ranks(p.train_time, seed), dtype=DTYPE, device=device
             )
     for attempt in range(int(retry["max_retries"]) + 1):
         if todo.size == 0:
