@@ -162,7 +162,8 @@ def run_sweep(
             metrics = metrics.copy()
             metrics.insert(0, "point", name)
             for key, value in point.items():
-                metrics[key] = str(value) if isinstance(value, (list, dict)) else value
+                if key not in metrics.columns:  # e.g. "modalities" is already a column
+                    metrics[key] = str(value) if isinstance(value, (list, dict)) else value
             frames.append(metrics)
     gathered = pd.concat(frames, ignore_index=True)
     gathered.to_csv(out / "sweep_metrics.csv", index=False)

@@ -49,7 +49,7 @@ def test_run_record_success_failure_and_resume(tmp_path):
     assert rec["versions"]["torch"] and rec["versions"]["python"]
     assert rec["started"] <= rec["finished"]
     with pytest.raises(ZeroDivisionError), RunRecord(tmp_path, command="x", config={}, seed=5):
-        1 / 0
+        raise ZeroDivisionError("boom")
     rec = json.loads((tmp_path / "run.json").read_text())
     assert rec["status"] == "failed" and "ZeroDivisionError" in rec["error"]
     assert rec["history"][0]["status"] == "finished"
