@@ -25,6 +25,7 @@ from torch_geometric.nn import GCNConv, GINConv, TopKPooling
 from torch_geometric.utils import to_torch_csr_tensor
 
 CONVS = ("gcn", "gin")
+DROPOUT_POSITIONS = ("input", "pooled")
 
 
 @dataclass
@@ -124,8 +125,15 @@ class GraphEncoder(nn.Module):
         conv: str = "gcn",
         dropout: float = 0.5,
         use_graph: bool = True,
+        nonlinearity: str = "sigmoid",
+        multiplier: float = 1.0,
+        dropout_position: str = "input",
     ) -> None:
         super().__init__()
+        if dropout_position not in DROPOUT_POSITIONS:
+            raise ValueError(
+                f"dropout_position must be one of {DROPOUT_POSITIONS}, got {dropout_position!r}"
+            )
         if not 0.0 < ratio <= 1.0:
             raise ValueError(f"pooling ratio must be in (0, 1], got {ratio}")
         if conv not in CONVS:
@@ -135,9 +143,13 @@ class GraphEncoder(nn.Module):
         self.ratio = ratio
         self.conv_kind = conv
         self.use_graph = use_graph
+        self.dropout_position = dropout_position
         self.project = nn.Sequential(
-            nn.Linear(in_channels, hidden_channels), nn.ReLU(), nn.Dropout(dropout)
+            nn.Linear(in_channels, hidden_channels),
+            nn.ReLU(),
+            nn.Dropout(dropout if dropout_position == "input" else 0.0),
         )
+        self.output_dropout = nn.Dropout(dropout if dropout_position == "pooled" else 0.0)
         if use_graph:
             self.convs = nn.ModuleList([_make_conv(conv, hidden_channels) for _ in range(2)])
             # ratio 1 keeps every node: no pooling layer (PyG would read 1.0 as "keep 1 node").
@@ -146,7 +158,12 @@ class GraphEncoder(nn.Module):
             # the nodes that matter (seen on the synthetic cohort: importance AUC below 0.5).
             self.pools = nn.ModuleList(
                 [
-                    TopKPooling(hidden_channels, ratio=ratio, nonlinearity="sigmoid")
+                    TopKPooling(
+                        hidden_channels,
+                        ratio=ratio,
+                        nonlinearity=nonlinearity,
+                        multiplier=multiplier,
+                    )
                     for _ in range(2 if ratio < 1.0 else 0)
                 ]
             )
@@ -177,7 +194,7 @@ class GraphEncoder(nn.Module):
                 h, edge_index, _, batch, perm, _ = self.pools[layer](h, edge_index, batch=batch)
                 node_map = node_map[perm]
         return EncodedGraphs(
-            x=h,
+            x=self.output_dropout(h),
             batch=batch,
             node_map=node_map,
             target=x[node_map],

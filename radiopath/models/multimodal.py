@@ -127,6 +127,9 @@ class MultimodalSurvivalModel(nn.Module):
         missing_indicator: append a presence column per modality to the patient vector.
         embedding_norm: batch-normalise the patient vector before the head (the exported
             embedding is the vector before normalisation).
+        encoder_options: further keyword options of every
+            :class:`~radiopath.models.encoders.GraphEncoder` (top-k ``nonlinearity``,
+            ``multiplier``, ``dropout_position``).
     """
 
     def __init__(
@@ -144,6 +147,7 @@ class MultimodalSurvivalModel(nn.Module):
         n_bins: int = 4,
         missing_indicator: bool = False,
         embedding_norm: bool = True,
+        encoder_options: Mapping | None = None,
     ) -> None:
         super().__init__()
         if head not in HEADS:
@@ -167,6 +171,7 @@ class MultimodalSurvivalModel(nn.Module):
                 conv=str(_per_modality(conv, m, "gcn")),
                 dropout=dropout,
                 use_graph=use_graph,
+                **dict(encoder_options or {}),
             )
             self.aggregators[m] = make_aggregator(aggregator, hidden_channels, width, **options)
             self.missing[m] = nn.Parameter(torch.empty(hidden_channels))

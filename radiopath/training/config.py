@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from radiopath.config import deep_merge
 from radiopath.errors import RadiopathInputError
 from radiopath.models.aggregators import AGGREGATORS, KL_VARIANTS, RECONSTRUCTIONS
-from radiopath.models.encoders import CONVS
+from radiopath.models.encoders import CONVS, DROPOUT_POSITIONS
 from radiopath.models.losses import TIES
 from radiopath.models.multimodal import HEADS
 
@@ -33,6 +33,16 @@ DEFAULT_CONFIG: dict = {
     "conv": {"wsi": "gcn", "ct": "gcn"},
     "ratio": {"wsi": 0.2, "ct": 0.2},
     "use_graph": True,
+    # Top-k pooling (GraphEncoder): gate nonlinearity and multiplier of PyG's TopKPooling,
+    # where the dropout acts ("input": after the input projection, before the selection
+    # scores; "pooled": on the surviving nodes) and the learning-rate factor of the
+    # pooling projections.
+    "pooling": {
+        "nonlinearity": "sigmoid",
+        "multiplier": 1.0,
+        "dropout_position": "input",
+        "lr_scale": 1.0,
+    },
     "embedding_norm": True,
     "head": "cox",
     "ties": "efron",
@@ -41,6 +51,10 @@ DEFAULT_CONFIG: dict = {
     # "auto": a presence column per modality when some patient lacks a requested modality.
     "missing_indicator": "auto",
     "amp": True,
+    # torch intra-op threads on the CPU while training and predicting (None: torch's
+    # default, one per core). One thread is much faster for these small graphs on shared
+    # cores; ignored on CUDA / MPS.
+    "num_threads": 1,
     # "auto": keep graphs in memory when they fit in about cache_limit_gb.
     "cache_graphs": "auto",
     "cache_limit_gb": 4.0,
@@ -76,7 +90,7 @@ PRESETS: dict[str, dict] = {
 }
 
 # Keys that do not change what a fold's model learns (allowed to differ on resume).
-RUNTIME_KEYS = ("cache_graphs", "cache_limit_gb", "strict", "amp")
+RUNTIME_KEYS = ("cache_graphs", "cache_limit_gb", "strict", "amp", "num_threads")
 
 
 def resolve_training_config(config: Mapping | None = None, **overrides) -> dict:
@@ -142,6 +156,23 @@ def validate_training_config(cfg: Mapping) -> None:
             _bad(
                 "conv", f"convolution for {m!r} must be one of {CONVS}, got {cfg['conv'].get(m)!r}"
             )
+    nt = cfg["num_threads"]
+    if nt is not None and (not isinstance(nt, int) or isinstance(nt, bool) or nt < 1):
+        _bad("num_threads", f"must be a positive integer or null, got {nt!r}")
+    pool = cfg["pooling"]
+    unknown = sorted(set(pool) - set(DEFAULT_CONFIG["pooling"]))
+    if unknown:
+        _bad(f"pooling.{unknown[0]}", f"unknown key; known: {sorted(DEFAULT_CONFIG['pooling'])}")
+    if pool["nonlinearity"] not in ("sigmoid", "tanh"):
+        _bad("pooling.nonlinearity", f"must be 'sigmoid' or 'tanh', got {pool['nonlinearity']!r}")
+    if pool["dropout_position"] not in DROPOUT_POSITIONS:
+        _bad(
+            "pooling.dropout_position",
+            f"must be one of {DROPOUT_POSITIONS}, got {pool['dropout_position']!r}",
+        )
+    for key in ("multiplier", "lr_scale"):
+        if not float(pool[key]) > 0:
+            _bad(f"pooling.{key}", f"must be positive, got {pool[key]!r}")
     if cfg["head"] not in HEADS:
         _bad("head", f"must be one of {HEADS}, got {cfg['head']!r}")
     if cfg["ties"] not in TIES:

@@ -212,3 +212,21 @@ def test_encoder_keeps_input_nodes_it_reports():
     assert out.x.shape[0] == 10 and out.node_map.unique().numel() == 10
     assert torch.equal(out.target, g.x[out.node_map])
     assert int(out.edge_index.max()) < 10 if out.edge_index.numel() else True
+
+
+def test_pooled_dropout_leaves_top_k_selection_unchanged_in_training():
+    # dropout_position="pooled": the selection scores see the clean features, so the kept
+    # nodes in training mode are the evaluation-mode ones; with "input" dropout they differ.
+    g = random_graph(60, 5, 3)
+    batch = torch.zeros(60, dtype=torch.long)
+    kept = {}
+    for position in ("pooled", "input"):
+        torch.manual_seed(0)
+        enc = GraphEncoder(5, 16, ratio=0.5, dropout=0.5, dropout_position=position)
+        with torch.no_grad():
+            evaluated = enc.eval()(g.x, g.edge_index, batch, 1)
+            trained = enc.train()(g.x, g.edge_index, batch, 1)
+        kept[position] = torch.equal(evaluated.node_map.sort()[0], trained.node_map.sort()[0])
+        if position == "pooled":
+            assert (trained.x == 0).any()  # dropout acts on the surviving nodes
+    assert kept == {"pooled": True, "input": False}

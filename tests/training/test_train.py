@@ -365,3 +365,28 @@ def test_discrete_time_head_and_gin_preset(small_cohort, small_graphs, tmp_path)
     assert record["sparra"]["kl"] == "reference"
     emb = result.embeddings(1)
     assert np.isfinite(emb.risk).all() and (emb.risk < 0).all()  # minus expected bin count
+
+
+def test_intra_op_threads_set_and_restored_and_bad_value_named():
+    from radiopath.training.loop import intra_op_threads
+
+    before = torch.get_num_threads()
+    target = 1 if before != 1 else 2
+    with intra_op_threads(target, torch.device("cpu")):
+        assert torch.get_num_threads() == target
+    assert torch.get_num_threads() == before
+    with intra_op_threads(None, torch.device("cpu")):
+        assert torch.get_num_threads() == before
+    with pytest.raises(RadiopathInputError, match="num_threads"):
+        with intra_op_threads(0, torch.device("cpu")):
+            pass
+    assert torch.get_num_threads() == before
+    with pytest.raises(RadiopathInputError, match="num_threads"):
+        train_cross_validated(
+            "missing.csv",
+            None,
+            aggregator="mean",
+            modalities="wsi",
+            out_dir="x",
+            config={"num_threads": 0},
+        )
