@@ -42,7 +42,10 @@ def demo(
     result = run_demo(
         out, n_patients=patients, seed=seed, config={"train": {"epochs": epochs}, "device": device}
     )
-    click.echo("\nMean over folds and downstream models (higher is better; ibs lower):")
+    click.echo(
+        "\nAggregators over the clustered graphs' nodes (plain MIL; see radiopath.demo for why),"
+    )
+    click.echo("mean over folds and downstream models (higher is better; ibs lower):")
     click.echo(comparison_table(result["metrics"]))
     click.echo("\nHow well patch importance finds the planted regions (ROC AUC, 0.5 = chance):")
     click.echo(describe_recovery(result["recovery"]))
