@@ -405,35 +405,17 @@ def _split_paths(cell: object) -> list[str]:
     return [s.strip() for s in str(cell).split(";") if s.strip()]
 
 
-def read_cohort(
-    path: str | os.PathLike,
-    *,
-    strict: bool = False,
-    check_files: bool = True,
-    modalities: Sequence[str] = MODALITIES,
-) -> Cohort:
-    """Read and validate a cohort CSV.
+def read_survival_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a cohort CSV and check its survival columns (shared by every cohort reader).
 
-    Table-level errors (a missing column, duplicate patient ids, a non-positive or missing
-    time, an event outside {0, 1}, a cohort without events) always raise. File-level
-    problems (a missing or unreadable embedding file, a width that differs from the rest of
-    its modality, a patient left with no modality) are reported in ``Cohort.problems`` and
-    the file or patient is skipped, unless ``strict`` is set, in which case they raise.
-
-    Parameters
-    ----------
-    path
-        The cohort CSV; file paths in it are relative to its folder.
-    strict
-        Raise on the first file-level problem instead of skipping.
-    check_files
-        Open every embedding file's header (existence, readability, width). Turn off only
-        for tables whose files are not made yet (e.g. before ``radiopath extract``).
-    modalities
-        The imaging columns to read.
+    Raises :class:`RadiopathInputError`, naming the file, patient and column, on: a missing
+    or unreadable file, a missing ``patient_id``/``time``/``event`` column, an empty or
+    duplicated patient id, a time that is not a number > 0, an event outside {0, 1}, and a
+    table in which no patient has an event. Returns the table with ``time`` as float and
+    ``event`` as int.
     """
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise RadiopathInputError("cohort table does not exist", path=path)
     try:
         table = pd.read_csv(path, dtype={"patient_id": str})
@@ -444,13 +426,6 @@ def read_cohort(
             raise RadiopathInputError(
                 f"required column is missing (columns: {list(table.columns)})", path=path, field=col
             )
-    if not any(m in table.columns for m in modalities) and not (
-        set(table.columns) - RESERVED_COLUMNS
-    ):
-        raise RadiopathInputError(
-            f"no modality column: expected some of {list(modalities)} or clinical columns",
-            path=path,
-        )
     ids = table["patient_id"]
     if ids.isna().any():
         row = int(np.nonzero(ids.isna().to_numpy())[0][0])
@@ -489,6 +464,47 @@ def read_cohort(
             path=path,
             field="event",
         )
+    return table.assign(time=times.astype(float), event=events.astype(int))
+
+
+def read_cohort(
+    path: str | os.PathLike,
+    *,
+    strict: bool = False,
+    check_files: bool = True,
+    modalities: Sequence[str] = MODALITIES,
+) -> Cohort:
+    """Read and validate a cohort CSV.
+
+    Table-level errors (a missing column, duplicate patient ids, a non-positive or missing
+    time, an event outside {0, 1}, a cohort without events) always raise. File-level
+    problems (a missing or unreadable embedding file, a width that differs from the rest of
+    its modality, a patient left with no modality) are reported in ``Cohort.problems`` and
+    the file or patient is skipped, unless ``strict`` is set, in which case they raise.
+
+    Parameters
+    ----------
+    path
+        The cohort CSV; file paths in it are relative to its folder.
+    strict
+        Raise on the first file-level problem instead of skipping.
+    check_files
+        Open every embedding file's header (existence, readability, width). Turn off only
+        for tables whose files are not made yet (e.g. before ``radiopath extract``).
+    modalities
+        The imaging columns to read.
+    """
+    path = Path(path)
+    table = read_survival_table(path)
+    if not any(m in table.columns for m in modalities) and not (
+        set(table.columns) - RESERVED_COLUMNS
+    ):
+        raise RadiopathInputError(
+            f"no modality column: expected some of {list(modalities)} or clinical columns",
+            path=path,
+        )
+    ids = table["patient_id"]
+    times, events = table["time"], table["event"]
 
     clinical_columns = [c for c in table.columns if c not in RESERVED_COLUMNS]
     root = path.parent

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -41,7 +40,7 @@ from radiopath.errors import RadiopathInputError
 from radiopath.extract.ct import extract_ct
 from radiopath.extract.encoders import PatchEncoder, get_encoder, get_encoder_spec, resolve_device
 from radiopath.extract.wsi import extract_slide
-from radiopath.io import MODALITIES, REQUIRED_COLUMNS, RESERVED_COLUMNS, write_embeddings
+from radiopath.io import MODALITIES, RESERVED_COLUMNS, read_survival_table, write_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -110,57 +109,17 @@ def read_image_cohort(path: str | os.PathLike) -> ImageCohort:
     skipped.
     """
     path = Path(path)
-    if not path.is_file():
-        raise RadiopathInputError("cohort table does not exist", path=path)
-    try:
-        table = pd.read_csv(path, dtype={"patient_id": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise RadiopathInputError(f"not a readable CSV ({exc})", path=path) from exc
-    for col in REQUIRED_COLUMNS:
-        if col not in table.columns:
-            raise RadiopathInputError(
-                f"required column is missing (columns: {list(table.columns)})", path=path, field=col
-            )
+    table = read_survival_table(path)
     if not any(c in table.columns for c in IMAGE_COLUMNS.values()):
         raise RadiopathInputError(
             f"no image column: expected some of {list(IMAGE_COLUMNS.values())} "
             f"(columns: {list(table.columns)})",
             path=path,
         )
-    ids = table["patient_id"]
-    if ids.isna().any():
-        row = int(np.nonzero(ids.isna().to_numpy())[0][0])
-        raise RadiopathInputError(
-            f"empty patient id in row {row + 2}", path=path, field="patient_id"
-        )
-    dup = ids[ids.duplicated()].unique().tolist()
-    if dup:
-        raise RadiopathInputError(
-            f"duplicate patient ids: {dup[:5]}",
-            path=path,
-            patient_id=str(dup[0]),
-            field="patient_id",
-        )
-    times = pd.to_numeric(table["time"], errors="coerce")
-    events = pd.to_numeric(table["event"], errors="coerce")
     root = path.parent
     patients = []
-    for i, pid in enumerate(ids):
-        t, e = times.iloc[i], events.iloc[i]
-        if not np.isfinite(t) or t <= 0:
-            raise RadiopathInputError(
-                f"follow-up time must be a number > 0, got {table['time'].iloc[i]!r}",
-                path=path,
-                patient_id=pid,
-                field="time",
-            )
-        if not np.isfinite(e) or e not in (0, 1):
-            raise RadiopathInputError(
-                f"event must be 0 (censored) or 1 (event), got {table['event'].iloc[i]!r}",
-                path=path,
-                patient_id=pid,
-                field="event",
-            )
+    for i, pid in enumerate(table["patient_id"]):
+        t, e = table["time"].iloc[i], table["event"].iloc[i]
         row = table.iloc[i].to_dict()
         images = {}
         for modality, col in IMAGE_COLUMNS.items():
@@ -171,12 +130,6 @@ def read_image_cohort(path: str | os.PathLike) -> ImageCohort:
             masks = _masks(row.get(MASK_COLUMN), len(images.get("ct", [])), root, path, str(pid))
         masks += [None] * (len(images.get("ct", [])) - len(masks))
         patients.append(ImagePatient(str(pid), float(t), int(e), images, masks, row))
-    if not (events == 1).any():
-        raise RadiopathInputError(
-            "no patient has an event (all are censored): survival models cannot be fitted",
-            path=path,
-            field="event",
-        )
     return ImageCohort(path=path, patients=patients, columns=list(table.columns))
 
 
