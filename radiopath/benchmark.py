@@ -34,12 +34,12 @@ from tqdm.auto import tqdm
 
 from radiopath.config import RunRecord, load_config_file, resolve_config
 from radiopath.errors import RadiopathInputError
+from radiopath.evaluation.config import BACKENDS as KNOWN_BACKENDS
+from radiopath.evaluation.config import MODELS as KNOWN_MODELS
 from radiopath.io import Cohort, read_cohort
 
 log = logging.getLogger(__name__)
 
-KNOWN_MODELS = ("rsf", "coxph", "coxnet", "fsvm")
-KNOWN_BACKENDS = ("sksurv", "torch")
 
 DEFAULTS: dict = {
     "seed": 0,
