@@ -75,13 +75,13 @@ def importance_recovery(
         for csv in sorted(agg_dir.glob("*.csv")):
             patient_id, modality = csv.name[: -len(".csv")].rsplit(".", 1)
             try:
-                planted = load_planted_mask(cohort_dir, patient_id, modality)
+                mask = planted(patient_id, modality)
             except RadiopathInputError:
                 continue
             _, values = read_importance(csv)
-            if len(values) != len(planted):
+            if len(values) != len(mask):
                 raise RadiopathInputError(
-                    f"{len(values)} importance rows for {len(planted)} patches",
+                    f"{len(values)} importance rows for {len(mask)} patches",
                     path=csv,
                     patient_id=patient_id,
                     field=modality,
@@ -91,11 +91,37 @@ def importance_recovery(
                     "aggregator": agg_dir.name,
                     "modality": modality,
                     "patient_id": patient_id,
-                    "auc": planted_importance_auc(values, planted),
+                    "auc": planted_importance_auc(values, mask),
                 }
             )
+    if not rows:
+        raise RadiopathInputError("no importance file matches the ground truth", path=run_dir)
     table = pd.DataFrame(rows).dropna(subset=["auc"])
     return table.groupby(["aggregator", "modality"]).auc.agg(["mean", "std", "count"]).reset_index()
+
+
+def _image_mode_cohort(out: Path, n_patients: int | None, seed: int, progress: bool):
+    """Synthetic slides and CT scans -> extracted embeddings; the planted masks per patch."""
+    from radiopath.extract import extract_cohort
+    from radiopath.io import read_cohort, read_embeddings
+    from radiopath.synthetic_images import (
+        IMAGE_MODE_EXTRACT,
+        make_synthetic_image_cohort,
+        planted_patch_fraction,
+    )
+
+    kw = {"n_patients": n_patients} if n_patients else {}
+    images = make_synthetic_image_cohort(out / "images", seed=seed, progress=progress, **kw)
+    cohort_csv = extract_cohort(images, out / "embedded", progress=progress, **IMAGE_MODE_EXTRACT)
+    cohort = read_cohort(cohort_csv)
+
+    def planted(patient_id: str, modality: str) -> np.ndarray:
+        if patient_id not in cohort.patient_ids or not cohort[patient_id].files.get(modality):
+            raise RadiopathInputError("no extracted bag", patient_id=patient_id, field=modality)
+        bag = read_embeddings(cohort[patient_id].files[modality][0], modality=modality)
+        return planted_patch_fraction(images.parent, patient_id, bag) > 0.5
+
+    return cohort_csv, images.parent, planted
 
 
 def run_demo(
@@ -104,24 +130,34 @@ def run_demo(
     n_patients: int | None = None,
     seed: int = 0,
     config: dict | None = None,
+    from_images: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Make the synthetic cohort, run the benchmark on it and draw one patient's maps."""
+    """Make the synthetic cohort, run the benchmark on it and draw one patient's maps.
+
+    With ``from_images`` the cohort starts as pixels: small pyramidal TIFF slides and NIfTI
+    CT volumes (:mod:`radiopath.synthetic_images`) go through ``extract`` first, and the
+    importance is scored against the planted region in the pixels.
+    """
     from radiopath.benchmark import run_benchmark
     from radiopath.config import deep_merge
     from radiopath.viz.importance import write_importance_maps
 
     out = Path(out_dir)
     start = time.perf_counter()
-    cohort_kw = {**DEMO_COHORT, **({"n_patients": n_patients} if n_patients else {})}
-    cohort_csv = make_synthetic_cohort(
-        out / "cohort", SyntheticConfig(seed=seed, **cohort_kw), progress=progress
-    )
+    if from_images:
+        cohort_csv, truth_dir, planted = _image_mode_cohort(out, n_patients, seed, progress)
+    else:
+        cohort_kw = {**DEMO_COHORT, **({"n_patients": n_patients} if n_patients else {})}
+        cohort_csv = make_synthetic_cohort(
+            out / "cohort", SyntheticConfig(seed=seed, **cohort_kw), progress=progress
+        )
+        truth_dir, planted = cohort_csv.parent, None
     bench_cfg = deep_merge(deep_merge(DEMO_BENCHMARK, {"seed": seed}), config or {})
     result = run_benchmark(cohort_csv, out, bench_cfg, progress=progress)
-    recovery = importance_recovery(out, cohort_csv.parent)
+    recovery = importance_recovery(out, truth_dir, planted)
     recovery.to_csv(out / "importance_recovery.csv", index=False)
-    truth = pd.read_csv(cohort_csv.parent / "truth.csv", dtype={"patient_id": str})
+    truth = pd.read_csv(truth_dir / "truth.csv", dtype={"patient_id": str})
     # Show the patient with the largest planted WSI area among those with maps.
     shown = truth.sort_values("wsi_planted_fraction", ascending=False).patient_id
     available = {p.name.split(".")[0] for p in (out / "importance").rglob("*.csv")}

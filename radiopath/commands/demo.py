@@ -40,7 +40,11 @@ def demo(
     from radiopath.demo import comparison_table, describe_recovery, run_demo
 
     result = run_demo(
-        out, n_patients=patients, seed=seed, config={"train": {"epochs": epochs}, "device": device}
+        out,
+        n_patients=patients,
+        seed=seed,
+        from_images=from_images,
+        config={"train": {"epochs": epochs}, "device": device},
     )
     click.echo(
         "\nAggregators over the clustered graphs' nodes (plain MIL; see radiopath.demo for why),"
