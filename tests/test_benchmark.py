@@ -160,3 +160,15 @@ def test_cli_lists_every_command():
         "sweep",
     ):
         assert re.search(rf"^\s+{command}\s", result.output, re.M), command
+
+
+def test_benchmark_takes_a_study_file_but_not_a_grid():
+    from pathlib import Path
+
+    from radiopath.benchmark import _benchmark_config_file
+
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    study = _benchmark_config_file(root / "radiology.yaml")
+    assert study["modalities"] == ["ct"] and study["aggregators"] == ["sparra", "abmil", "mean"]
+    with pytest.raises(RadiopathInputError, match="grid.*radiopath sweep"):
+        _benchmark_config_file(root / "ablation-topk.yaml")
