@@ -764,15 +764,39 @@ def _mean_cv(scores: torch.Tensor, ok: torch.Tensor) -> np.ndarray:
         return np.nanmean(s.cpu().numpy(), axis=1)
 
 
+def _grid_problems(
+    F: int, S: int, G: int, device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fold, inner-split and grid-point index of each batched problem, ordered (fold, split, point)."""
+    fi = torch.arange(F, device=device).repeat_interleave(S * G)
+    si = torch.arange(S, device=device).repeat_interleave(G).repeat(F)
+    gi = torch.arange(G, device=device).repeat(F * S)
+    return fi, si, gi
+
+
+def _choose_by_inner_cv(risk, failed, P, fi, si, alphas, fallback) -> list[tuple[float, float]]:
+    """Per outer fold, the grid value with the best mean validation C-index, and that score.
+
+    Failed fits score NaN; a fold where every fit failed falls back to ``fallback`` (the
+    most penalised value).
+    """
+    F, S, G = P["F"], P["S"], len(alphas)
+    score = _harrell_cv(risk, P["time"][fi], P["event"][fi], P["val_m"][fi, si])
+    score = torch.where(failed, torch.full_like(score, torch.nan), score)
+    mean = _mean_cv(score.view(F, S, G), P["split_ok"])
+    chosen = []
+    for f in range(F):
+        best, cv = _select(mean[f])
+        chosen.append((alphas[best] if best >= 0 else fallback, cv))
+    return chosen
+
+
 def _torch_coxph(preps, cfg, device, seed) -> list[FittedModel]:
     P = _pad(preps, device)
     F, S = P["F"], P["S"]
     alphas = [float(a) for a in cfg["coxph"]["alpha"]]
     G = len(alphas)
-    # problems ordered (fold, split, alpha)
-    fi = torch.arange(F, device=device).repeat_interleave(S * G)
-    si = torch.arange(S, device=device).repeat_interleave(G).repeat(F)
-    gi = torch.arange(G, device=device).repeat(F * S)
+    fi, si, gi = _grid_problems(F, S, G, device)
     a = torch.as_tensor(alphas, dtype=DTYPE, device=device)[gi]
     res = fit_cox_ridge(
         P["X"][fi],
@@ -786,13 +810,7 @@ def _torch_coxph(preps, cfg, device, seed) -> list[FittedModel]:
         device=device,
     )
     risk = torch.bmm(P["X"][fi], res.coef.unsqueeze(-1)).squeeze(-1)
-    score = _harrell_cv(risk, P["time"][fi], P["event"][fi], P["val_m"][fi, si])
-    score = torch.where(res.failed, torch.full_like(score, torch.nan), score)
-    mean = _mean_cv(score.view(F, S, G), P["split_ok"])
-    chosen = []
-    for f in range(F):
-        best, cv = _select(mean[f])
-        chosen.append((alphas[best] if best >= 0 else max(alphas), cv))
+    chosen = _choose_by_inner_cv(risk, res.failed, P, fi, si, alphas, fallback=max(alphas))
     return _torch_refit("coxph", preps, P, chosen, cfg, device, seed)
 
 
@@ -806,9 +824,7 @@ def _torch_fsvm(preps, cfg, device, seed) -> list[FittedModel]:
         ranks[f, : len(p.y_train)] = torch.as_tensor(
             survival_ranks(p.train_time, seed), dtype=DTYPE, device=device
         )
-    fi = torch.arange(F, device=device).repeat_interleave(S * G)
-    si = torch.arange(S, device=device).repeat_interleave(G).repeat(F)
-    gi = torch.arange(G, device=device).repeat(F * S)
+    fi, si, gi = _grid_problems(F, S, G, device)
     a = torch.as_tensor(alphas, dtype=DTYPE, device=device)[gi]
     res = fit_survival_svm(
         P["X"][fi],
@@ -822,13 +838,7 @@ def _torch_fsvm(preps, cfg, device, seed) -> list[FittedModel]:
         device=device,
     )
     risk = -torch.bmm(P["X"][fi], res.coef.unsqueeze(-1)).squeeze(-1)
-    score = _harrell_cv(risk, P["time"][fi], P["event"][fi], P["val_m"][fi, si])
-    score = torch.where(res.failed, torch.full_like(score, torch.nan), score)
-    mean = _mean_cv(score.view(F, S, G), P["split_ok"])
-    chosen = []
-    for f in range(F):
-        best, cv = _select(mean[f])
-        chosen.append((alphas[best] if best >= 0 else min(alphas), cv))
+    chosen = _choose_by_inner_cv(risk, res.failed, P, fi, si, alphas, fallback=min(alphas))
     return _torch_refit("fsvm", preps, P, chosen, cfg, device, seed)
 
 
