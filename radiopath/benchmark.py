@@ -8,6 +8,7 @@ One run directory holds the whole comparison::
     OUT/runs/<aggregator>/   one training run per aggregator (embeddings, logs, risks, ...)
     OUT/predictions.csv      test-fold predictions of every aggregator and model
     OUT/metrics.csv          every metric of every fold
+    OUT/selection.csv        hyper-parameters chosen per fold, and training-risk thresholds
     OUT/importance/<aggregator>/<patient_id>.<modality>.csv
     OUT/summary.md, OUT/figures/, OUT/report.html
 
@@ -298,8 +299,8 @@ def run_benchmark(
 
 
 def _merge_tables(out: Path, aggregators: Sequence[str]) -> None:
-    """Gather every aggregator's predictions and metrics into the run's top-level tables."""
-    for name in ("predictions.csv", "metrics.csv"):
+    """Gather every aggregator's predictions, metrics and model selection into top-level tables."""
+    for name in ("predictions.csv", "metrics.csv", "selection.csv"):
         frames = []
         for agg in aggregators:
             path = out / "runs" / agg / name

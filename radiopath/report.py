@@ -21,6 +21,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from radiopath.errors import RadiopathInputError  # noqa: E402
+from radiopath.evaluation.report import (  # noqa: E402
+    fold_statistics,
+    pooled_risk_groups,
+    summarize,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +50,6 @@ def read_metrics(run_dir: str | os.PathLike) -> pd.DataFrame:
             f"missing columns {sorted(need - set(metrics.columns))}", path=path
         )
     return metrics
-
-
-def fold_statistics(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sd and fold count of each (aggregator, modalities, model, metric)."""
-    keys = ["aggregator", "modalities", "model", "metric"]
-    grouped = metrics.dropna(subset=["value"]).groupby(keys)["value"]
-    return grouped.agg(mean="mean", sd="std", n_folds="count").reset_index()
 
 
 def plot_metric_panels(metrics: pd.DataFrame, path: Path) -> Path:
@@ -82,35 +80,21 @@ def plot_metric_panels(metrics: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def plot_risk_groups(predictions: pd.DataFrame, path: Path, model: str | None = None) -> Path:
-    """Kaplan-Meier curves of high/low test risk (split at each fold's median test risk).
+def plot_risk_groups(
+    predictions: pd.DataFrame, selection: pd.DataFrame, path: Path, model: str
+) -> Path:
+    """Kaplan-Meier curves of high/low test risk for each aggregator and one model.
 
-    Risk groups are formed within each fold and pooled, so no fold's threshold is learnt
-    from another fold's patients; the log-rank p-value is lifelines'.
+    Each fold's test patients are split at the mean risk of that fold's *training*
+    patients (the paper's rule; :func:`radiopath.evaluation.report.pooled_risk_groups`)
+    and the folds are pooled; the log-rank p-value is lifelines'.
     """
-    from lifelines import KaplanMeierFitter
-    from lifelines.statistics import logrank_test
-
-    model = model or predictions.model.iloc[0]
     preds = predictions[predictions.model == model]
     aggs = list(dict.fromkeys(preds.aggregator))
-    fig, axes = plt.subplots(1, len(aggs), figsize=(4.2 * len(aggs), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(aggs), figsize=(4.6 * len(aggs), 4), squeeze=False)
     for ax, agg in zip(axes[0], aggs):
-        sub = preds[preds.aggregator == agg].copy()
-        sub["high"] = sub.groupby("fold")["risk"].transform(lambda r: r > r.median())
-        for label, part in (("low risk", sub[~sub.high]), ("high risk", sub[sub.high])):
-            if len(part):
-                KaplanMeierFitter(label=label).fit(part.time, part.event).plot_survival_function(
-                    ax=ax
-                )
-        hi, lo = sub[sub.high], sub[~sub.high]
-        p = (
-            logrank_test(hi.time, lo.time, hi.event, lo.event).p_value
-            if len(hi) and len(lo)
-            else np.nan
-        )
-        ax.set_title(f"{agg} / {model}: log-rank p = {p:.3g}", fontsize=10)
-        ax.set_xlabel("time")
+        groups = pooled_risk_groups(preds[preds.aggregator == agg], selection, "mean")
+        groups.plot(ax=ax, title=f"{agg} / {model}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -143,19 +127,20 @@ def write_html(run_dir: Path, summary_md: str, figures: list[Path]) -> Path:
 
 def write_report(run_dir: str | os.PathLike) -> dict[str, Path]:
     """Write ``summary.md``, ``figures/*.png`` and ``report.html`` for a run directory."""
-    from radiopath.evaluation import summarize
 
     run_dir = Path(run_dir)
     metrics = read_metrics(run_dir)
     summary = summarize(metrics)
     (run_dir / "summary.md").write_text(summary)
     figures = [plot_metric_panels(metrics, run_dir / "figures" / "metrics.png")]
-    pred_path = run_dir / "predictions.csv"
-    if pred_path.exists():
-        predictions = pd.read_csv(pred_path)
+    pred_path, sel_path = run_dir / "predictions.csv", run_dir / "selection.csv"
+    if pred_path.exists() and sel_path.exists():
+        predictions, selection = pd.read_csv(pred_path), pd.read_csv(sel_path)
         for model in dict.fromkeys(predictions.model):
             figures.append(
-                plot_risk_groups(predictions, run_dir / "figures" / f"km_{model}.png", model)
+                plot_risk_groups(
+                    predictions, selection, run_dir / "figures" / f"km_{model}.png", model
+                )
             )
     extra = sorted((run_dir / "figures").glob("ablation_*.png"))
     page = write_html(run_dir, summary, figures + extra)

@@ -48,7 +48,15 @@ from radiopath.io import read_fold_embeddings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RiskGroups", "evaluate_run", "km_risk_groups", "studies", "summarize"]
+__all__ = [
+    "RiskGroups",
+    "evaluate_run",
+    "fold_statistics",
+    "km_risk_groups",
+    "pooled_risk_groups",
+    "studies",
+    "summarize",
+]
 
 METRIC_LABELS = {
     "c_index": "C-index",
@@ -82,7 +90,7 @@ def studies(models: Sequence[str]) -> list[tuple[str, str]]:
     return out
 
 
-def _fold_stats(df: pd.DataFrame) -> pd.DataFrame:
+def fold_statistics(df: pd.DataFrame) -> pd.DataFrame:
     """mean, sd (ddof=1) and counts of valid / all folds per (aggregator, modalities, model, metric)."""
     keys = ["modalities", "aggregator", "model", "metric"]
     g = df.groupby(keys, sort=False)["value"]
@@ -157,7 +165,7 @@ def summarize(metrics: pd.DataFrame) -> str:
     df["modalities"] = df["modalities"].astype(str)
     df["aggregator"] = df["aggregator"].astype(str)
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
-    stats = _with_average(_fold_stats(df))
+    stats = _with_average(fold_statistics(df))
     lines = ["# Downstream survival evaluation", ""]
     lines.append(
         "Mean (sd) over outer folds. Higher is better except IBS. Avg. = mean over models "
