@@ -318,7 +318,8 @@ def write_importance_maps(
     cohort_csv = Path(cohort_csv) if cohort_csv else _run_cohort_path(run_dir)
     patient, slide = None, None
     if cohort_csv is not None and cohort_csv.exists():
-        cohort = read_cohort(cohort_csv)
+        # only this patient's file paths are needed: do not open every file of the cohort
+        cohort = read_cohort(cohort_csv, check_files=False)
         if patient_id in cohort.patient_ids:
             patient = cohort[patient_id]
         table = pd.read_csv(cohort_csv, dtype={"patient_id": str})
