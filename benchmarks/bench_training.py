@@ -8,6 +8,7 @@ from it. Graphs are held in memory; generation time is not counted.
 
     python benchmarks/bench_training.py                       # all aggregators, CPU
     python benchmarks/bench_training.py --aggregators sparra --device cuda --epochs 3
+    python benchmarks/bench_training.py --aggregators sparra --threads 2 --no-tune-malloc
 
 Columns: ``epoch_s`` seconds per epoch (training on 164 patients + validation pass on 41),
 ``train_graphs_s`` training graphs per second (each patient has 2), ``infer_graphs_s``
@@ -69,7 +70,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--aggregators", default="sparra,abmil,mean")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (config num_threads)"
+    )
+    parser.add_argument(
+        "--no-tune-malloc",
+        action="store_true",
+        help="leave glibc malloc alone (config tune_malloc: false)",
+    )
+    parser.add_argument("--preset", default="paper")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -107,7 +116,14 @@ def main() -> None:
     rows = []
     for aggregator in args.aggregators.split(","):
         cfg = resolve_training_config(
-            {"epochs": args.epochs}, aggregator=aggregator, modalities=["wsi", "ct"]
+            {
+                "epochs": args.epochs,
+                "num_threads": args.threads,
+                "tune_malloc": not args.no_tune_malloc,
+                "preset": args.preset,
+            },
+            aggregator=aggregator,
+            modalities=["wsi", "ct"],
         )
         out = Path(tempfile.mkdtemp(prefix=f"bench_{aggregator}_"))
         if device.type == "cuda":
@@ -129,7 +145,15 @@ def main() -> None:
         fit_s = time.perf_counter() - tic
         log = pd.read_csv(out / "logs" / "fold_0.csv")
         tic = time.perf_counter()
-        predict(model, test, store, device, cfg["batch_size"], amp=device.type == "cuda")
+        predict(
+            model,
+            test,
+            store,
+            device,
+            cfg["batch_size"],
+            amp=device.type == "cuda",
+            num_threads=args.threads,
+        )
         infer_s = time.perf_counter() - tic
         tic = time.perf_counter()
         export_fold(model, 0, train, test, store, cfg, out, device)

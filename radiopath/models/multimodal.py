@@ -129,7 +129,8 @@ class MultimodalSurvivalModel(nn.Module):
             embedding is the vector before normalisation).
         encoder_options: further keyword options of every
             :class:`~radiopath.models.encoders.GraphEncoder` (top-k ``nonlinearity``,
-            ``multiplier``, ``dropout_position``).
+            ``multiplier``, ``dropout_position``; ``importance``, how node weights are
+            traced back to the input nodes).
     """
 
     def __init__(
@@ -217,12 +218,13 @@ class MultimodalSurvivalModel(nn.Module):
         """One branch: ``(aggregator output, weights of every input node)``."""
         g = batch.graphs
         num_graphs = int(batch.patient_index.numel())
-        x = (g.x - getattr(self, f"feature_mean_{modality}")) / getattr(
-            self, f"feature_std_{modality}"
+        scale = (
+            getattr(self, f"feature_mean_{modality}"),
+            getattr(self, f"feature_std_{modality}"),
         )
-        enc = self.encoders[modality](x, g.edge_index, g.batch, num_graphs)
+        enc = self.encoders[modality](g.x, g.edge_index, g.batch, num_graphs, scale=scale)
         agg = self.aggregators[modality](enc.x, enc.batch, dim_size=num_graphs, target=enc.target)
-        return agg, enc.input_node_weights(agg.weight)
+        return agg, enc.input_node_weights(agg.weight, self.encoders[modality].importance)
 
     def forward(self, batch: PatientBatch) -> ModelOutput:
         n = len(batch)

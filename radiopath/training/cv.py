@@ -213,9 +213,12 @@ def export_fold(
     """Write the fold's embeddings and its test patients' importance maps; return test C-index."""
     amp = bool(cfg["amp"]) and device.type == "cuda"
     records = list(train) + list(test)
-    risk, embedding, _ = predict(model, train, store, device, cfg["batch_size"], amp)
+    threads = cfg.get("num_threads", 1)
+    risk, embedding, _ = predict(
+        model, train, store, device, cfg["batch_size"], amp, num_threads=threads
+    )
     t_risk, t_embedding, weights = predict(
-        model, test, store, device, cfg["batch_size"], amp, node_weights=True
+        model, test, store, device, cfg["batch_size"], amp, node_weights=True, num_threads=threads
     )
     for (pid, m), w in weights.items():
         cols = patch_importance(store.get(pid, m), w)

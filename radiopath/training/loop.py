@@ -29,6 +29,7 @@ from radiopath.models.losses import discrete_time_bins
 from radiopath.models.multimodal import ModelOutput, MultimodalSurvivalModel
 from radiopath.training.config import RUNTIME_KEYS, aggregator_options
 from radiopath.training.data import GraphStore, PatientRecord, collate, feature_statistics
+from radiopath.training.memory import tune_cpu_malloc
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,10 @@ def build_model(
         n_bins=cfg["n_bins"],
         missing_indicator=missing_indicator,
         embedding_norm=cfg["embedding_norm"],
-        encoder_options={k: v for k, v in cfg["pooling"].items() if k != "lr_scale"},
+        encoder_options={
+            **{k: v for k, v in cfg["pooling"].items() if k != "lr_scale"},
+            "importance": cfg["importance"],
+        },
     )
 
 
@@ -229,8 +233,12 @@ def fit_fold(
     ``checkpoints/fold_<k>.pt``. With ``resume`` an existing checkpoint of the same
     configuration is continued (or, if finished, loaded). Training and prediction run
     with ``cfg["num_threads"]`` torch intra-op threads on the CPU (default 1, ``None``:
-    torch's default; see :func:`intra_op_threads`); the caller's setting is restored.
+    torch's default; see :func:`intra_op_threads`); the caller's setting is restored. On
+    the CPU, ``cfg["tune_malloc"]`` (default True) makes glibc keep freed memory for reuse
+    (:func:`~radiopath.training.memory.tune_cpu_malloc`).
     """
+    if device.type == "cpu" and cfg.get("tune_malloc", True):
+        tune_cpu_malloc()
     with intra_op_threads(cfg.get("num_threads", 1), device):
         return _fit_fold(
             fold,

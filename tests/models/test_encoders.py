@@ -13,6 +13,7 @@ from radiopath.models.encoders import (
     _gcn_forward,
     _sparse_adjacency,
     gcn_normalized_adjacency,
+    propagation_matrix,
 )
 
 
@@ -88,3 +89,118 @@ def test_encoder_equals_pyg_normalised_forward_in_batches(conv):
     (g_ours,) = torch.autograd.grad(out.x.sum(), x)
     (g_ref,) = torch.autograd.grad(h.sum(), x)
     torch.testing.assert_close(g_ours, g_ref, atol=1e-10, rtol=1e-10)
+
+
+# --- importance traced through the convolutions, Gumbel exploration, folded scaling -------
+
+
+def dense_propagation(edge_index, n):
+    """Row-normalised D^-1/2 (A + I) D^-1/2 written out densely."""
+    a = torch.zeros(n, n)
+    a[edge_index[0], edge_index[1]] = 1.0
+    a = a + torch.eye(n)
+    d = a.sum(1).rsqrt()
+    a_hat = d[:, None] * a * d[None, :]
+    return a_hat / a_hat.sum(1, keepdim=True)
+
+
+def as_dense(index_value, n):
+    (row, col), value = index_value
+    return torch.zeros(n, n).index_put_((row, col), value, accumulate=True)
+
+
+@pytest.mark.parametrize("sizes", [[7], [40, 2, 25]])
+def test_propagation_matrix_is_row_normalised_gcn_adjacency(sizes):
+    b = batch_of(sizes)
+    ours = as_dense(propagation_matrix(b.edge_index, b.num_nodes, "gcn"), b.num_nodes)
+    torch.testing.assert_close(ours, dense_propagation(b.edge_index, b.num_nodes))
+    gin = as_dense(propagation_matrix(b.edge_index, b.num_nodes, "gin"), b.num_nodes)
+    torch.testing.assert_close(gin.sum(1), torch.ones(b.num_nodes))
+    closed = (dense_propagation(b.edge_index, b.num_nodes) > 0).float()
+    torch.testing.assert_close(gin, closed / closed.sum(1, keepdim=True))
+
+
+def test_receptive_field_importance_without_pooling_is_two_propagation_steps():
+    # ratio 1: no pooling, so w_in = P^T P^T w with P the graph's propagation matrix.
+    b = batch_of([30, 12])
+    enc = GraphEncoder(5, 8, ratio=1.0, importance="receptive_field").eval()
+    out = enc(b.x, b.edge_index, b.batch, 2)
+    w = torch.rand(out.x.size(0))
+    p = dense_propagation(b.edge_index, b.num_nodes)
+    torch.testing.assert_close(
+        out.input_node_weights(w, "receptive_field"), p.T @ (p.T @ w), atol=1e-6, rtol=1e-5
+    )
+
+
+def test_receptive_field_importance_conserves_weight_and_extends_selection():
+    sizes = [60, 25, 80]
+    b = batch_of(sizes, seed=3)
+    torch.manual_seed(0)
+    enc = GraphEncoder(5, 8, ratio=0.3, importance="receptive_field").eval()
+    out = enc(b.x, b.edge_index, b.batch, len(sizes))
+    assert [s[0] for s in out.trace] == ["conv", "pool", "conv", "pool"]
+    w = torch.rand(out.x.size(0))
+    w = w / torch.zeros(len(sizes)).index_add(0, out.batch, w)[out.batch]  # 1 per graph
+    sel = out.input_node_weights(w, "selection")
+    rec = out.input_node_weights(w, "receptive_field")
+    torch.testing.assert_close(
+        torch.zeros(3).index_add(0, b.batch, rec), torch.ones(3), atol=1e-5, rtol=0
+    )
+    assert (rec >= 0).all()
+    assert bool(((sel > 0) <= (rec > 0)).all())  # every kept node keeps some weight
+    assert (rec > 0).sum() > (sel > 0).sum()  # and its neighbours get some
+    # weight never leaves a graph
+    graph_of_support = b.batch[rec > 0].unique()
+    assert set(graph_of_support.tolist()) <= set(range(3))
+    # training mode records no trace: the cheap selection mapping is used
+    assert enc.train()(b.x, b.edge_index, b.batch, 3).trace == []
+
+
+def test_gumbel_score_noise_shifts_scores_but_not_the_gradient_of_p():
+    b = batch_of([50, 30], seed=5)
+    torch.manual_seed(1)
+    enc = GraphEncoder(5, 6, ratio=0.4, score_noise=0.7).train()
+    pool = enc.pools[0]
+    h = torch.rand(b.num_nodes, 6)
+
+    torch.manual_seed(7)
+    attn = enc._perturbed_scores_input(pool, h)
+    x1, _, _, _, perm1, score1 = pool(h, b.edge_index, batch=b.batch, attn=attn)
+    (g1,) = torch.autograd.grad(x1.square().sum(), pool.select.weight)
+
+    # Independently: score = sigmoid(h.p/|p| + tau g) with the same Gumbel draws.
+    torch.manual_seed(7)
+    u = torch.rand(b.num_nodes).clamp_(1e-10, 1.0)
+    gumbel = -torch.log(-torch.log(u))
+    p = pool.select.weight.view(-1)
+    raw = torch.sigmoid(h @ p / p.norm() + 0.7 * gumbel)
+    from torch_geometric.nn.pool.select.topk import topk
+
+    perm2 = topk(raw.detach(), 0.4, b.batch)
+    assert torch.equal(perm1, perm2)
+    x2 = h[perm2] * raw[perm2].unsqueeze(-1)
+    torch.testing.assert_close(score1, raw[perm2])
+    (g2,) = torch.autograd.grad(x2.square().sum(), pool.select.weight)
+    torch.testing.assert_close(g1, g2, atol=1e-6, rtol=1e-5)
+
+    # the kept set varies between training steps, never in evaluation
+    perms = {tuple(enc(b.x, b.edge_index, b.batch, 2).node_map.tolist()) for _ in range(5)}
+    assert len(perms) > 1
+    enc.eval()
+    assert enc._perturbed_scores_input(pool, h) is None
+    perms = {tuple(enc(b.x, b.edge_index, b.batch, 2).node_map.tolist()) for _ in range(3)}
+    assert len(perms) == 1
+
+
+def test_scaling_folded_into_projection_equals_standardised_input():
+    b = batch_of([40, 25], seed=2)
+    torch.manual_seed(0)
+    enc = GraphEncoder(5, 8, ratio=0.5).eval()
+    mean, std = torch.randn(5), torch.rand(5) + 0.5
+    folded = enc(b.x, b.edge_index, b.batch, 2, scale=(mean, std))
+    plain = enc((b.x - mean) / std, b.edge_index, b.batch, 2)
+    torch.testing.assert_close(folded.x, plain.x, atol=1e-5, rtol=1e-5)
+    # same kept nodes (nodes with tied scores may swap places: rounding)
+    assert torch.equal(folded.node_map.sort().values, plain.node_map.sort().values)
+    order_f, order_p = folded.node_map.argsort(), plain.node_map.argsort()
+    torch.testing.assert_close(folded.target[order_f], plain.target[order_p])

@@ -28,21 +28,29 @@ def importance_auc(result, cohort_dir, modality="wsi"):
     return float(np.mean(aucs))
 
 
+# The cohort of both tests and of benchmarks/bench_importance.py: 90 patients, WSI signal.
+COHORT = {
+    "n_patients": 90,
+    "dim": 16,
+    "wsi_patches": (300, 600),
+    "ct_patches": (16, 32),
+    "signal": "wsi",
+    "seed": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def wsi_cohort(tmp_path_factory):
+    """``(cohort_dir, csv, graphs_dir)`` of :data:`COHORT` with its WSI graphs."""
+    root = tmp_path_factory.mktemp("recovery")
+    csv = make_synthetic_cohort(root / "cohort", **COHORT, progress=False)
+    build_cohort_graphs(csv, root / "graphs", modalities=["wsi"], progress=False)
+    return root / "cohort", csv, root / "graphs"
+
+
 @pytest.mark.slow
-def test_sparra_recovers_survival_and_planted_regions(tmp_path):
-    cohort_dir = tmp_path / "cohort"
-    csv = make_synthetic_cohort(
-        cohort_dir,
-        n_patients=90,
-        dim=16,
-        wsi_patches=(300, 600),
-        ct_patches=(16, 32),
-        signal="wsi",
-        seed=1,
-        progress=False,
-    )
-    graphs = tmp_path / "graphs"
-    build_cohort_graphs(csv, graphs, modalities=["wsi"], progress=False)
+def test_sparra_recovers_survival_and_planted_regions(wsi_cohort, tmp_path):
+    cohort_dir, csv, graphs = wsi_cohort
     runs = {}
     for aggregator in ("sparra", "mean"):
         # Plain MIL over the graph's nodes (use_graph=False): with the graph encoder the
@@ -68,3 +76,28 @@ def test_sparra_recovers_survival_and_planted_regions(tmp_path):
     assert c_mean > 0.6
     assert auc_sparra >= 0.8
     assert auc_mean == pytest.approx(0.5)  # uniform weights rank nothing
+
+
+@pytest.mark.slow
+def test_sparra_graph_encoder_importance_finds_planted_regions(wsi_cohort, tmp_path):
+    """Through the graph encoder (GCN, top-k 0.2 twice), with the ``interpretable`` preset:
+    Gumbel exploration and a faster learning rate let the top-k selection learn where the
+    signal is, and weights traced back through the convolutions cover the kept nodes'
+    neighbourhoods. (The paper's selection-only maps keep ~4% of the nodes, which caps
+    their AUC near 0.77 on this cohort: benchmarks/bench_importance.py.)"""
+    cohort_dir, csv, graphs = wsi_cohort
+    result = train_cross_validated(
+        csv,
+        graphs,
+        aggregator="sparra",
+        modalities="wsi",
+        out_dir=tmp_path / "sparra",
+        config={**CONFIG, "preset": "interpretable"},
+        progress=False,
+    )
+    auc = importance_auc(result, cohort_dir)
+    print(f"graph encoder: C-index {result.mean_c_index:.3f}, importance AUC {auc:.3f}")
+    # Measured (benchmarks/bench_importance.py, seeds 0-2): C 0.73-0.75, AUC 0.72-0.80;
+    # the paper's settings with selection-only maps: C 0.61-0.70, AUC 0.53-0.55.
+    assert result.mean_c_index > 0.68
+    assert auc >= 0.70

@@ -237,6 +237,9 @@ def test_folds_file_is_reused(sparra_run, small_cohort, small_graphs, tmp_path):
         ({"modalities": "wsi,mri"}, "field 'modalities'.*'mri'"),
         ({"config": {"epochz": 3}}, "field 'epochz'.*unknown configuration key"),
         ({"config": {"ratio": {"wsi": 1.5}}}, "field 'ratio'.*'wsi'"),
+        ({"config": {"pooling": {"score_noise": -1}}}, "field 'pooling.score_noise'"),
+        ({"config": {"importance": "gradcam"}}, "field 'importance'.*receptive_field"),
+        ({"config": {"preset": "fastest"}}, "field 'preset'.*interpretable"),
         ({"device": "tpu"}, "field 'device'"),
     ],
 )
@@ -390,3 +393,67 @@ def test_intra_op_threads_set_and_restored_and_bad_value_named():
             out_dir="x",
             config={"num_threads": 0},
         )
+
+
+def test_interpretable_preset_reexports_importance_from_the_same_checkpoints(
+    small_cohort, small_graphs, tmp_path
+):
+    """``importance`` is a runtime key: changing it re-traces the weights of the finished
+    models (no retraining); receptive-field maps keep each kept patch and add neighbours."""
+    config = {**FAST, "preset": "interpretable"}
+    kwargs = dict(aggregator="sparra", modalities="wsi", out_dir=tmp_path, progress=False)
+    first = train_cross_validated(small_cohort, small_graphs, config=config, **kwargs)
+    record = json.loads((tmp_path / "run.json").read_text())["config"]
+    assert record["pooling"]["score_noise"] == 0.5 and record["pooling"]["lr_scale"] == 10.0
+    assert record["importance"] == "receptive_field"
+    pid = first.folds["patient_id"].iloc[0]
+    receptive = pd.read_csv(first.importance_path(pid, "wsi"))["importance"].to_numpy()
+    checkpoints = {p: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").glob("fold_*.pt")}
+    for marker in (tmp_path / "checkpoints").glob("fold_*.done.json"):
+        marker.unlink()
+    second = train_cross_validated(
+        small_cohort, small_graphs, config={**config, "importance": "selection"}, **kwargs
+    )
+    assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints  # not retrained
+    assert second.fold_c_index == pytest.approx(first.fold_c_index)
+    selection = pd.read_csv(second.importance_path(pid, "wsi"))["importance"].to_numpy()
+    assert ((selection > 0) <= (receptive > 0)).all()
+    assert (receptive > 0).sum() > (selection > 0).sum()
+
+
+def test_tune_cpu_malloc_stops_page_faults_on_repeated_large_tensors():
+    """In a fresh process: allocating and freeing 200 MB tensors faults in new pages every
+    time with glibc's defaults and reuses the heap after tuning."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from radiopath.training.memory import _glibc
+
+    if _glibc() is None:
+        pytest.skip("not glibc")
+    script = textwrap.dedent(
+        """
+        import resource, sys, torch
+        from radiopath.training.memory import tune_cpu_malloc
+        if sys.argv[1] == "tuned":
+            assert tune_cpu_malloc()
+        def faults():
+            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.ones(50_000_000).sum()  # warm-up: the first allocation always faults
+        before = faults()
+        for _ in range(5):
+            torch.ones(50_000_000).sum()
+        print(faults() - before)
+        """
+    )
+    counts = {
+        mode: int(
+            subprocess.run(
+                [sys.executable, "-c", script, mode], capture_output=True, text=True, check=True
+            ).stdout.split()[-1]
+        )
+        for mode in ("default", "tuned")
+    }
+    assert counts["default"] > 5 * 40_000  # 200 MB = ~49k pages per tensor
+    assert counts["tuned"] < 5_000
