@@ -185,10 +185,15 @@ def _gcn_forward(conv: GCNConv, h: Tensor, edge_index: Tensor) -> Tensor:
     Uses the layer's parameters as PyG does, :math:`\hat A (H W) + b`, with :math:`\hat A`
     from :func:`gcn_normalized_adjacency` (equal to ``GCNConv(normalize=True)`` up to float
     rounding; checked in the tests).
+
+    Under autocast the linear map runs in the low-precision type and the sparse product in
+    float32 (sparse kernels have no bfloat16 on the CPU), with autocast off around it.
     """
-    adj, self_weight = gcn_normalized_adjacency(edge_index, h.size(0), h.dtype)
-    hw = conv.lin(h)
-    out = torch.sparse.mm(adj, hw) + self_weight.unsqueeze(-1) * hw
+    dtype = torch.promote_types(h.dtype, torch.float32)
+    adj, self_weight = gcn_normalized_adjacency(edge_index, h.size(0), dtype)
+    hw = conv.lin(h).to(dtype)
+    with torch.autocast(h.device.type, enabled=False):
+        out = torch.sparse.mm(adj, hw) + self_weight.unsqueeze(-1) * hw
     if conv.bias is not None:
         out = out + conv.bias
     return out
@@ -371,7 +376,7 @@ class GraphEncoder(nn.Module):
             if isinstance(conv, GCNConv):
                 h = torch.relu(_gcn_forward(conv, h, edge_index))
             else:
-                h = torch.relu(conv(h, _sparse_adjacency(edge_index, h.size(0), h.dtype)))
+                h = torch.relu(self._gin_forward(conv, h, edge_index))
             if layer < len(self.pools):
                 n_before = h.size(0)
                 pool = self.pools[layer]
@@ -391,6 +396,16 @@ class GraphEncoder(nn.Module):
             num_input_nodes=n_input,
             trace=steps,
         )
+
+    @staticmethod
+    def _gin_forward(conv: GINConv, h: Tensor, edge_index: Tensor) -> Tensor:
+        """GIN over a sparse adjacency; the sparse sum in float32 with autocast off (no
+        bfloat16 sparse kernels on the CPU), the MLP under autocast as usual."""
+        h = h.to(torch.promote_types(h.dtype, torch.float32))
+        adj = _sparse_adjacency(edge_index, h.size(0), h.dtype)
+        with torch.autocast(h.device.type, enabled=False):
+            summed = (1 + conv.eps) * h + torch.sparse.mm(adj, h)
+        return conv.nn(summed)
 
     def _perturbed_scores_input(self, pool: TopKPooling, h: Tensor) -> Tensor | None:
         r"""Gumbel-top-k exploration (Kool et al. 2019): in training, the top-k scores

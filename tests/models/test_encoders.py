@@ -204,3 +204,17 @@ def test_scaling_folded_into_projection_equals_standardised_input():
     assert torch.equal(folded.node_map.sort().values, plain.node_map.sort().values)
     order_f, order_p = folded.node_map.argsort(), plain.node_map.argsort()
     torch.testing.assert_close(folded.target[order_f], plain.target[order_p])
+
+
+@pytest.mark.parametrize("conv", ["gcn", "gin"])
+def test_encoder_under_autocast_keeps_sparse_products_in_float32(conv):
+    """Mixed precision (CUDA's float16, here the CPU's bfloat16): the linear maps run in
+    low precision, the sparse neighbourhood sums in float32; results stay close."""
+    b = batch_of([40, 25], seed=4)
+    torch.manual_seed(0)
+    enc = GraphEncoder(5, 8, ratio=1.0, conv=conv).eval()
+    ref = enc(b.x, b.edge_index, b.batch, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = enc(b.x, b.edge_index, b.batch, 2)
+    assert low.x.dtype in (torch.float32, torch.bfloat16)
+    torch.testing.assert_close(low.x.float(), ref.x, atol=0.05, rtol=0.05)
