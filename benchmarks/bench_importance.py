@@ -44,7 +44,7 @@ BASE = {"epochs": 60, "lr": 1e-3, "batch_size": 16, "n_folds": 3}
 CONFIGS = {
     "plain-mil": {"use_graph": False},
     "paper": {},
-    "paper-input-dropout": {"pooling": {"dropout_position": "input"}},
+    "paper-pooled-dropout": {"pooling": {"dropout_position": "pooled"}},
     "interpretable": {"preset": "interpretable"},
 }
 

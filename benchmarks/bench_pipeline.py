@@ -7,11 +7,13 @@ resident memory, and the importance recovery of the planted regions.
 
     python benchmarks/bench_pipeline.py                        # 205 patients, 20 epochs
     python benchmarks/bench_pipeline.py --patients 80 --wsi 1000 2500 --ct 500 1200   # demo size
+    python benchmarks/bench_pipeline.py --aggregators sparra --train '{"preset": "interpretable"}'
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import tempfile
 import time
@@ -35,6 +37,11 @@ def main() -> None:
     parser.add_argument("--aggregators", default="sparra,abmil,mean")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=None, help="Keep the run here.")
+    parser.add_argument(
+        "--train",
+        default="{}",
+        help='training configuration as JSON, e.g. \'{"preset": "interpretable"}\'',
+    )
     args = parser.parse_args()
 
     out = args.out or Path(tempfile.mkdtemp(prefix="radiopath-bench-"))
@@ -58,7 +65,7 @@ def main() -> None:
 
     config = {
         "aggregators": args.aggregators.split(","),
-        "train": {"epochs": args.epochs},
+        "train": {"epochs": args.epochs, **json.loads(args.train)},
         "evaluation": {"backend": args.backend},
         "device": args.device,
     }
@@ -70,7 +77,7 @@ def main() -> None:
     print(
         f"cohort: {args.patients} patients, WSI {args.wsi[0]}-{args.wsi[1]} and CT "
         f"{args.ct[0]}-{args.ct[1]} patches per bag, {args.dim}-d; {args.epochs} epochs; "
-        f"backend {args.backend}"
+        f"backend {args.backend}; training config {args.train}"
     )
     print(table.to_string(index=False))
     print(

@@ -31,7 +31,9 @@ DEMO_COHORT = dict(n_patients=80, dim=32, wsi_patches=(1000, 2500), ct_patches=(
 # the paper's lr 3e-4 are too few Adam steps for top-k pooling to learn what to keep; and
 # two top-k layers at k = 0.2 keep about 4% of the nodes and give every dropped node zero
 # importance, which caps the importance AUC of even a perfect selection near 0.7 on this
-# cohort. ``experiments/radiopathomics.yaml`` runs the paper's architecture.
+# cohort. ``experiments/radiopathomics.yaml`` runs the paper's architecture, and the
+# ``interpretable`` training preset the same architecture with a selection that learns
+# (benchmarks/bench_importance.py).
 DEMO_BENCHMARK: dict = {
     "aggregators": ["sparra", "abmil", "mean"],
     "models": ["rsf", "coxph", "coxnet", "fsvm"],

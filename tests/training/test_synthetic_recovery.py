@@ -97,7 +97,8 @@ def test_sparra_graph_encoder_importance_finds_planted_regions(wsi_cohort, tmp_p
     )
     auc = importance_auc(result, cohort_dir)
     print(f"graph encoder: C-index {result.mean_c_index:.3f}, importance AUC {auc:.3f}")
-    # Measured (benchmarks/bench_importance.py, seeds 0-2): C 0.73-0.75, AUC 0.72-0.80;
-    # the paper's settings with selection-only maps: C 0.61-0.70, AUC 0.53-0.55.
+    # Measured (benchmarks/bench_importance.py, seeds 0-2): C 0.67-0.81, AUC 0.67-0.85
+    # (this seed: 0.81, 0.85); the paper's settings with selection-only maps: C 0.54-0.70,
+    # AUC 0.50-0.56. The bounds leave room for other platforms' rounding.
     assert result.mean_c_index > 0.68
     assert auc >= 0.70
