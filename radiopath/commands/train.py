@@ -44,6 +44,16 @@ log = logging.getLogger(__name__)
     default=None,
     help="YAML/JSON file overriding the training defaults.",
 )
+@click.option(
+    "--preset",
+    default=None,
+    help="Training preset: paper (default), reference or interpretable (see the README).",
+)
+@click.option(
+    "--importance",
+    default=None,
+    help="How node weights reach the patches: selection (default) or receptive_field.",
+)
 @click.option("--epochs", type=int, default=None, help="Training epochs (default 20).")
 @click.option(
     "--folds", "n_folds", type=int, default=None, help="Number of outer folds (default 5)."
@@ -74,6 +84,8 @@ def train(
     modalities,
     out_dir,
     config_file,
+    preset,
+    importance,
     epochs,
     n_folds,
     seed,
@@ -91,7 +103,14 @@ def train(
     from radiopath.training import train_cross_validated
 
     config = load_config_file(config_file) if config_file is not None else {}
-    overrides = {"epochs": epochs, "n_folds": n_folds, "seed": seed, "strict": strict or None}
+    overrides = {
+        "preset": preset,
+        "importance": importance,
+        "epochs": epochs,
+        "n_folds": n_folds,
+        "seed": seed,
+        "strict": strict or None,
+    }
     config.update({k: v for k, v in overrides.items() if v is not None})
     result = train_cross_validated(
         cohort_csv,

@@ -328,6 +328,10 @@ def test_cli_train(small_cohort, small_graphs, tmp_path):
             "2",
             "--seed",
             "3",
+            "--preset",
+            "interpretable",
+            "--importance",
+            "selection",
             "--quiet",
         ],
     )
@@ -335,6 +339,9 @@ def test_cli_train(small_cohort, small_graphs, tmp_path):
     assert "mean test C-index" in res.output
     record = json.loads((out / "run.json").read_text())
     assert record["config"]["seed"] == 3 and record["config"]["modalities"] == ["wsi"]
+    # the preset applies, the flag overrides it
+    assert record["config"]["pooling"]["score_noise"] == 0.5
+    assert record["config"]["importance"] == "selection"
     bad = runner.invoke(
         main,
         [
