@@ -95,10 +95,8 @@ def main() -> None:
             config = {**BASE, **CONFIGS[name], "seed": seed}
             row = {"config": name, "seed": seed}
             for mode in ("selection", "receptive_field"):
-                # The second export reloads the finished checkpoints (importance is a
+                # The second call reloads the finished checkpoints (importance is a
                 # runtime key) and only re-traces the weights.
-                for marker in (out / "checkpoints").glob("fold_*.done.json"):
-                    marker.unlink()
                 result = train_cross_validated(
                     csv,
                     root / "graphs",

@@ -157,15 +157,28 @@ def gcn_normalized_adjacency(
     return adj, deg.reciprocal()
 
 
-def propagation_matrix(edge_index: Tensor, n: int, conv: str = "gcn") -> tuple[Tensor, Tensor]:
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        if device_type == "cpu":
+            return torch.is_autocast_cpu_enabled()
+        return torch.is_autocast_enabled()
+
+
+def propagation_matrix(
+    edge_index: Tensor, n: int, conv: str = "gcn", eps: float = 0.0
+) -> tuple[Tensor, Tensor]:
     r"""Row-stochastic ``[n, n]`` matrix of how much each node reads from each node, as
     ``(index [2, E + n], value [E + n])`` in COO form (rows = reading nodes, self-loops
     appended).
 
     GCN: the rows of :math:`\hat A = D^{-1/2}(A + I)D^{-1/2}` divided by their sums. GIN
-    sums the closed neighbourhood (self weighted by :math:`1 + \epsilon`); its rows are
-    taken as uniform over the closed neighbourhood. Used to trace node weights back through
-    a convolution (:meth:`EncodedGraphs.input_node_weights`), not for message passing.
+    sums the closed neighbourhood with the node itself weighted by :math:`1 + \epsilon`
+    (``eps``, GIN's trained :math:`\epsilon`; clamped at 0): rows
+    :math:`(1+\epsilon, 1, \ldots, 1) / (d_i + 1 + \epsilon)`. Used to trace node weights
+    back through a convolution (:meth:`EncodedGraphs.input_node_weights`), not for
+    message passing.
     """
     row, col = edge_index[0], edge_index[1]
     deg = torch.bincount(row, minlength=n).to(torch.float32) + 1.0
@@ -174,7 +187,11 @@ def propagation_matrix(edge_index: Tensor, n: int, conv: str = "gcn") -> tuple[T
         weight, self_weight = dis[row] * dis[col], deg.reciprocal()
         total = self_weight.index_add(0, row, weight)
     else:
-        weight, self_weight, total = torch.ones_like(deg[row]), torch.ones_like(deg), deg
+        self_weight = torch.full_like(deg, max(1.0 + float(eps), 0.0))
+        weight, total = torch.ones_like(deg[row]), deg - 1.0 + self_weight
+        # an isolated node with 1 + eps <= 0 reads nothing; it keeps its own weight
+        empty = total <= 0
+        self_weight, total = self_weight.masked_fill(empty, 1.0), total.masked_fill(empty, 1.0)
     loops = torch.arange(n, device=edge_index.device)
     index = torch.cat([edge_index, torch.stack([loops, loops])], 1)
     values = torch.cat([weight / total[row], self_weight / total])
@@ -367,13 +384,20 @@ class GraphEncoder(nn.Module):
         steps: list = []
         if scale is None:
             h = self.project(x)
+        elif _autocast_enabled(x.device.type):
+            # Low precision would see the raw features and W / sigma (overflow, and
+            # cancellation of large means): standardise first, as without folding.
+            h = self.project((x - scale[0]) / scale[1])
         else:
             lin, mean, std = self.project[0], scale[0], scale[1]
             weight = lin.weight / std
             h = self.project[1:](nn.functional.linear(x, weight, lin.bias - weight @ mean))
         for layer, conv in enumerate(self.convs):
             if trace:
-                steps.append(("conv", propagation_matrix(edge_index, h.size(0), self.conv_kind)))
+                eps = float(conv.eps) if isinstance(conv, GINConv) else 0.0
+                steps.append(
+                    ("conv", propagation_matrix(edge_index, h.size(0), self.conv_kind, eps))
+                )
             # A sparse adjacency lets PyG aggregate by sparse-dense matrix product instead of
             # materialising one message per edge ([E, H]: gigabytes for a batch of 32
             # graphs with 10k nodes). Graphs are symmetric, so A equals its transpose.
@@ -419,8 +443,11 @@ class GraphEncoder(nn.Module):
         and nodes just below the cut get kept (and a gradient) now and then. Passed to
         :class:`~torch_geometric.nn.TopKPooling` as its ``attn`` input: adding
         :math:`\tau g_i \hat p` (direction detached) to :math:`h_i` shifts the score by
-        exactly :math:`\tau g_i` and adds nothing to the gradient of :math:`p` at the
-        current point. ``None`` (use ``h``) in evaluation or when :math:`\tau = 0`."""
+        exactly :math:`\tau g_i`, and the score's derivative with respect to :math:`p` is
+        that of the clean score. The kept nodes are gated with the perturbed score,
+        :math:`\sigma(s_i + \tau g_i)`, so in training the noise also acts on the gates
+        (evaluation uses the clean scores). ``None`` (use ``h``) in evaluation or when
+        :math:`\tau = 0`."""
         if not self.training or self.score_noise <= 0:
             return None
         p = pool.select.weight.detach().view(-1)

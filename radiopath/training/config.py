@@ -62,7 +62,8 @@ DEFAULT_CONFIG: dict = {
     # cores; ignored on CUDA / MPS.
     "num_threads": 1,
     # On the CPU, let glibc keep freed memory for reuse instead of unmapping every large
-    # block (radiopath.training.memory): about a third of a step on large graphs.
+    # block (radiopath.training.memory): about a third of a step on large graphs. Process-
+    # wide and kept until the process ends.
     "tune_malloc": True,
     # "auto": keep graphs in memory when they fit in about cache_limit_gb.
     "cache_graphs": "auto",

@@ -356,9 +356,14 @@ def train_cross_validated(
         ):
             done = out / "checkpoints" / f"fold_{k}.done.json"
             if resume and done.exists() and (out / "embeddings" / f"fold_{k}.npz").exists():
-                fold_c[k] = json.loads(done.read_text())["test_c_index"]
-                log.info("fold %d already finished; skipped", k)
-                continue
+                finished = json.loads(done.read_text())
+                if finished.get("importance", "selection") == cfg["importance"]:
+                    fold_c[k] = finished["test_c_index"]
+                    log.info("fold %d already finished; skipped", k)
+                    continue
+                # Another importance mode: the finished model is loaded from its
+                # checkpoint (not retrained) and its exports are written again.
+                log.info("fold %d: importance re-traced as %s", k, cfg["importance"])
             train = [r for r in records if fold_of[r.patient_id] != k]
             test = [r for r in records if fold_of[r.patient_id] == k]
             model = fit_fold(
@@ -382,6 +387,7 @@ def train_cross_validated(
                         "test_c_index": fold_c[k],
                         "n_train": len(train),
                         "n_test": len(test),
+                        "importance": cfg["importance"],
                     }
                 )
             )

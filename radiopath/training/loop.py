@@ -103,9 +103,17 @@ def parameter_groups(model: MultimodalSurvivalModel, lr: float, pool_lr_scale: f
     return groups
 
 
+ADDED_OPTIONS = (("pooling", "score_noise", 0.0),)
+
+
 def config_fingerprint(cfg: Mapping) -> str:
     """The parts of a configuration that change what is learnt (for checking resumes)."""
     kept = {k: v for k, v in cfg.items() if k not in RUNTIME_KEYS}
+    # Options added after checkpoints were first written are left out at their neutral
+    # value, so those checkpoints still resume: (section, key, value that changes nothing).
+    for section, key, neutral in ADDED_OPTIONS:
+        if section in kept and kept[section].get(key) == neutral:
+            kept[section] = {k: v for k, v in kept[section].items() if k != key}
     return json.dumps(kept, sort_keys=True, default=str)
 
 

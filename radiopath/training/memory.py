@@ -11,9 +11,10 @@ glibc offers the same effect through :manpage:`mallopt(3)`: no mmap for large bl
 (``M_MMAP_MAX = 0``), so they come from the heap, and a high trim threshold
 (``M_TRIM_THRESHOLD``), so freed heap memory is kept and reused.
 
-The setting is process-wide and stays after training (the process keeps its peak heap
-instead of returning it to the system); the training configuration's ``tune_malloc:
-false`` leaves ``malloc`` alone. On other C libraries (macOS, Windows, musl) nothing is
+The setting is process-wide and stays for the life of the process, after training too (the
+process keeps up to 2 GiB of freed heap instead of returning it to the system; in a
+notebook, restart the kernel to undo it); a configuration with ``tune_malloc: false``
+leaves ``malloc`` alone, but does not undo an earlier run's setting in the same process. On other C libraries (macOS, Windows, musl) nothing is
 done.
 """
 
@@ -45,13 +46,14 @@ def _glibc():
     return libc
 
 
-def tune_cpu_malloc(trim_threshold: int = 2**34, top_pad: int = 2**26) -> bool:
+def tune_cpu_malloc(trim_threshold: int = 2**31 - 1, top_pad: int = 2**26) -> bool:
     """Make glibc keep and reuse freed memory (see the module docstring).
 
     Args:
         trim_threshold: free memory at the top of the heap kept before it is returned to
-            the system (bytes; default 16 GiB, i.e. in practice all of it).
-        top_pad: extra bytes requested from the system whenever the heap grows.
+            the system (bytes; clamped to glibc's ``int`` range, so at most 2 GiB).
+        top_pad: extra bytes requested from the system whenever the heap grows (clamped
+            likewise).
 
     Returns:
         True if the C library is glibc and accepted the settings (also when they were
@@ -67,8 +69,8 @@ def tune_cpu_malloc(trim_threshold: int = 2**34, top_pad: int = 2**26) -> bool:
         libc.mallopt(param, ctypes.c_int(value)) == 1
         for param, value in (
             (M_MMAP_MAX, 0),
-            (M_TRIM_THRESHOLD, min(trim_threshold, 2**31 - 1)),
-            (M_TOP_PAD, top_pad),
+            (M_TRIM_THRESHOLD, min(max(trim_threshold, 0), 2**31 - 1)),
+            (M_TOP_PAD, min(max(top_pad, 0), 2**31 - 1)),
         )
     )
     if ok:

@@ -218,3 +218,29 @@ def test_encoder_under_autocast_keeps_sparse_products_in_float32(conv):
         low = enc(b.x, b.edge_index, b.batch, 2)
     assert low.x.dtype in (torch.float32, torch.bfloat16)
     torch.testing.assert_close(low.x.float(), ref.x, atol=0.05, rtol=0.05)
+
+
+def test_folded_scaling_under_low_precision_autocast_standardises_first():
+    """Raw features of large mean and small spread would overflow or cancel in float16 if
+    the scaling were folded into the weights: under autocast they are standardised first."""
+    torch.manual_seed(0)
+    b = batch_of([60], seed=6)
+    x = torch.randn(b.num_nodes, 5) * 1e3 + 1e5
+    enc = GraphEncoder(5, 8, ratio=1.0).eval()
+    mean, std = x.mean(0), x.std(0)
+    ref = enc((x - mean) / std, b.edge_index, b.batch, 1).x
+    with torch.autocast("cpu", dtype=torch.float16):
+        low = enc(x, b.edge_index, b.batch, 1, scale=(mean, std)).x
+    assert torch.isfinite(low).all()
+    torch.testing.assert_close(low.float(), ref, atol=0.02, rtol=0.02)
+
+
+def test_gin_propagation_uses_the_trained_epsilon():
+    b = batch_of([12], seed=7)
+    n = b.num_nodes
+    closed = (dense_propagation(b.edge_index, n) > 0).float()  # A + I
+    for eps in (0.0, 0.5, -0.4, -3.0):
+        gin = as_dense(propagation_matrix(b.edge_index, n, "gin", eps), n)
+        expected = closed - torch.eye(n) + max(1.0 + eps, 0.0) * torch.eye(n)
+        expected = expected / expected.sum(1, keepdim=True)
+        torch.testing.assert_close(gin, expected)

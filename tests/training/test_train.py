@@ -405,8 +405,9 @@ def test_intra_op_threads_set_and_restored_and_bad_value_named():
 def test_interpretable_preset_reexports_importance_from_the_same_checkpoints(
     small_cohort, small_graphs, tmp_path
 ):
-    """``importance`` is a runtime key: changing it re-traces the weights of the finished
-    models (no retraining); receptive-field maps keep each kept patch and add neighbours."""
+    """``importance`` is a runtime key: rerunning a finished run with another mode
+    re-traces the weights of the finished models (no retraining) and rewrites the maps;
+    receptive-field maps keep each kept patch and add neighbours."""
     config = {**FAST, "preset": "interpretable"}
     kwargs = dict(aggregator="sparra", modalities="wsi", out_dir=tmp_path, progress=False)
     first = train_cross_validated(small_cohort, small_graphs, config=config, **kwargs)
@@ -416,8 +417,6 @@ def test_interpretable_preset_reexports_importance_from_the_same_checkpoints(
     pid = first.folds["patient_id"].iloc[0]
     receptive = pd.read_csv(first.importance_path(pid, "wsi"))["importance"].to_numpy()
     checkpoints = {p: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").glob("fold_*.pt")}
-    for marker in (tmp_path / "checkpoints").glob("fold_*.done.json"):
-        marker.unlink()
     second = train_cross_validated(
         small_cohort, small_graphs, config={**config, "importance": "selection"}, **kwargs
     )
@@ -465,3 +464,15 @@ def test_tune_cpu_malloc_stops_page_faults_on_repeated_large_tensors():
     }
     assert counts["default"] > 5 * 40_000  # 200 MB = ~49k pages per tensor, every time
     assert counts["tuned"] < 40_000  # reused: not even one tensor's pages in 5 rounds
+
+
+def test_fingerprint_ignores_options_added_later_at_their_neutral_value():
+    """A checkpoint written before ``pooling.score_noise`` existed still resumes."""
+    from radiopath.training.config import resolve_training_config
+    from radiopath.training.loop import config_fingerprint
+
+    cfg = resolve_training_config({})
+    old = {**cfg, "pooling": {k: v for k, v in cfg["pooling"].items() if k != "score_noise"}}
+    assert config_fingerprint(cfg) == config_fingerprint(old)
+    noisy = resolve_training_config({"pooling": {"score_noise": 0.5}})
+    assert config_fingerprint(noisy) != config_fingerprint(cfg)
