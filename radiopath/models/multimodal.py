@@ -213,20 +213,33 @@ class MultimodalSurvivalModel(nn.Module):
         getattr(self, f"feature_std_{modality}").copy_(std)
 
     def encode_modality(
-        self, modality: str, batch: ModalityBatch
-    ) -> tuple[AggregationOutput, Tensor]:
-        """One branch: ``(aggregator output, weights of every input node)``."""
+        self, modality: str, batch: ModalityBatch, node_weights: bool = True
+    ) -> tuple[AggregationOutput, Tensor | None]:
+        """One branch: ``(aggregator output, weights of every input node)`` (``None``
+        without ``node_weights``: then no trace for receptive-field maps is recorded)."""
         g = batch.graphs
         num_graphs = int(batch.patient_index.numel())
         scale = (
             getattr(self, f"feature_mean_{modality}"),
             getattr(self, f"feature_std_{modality}"),
         )
-        enc = self.encoders[modality](g.x, g.edge_index, g.batch, num_graphs, scale=scale)
+        encoder = self.encoders[modality]
+        enc = encoder(
+            g.x,
+            g.edge_index,
+            g.batch,
+            num_graphs,
+            scale=scale,
+            trace=None if node_weights else False,
+        )
         agg = self.aggregators[modality](enc.x, enc.batch, dim_size=num_graphs, target=enc.target)
-        return agg, enc.input_node_weights(agg.weight, self.encoders[modality].importance)
+        if not node_weights:
+            return agg, None
+        return agg, enc.input_node_weights(agg.weight, encoder.importance)
 
-    def forward(self, batch: PatientBatch) -> ModelOutput:
+    def forward(self, batch: PatientBatch, node_weights: bool = True) -> ModelOutput:
+        """Risks and patient vectors of ``batch``; ``node_weights=False`` skips tracing the
+        weights back to the input nodes (``ModelOutput.node_weight`` stays empty)."""
         n = len(batch)
         device = self.head.weight.device
         parts, present_cols = [], []
@@ -238,12 +251,13 @@ class MultimodalSurvivalModel(nn.Module):
             present = torch.zeros(n, dtype=torch.bool, device=device)
             mb = batch.modalities.get(m)
             if mb is not None and mb.patient_index.numel() > 0:
-                agg, weight = self.encode_modality(m, mb)
+                agg, weight = self.encode_modality(m, mb, node_weights)
                 vec = vec.index_copy(0, mb.patient_index, agg.out.to(vec.dtype))
                 present = present.index_fill(0, mb.patient_index, True)
                 aux = aux + agg.aux_loss
                 losses.update({f"{m}/{k}": v for k, v in agg.losses.items()})
-                node_weight[m] = weight
+                if weight is not None:
+                    node_weight[m] = weight
             parts.append(vec)
             present_cols.append(present)
         present = torch.stack(present_cols, 1)

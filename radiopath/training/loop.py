@@ -204,7 +204,7 @@ def _predict(model, records, store, device, batch_size, amp, node_weights):
     for chunk in _batches(records, batch_size, None):
         batch = collate(chunk, store, model.modalities).to(device)
         with _autocast(device, amp):
-            out: ModelOutput = model(batch)
+            out: ModelOutput = model(batch, node_weights=node_weights)
         risks.append(out.risk.float().cpu())
         embeddings.append(out.embedding.float().cpu())
         if node_weights:
@@ -339,7 +339,7 @@ def _fit_fold(
             batch = collate(chunk, store, model.modalities).to(device)
             optimizer.zero_grad(set_to_none=True)
             with _autocast(device, amp):
-                out = model(batch)
+                out = model(batch, node_weights=False)
             surv = model.survival_loss(out, batch.time, batch.event, ties=cfg["ties"])
             loss = surv + out.aux_loss.float()
             if not torch.isfinite(loss):

@@ -230,3 +230,20 @@ def test_pooled_dropout_leaves_top_k_selection_unchanged_in_training():
         if position == "pooled":
             assert (trained.x == 0).any()  # dropout acts on the surviving nodes
     assert kept == {"pooled": True, "input": False}
+
+
+@pytest.mark.parametrize("importance", ["selection", "receptive_field"])
+def test_node_weights_off_changes_nothing_else(importance):
+    graphs, records = cohort_graphs(n_patients=4)
+    store = make_store(graphs)
+    model = model_for("sparra", encoder_options={"importance": importance}).eval()
+    batch = collate(records, store, model.modalities)
+    with torch.no_grad():
+        full, light = model(batch), model(batch, node_weights=False)
+    assert set(full.node_weight) == {"wsi", "ct"} and light.node_weight == {}
+    torch.testing.assert_close(full.risk, light.risk)
+    torch.testing.assert_close(full.embedding, light.embedding)
+    for m in ("wsi", "ct"):  # receptive-field weights still sum to 1 per graph
+        ptr = batch.modalities[m].graphs.ptr
+        sums = [full.node_weight[m][ptr[i] : ptr[i + 1]].sum().item() for i in range(4)]
+        np.testing.assert_allclose(sums, 1.0, atol=1e-5)
