@@ -263,6 +263,36 @@ def _censoring_rate_for(hazards: np.ndarray, target: float) -> float:
 # ------------------------------------------------------------------ cohort
 
 
+def latent_factors(
+    rng: np.random.Generator, n: int, signal: str, effect: float
+) -> tuple[dict[str, np.ndarray | None], np.ndarray]:
+    """Per-modality latent factors and the true linear predictor ``eta``.
+
+    Two standard-normal factors are drawn. ``signal="split"`` gives each modality its own
+    (``eta = effect * (z1 + z2) / sqrt(2)``); otherwise the modalities named by ``signal``
+    (``"wsi"``, ``"ct"`` or ``"both"``) carry ``z1`` and ``eta = effect * z1``; a modality
+    without signal gets ``None``.
+    """
+    z1, z2 = rng.normal(size=n), rng.normal(size=n)
+    if signal == "split":
+        return {"wsi": z1, "ct": z2}, effect * (z1 + z2) / math.sqrt(2)
+    factors = {
+        "wsi": z1 if signal in ("wsi", "both") else None,
+        "ct": z1 if signal in ("ct", "both") else None,
+    }
+    return factors, effect * z1
+
+
+def clinical_columns(rng: np.random.Generator, eta: float, effect: float) -> dict:
+    """``age`` and ``sex`` (noise) and ``stage`` (1-4, a noisy, coarse reading of the
+    hazard, as in real cohorts) for one patient."""
+    return {
+        "age": round(float(rng.normal(62, 10)), 1),
+        "sex": "F" if rng.uniform() < 0.4 else "M",
+        "stage": int(np.clip(np.round(2.5 + 0.5 * eta / effect + rng.normal(0, 1.0)), 1, 4)),
+    }
+
+
 def simulate_outcomes(rng: np.random.Generator, eta: np.ndarray, cfg: SyntheticConfig):
     """Exponential proportional-hazards event times with independent exponential censoring."""
     hazards = cfg.baseline_hazard * np.exp(eta)
@@ -314,16 +344,7 @@ def make_synthetic_cohort(
     w_wsi, tissue_wsi = _hidden_directions(rng, cfg.dim, cfg.n_tissue_types)
     w_ct, tissue_ct = _hidden_directions(rng, ct_dim, cfg.n_tissue_types)
 
-    z1, z2 = rng.normal(size=P), rng.normal(size=P)
-    if cfg.signal == "split":
-        factors = {"wsi": z1, "ct": z2}
-        eta = cfg.effect * (z1 + z2) / math.sqrt(2)
-    else:
-        factors = {
-            "wsi": z1 if cfg.signal in ("wsi", "both") else None,
-            "ct": z1 if cfg.signal in ("ct", "both") else None,
-        }
-        eta = cfg.effect * z1
+    factors, eta = latent_factors(rng, P, cfg.signal, cfg.effect)
     time, event = simulate_outcomes(rng, eta, cfg)
 
     missing = np.full(P, "", dtype=object)
@@ -362,12 +383,7 @@ def make_synthetic_cohort(
             np.save(out / "truth" / f"{name}.npy", planted)
             row[modality] = f"embeddings/{name}.h5"
         if cfg.clinical:
-            row["age"] = round(float(rng.normal(62, 10)), 1)
-            row["sex"] = "F" if rng.uniform() < 0.4 else "M"
-            # Stage is a noisy, coarse reading of the hazard, as in real cohorts.
-            row["stage"] = int(
-                np.clip(np.round(2.5 + 0.5 * eta[i] / cfg.effect + rng.normal(0, 1.0)), 1, 4)
-            )
+            row.update(clinical_columns(rng, float(eta[i]), cfg.effect))
         rows.append(row)
         truth_rows.append(truth)
     columns = ["patient_id", "time", "event", "wsi", "ct"] + (

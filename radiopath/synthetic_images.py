@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,6 +49,8 @@ from radiopath.datasets import (
     _contiguous_regions,
     _tissue_mask_2d,
     _tumour_mask_3d,
+    clinical_columns,
+    latent_factors,
     simulate_outcomes,
 )
 from radiopath.errors import RadiopathInputError
@@ -328,16 +329,7 @@ def make_synthetic_image_cohort(
     (out / "truth").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
     P = cfg.n_patients
-    z1, z2 = rng.normal(size=P), rng.normal(size=P)
-    if cfg.signal == "split":
-        factors = {"wsi": z1, "ct": z2}
-        eta = cfg.effect * (z1 + z2) / math.sqrt(2)
-    else:
-        factors = {
-            "wsi": z1 if cfg.signal in ("wsi", "both") else None,
-            "ct": z1 if cfg.signal in ("ct", "both") else None,
-        }
-        eta = cfg.effect * z1
+    factors, eta = latent_factors(rng, P, cfg.signal, cfg.effect)
     outcome_cfg = SyntheticConfig(
         n_patients=P, censoring=cfg.censoring, baseline_hazard=cfg.baseline_hazard, seed=cfg.seed
     )
@@ -371,11 +363,7 @@ def make_synthetic_image_cohort(
             _save_nifti(out / "images" / f"{pid}.ct_mask.nii.gz", tumour.astype(np.uint8), affine)
             row["ct_mask"] = f"images/{pid}.ct_mask.nii.gz"
         if cfg.clinical:
-            row["age"] = round(float(rng.normal(62, 10)), 1)
-            row["sex"] = "F" if rng.uniform() < 0.4 else "M"
-            row["stage"] = int(
-                np.clip(np.round(2.5 + 0.5 * eta[i] / cfg.effect + rng.normal(0, 1.0)), 1, 4)
-            )
+            row.update(clinical_columns(rng, float(eta[i]), cfg.effect))
         rows.append(row)
         truth_rows.append(truth)
     columns = ["patient_id", "time", "event", "wsi_image", "ct_image", "ct_mask"]
