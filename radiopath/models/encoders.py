@@ -107,9 +107,14 @@ def _sparse_adjacency(edge_index: Tensor, n: int, dtype: torch.dtype = torch.flo
     """
     edge_index = _row_sorted(edge_index)
     ones = torch.ones(edge_index.size(1), dtype=dtype, device=edge_index.device)
+    return _csr(edge_index, ones, n)
+
+
+def _csr(edge_index: Tensor, values: Tensor, n: int) -> Tensor:
+    """``[n, n]`` sparse CSR matrix of row-sorted ``edge_index`` with ``values``."""
     with torch.sparse.check_sparse_tensor_invariants(enable=False), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return to_torch_csr_tensor(edge_index, ones, size=(n, n), is_coalesced=True)
+        return to_torch_csr_tensor(edge_index, values, size=(n, n), is_coalesced=True)
 
 
 def _row_sorted(edge_index: Tensor) -> Tensor:
@@ -147,14 +152,17 @@ def gcn_normalized_adjacency(
         ``(adj, self_weight)``: ``[n, n]`` sparse CSR matrix and ``[n]`` tensor.
     """
     edge_index = _row_sorted(edge_index)
+    weight, self_weight = _gcn_weights(edge_index, n, dtype)
+    return _csr(edge_index, weight, n), self_weight
+
+
+def _gcn_weights(edge_index: Tensor, n: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    r"""Edge weights :math:`1/\sqrt{d_i d_j}` and self-loop weights :math:`1/d_i` of
+    :math:`\hat A`, with :math:`d_i = 1 + \sum_j A_{ij}` (any edge order)."""
     row, col = edge_index[0], edge_index[1]
     deg = torch.bincount(row, minlength=n).to(dtype) + 1.0
     deg_inv_sqrt = deg.rsqrt()
-    weight = deg_inv_sqrt[row] * deg_inv_sqrt[col]
-    with torch.sparse.check_sparse_tensor_invariants(enable=False), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        adj = to_torch_csr_tensor(edge_index, weight, size=(n, n), is_coalesced=True)
-    return adj, deg.reciprocal()
+    return deg_inv_sqrt[row] * deg_inv_sqrt[col], deg.reciprocal()
 
 
 def _autocast_enabled(device_type: str) -> bool:
@@ -180,15 +188,14 @@ def propagation_matrix(
     back through a convolution (:meth:`EncodedGraphs.input_node_weights`), not for
     message passing.
     """
-    row, col = edge_index[0], edge_index[1]
-    deg = torch.bincount(row, minlength=n).to(torch.float32) + 1.0
+    row = edge_index[0]
     if conv == "gcn":
-        dis = deg.rsqrt()
-        weight, self_weight = dis[row] * dis[col], deg.reciprocal()
+        weight, self_weight = _gcn_weights(edge_index, n, torch.float32)
         total = self_weight.index_add(0, row, weight)
     else:
+        deg = torch.bincount(row, minlength=n).to(torch.float32)
         self_weight = torch.full_like(deg, max(1.0 + float(eps), 0.0))
-        weight, total = torch.ones_like(deg[row]), deg - 1.0 + self_weight
+        weight, total = torch.ones_like(deg[row]), deg + self_weight
         # an isolated node with 1 + eps <= 0 reads nothing; it keeps its own weight
         empty = total <= 0
         self_weight, total = self_weight.masked_fill(empty, 1.0), total.masked_fill(empty, 1.0)
