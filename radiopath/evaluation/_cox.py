@@ -30,9 +30,17 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 import torch
 
 DTYPE = torch.float64
+
+
+def as_tensor(x, device, dtype=DTYPE) -> torch.Tensor:
+    """``x`` (array-like or tensor) as a contiguous tensor on ``device`` in ``dtype``."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device=device, dtype=dtype)
+    return torch.as_tensor(np.ascontiguousarray(x, dtype=np.float64), device=device, dtype=dtype)
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:

@@ -22,7 +22,7 @@ import torch
 from sksurv.exceptions import NoComparablePairException
 from sksurv.util import check_y_survival
 
-from radiopath.evaluation._cox import DTYPE, resolve_device
+from radiopath.evaluation._cox import DTYPE, as_tensor, resolve_device
 
 __all__ = [
     "KaplanMeier",
@@ -32,12 +32,6 @@ __all__ = [
     "cumulative_dynamic_auc",
     "integrated_brier_score",
 ]
-
-
-def _tensor(x, device, dtype=DTYPE) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x.to(device=device, dtype=dtype)
-    return torch.as_tensor(np.ascontiguousarray(x, dtype=np.float64), device=device, dtype=dtype)
 
 
 class KaplanMeier:
@@ -53,8 +47,8 @@ class KaplanMeier:
     def __init__(self, event, time, *, reverse: bool = False, device="auto") -> None:
         device = resolve_device(device)
         self.device = device
-        t = _tensor(time, device)
-        e = _tensor(event, device)
+        t = as_tensor(time, device)
+        e = as_tensor(event, device)
         uniq, inverse = torch.unique(t, sorted=True, return_inverse=True)
         n_events = torch.zeros_like(uniq).index_add_(0, inverse, e)
         total = torch.zeros_like(uniq).index_add_(0, inverse, torch.ones_like(e))
@@ -73,7 +67,7 @@ class KaplanMeier:
         self.prob = torch.cat([prob.new_ones(1), prob])
 
     def predict_proba(self, time) -> torch.Tensor:
-        t = _tensor(time, self.device)
+        t = as_tensor(time, self.device)
         extends = t > self.unique_time[-1]
         if bool(self.prob[-1] > 0) and bool(extends.any()):
             raise ValueError(
@@ -110,12 +104,12 @@ def _check_inputs(event, time, estimate):
 def _weighted_concordance(event, time, estimate, weights, tied_tol, device):
     """Σ_i w_i (concordant + ties/2) / Σ_i w_i |comparable(i)|, per row of ``estimate``."""
     e = torch.as_tensor(event, device=device)
-    t = _tensor(time, device)
-    est = _tensor(estimate, device)
+    t = as_tensor(time, device)
+    est = as_tensor(estimate, device)
     squeeze = est.dim() == 1
     if squeeze:
         est = est.unsqueeze(0)
-    w = _tensor(weights, device)
+    w = as_tensor(weights, device)
     # comparable (i, j): i had the event and j was still at risk after t_i (or censored at t_i)
     later = t.unsqueeze(0) > t.unsqueeze(1)
     same_censored = (t.unsqueeze(0) == t.unsqueeze(1)) & ~e.unsqueeze(0)
@@ -249,7 +243,7 @@ def cumulative_dynamic_auc(
     device = resolve_device(device)
     test_event, test_time = check_y_survival(survival_test)
     times = _check_times(test_time, times)
-    est = _tensor(estimate, device)
+    est = as_tensor(estimate, device)
     n, T = len(test_time), len(times)
     if est.dim() == 1:
         est = est.unsqueeze(1).expand(n, T)
@@ -258,9 +252,9 @@ def cumulative_dynamic_auc(
     train_event, train_time = check_y_survival(survival_train)
     cens = KaplanMeier(train_event, train_time, reverse=True, device=device)
     ipcw = _ipcw_weights(cens, test_event, test_time)
-    t = _tensor(test_time, device).unsqueeze(1)
+    t = as_tensor(test_time, device).unsqueeze(1)
     e = torch.as_tensor(test_event, device=device).unsqueeze(1)
-    tt = _tensor(times, device).unsqueeze(0)
+    tt = as_tensor(times, device).unsqueeze(0)
     is_case = ((t <= tt) & e).to(DTYPE)  # [n, T]
     is_control = (t > tt).to(DTYPE)
     diff = est.unsqueeze(1) - est.unsqueeze(0)  # [i, j, T] = est_i - est_j
@@ -302,7 +296,7 @@ def brier_score(survival_train, survival_test, estimate, times, device="cpu"):
     device = resolve_device(device)
     test_event, test_time = check_y_survival(survival_test)
     times = _check_times(test_time, times)
-    est = _tensor(estimate, device)
+    est = as_tensor(estimate, device)
     if est.dim() == 1 and times.shape[0] == 1:
         est = est.reshape(-1, 1)
     if est.shape[1] != times.shape[0]:
@@ -313,9 +307,9 @@ def brier_score(survival_train, survival_test, estimate, times, device="cpu"):
     g_t = torch.where(g_t == 0, torch.full_like(g_t, torch.inf), g_t)
     g_y = cens.predict_proba(test_time)
     g_y = torch.where(g_y == 0, torch.full_like(g_y, torch.inf), g_y)
-    t = _tensor(test_time, device).unsqueeze(1)
+    t = as_tensor(test_time, device).unsqueeze(1)
     e = torch.as_tensor(test_event, device=device).unsqueeze(1)
-    tt = _tensor(times, device).unsqueeze(0)
+    tt = as_tensor(times, device).unsqueeze(0)
     is_case = ((t <= tt) & e).to(DTYPE)
     is_control = (t > tt).to(DTYPE)
     bs = (

@@ -34,7 +34,7 @@ from sksurv.base import SurvivalAnalysisMixin
 from sksurv.linear_model.coxph import BreslowEstimator
 from sksurv.util import check_array_survival
 
-from radiopath.evaluation._cox import DTYPE, CoxBatch, resolve_device, torch_threads
+from radiopath.evaluation._cox import DTYPE, CoxBatch, as_tensor, resolve_device, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -52,24 +52,18 @@ __all__ = [
 ]
 
 
-def _t(x, device, dtype=DTYPE) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x.to(device=device, dtype=dtype)
-    return torch.as_tensor(np.ascontiguousarray(x, dtype=np.float64), device=device, dtype=dtype)
-
-
 def _batch_param(value, B: int, device) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         v = value.to(device=device, dtype=DTYPE).reshape(-1)
     else:
-        v = _t(np.atleast_1d(np.asarray(value, dtype=np.float64)), device)
+        v = as_tensor(np.atleast_1d(np.asarray(value, dtype=np.float64)), device)
     return v.expand(B).clone() if v.numel() == 1 else v
 
 
 def _feature_mask(mask, B: int, p: int, device) -> torch.Tensor:
     if mask is None:
         return torch.ones(B, p, dtype=DTYPE, device=device)
-    m = _t(mask, device)
+    m = as_tensor(mask, device)
     return m.unsqueeze(0).expand(B, -1).clone() if m.dim() == 1 else m
 
 
@@ -124,8 +118,8 @@ def fit_cox_ridge(
         ``[p]`` or ``[B, p]`` 0/1: padded features are held at 0.
     """
     device = resolve_device(device)
-    X, time, event = _t(X, device), _t(time, device), _t(event, device)
-    w = None if sample_weight is None else _t(sample_weight, device)
+    X, time, event = as_tensor(X, device), as_tensor(time, device), as_tensor(event, device)
+    w = None if sample_weight is None else as_tensor(sample_weight, device)
     batch = CoxBatch(X, time, event, w, batch_size=None)
     B, _, p = batch.X.shape
     alpha = _batch_param(alpha, B, device)
@@ -336,8 +330,8 @@ def fit_coxnet_path(
     alpha; ``grid_only`` returns the alphas without solving anything.
     """
     device = resolve_device(device)
-    X, time, event = _t(X, device), _t(time, device), _t(event, device)
-    w = None if sample_weight is None else _t(sample_weight, device)
+    X, time, event = as_tensor(X, device), as_tensor(time, device), as_tensor(event, device)
+    w = None if sample_weight is None else as_tensor(sample_weight, device)
     B = None
     for t in (X if X.dim() == 3 else None, time if time.dim() == 2 else None, w):
         if t is not None:
@@ -382,7 +376,7 @@ def fit_coxnet_path(
         grid = alpha_max.unsqueeze(1) * factor ** torch.arange(A, dtype=DTYPE, device=device)
         first_is_max = True
     else:
-        a = _t(alphas, device)
+        a = as_tensor(alphas, device)
         grid = a.unsqueeze(0).expand(B, -1).clone() if a.dim() == 1 else a
         A = grid.shape[1]
         first_is_max = False
@@ -396,7 +390,7 @@ def fit_coxnet_path(
         n_all = torch.full((B,), A, dtype=torch.long, device=device)
         return CoxnetPath(coefs, grid, dev_ratio, n_all, mean, conv_all, failed, 0)
     if init is not None:
-        beta = _t(init, device).reshape(B, p) * fmask
+        beta = as_tensor(init, device).reshape(B, p) * fmask
 
     for k in range(A):
         alpha = grid[:, k]
@@ -517,8 +511,8 @@ def fit_survival_svm(
     backtracking, until the gradient's infinity norm is below ``tol`` (relative to 1 + |f|).
     """
     device = resolve_device(device)
-    X, event = _t(X, device), _t(event, device)
-    rank = _t(rank, device)
+    X, event = as_tensor(X, device), as_tensor(event, device)
+    rank = as_tensor(rank, device)
     B = None
     for t in (X if X.dim() == 3 else None, rank if rank.dim() == 2 else None, sample_weight):
         if t is not None:
@@ -534,7 +528,7 @@ def fit_survival_svm(
     w = (
         torch.ones(B, n, dtype=DTYPE, device=device)
         if sample_weight is None
-        else _t(sample_weight, device)
+        else as_tensor(sample_weight, device)
     )
     fmask = _feature_mask(feature_mask, B, p, device)
     X = X * fmask.unsqueeze(1)
