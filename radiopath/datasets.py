@@ -3,11 +3,25 @@
 Each patient has a WSI bag (2-D patch grid over a tissue-shaped region) and a CT bag (3-D
 patch grid inside a lumpy tumour volume). A latent prognostic factor ``z`` per patient
 drives the hazard (proportional hazards, exponential baseline) and shows itself only in a
-few spatially contiguous *planted regions*: their patch embeddings are shifted along a
-hidden direction ``w``, by an amount and over an extent that grow with ``z``. Everything
-else -- the tissue-type structure, the noise, the bag size, the clinical columns apart from
-a weak stage variable -- carries no signal. A model that finds the planted regions can
-predict survival; one that averages them away with the rest of the bag loses most of it.
+few spatially contiguous *planted regions*: a marked tissue (a shift along a fixed marker
+direction ``u``) whose patch embeddings are also shifted along a hidden direction ``w`` by
+an amount that grows with ``z``. Everything else -- the tissue-type structure, the noise,
+the bag size, the clinical columns apart from a weak stage variable -- carries no signal.
+
+By default the cohort is *confounded*, so that averaging is not enough:
+
+* a patient-level offset along the same direction ``w`` on *every* patch of a bag (a
+  scanner- or stain-like effect, ``confounder``: its standard deviation), which moves the
+  bag mean more than the small planted region does;
+* a *decoy* region per bag: another marked tissue (direction ``u2``) shifted along ``w`` by
+  the same amounts, drawn independently of the outcome;
+* a planted extent that does not depend on ``z`` (``extent_signal=False``), so the size of
+  the region says nothing either.
+
+A model that finds the planted regions, and reads them against the rest of the bag, can
+predict survival; one that averages them with the rest of the bag cannot. The ceilings
+(C-index of the true risk, of an oracle Cox model on the planted regions' mean and of one
+on the bag mean, 5-fold) are written beside the truth in ``ceilings.json``.
 
 The cohort is written in the contract of ``INTERFACE.md`` (HDF5 embedding files and a
 cohort CSV); the ground truth (per-patch planted masks, the true linear predictor) goes to
@@ -19,6 +33,7 @@ separate files under ``truth/`` so tests and benchmarks can check that a model r
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -37,6 +52,7 @@ from radiopath.io import EmbeddingBag, write_embeddings
 log = logging.getLogger(__name__)
 
 SIGNAL_PLACEMENTS = ("wsi", "ct", "both", "split")
+MODALITIES = ("wsi", "ct")
 
 
 @dataclass
@@ -75,6 +91,18 @@ class SyntheticConfig:
     n_tissue_types
         Spatial tissue-type structure (Voronoi regions with their own mean embedding),
         independent of the outcome.
+    marker
+        Shift of the planted (and decoy) patches along their marker direction, in noise
+        standard deviations: how recognisable the marked tissue is, whatever the outcome.
+    confounder
+        Standard deviation of the patient-level offset along ``w`` added to every patch of a
+        bag (drawn per bag), in noise standard deviations; 0 for none.
+    decoy
+        Add a non-prognostic decoy region per bag (marker ``u2``, shift along ``w`` drawn
+        independently of the outcome).
+    extent_signal
+        The planted fraction grows with the latent factor (True) or is drawn independently
+        of it (False, the default: then only the planted shift carries the signal).
     """
 
     n_patients: int = 60
@@ -84,13 +112,17 @@ class SyntheticConfig:
     ct_patches: tuple[int, int] = (500, 1500)
     signal: str = "both"
     effect: float = 2.0
-    shift: float = 1.5
+    shift: float = 2.0
     extent: tuple[float, float] = (0.04, 0.2)
     n_regions: tuple[int, int] = (1, 2)
     censoring: float = 0.3
     missing_rate: float = 0.0
     clinical: bool = True
     n_tissue_types: int = 4
+    marker: float = 1.5
+    confounder: float = 0.5
+    decoy: bool = True
+    extent_signal: bool = False
     wsi_patch_size: int = 256
     wsi_mpp: float = 0.5
     ct_patch_size: int = 8
@@ -119,6 +151,12 @@ class SyntheticConfig:
         lo, hi = self.extent
         if not 0.0 < lo <= hi < 1.0:
             bad("extent", f"need 0 < min <= max < 1, got {self.extent}")
+        if self.decoy and hi >= 0.5:
+            bad("extent", f"a decoy region needs max extent < 0.5, got {self.extent}")
+        if self.confounder < 0:
+            bad("confounder", f"must be >= 0, got {self.confounder}")
+        if self.marker < 0:
+            bad("marker", f"must be >= 0, got {self.marker}")
 
 
 # ------------------------------------------------------------------ geometry
@@ -174,9 +212,15 @@ def _grid_points(rng: np.random.Generator, n_target: int, ndim: int) -> np.ndarr
 
 
 def _contiguous_regions(
-    rng: np.random.Generator, points: np.ndarray, n_planted: int, n_regions: int
+    rng: np.random.Generator,
+    points: np.ndarray,
+    n_planted: int,
+    n_regions: int,
+    exclude: np.ndarray | None = None,
 ) -> np.ndarray:
-    """A boolean mask of ``n_planted`` patches in ``n_regions`` spatially contiguous balls."""
+    """A boolean mask of ``n_planted`` patches in ``n_regions`` spatially contiguous balls,
+    avoiding the patches in ``exclude``."""
+    taken = np.zeros(len(points), dtype=bool) if exclude is None else exclude.copy()
     mask = np.zeros(len(points), dtype=bool)
     tree = cKDTree(points)
     sizes = np.full(n_regions, n_planted // n_regions)
@@ -184,25 +228,40 @@ def _contiguous_regions(
     for size in sizes:
         if size == 0:
             continue
-        seed = points[rng.integers(len(points))]
-        k = min(len(points), int(size) + int(mask.sum()))
+        free_points = np.flatnonzero(~taken)
+        if len(free_points) == 0:
+            break
+        seed = points[free_points[rng.integers(len(free_points))]]
+        k = min(len(points), int(size) + int(taken.sum()))
         _, idx = tree.query(seed, k=k)
         idx = np.atleast_1d(idx)
-        free = idx[~mask[idx]][:size]
+        free = idx[~taken[idx]][:size]
         mask[free] = True
+        taken[free] = True
     return mask
 
 
 # ------------------------------------------------------------------ embeddings
 
 
-def _hidden_directions(rng: np.random.Generator, dim: int, n_tissue: int):
-    """The signal direction ``w`` and tissue-type means orthogonal to it."""
+@dataclass
+class _Directions:
+    """Hidden directions of one modality: signal ``w``, markers ``u`` (planted) and ``u2``
+    (decoy), orthonormal (with ``dim < 3`` the markers share what is left), and the
+    tissue-type means, which carry nothing along ``w``."""
+
+    w: np.ndarray
+    u: np.ndarray
+    u2: np.ndarray
+    tissue: np.ndarray
+
+
+def _hidden_directions(rng: np.random.Generator, dim: int, n_tissue: int) -> _Directions:
     basis, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
     w = basis[:, 0]
     tissue = rng.normal(size=(n_tissue, dim)) * 1.0
     tissue -= np.outer(tissue @ w, w)  # tissue structure carries nothing along w
-    return w, tissue
+    return _Directions(w, basis[:, min(1, dim - 1)], basis[:, min(2, dim - 1)], tissue)
 
 
 def _make_bag(
@@ -211,27 +270,38 @@ def _make_bag(
     modality: str,
     n_patches: int,
     dim: int,
-    w: np.ndarray,
-    tissue: np.ndarray,
+    directions: _Directions,
     factor: float | None,
     cfg: SyntheticConfig,
 ):
     ndim = 2 if modality == "wsi" else 3
+    d = directions
     cells = _grid_points(rng, n_patches, ndim)
     n = len(cells)
     # Tissue types: Voronoi cells around a few random seeds.
-    seeds = cells[rng.choice(n, size=min(len(tissue), n), replace=False)]
+    seeds = cells[rng.choice(n, size=min(len(d.tissue), n), replace=False)]
     _, kind = cKDTree(seeds).query(cells)
-    features = rng.normal(size=(n, dim)) + tissue[kind]
+    features = rng.normal(size=(n, dim)) + d.tissue[kind]
+    # The scanner/stain-like offset: every patch of the bag, along the signal direction.
+    features += cfg.confounder * rng.normal() * d.w
     planted = np.zeros(n, dtype=bool)
+    decoy = np.zeros(n, dtype=bool)
+    lo, hi = cfg.extent
+
+    def region(exclude=None):
+        n_regions = int(rng.integers(cfg.n_regions[0], cfg.n_regions[1] + 1))
+        frac = lo + (hi - lo) * (q if cfg.extent_signal else rng.uniform())
+        size = min(max(1, int(round(frac * n))), n - 1)
+        return _contiguous_regions(rng, cells.astype(float), size, n_regions, exclude)
+
     if factor is not None:
         q = float(ndtr(factor))  # quantile of the latent factor, in (0, 1)
-        lo, hi = cfg.extent
-        frac = lo + (hi - lo) * q
-        n_planted = max(1, int(round(frac * n)))
-        n_regions = int(rng.integers(cfg.n_regions[0], cfg.n_regions[1] + 1))
-        planted = _contiguous_regions(rng, cells.astype(float), n_planted, n_regions)
-        features[planted] += cfg.shift * (0.5 + q) * w
+        planted = region()
+        features[planted] += cfg.marker * d.u + cfg.shift * (0.5 + q) * d.w
+    if cfg.decoy:
+        q = float(rng.uniform())  # a decoy's shift: the same law, unrelated to the outcome
+        decoy = region(exclude=planted)
+        features[decoy] += cfg.marker * d.u2 + cfg.shift * (0.5 + q) * d.w
     size = cfg.wsi_patch_size if modality == "wsi" else cfg.ct_patch_size
     coords = cells * size
     bag = EmbeddingBag(
@@ -243,7 +313,7 @@ def _make_bag(
         spacing=tuple(cfg.ct_spacing) if modality == "ct" else None,
         encoder="synthetic",
     )
-    return bag, planted
+    return bag, planted, decoy
 
 
 def _censoring_rate_for(hazards: np.ndarray, target: float) -> float:
@@ -293,6 +363,80 @@ def clinical_columns(rng: np.random.Generator, eta: float, effect: float) -> dic
     }
 
 
+def harrell_c(time, event, risk) -> float:
+    """Harrell's C-index (:func:`sksurv.metrics.concordance_index_censored`)."""
+    from sksurv.metrics import concordance_index_censored
+
+    return float(
+        concordance_index_censored(
+            np.asarray(event, bool), np.asarray(time, float), np.asarray(risk, float)
+        )[0]
+    )
+
+
+CEILING_ALPHAS = (1.0, 10.0, 100.0, 1000.0)
+
+
+def cross_validated_cox_c(
+    features: np.ndarray,
+    time,
+    event,
+    *,
+    folds: int = 5,
+    alphas=CEILING_ALPHAS,
+    seed: int = 0,
+) -> float:
+    """Mean test C-index of a ridge Cox model (:class:`sksurv.linear_model.CoxPHSurvivalAnalysis`)
+    on standardised ``features`` over ``folds`` event-stratified folds, its penalty chosen
+    among ``alphas`` by 3-fold inner cross-validation of the training fold.
+
+    Missing rows (NaN, e.g. a missing modality) are filled with the training fold's column
+    means. This is the yardstick of the cohort's ceilings: what a linear model reaches from
+    a given per-patient summary.
+    """
+    from sklearn.model_selection import StratifiedKFold
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+    from sksurv.util import Surv
+
+    time, event = np.asarray(time, float), np.asarray(event, bool)
+    y = Surv.from_arrays(event, time)
+    folds = min(folds, int(np.bincount(event.astype(int), minlength=2).min()) // 2)
+    if folds < 2:  # too few events (or censored patients) to cross-validate
+        return float("nan")
+
+    def fit_score(x, train, test, alpha):
+        mu = np.nanmean(x[train], 0)
+        x = np.where(np.isnan(x), mu, x)
+        x = (x - mu) / (x[train].std(0) + 1e-8)
+        model = CoxPHSurvivalAnalysis(alpha=alpha).fit(x[train], y[train])
+        if not event[test].any():
+            return np.nan
+        return harrell_c(time[test], event[test], model.predict(x[test]))
+
+    scores = []
+    outer = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    inner = StratifiedKFold(3, shuffle=True, random_state=seed + 1)
+    for train, test in outer.split(features, event):
+        inner_c = [
+            np.nanmean(
+                [
+                    fit_score(features, train[a], train[b], alpha)
+                    for a, b in inner.split(train, event[train])
+                ]
+            )
+            for alpha in alphas
+        ]
+        alpha = alphas[int(np.nanargmax(inner_c))]
+        scores.append(fit_score(features, train, test, alpha))
+    return float(np.nanmean(scores))
+
+
+def _joined(per_modality: dict[str, np.ndarray], cfg: SyntheticConfig) -> np.ndarray:
+    """The per-patient summaries of the modalities that carry the signal, side by side."""
+    keep = [m for m in MODALITIES if cfg.signal in (m, "both", "split")]
+    return np.concatenate([per_modality[m] for m in keep], 1)
+
+
 def simulate_outcomes(rng: np.random.Generator, eta: np.ndarray, cfg: SyntheticConfig):
     """Exponential proportional-hazards event times with independent exponential censoring."""
     hazards = cfg.baseline_hazard * np.exp(eta)
@@ -324,8 +468,12 @@ def make_synthetic_cohort(
     ----------
     out_dir
         Folder to write: ``cohort.csv``, ``embeddings/<id>.<modality>.h5``,
-        ``truth.csv`` (patient_id, eta, factors, planted fractions) and
-        ``truth/<id>.<modality>.npy`` (boolean planted mask, one entry per patch).
+        ``truth.csv`` (patient_id, eta, factors, planted fractions),
+        ``truth/<id>.<modality>.npy`` (boolean planted mask, one entry per patch),
+        ``truth/<id>.<modality>.decoy.npy`` (the decoy region's mask, with ``decoy``) and
+        ``ceilings.json`` (C-index of the true risk, of an oracle ridge Cox model on the
+        planted regions' mean and of one on the bag mean; see
+        :func:`cross_validated_cox_c`).
     config
         A :class:`SyntheticConfig`; keyword ``overrides`` replace its fields.
     progress
@@ -341,8 +489,12 @@ def make_synthetic_cohort(
     rng = np.random.default_rng(cfg.seed)
     P = cfg.n_patients
     ct_dim = cfg.ct_dim or cfg.dim
-    w_wsi, tissue_wsi = _hidden_directions(rng, cfg.dim, cfg.n_tissue_types)
-    w_ct, tissue_ct = _hidden_directions(rng, ct_dim, cfg.n_tissue_types)
+    directions = {
+        "wsi": _hidden_directions(rng, cfg.dim, cfg.n_tissue_types),
+        "ct": _hidden_directions(rng, ct_dim, cfg.n_tissue_types),
+    }
+    dims = {"wsi": cfg.dim, "ct": ct_dim}
+    spans = {"wsi": cfg.wsi_patches, "ct": cfg.ct_patches}
 
     factors, eta = latent_factors(rng, P, cfg.signal, cfg.effect)
     time, event = simulate_outcomes(rng, eta, cfg)
@@ -353,22 +505,20 @@ def make_synthetic_cohort(
 
     ids = [f"SYN{i:04d}" for i in range(P)]
     rows, truth_rows = [], []
+    region_mean = {m: np.full((P, dims[m]), np.nan) for m in MODALITIES}
+    bag_mean = {m: np.full((P, dims[m]), np.nan) for m in MODALITIES}
     for i in tqdm(range(P), desc="synthetic cohort", disable=not progress, unit="patient"):
         row = {"patient_id": ids[i], "time": round(float(time[i]), 4), "event": int(event[i])}
         truth = {"patient_id": ids[i], "eta": float(eta[i])}
-        for modality, dim, w, tissue, span in (
-            ("wsi", cfg.dim, w_wsi, tissue_wsi, cfg.wsi_patches),
-            ("ct", ct_dim, w_ct, tissue_ct, cfg.ct_patches),
-        ):
+        for modality in MODALITIES:
             factor = factors[modality]
             f = None if factor is None else float(factor[i])
-            bag, planted = _make_bag(
+            bag, planted, decoy = _make_bag(
                 rng,
                 modality=modality,
-                n_patches=int(rng.integers(span[0], span[1] + 1)),
-                dim=dim,
-                w=w,
-                tissue=tissue,
+                n_patches=int(rng.integers(spans[modality][0], spans[modality][1] + 1)),
+                dim=dims[modality],
+                directions=directions[modality],
                 factor=f,
                 cfg=cfg,
             )
@@ -378,14 +528,28 @@ def make_synthetic_cohort(
                 row[modality] = ""
                 truth[f"{modality}_planted_fraction"] = None
                 continue
+            bag_mean[modality][i] = bag.features.mean(0)
+            if planted.any():
+                region_mean[modality][i] = bag.features[planted].mean(0)
             name = f"{ids[i]}.{modality}"
             write_embeddings(out / "embeddings" / f"{name}.h5", bag)
             np.save(out / "truth" / f"{name}.npy", planted)
+            if cfg.decoy:
+                np.save(out / "truth" / f"{name}.decoy.npy", decoy)
             row[modality] = f"embeddings/{name}.h5"
         if cfg.clinical:
             row.update(clinical_columns(rng, float(eta[i]), cfg.effect))
         rows.append(row)
         truth_rows.append(truth)
+    ceilings = {
+        "true_risk": harrell_c(time, event, eta),
+        "oracle_region_mean": cross_validated_cox_c(_joined(region_mean, cfg), time, event),
+        "mean_pooling": cross_validated_cox_c(_joined(bag_mean, cfg), time, event),
+        "folds": 5,
+        "note": "C-index of the true linear predictor; 5-fold ridge-Cox C-index (mean over "
+        "folds) on the planted regions' mean and on the bag mean of the signal modalities",
+    }
+    (out / "ceilings.json").write_text(json.dumps(ceilings, indent=2))
     columns = ["patient_id", "time", "event", "wsi", "ct"] + (
         ["age", "sex", "stage"] if cfg.clinical else []
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import pandas as pd
@@ -128,6 +129,8 @@ def test_planted_signal_is_real_and_local(tmp_path_factory, modality):
         wsi_patches=(300, 600),
         ct_patches=(200, 400),
         seed=11,
+        confounder=0.0,
+        decoy=False,
         progress=False,
     )
     cohort = read_cohort(csv)
@@ -143,3 +146,27 @@ def test_planted_signal_is_real_and_local(tmp_path_factory, modality):
     c_random = _cv_cindex(np.array(random_means), cohort.times, cohort.events)
     assert c_planted >= 0.75, c_planted
     assert c_random < 0.65, c_random
+
+
+def test_confounded_cohort_ceilings(tmp_path):
+    """By default the bag mean is confounded: the written ceilings put the oracle on the planted
+    regions well above mean pooling, and an independent computation agrees that the planted
+    regions read against their bag carry the signal while the bag mean does not."""
+    csv = make_synthetic_cohort(
+        tmp_path, n_patients=150, dim=16, wsi_patches=(300, 600), ct_patches=(200, 400),
+        seed=3, progress=False,
+    )
+    ceilings = json.loads((csv.parent / "ceilings.json").read_text())
+    assert ceilings["true_risk"] > ceilings["oracle_region_mean"]
+    assert ceilings["oracle_region_mean"] >= ceilings["mean_pooling"] + 0.08, ceilings
+    cohort = read_cohort(csv)
+    contrast, bag_mean = [], []
+    for p in cohort.patients:
+        feats = [read_embeddings(p.files[m][0]).features for m in ("wsi", "ct")]
+        masks = [load_planted_mask(csv.parent, p.patient_id, m) for m in ("wsi", "ct")]
+        decoys = [np.load(csv.parent / "truth" / f"{p.patient_id}.{m}.decoy.npy") for m in ("wsi", "ct")]
+        assert all(not (mk & d).any() and d.any() for mk, d in zip(masks, decoys))
+        contrast.append(np.concatenate([f[mk].mean(0) - f.mean(0) for f, mk in zip(feats, masks)]))
+        bag_mean.append(np.concatenate([f.mean(0) for f in feats]))
+    assert _cv_cindex(np.array(contrast), cohort.times, cohort.events) >= 0.75
+    assert _cv_cindex(np.array(bag_mean), cohort.times, cohort.events) < 0.62

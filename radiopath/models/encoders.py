@@ -165,6 +165,14 @@ def _gcn_weights(edge_index: Tensor, n: int, dtype: torch.dtype) -> tuple[Tensor
     return deg_inv_sqrt[row] * deg_inv_sqrt[col], deg.reciprocal()
 
 
+def _graph_mean(x: Tensor, batch: Tensor, num_graphs: int, weight: Tensor | None) -> Tensor:
+    """``[num_graphs, D]`` mean of each graph's rows of ``x``, weighted by ``weight`` ``[N]``."""
+    w = torch.ones_like(batch, dtype=x.dtype) if weight is None else weight.to(x.dtype)
+    total = x.new_zeros(num_graphs, x.size(1)).index_add_(0, batch, x * w.unsqueeze(-1))
+    count = x.new_zeros(num_graphs).index_add_(0, batch, w)
+    return total / count.clamp(min=torch.finfo(x.dtype).tiny).unsqueeze(-1)
+
+
 def _autocast_enabled(device_type: str) -> bool:
     try:
         return torch.is_autocast_enabled(device_type)
@@ -280,6 +288,11 @@ class GraphEncoder(nn.Module):
             0) or ``"receptive_field"`` (also back through each convolution's propagation
             coefficients, so a surviving node shares its weight with the nodes it read
             from).
+        center: subtract each graph's mean input vector (weighted by ``node_weight``, the
+            patches behind each node, when given) from its nodes before the first
+            nonlinearity, so that a patient-level offset shared by every patch of a bag (a
+            scanner, stain or reconstruction-kernel effect) cannot reach the model, and
+            each node is read against the rest of its bag.
 
     Notes:
         With ``importance="selection"``, nodes dropped by pooling get 0 (as in the reference
@@ -311,6 +324,7 @@ class GraphEncoder(nn.Module):
         dropout_position: str = "input",
         importance: str = "selection",
         score_noise: float = 0.0,
+        center: bool = False,
     ) -> None:
         super().__init__()
         if importance not in IMPORTANCE_MODES:
@@ -331,6 +345,7 @@ class GraphEncoder(nn.Module):
         self.dropout_position = dropout_position
         self.importance = importance
         self.score_noise = float(score_noise)
+        self.center = bool(center)
         self.project = nn.Sequential(
             nn.Linear(in_channels, hidden_channels),
             nn.ReLU(),
@@ -374,6 +389,7 @@ class GraphEncoder(nn.Module):
         num_graphs: int,
         trace: bool | None = None,
         scale: tuple[Tensor, Tensor] | None = None,
+        node_weight: Tensor | None = None,
     ) -> EncodedGraphs:
         r"""Encode a batch of graphs.
 
@@ -383,22 +399,32 @@ class GraphEncoder(nn.Module):
         features, ``(x - mean) / std``; it is folded into the input projection
         (:math:`W' = W / \sigma`, :math:`b' = b - W'\mu`), so the standardised ``[N, D]``
         copy of ``x`` is never made (only the surviving nodes' rows, the ``target``).
+        With ``center``, the graph means are subtracted after the (linear) projection,
+        which equals projecting centred features; ``node_weight`` ``[N]`` weighs each
+        node in its graph's mean (e.g. its patch count, so the mean is the bag's patch mean).
         """
         if trace is None:
             trace = self.importance == "receptive_field" and not self.training
         n_input = x.size(0)
         node_map = torch.arange(n_input, device=x.device)
+        input_batch = batch
         steps: list = []
+        lin = self.project[0]
         if scale is None:
-            h = self.project(x)
+            z = nn.functional.linear(x, lin.weight)
         elif _autocast_enabled(x.device.type):
             # Low precision would see the raw features and W / sigma (overflow, and
             # cancellation of large means): standardise first, as without folding.
-            h = self.project((x - scale[0]) / scale[1])
+            z = nn.functional.linear((x - scale[0]) / scale[1], lin.weight)
         else:
-            lin, mean, std = self.project[0], scale[0], scale[1]
+            mean, std = scale[0], scale[1]
             weight = lin.weight / std
-            h = self.project[1:](nn.functional.linear(x, weight, lin.bias - weight @ mean))
+            z = nn.functional.linear(x, weight, -(weight @ mean))
+        offset = None
+        if self.center:
+            offset = _graph_mean(z, batch, num_graphs, node_weight)
+            z = z - offset[batch]
+        h = self.project[1:](z + lin.bias)
         for layer, conv in enumerate(self.convs):
             if trace:
                 eps = float(conv.eps) if isinstance(conv, GINConv) else 0.0
@@ -421,11 +447,18 @@ class GraphEncoder(nn.Module):
                 node_map = node_map[perm]
                 if trace:
                     steps.append(("pool", perm, n_before))
+        target = x[node_map] if scale is None else (x[node_map] - scale[0]) / scale[1]
+        if self.center:
+            # what the decoder reconstructs: the surviving nodes' centred input features
+            x_mean = _graph_mean(x.float(), input_batch, num_graphs, node_weight)
+            if scale is not None:
+                x_mean = (x_mean - scale[0]) / scale[1]
+            target = target - x_mean[batch]
         return EncodedGraphs(
             x=self.output_dropout(h),
             batch=batch,
             node_map=node_map,
-            target=x[node_map] if scale is None else (x[node_map] - scale[0]) / scale[1],
+            target=target,
             edge_index=edge_index,
             num_graphs=num_graphs,
             num_input_nodes=n_input,

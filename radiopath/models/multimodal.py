@@ -231,6 +231,7 @@ class MultimodalSurvivalModel(nn.Module):
             num_graphs,
             scale=scale,
             trace=None if node_weights else False,
+            node_weight=getattr(g, "patch_count", None),
         )
         agg = self.aggregators[modality](enc.x, enc.batch, dim_size=num_graphs, target=enc.target)
         if not node_weights:

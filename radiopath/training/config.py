@@ -17,6 +17,7 @@ from radiopath.models.losses import TIES
 from radiopath.models.multimodal import HEADS
 
 GRAPH_MODALITIES = ("wsi", "ct")
+VALIDATION_METRICS = ("c_index", "loss")
 
 DEFAULT_CONFIG: dict = {
     "aggregator": "sparra",
@@ -25,6 +26,9 @@ DEFAULT_CONFIG: dict = {
     "seed": 0,
     "n_folds": 5,
     "epochs": 20,
+    # Optimiser steps to run instead of ``epochs`` (null: run ``epochs``); the epochs are
+    # then as many as the steps need at this batch size and training-set size.
+    "steps": None,
     "batch_size": 32,
     "lr": 3e-4,
     "weight_decay": 1e-5,
@@ -33,6 +37,16 @@ DEFAULT_CONFIG: dict = {
     "conv": {"wsi": "gcn", "ct": "gcn"},
     "ratio": {"wsi": 0.2, "ct": 0.2},
     "use_graph": True,
+    # Subtract each bag's mean embedding from its nodes before the encoder's nonlinearity:
+    # a patient-level offset on every patch (scanner, stain) cannot reach the model.
+    "center": False,
+    # Model selection on an inner validation split of the training fold (never the test
+    # fold): the fraction held out (0: none, the last epoch is kept), the criterion
+    # ("c_index" or "loss", the Cox partial likelihood) and the first fraction of the
+    # schedule whose epochs are not eligible.
+    "validation": {"fraction": 0.0, "metric": "c_index", "start": 0.0},
+    # Score the outer test fold after every epoch in logs/fold_<k>.csv (monitoring only).
+    "monitor_test": True,
     # Top-k pooling (GraphEncoder): gate nonlinearity and multiplier of PyG's TopKPooling,
     # where the dropout acts ("input": after the input projection, before the selection
     # scores; "pooled": on the surviving nodes; the paper does not say), the learning-rate
@@ -116,6 +130,7 @@ PRESETS: dict[str, dict] = {
 
 # Keys that do not change what a fold's model learns (allowed to differ on resume).
 RUNTIME_KEYS = (
+    "monitor_test",
     "cache_graphs",
     "cache_limit_gb",
     "strict",
@@ -175,6 +190,26 @@ def validate_training_config(cfg: Mapping) -> None:
     for key in ("epochs", "batch_size", "n_folds", "hidden", "n_bins"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             _bad(key, f"must be a positive integer, got {cfg[key]!r}")
+    steps = cfg["steps"]
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        _bad("steps", f"must be a positive integer or null, got {steps!r}")
+    if not isinstance(cfg["center"], bool):
+        _bad("center", f"must be true or false, got {cfg['center']!r}")
+    val = cfg["validation"]
+    if not isinstance(val, Mapping):
+        _bad("validation", f"must be a mapping, got {val!r}")
+    unknown = sorted(set(val) - set(DEFAULT_CONFIG["validation"]))
+    if unknown:
+        _bad(
+            f"validation.{unknown[0]}",
+            f"unknown key; known: {sorted(DEFAULT_CONFIG['validation'])}",
+        )
+    if not 0.0 <= float(val["fraction"]) < 0.9:
+        _bad("validation.fraction", f"must be in [0, 0.9), got {val['fraction']!r}")
+    if val["metric"] not in VALIDATION_METRICS:
+        _bad("validation.metric", f"must be one of {VALIDATION_METRICS}, got {val['metric']!r}")
+    if not 0.0 <= float(val["start"]) < 1.0:
+        _bad("validation.start", f"must be in [0, 1), got {val['start']!r}")
     if cfg["n_folds"] < 2:
         _bad("n_folds", f"need at least 2 folds, got {cfg['n_folds']}")
     if cfg["lr"] <= 0:

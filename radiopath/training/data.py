@@ -37,13 +37,14 @@ def merge_graphs(graphs: Sequence[Data]) -> Data:
     """Disjoint union of one patient's graphs of one modality.
 
     Keeps ``x``, ``edge_index``, ``assignment`` (offset by the nodes before it),
-    ``patch_coords`` and ``pos`` where present, and adds ``patch_source`` ``[n_patches]``
+    ``patch_count``, ``patch_coords`` and ``pos`` where present, and adds ``patch_source`` ``[n_patches]``
     (index of the source graph of each patch) and ``sources`` (the graphs' ``source``
     attributes, usually the embedding files).
     """
     if len(graphs) == 0:
         raise ValueError("no graph to merge")
     xs, edges, assignment, coords, pos, patch_source, sources = [], [], [], [], [], [], []
+    counts = []
     offset = 0
     for i, g in enumerate(graphs):
         n = int(g.x.size(0))
@@ -52,6 +53,8 @@ def merge_graphs(graphs: Sequence[Data]) -> Data:
         if getattr(g, "assignment", None) is not None:
             assignment.append(g.assignment.long() + offset)
             patch_source.append(torch.full((g.assignment.numel(),), i, dtype=torch.long))
+        if getattr(g, "patch_count", None) is not None:
+            counts.append(g.patch_count.long())
         if getattr(g, "patch_coords", None) is not None:
             coords.append(torch.as_tensor(g.patch_coords))
         if getattr(g, "pos", None) is not None:
@@ -62,6 +65,8 @@ def merge_graphs(graphs: Sequence[Data]) -> Data:
     if len(assignment) == len(graphs):
         merged.assignment = torch.cat(assignment)
         merged.patch_source = torch.cat(patch_source)
+    if len(counts) == len(graphs):
+        merged.patch_count = torch.cat(counts)
     if len(coords) == len(graphs):
         merged.patch_coords = torch.cat(coords)
     if len(pos) == len(graphs):
@@ -185,7 +190,20 @@ def collate(
         for row, rec in enumerate(records):
             if m in rec.modalities:
                 g = store.get(rec.patient_id, m)
-                graphs.append(Data(x=g.x, edge_index=g.edge_index, num_nodes=g.x.size(0)))
+                counts = getattr(g, "patch_count", None)
+                graphs.append(
+                    Data(
+                        x=g.x,
+                        edge_index=g.edge_index,
+                        num_nodes=g.x.size(0),
+                        # patches behind each node: the weight of a node in its bag's mean
+                        patch_count=(
+                            counts.float()
+                            if counts is not None
+                            else torch.ones(g.x.size(0))
+                        ),
+                    )
+                )
                 rows.append(row)
         if graphs:
             per_modality[m] = ModalityBatch(

@@ -87,6 +87,7 @@ def build_model(
         encoder_options={
             **{k: v for k, v in cfg["pooling"].items() if k != "lr_scale"},
             "importance": cfg["importance"],
+            "center": cfg["center"],
         },
     )
 
@@ -128,6 +129,67 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     frame.to_csv(tmp, index=False)
     os.replace(tmp, path)
+
+
+def validation_split(
+    records: Sequence[PatientRecord], fraction: float, seed: int
+) -> tuple[list[PatientRecord], list[PatientRecord]]:
+    """Split a training fold into (inner training, inner validation) patients.
+
+    Stratified by event (:class:`sklearn.model_selection.StratifiedShuffleSplit`), seeded;
+    only ``records`` (the outer training fold) are ever seen, so the outer test fold cannot
+    influence model selection. ``fraction`` 0 returns ``(records, [])``.
+    """
+    records = list(records)
+    if fraction <= 0:
+        return records, []
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    event = np.array([int(r.event) for r in records])
+    n_val = max(2, int(round(fraction * len(records))))
+    if len(records) - n_val < 2:
+        raise RadiopathInputError(
+            f"{len(records)} training patients are too few for a validation fraction of "
+            f"{fraction}",
+            field="validation.fraction",
+        )
+    stratify = event if min(np.bincount(event, minlength=2)) >= 2 else np.zeros_like(event)
+    split = StratifiedShuffleSplit(1, test_size=n_val, random_state=seed % (2**32))
+    train_idx, val_idx = next(split.split(np.zeros(len(records)), stratify))
+    return [records[i] for i in sorted(train_idx)], [records[i] for i in sorted(val_idx)]
+
+
+def schedule_epochs(cfg: Mapping, n_train: int) -> int:
+    """Epochs to run: ``cfg["epochs"]``, or enough for ``cfg["steps"]`` optimiser steps."""
+    steps = cfg.get("steps")
+    if steps is None:
+        return int(cfg["epochs"])
+    per_epoch = n_train // cfg["batch_size"] + (1 if n_train % cfg["batch_size"] >= 2 else 0)
+    return max(1, math.ceil(int(steps) / max(per_epoch, 1)))
+
+
+def _rng_state() -> dict:
+    """Every random generator a training step draws from (restored on resume)."""
+    import random
+
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping) -> None:
+    import random
+
+    torch.set_rng_state(state["torch"].cpu())
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def _batches(records: Sequence[PatientRecord], batch_size: int, generator: torch.Generator | None):
@@ -284,6 +346,10 @@ def _fit_fold(
     seed = int(cfg["seed"]) * 1000 + fold
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
+    val_cfg = cfg["validation"]
+    train, inner_val = validation_split(train, float(val_cfg["fraction"]), seed)
+    n_epochs = schedule_epochs(cfg, len(train))
+    first_eligible = int(math.floor(float(val_cfg["start"]) * n_epochs))
 
     model = build_model(cfg, in_channels, missing_indicator)
     if cfg["standardize"]:
@@ -301,10 +367,11 @@ def _fit_fold(
         lr=cfg["lr"],
         weight_decay=cfg["weight_decay"],
     )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg["epochs"])
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=n_epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
 
     start_epoch, rows = 0, []
+    best = {"epoch": -1, "score": -math.inf, "model": None}
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         if state.get("fingerprint") != fingerprint:
@@ -317,12 +384,16 @@ def _fit_fold(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
+        if "rng" in state:
+            _set_rng_state(state["rng"])
+        if state.get("best") is not None:
+            best = state["best"]
         start_epoch = int(state["epoch"]) + 1
         if log_path.exists():
             rows = pd.read_csv(log_path).query("epoch < @start_epoch").to_dict("records")
         log.info("fold %d: resuming after epoch %d", fold, start_epoch - 1)
 
-    epochs = range(start_epoch, cfg["epochs"])
+    epochs = range(start_epoch, n_epochs)
     bar = tqdm(epochs, desc=f"fold {fold}", unit="epoch", leave=False, disable=not progress)
     for epoch in bar:
         tic = _time.perf_counter()
@@ -363,7 +434,17 @@ def _fit_fold(
         row = {"epoch": epoch, "lr": lr}
         row.update({k: v / max(n_seen, 1) for k, v in sums.items()})
         row["train_c_index"] = c_index(torch.cat(tr_time), torch.cat(tr_event), torch.cat(tr_risk))
-        if test:
+        if inner_val:
+            score = _validation_score(model, inner_val, store, device, cfg, amp)
+            row["inner_val_c_index"], row["inner_val_loss"] = score
+            value = score[0] if val_cfg["metric"] == "c_index" else -score[1]
+            if epoch >= first_eligible and np.isfinite(value) and value > best["score"]:
+                best = {
+                    "epoch": epoch,
+                    "score": float(value),
+                    "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                }
+        if test and cfg.get("monitor_test", True):
             risk, _, _ = predict(
                 model, test, store, device, cfg["batch_size"], amp, num_threads=None
             )
@@ -378,8 +459,10 @@ def _fit_fold(
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
+                "rng": _rng_state(),
+                "best": best,
                 "fingerprint": fingerprint,
-                "finished": epoch == cfg["epochs"] - 1,
+                "finished": epoch == n_epochs - 1,
             },
             ckpt_path,
         )
@@ -388,5 +471,24 @@ def _fit_fold(
             c_train=f"{row['train_c_index']:.3f}",
             c_val=f"{row.get('val_c_index', math.nan):.3f}",
         )
+    if inner_val and best["model"] is not None:
+        # Model selection on the inner validation split: the state of the best epoch.
+        model.load_state_dict(best["model"])
+        log.info("fold %d: selected epoch %d (inner validation %s %.3f)", fold, best["epoch"],
+                 val_cfg["metric"], best["score"])
+    model.selected_epoch = best["epoch"] if inner_val else n_epochs - 1
     model.eval()
     return model
+
+
+@torch.no_grad()
+def _validation_score(model, records, store, device, cfg, amp) -> tuple[float, float]:
+    """(C-index, survival loss) of ``records`` in evaluation mode (model left in training mode)."""
+    risk, _, _ = predict(model, records, store, device, cfg["batch_size"], amp, num_threads=None)
+    time = torch.tensor([r.time for r in records], dtype=torch.float32)
+    event = torch.tensor([r.event for r in records], dtype=torch.long)
+    from radiopath.models.losses import cox_loss
+
+    loss = float(cox_loss(torch.as_tensor(risk, dtype=torch.float32), time, event, ties=cfg["ties"]))
+    model.train()
+    return c_index(time.numpy(), event.numpy(), risk), loss
