@@ -91,6 +91,17 @@ class ModelOutput:
         (0 for nodes dropped by top-k pooling).
     present
         ``[B, M]`` bool, which patient has which modality.
+    node_contribution
+        Per modality, ``[N_m]`` the signed share of each input node in its patient's risk
+        (evaluation mode, Cox head; see :meth:`MultimodalSurvivalModel.linear_head`): the
+        risk of patient ``b`` is the sum of its nodes' contributions over the modalities
+        plus ``risk_offset[b]``.
+    node_posterior
+        SPARRA only: per modality, the mean and standard deviation of the spatial
+        importance :math:`s` of each input node that survived pooling (NaN elsewhere).
+    risk_offset
+        ``[B]`` the part of each risk that no node carries (the head's constant, the
+        learned vectors of missing modalities and the presence columns).
     """
 
     risk: Tensor
@@ -100,6 +111,9 @@ class ModelOutput:
     losses: dict[str, Tensor] = field(default_factory=dict)
     node_weight: dict[str, Tensor] = field(default_factory=dict)
     present: Tensor | None = None
+    node_contribution: dict[str, Tensor] = field(default_factory=dict)
+    node_posterior: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    risk_offset: Tensor | None = None
 
 
 def _per_modality(value, modality: str, default):
@@ -212,11 +226,30 @@ class MultimodalSurvivalModel(nn.Module):
         getattr(self, f"feature_mean_{modality}").copy_(mean)
         getattr(self, f"feature_std_{modality}").copy_(std)
 
+    def linear_head(self) -> tuple[Tensor, Tensor]:
+        r"""The Cox head in evaluation mode as one affine map of the patient vector:
+        ``risk = embedding @ coef + bias``, with the batch normalisation's running
+        statistics folded in (:math:`c_j = w_j\gamma_j/\sqrt{\sigma^2_j + \epsilon}`)."""
+        if self.head_kind != "cox":
+            raise ValueError("only the Cox head is linear in the patient vector")
+        w = self.head.weight[0]
+        bias = self.head.bias[0] if self.head.bias is not None else w.new_zeros(())
+        norm = self.embedding_norm
+        if isinstance(norm, nn.BatchNorm1d):
+            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+            shift = norm.bias - norm.running_mean * scale
+            return w * scale, bias + (w * shift).sum()
+        return w, bias
+
     def encode_modality(
         self, modality: str, batch: ModalityBatch, node_weights: bool = True
     ) -> tuple[AggregationOutput, Tensor | None]:
         """One branch: ``(aggregator output, weights of every input node)`` (``None``
         without ``node_weights``: then no trace for receptive-field maps is recorded)."""
+        agg, weight, _ = self._encode(modality, batch, node_weights)
+        return agg, weight
+
+    def _encode(self, modality: str, batch: ModalityBatch, node_weights: bool):
         g = batch.graphs
         num_graphs = int(batch.patient_index.numel())
         scale = (
@@ -235,8 +268,8 @@ class MultimodalSurvivalModel(nn.Module):
         )
         agg = self.aggregators[modality](enc.x, enc.batch, dim_size=num_graphs, target=enc.target)
         if not node_weights:
-            return agg, None
-        return agg, enc.input_node_weights(agg.weight, encoder.importance)
+            return agg, None, enc
+        return agg, enc.input_node_weights(agg.weight, encoder.importance), enc
 
     def forward(self, batch: PatientBatch, node_weights: bool = True) -> ModelOutput:
         """Risks and patient vectors of ``batch``; ``node_weights=False`` skips tracing the
@@ -247,12 +280,14 @@ class MultimodalSurvivalModel(nn.Module):
         aux = torch.zeros((), device=device)
         losses: dict[str, Tensor] = {}
         node_weight: dict[str, Tensor] = {}
+        explained = {}
         for m in self.modalities:
             vec = self.missing[m].unsqueeze(0).expand(n, -1)
             present = torch.zeros(n, dtype=torch.bool, device=device)
             mb = batch.modalities.get(m)
             if mb is not None and mb.patient_index.numel() > 0:
-                agg, weight = self.encode_modality(m, mb, node_weights)
+                agg, weight, enc = self._encode(m, mb, node_weights)
+                explained[m] = (agg, enc)
                 vec = vec.index_copy(0, mb.patient_index, agg.out.to(vec.dtype))
                 present = present.index_fill(0, mb.patient_index, True)
                 aux = aux + agg.aux_loss
@@ -270,7 +305,43 @@ class MultimodalSurvivalModel(nn.Module):
             risk, logits = out.squeeze(-1), None
         else:
             risk, logits = discrete_time_risk(out), out
-        return ModelOutput(risk, embedding, logits, aux, losses, node_weight, present)
+        result = ModelOutput(risk, embedding, logits, aux, losses, node_weight, present)
+        if node_weights and not self.training:
+            self._explain(result, explained, batch)
+        return result
+
+    def _explain(self, result: ModelOutput, explained: dict, batch: PatientBatch) -> None:
+        """Signed node contributions, the risk offset and SPARRA's posterior (evaluation)."""
+        from radiopath.models.aggregators import SparraAggregation
+
+        H = self.hidden_channels
+        for i, m in enumerate(self.modalities):
+            if m not in explained:
+                continue
+            agg, enc = explained[m]
+            aggregator, mode = self.aggregators[m], self.encoders[m].importance
+            if isinstance(aggregator, SparraAggregation):
+                mu_s, var_s, _, _ = aggregator.posterior(enc.x)
+                nan = torch.full((enc.num_input_nodes,), float("nan"), device=mu_s.device)
+                result.node_posterior[m] = (
+                    nan.index_copy(0, enc.node_map, mu_s.float()),
+                    nan.index_copy(0, enc.node_map, var_s.float().sqrt()),
+                )
+            if self.head_kind == "cox":
+                coef, _ = self.linear_head()
+                part = agg.weight.float() * (enc.x.float() @ coef[i * H : (i + 1) * H].float())
+                result.node_contribution[m] = enc.input_node_weights(part, mode)
+        if self.head_kind != "cox":
+            return
+        coef, bias = self.linear_head()
+        offset = result.risk.new_full((len(batch),), float(bias))
+        for i, m in enumerate(self.modalities):
+            absent = ~result.present[:, i]
+            offset = offset + absent.float() * (self.missing[m] @ coef[i * H : (i + 1) * H])
+        if self.missing_indicator:
+            ind = coef[len(self.modalities) * H :]
+            offset = offset + result.present.float() @ ind
+        result.risk_offset = offset
 
     def survival_loss(
         self, output: ModelOutput, time: Tensor, event: Tensor, ties: str = "efron"

@@ -200,6 +200,16 @@ def _write_importance(path: Path, columns: Mapping[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
+def _write_risk_offsets(path: Path, fold: int, rows: list[dict]) -> None:
+    """``patient_id, fold, risk, risk_offset`` of the test patients (this fold's rows replaced):
+    a patient's risk is the sum of its patches' ``contribution`` plus ``risk_offset``."""
+    table = pd.DataFrame(rows)
+    if path.exists():
+        old = pd.read_csv(path, dtype={"patient_id": str})
+        table = pd.concat([old[old["fold"] != fold], table], ignore_index=True)
+    _write_importance(path, table.sort_values(["fold", "patient_id"]).to_dict("list"))
+
+
 def export_fold(
     model,
     fold: int,
@@ -220,9 +230,16 @@ def export_fold(
     t_risk, t_embedding, weights = predict(
         model, test, store, device, cfg["batch_size"], amp, node_weights=True, num_threads=threads
     )
-    for (pid, m), w in weights.items():
-        cols = patch_importance(store.get(pid, m), w)
+    offsets = {}
+    for (pid, m), node in weights.items():
+        extra = {k: v for k, v in node.columns.items() if k != "importance"}
+        cols = patch_importance(store.get(pid, m), node.importance, extra)
         _write_importance(out_dir / "importance" / cfg["aggregator"] / f"{pid}.{m}.csv", cols)
+        offsets[pid] = {"patient_id": pid, "fold": fold, "risk": node.risk,
+                        "risk_offset": node.risk_offset}
+    if offsets:
+        _write_risk_offsets(out_dir / "importance" / f"{cfg['aggregator']}.risk_offsets.csv",
+                            fold, list(offsets.values()))
     write_fold_embeddings(
         out_dir / "embeddings" / f"fold_{fold}.npz",
         FoldEmbeddings(

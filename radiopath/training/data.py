@@ -240,12 +240,16 @@ def feature_statistics(
     return mean.float(), std.float()
 
 
-def patch_importance(graph: Data, node_weight: np.ndarray) -> dict[str, np.ndarray]:
+def patch_importance(
+    graph: Data, node_weight: np.ndarray, extra: Mapping[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
     """Node weights written to every patch through ``assignment`` (one row per patch).
 
     Returns the columns of the importance CSV: ``x, y[, z]`` (file coordinates),
     ``importance`` and, when the patient has several files of this modality, ``source``.
-    Patches are in file order, files in cohort order.
+    Patches are in file order, files in cohort order. ``extra`` per-node columns go to
+    every patch of the node too, except ``contribution``, which is shared equally among
+    the node's patches, so that a graph's patch contributions add up to its nodes'.
     """
     if getattr(graph, "assignment", None) is None or getattr(graph, "patch_coords", None) is None:
         raise RadiopathInputError(
@@ -259,6 +263,11 @@ def patch_importance(graph: Data, node_weight: np.ndarray) -> dict[str, np.ndarr
     for axis, name in enumerate("xyz"[: coords.shape[1]]):
         cols[name] = coords[:, axis]
     cols["importance"] = node_weight[assignment]
+    for name, values in (extra or {}).items():
+        values = np.asarray(values, dtype=np.float64)[assignment]
+        if name == "contribution":
+            values = values / np.bincount(assignment, minlength=len(node_weight))[assignment]
+        cols[name] = values
     if len(graph.sources) > 1:
         cols["source"] = np.asarray(
             [Path(graph.sources[i]).name for i in graph.patch_source.numpy()]

@@ -16,6 +16,7 @@ import os
 import time as _time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -232,6 +233,33 @@ def intra_op_threads(num_threads: int | None, device: torch.device) -> Iterator[
         torch.set_num_threads(previous)
 
 
+@dataclass
+class NodeExplanation:
+    """One patient's graph of one modality, explained per input node.
+
+    Attributes
+    ----------
+    columns
+        ``importance`` (the aggregator's weight traced back to the input nodes),
+        ``contribution`` (signed share of the risk; Cox head only) and, for SPARRA,
+        ``s_mean`` / ``s_sd`` (posterior of the spatial importance; NaN for nodes dropped
+        by pooling), each ``[n_nodes]``.
+    risk
+        The patient's predicted risk.
+    risk_offset
+        The part of the risk no node carries: ``risk = sum of every modality's
+        contributions + risk_offset`` (None without a Cox head).
+    """
+
+    columns: dict
+    risk: float
+    risk_offset: float | None
+
+    @property
+    def importance(self) -> np.ndarray:
+        return self.columns["importance"]
+
+
 @torch.no_grad()
 def predict(
     model: MultimodalSurvivalModel,
@@ -253,7 +281,8 @@ def predict(
     risk : ndarray [n]
     embedding : ndarray [n, E]
     weights : dict
-        ``{(patient_id, modality): ndarray [n_nodes]}`` weight of each input node (only when
+        ``{(patient_id, modality): NodeExplanation}`` per input node: the aggregator's
+        weight, the signed risk contribution and SPARRA's posterior of ``s`` (only when
         ``node_weights``).
     """
     with intra_op_threads(num_threads, device):
@@ -270,12 +299,23 @@ def _predict(model, records, store, device, batch_size, amp, node_weights):
         risks.append(out.risk.float().cpu())
         embeddings.append(out.embedding.float().cpu())
         if node_weights:
+            offset = None if out.risk_offset is None else out.risk_offset.float().cpu().numpy()
             for m, w in out.node_weight.items():
                 mb = batch.modalities[m]
                 ptr = mb.graphs.ptr.cpu().numpy()
-                w = w.float().cpu().numpy()
+                columns = {"importance": w}
+                if m in out.node_contribution:
+                    columns["contribution"] = out.node_contribution[m]
+                if m in out.node_posterior:
+                    columns["s_mean"], columns["s_sd"] = out.node_posterior[m]
+                columns = {k: v.float().cpu().numpy() for k, v in columns.items()}
                 for g, row in enumerate(mb.patient_index.cpu().numpy()):
-                    weights[(chunk[row].patient_id, m)] = w[ptr[g] : ptr[g + 1]]
+                    part = {k: v[ptr[g] : ptr[g + 1]] for k, v in columns.items()}
+                    weights[(chunk[row].patient_id, m)] = NodeExplanation(
+                        part,
+                        float(out.risk[row]),
+                        None if offset is None else float(offset[row]),
+                    )
     risk = torch.cat(risks).numpy().astype(np.float64)
     embedding = torch.cat(embeddings).numpy()
     return risk, embedding, weights

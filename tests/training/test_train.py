@@ -103,7 +103,7 @@ def test_importance_maps_every_patch_in_file_order(sparra_run, small_cohort, sma
             table = pd.read_csv(sparra_run.importance_path(patient.patient_id, m))
             bag = load_patient_bags(patient, m)[0]
             axes = ["x", "y"] if m == "wsi" else ["x", "y", "z"]
-            assert list(table.columns) == [*axes, "importance"]
+            assert list(table.columns) == [*axes, "importance", "contribution", "s_mean", "s_sd"]
             np.testing.assert_array_equal(table[axes].to_numpy(), bag.coords)
             # Every node carries one weight; the weights of a graph's nodes sum to 1 and the
             # nodes dropped by top-k pooling (ratio 0.2 twice) carry 0.
@@ -115,6 +115,25 @@ def test_importance_maps_every_patch_in_file_order(sparra_run, small_cohort, sma
             node_w[graph.assignment.numpy()] = table["importance"].to_numpy()
             assert node_w.sum() == pytest.approx(1.0, abs=1e-4)
             assert (node_w > 0).sum() == int(np.ceil(0.2 * np.ceil(0.2 * graph.num_nodes)))
+
+
+def test_contributions_add_up_to_the_risk(sparra_run):
+    """Signed patch contributions of both modalities plus the offset give the exported risk,
+    and SPARRA's posterior is defined exactly on the nodes that survived pooling."""
+    offsets = pd.read_csv(
+        sparra_run.out_dir / "importance" / "sparra.risk_offsets.csv", dtype={"patient_id": str}
+    ).set_index("patient_id")
+    risks = sparra_run.risks.set_index("patient_id")["risk"]
+    assert set(offsets.index) == set(risks.index)
+    for pid, row in offsets.iterrows():
+        total = row["risk_offset"]
+        for m in ("wsi", "ct"):
+            table = pd.read_csv(sparra_run.importance_path(pid, m))
+            total += table["contribution"].sum()
+            kept = table["importance"] > 0
+            assert table.loc[kept, "s_sd"].gt(0).all() and table.loc[~kept, "s_mean"].isna().all()
+        assert total == pytest.approx(risks[pid], abs=1e-4)
+        assert row["risk"] == pytest.approx(risks[pid], abs=1e-5)
 
 
 def test_resume_skips_finished_folds(sparra_run, small_cohort, small_graphs, monkeypatch):
