@@ -208,6 +208,47 @@ def test_interrupted_fold_continues_from_its_checkpoint(
     assert set(result.fold_c_index) == {0, 1}
     record = json.loads((tmp_path / "run.json").read_text())
     assert record["status"] == "finished" and record["history"][0]["status"] == "failed"
+    # Exact resume: every random generator is in the checkpoint, so the resumed run's
+    # risks equal an uninterrupted run's to the bit (dropout draws included).
+    clean = train_cross_validated(
+        small_cohort,
+        small_graphs,
+        aggregator="abmil",
+        modalities="wsi",
+        out_dir=tmp_path / "clean",
+        config=cfg,
+        progress=False,
+    )
+    pd.testing.assert_frame_equal(result.risks, clean.risks)
+
+
+def test_inner_validation_never_reads_the_test_fold(small_cohort, small_graphs, tmp_path):
+    """The epoch chosen on the inner validation split does not change when the outer test
+    patients' outcomes are scrambled."""
+    cfg = {**FAST, "epochs": 6, "validation": {"fraction": 0.3, "metric": "c_index"}}
+    table = pd.read_csv(small_cohort)
+    chosen = {}
+    for name in ("original", "scrambled"):
+        out = tmp_path / name
+        if name == "scrambled":
+            folds = pd.read_csv(tmp_path / "original" / "folds.csv", dtype={"patient_id": str})
+            test = table["patient_id"].astype(str).isin(folds[folds["fold"] == 0]["patient_id"])
+            rng = np.random.default_rng(0)
+            table.loc[test, "time"] = rng.permutation(table.loc[test, "time"].to_numpy()) * 3.1
+            table.loc[test, "event"] = 1 - table.loc[test, "event"]
+            csv = small_cohort.parent / "scrambled_cohort.csv"
+            table.to_csv(csv, index=False)
+        else:
+            csv, folds = small_cohort, None
+        train_cross_validated(
+            csv, small_graphs, aggregator="sparra", modalities="wsi", out_dir=out,
+            config=cfg, folds=folds, progress=False,
+        )
+        state = torch.load(out / "checkpoints" / "fold_0.pt", weights_only=False)
+        log = pd.read_csv(out / "logs" / "fold_0.csv")
+        chosen[name] = (state["best"]["epoch"], log["inner_val_c_index"].tolist())
+    assert chosen["original"] == chosen["scrambled"]
+    assert chosen["original"][0] >= 0
 
 
 def test_changed_configuration_is_not_resumed_silently(sparra_run, small_cohort, small_graphs):
