@@ -5,8 +5,8 @@
 * :func:`km_risk_groups` -- high / low risk groups split at the mean (or median) training
   risk, Kaplan-Meier curves (lifelines) and the log-rank p-value (Gao et al. 2025, Fig. 4);
 * :func:`evaluate_run` -- the protocol on a training run directory, writing
-  ``predictions.csv``, ``metrics.csv``, ``selection.csv``, ``summary.md`` and
-  ``figures/km_<aggregator>_<model>.png``, and recording itself in ``run.json``.
+  ``predictions.csv``, ``metrics.csv``, ``selection.csv``, ``survival.csv``, ``summary.md``
+  and ``figures/km_<aggregator>_<model>.png``, and recording itself in ``run.json``.
 """
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ METRIC_LABELS = {
     "c_index_random_ties": "C-index (random ties)",
 }
 MODEL_LABELS = {"rsf": "RSF", "coxph": "CoxPH", "coxnet": "Coxnet", "fsvm": "FSVM", "avg": "Avg."}
+SURVIVAL_COLUMNS = ["aggregator", "modalities", "model", "fold", "patient_id", "t", "survival"]
+"""``survival.csv``: each test patient's predicted survival at its fold's metric time grid
+and at the configured horizons (RSF, CoxPH, Coxnet)."""
 
 
 # ----------------------------------------------------------------------------- summary
@@ -426,6 +429,51 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def survival_table(
+    result: EvaluationResult, aggregator: str, modalities: str, horizons: Sequence[float] = ()
+) -> pd.DataFrame:
+    """Test patients' predicted survival at each fold's time grid and at ``horizons``.
+
+    The grid is the one the fold's C-AUC and IBS use (:class:`PreparedFold.times`); a
+    horizon outside the domain of a fold's survival function (beyond its training
+    follow-up) is left out for that fold.
+    """
+    by_fold = {p.fold: p for p in result.prepared}
+    frames = []
+    for (model, fold), fm in result.fitted.items():
+        if model not in SURVIVAL_FUNCTION_MODELS or fm.estimator is None:
+            continue
+        prep = by_fold[fold]
+        columns: dict[float, np.ndarray] = {}
+        if prep.times is not None and fm.test_survival is not None:
+            columns.update(zip(prep.times.tolist(), np.asarray(fm.test_survival).T))
+        extra = [h for h in horizons if h not in columns]
+        if extra:
+            functions = fm.estimator.predict_survival_function(prep.X_test)
+            for h in extra:
+                try:
+                    columns[h] = np.array([float(fn(h)) for fn in functions])
+                except ValueError as exc:
+                    log.info("%s fold %d: no survival at horizon %g (%s)", model, fold, h, exc)
+        for t, values in sorted(columns.items()):
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "aggregator": aggregator,
+                        "modalities": modalities,
+                        "model": model,
+                        "fold": fold,
+                        "patient_id": prep.test_ids,
+                        "t": float(t),
+                        "survival": values,
+                    }
+                )
+            )
+    if not frames:
+        return pd.DataFrame(columns=SURVIVAL_COLUMNS)
+    return pd.concat(frames, ignore_index=True)[SURVIVAL_COLUMNS]
+
+
 def evaluate_run(
     run_dir: str | os.PathLike,
     models: Sequence[str] | None = None,
@@ -434,20 +482,23 @@ def evaluate_run(
     device="auto",
     *,
     resume: bool = True,
+    aggregator: str | None = None,
 ) -> EvaluationResult:
     """Evaluate a training run directory and write the outputs of ``INTERFACE.md`` into it.
 
     Reads ``run.json`` (``config.aggregator``, ``config.modalities``, ``seed``, and an
     optional ``config.evaluation`` section) and ``embeddings/fold_<k>.npz``; writes
-    ``predictions.csv``, ``metrics.csv``, ``selection.csv``, ``summary.md`` and
+    ``predictions.csv``, ``metrics.csv``, ``selection.csv``, ``survival.csv``, ``summary.md`` and
     ``figures/km_<aggregator>_<model>.png``; records itself under the ``evaluation`` key of
     ``run.json`` (training's record is kept). With ``resume``, a finished evaluation of the
     same models, backend and configuration is read back instead of recomputed.
+    ``aggregator`` names the run in the tables (default: the run's own aggregator; the
+    benchmark's variants such as ``abmil_mil`` train ``abmil`` under another name).
     """
     run_dir = Path(run_dir)
     record = _read_run(run_dir)
     run_cfg = record["config"]
-    aggregator = str(run_cfg["aggregator"])
+    aggregator = str(aggregator or run_cfg["aggregator"])
     modalities = run_cfg["modalities"]
     mods = modalities if isinstance(modalities, str) else "+".join(modalities)
     seed = int(record.get("seed") or 0)
@@ -456,9 +507,11 @@ def evaluate_run(
     cfg = resolve_evaluation_config(merged)
     models = list(models or MODELS)
     files = _fold_files(run_dir)
-    settings = {"models": models, "backend": backend, "config": cfg}
+    settings = {"models": models, "backend": backend, "config": cfg, "aggregator": aggregator}
     previous = record.get("evaluation") or {}
-    outputs = [run_dir / n for n in ("predictions.csv", "metrics.csv", "selection.csv")]
+    outputs = [
+        run_dir / n for n in ("predictions.csv", "metrics.csv", "selection.csv", "survival.csv")
+    ]
     if (
         resume
         and previous.get("status") == "finished"
@@ -503,6 +556,10 @@ def evaluate_run(
         _atomic_csv(run_dir / "predictions.csv", result.predictions[PREDICTION_COLUMNS])
         _atomic_csv(run_dir / "metrics.csv", result.metrics[METRIC_COLUMNS])
         _atomic_csv(run_dir / "selection.csv", result.selection[SELECTION_COLUMNS])
+        _atomic_csv(
+            run_dir / "survival.csv",
+            survival_table(result, aggregator, mods, cfg["metrics"]["horizons"]),
+        )
         _atomic_write_text(run_dir / "summary.md", summarize(result.metrics))
         fig_dir = run_dir / "figures"
         fig_dir.mkdir(exist_ok=True)
@@ -527,7 +584,14 @@ def evaluate_run(
     evaluation.update(
         status="finished",
         finished=_now(),
-        outputs=["predictions.csv", "metrics.csv", "selection.csv", "summary.md", *figures],
+        outputs=[
+            "predictions.csv",
+            "metrics.csv",
+            "selection.csv",
+            "survival.csv",
+            "summary.md",
+            *figures,
+        ],
         failed_metric_rows=n_failed,
     )
     _write_record(run_dir, evaluation)
