@@ -29,6 +29,23 @@ EXTRA_METRICS: tuple[str, ...] = ("c_index_random_ties",)
 
 LOWER_IS_BETTER: frozenset[str] = frozenset({"ibs"})
 
+AGGREGATOR_ORDER: tuple[str, ...] = ("raw_mean", "mean", "abmil_mil", "abmil", "sparra")
+"""How tables order aggregators (others follow by name); a paired comparison is ``later -
+earlier`` in this order, e.g. ``sparra - mean``."""
+
+
+def lower_is_better(metric: str) -> bool:
+    """IBS and the Brier score at a horizon (``brier@<t>``)."""
+    return metric in LOWER_IS_BETTER or metric.startswith("brier@")
+
+
+def ordered_aggregators(names) -> list[str]:
+    """``names`` without repeats, in :data:`AGGREGATOR_ORDER`, then the others sorted."""
+    names = list(dict.fromkeys(str(n) for n in names))
+    known = [a for a in AGGREGATOR_ORDER if a in names]
+    return known + sorted(a for a in names if a not in AGGREGATOR_ORDER)
+
+
 BACKENDS: tuple[str, ...] = ("sksurv", "torch")
 
 DEFAULT_CONFIG: dict = {

@@ -51,10 +51,10 @@ from sksurv.util import Surv
 from radiopath.errors import RadiopathInputError
 from radiopath.evaluation._cox import DTYPE, torch_threads
 from radiopath.evaluation.config import (
-    LOWER_IS_BETTER,
     METRICS,
     MODELS,
     SURVIVAL_FUNCTION_MODELS,
+    ordered_aggregators,
     resolve_evaluation_config,
 )
 from radiopath.evaluation.protocol import _follow_up_adjusted, _time_grid
@@ -83,9 +83,6 @@ __all__ = [
 DEFAULT_STATISTICS: dict = {"bootstrap": 1000, "alpha": 0.05, "seed": 0}
 """``statistics`` section of a benchmark: bootstrap replicates, the level of the intervals
 and tests (1 - alpha intervals, significance at alpha after Holm) and the resampling seed."""
-
-AGGREGATOR_ORDER = ("raw_mean", "mean", "abmil_mil", "abmil", "sparra")
-"""How tables order aggregators; a comparison is ``later - earlier`` in this order."""
 
 INTERVAL_COLUMNS = [
     "aggregator",
@@ -154,10 +151,6 @@ def resolve_statistics_config(config: Mapping | None = None) -> dict:
 def horizon_metrics(horizons: Sequence[float]) -> list[str]:
     """Metric names of the fixed horizons: ``auc@<h>`` and ``brier@<h>``."""
     return [f"{kind}@{h:g}" for h in horizons for kind in ("auc", "brier")]
-
-
-def lower_is_better(metric: str) -> bool:
-    return metric in LOWER_IS_BETTER or metric.startswith("brier@")
 
 
 def _has_metric(model: str, metric: str) -> bool:
@@ -723,13 +716,6 @@ def compare_arms(a: ArmScores, b: ArmScores, alpha: float = 0.05) -> pd.DataFram
     return out[COMPARISON_COLUMNS]
 
 
-def ordered_aggregators(names: Sequence[str]) -> list[str]:
-    names = list(dict.fromkeys(names))
-    return [a for a in AGGREGATOR_ORDER if a in names] + sorted(
-        a for a in names if a not in AGGREGATOR_ORDER
-    )
-
-
 def paired_bootstrap(
     time,
     event,
@@ -877,7 +863,7 @@ def analyse_run(run_dir: str | os.PathLike, config: Mapping | None = None) -> An
     Reads ``predictions.csv``, ``survival.csv`` (IBS, Brier) and ``folds.csv`` of a
     benchmark (or evaluated training run) directory; ``config`` is the ``statistics``
     section (:data:`DEFAULT_STATISTICS`). Comparisons are ``later - earlier`` in
-    :data:`AGGREGATOR_ORDER` within each modality set.
+    :data:`radiopath.evaluation.config.AGGREGATOR_ORDER` within each modality set.
     """
     cfg = resolve_statistics_config(config)
     run_dir = Path(run_dir)
