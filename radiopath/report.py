@@ -61,6 +61,14 @@ def read_metrics(run_dir: str | os.PathLike) -> pd.DataFrame:
     return metrics
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_metric_panels(metrics: pd.DataFrame, path: Path) -> Path:
     """One panel per metric: bars per model, grouped by aggregator, error bars = sd over folds."""
     stats = fold_statistics(metrics)
@@ -82,11 +90,7 @@ def plot_metric_panels(metrics: pd.DataFrame, path: Path) -> Path:
             ax.axhline(0.5, color="grey", lw=0.8, ls="--")
             ax.set_ylim(0.3, 1.0)
     axes[0][0].legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_risk_groups(
@@ -104,11 +108,7 @@ def plot_risk_groups(
     for ax, agg in zip(axes[0], aggs):
         groups = pooled_risk_groups(preds[preds.aggregator == agg], selection, "mean")
         groups.plot(ax=ax, title=f"{agg} / {model}")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _embed_png(path: Path) -> str:
@@ -147,11 +147,7 @@ def plot_comparisons(comparisons: pd.DataFrame, path: Path, alpha: float = 0.05)
         ax.set_title(f"{a} vs {b} ({mods})", fontsize=9)
         ax.set_xlabel(f"difference, > 0 favours {a}", fontsize=8)
     fig.suptitle(f"paired bootstrap, red: Holm-adjusted p < {alpha:g}", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def write_html(

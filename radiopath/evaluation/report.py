@@ -215,6 +215,14 @@ def summarize(
     return "\n".join(lines) + "\n"
 
 
+def table_head(first: str, columns) -> list[str]:
+    """The two header lines of a ``| first | Metric | <model columns> |`` markdown table."""
+    return [
+        f"| {first} | Metric | " + " | ".join(MODEL_LABELS.get(m, m) for m in columns) + " |",
+        "|---|---|" + "---|" * len(columns),
+    ]
+
+
 def _metric_label(metric: str) -> str:
     kind, _, horizon = metric.partition("@")
     if horizon:
@@ -298,10 +306,7 @@ def summary_blocks(
         best = _best(lookup, aggs, study_list, lower_is_better)
         lines += ["", f"## Modalities: {mods}", ""]
         cols = [*models, "avg"]
-        lines.append(
-            "| Aggregator | Metric | " + " | ".join(MODEL_LABELS.get(m, m) for m in cols) + " |"
-        )
-        lines.append("|---|---|" + "---|" * len(cols))
+        lines += table_head("Aggregator", cols)
         for a in aggs:
             for k in METRICS:
                 if not any((a, m, k) in lookup for m in cols):
@@ -324,13 +329,7 @@ def summary_blocks(
             )
         extra = sub[sub["metric"].isin(EXTRA_METRICS)]
         if not extra.empty:
-            lines += [
-                "",
-                "| Aggregator | Metric | "
-                + " | ".join(MODEL_LABELS.get(m, m) for m in models)
-                + " |",
-                "|---|---|" + "---|" * len(models),
-            ]
+            lines += ["", *table_head("Aggregator", models)]
             for a in aggs:
                 for k in EXTRA_METRICS:
                     cells = []
@@ -393,8 +392,7 @@ def _horizon_lines(intervals, mods, aggs, cols) -> list[str]:
         "Fixed horizons: mean over folds [bootstrap interval] (time-dependent AUC, higher is "
         "better; Brier score, lower is better).",
         "",
-        "| Aggregator | Metric | " + " | ".join(MODEL_LABELS.get(m, m) for m in cols) + " |",
-        "|---|---|" + "---|" * len(cols),
+        *table_head("Aggregator", cols),
     ]
     look = {(r["aggregator"], r["model"], r["metric"]): r for r in sub.to_dict("records")}
     for a in aggs:

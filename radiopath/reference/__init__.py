@@ -113,9 +113,9 @@ def beside_reference(metrics: pd.DataFrame, name: str) -> str:
     from radiopath.evaluation.config import METRICS, MODELS, ordered_aggregators
     from radiopath.evaluation.report import (
         METRIC_LABELS,
-        MODEL_LABELS,
         _with_average,
         fold_statistics,
+        table_head,
     )
 
     ref = load_reference(name)
@@ -146,10 +146,7 @@ def beside_reference(metrics: pd.DataFrame, name: str) -> str:
             "",
             f"## Modalities: {mods}",
             "",
-            "| Aggregator (paper) | Metric | "
-            + " | ".join(MODEL_LABELS.get(m, m) for m in cols)
-            + " |",
-            "|---|---|" + "---|" * len(cols),
+            *table_head("Aggregator (paper)", cols),
         ]
         for a in aggs:
             p = counterpart[a]
