@@ -57,6 +57,8 @@ __all__ = [
     "pooled_risk_groups",
     "studies",
     "summarize",
+    "summary_blocks",
+    "win_counts",
 ]
 
 METRIC_LABELS = {
@@ -299,11 +301,7 @@ def summary_blocks(
             ] = r
     for mods in _ordered(stats["modalities"], []):
         sub = stats[stats["modalities"] == mods]
-        aggs = ordered_aggregators(sub["aggregator"])
-        models = _ordered(sub.loc[sub["model"] != "avg", "model"], MODELS)
-        study_list = studies(models)
-        lookup = {(r["aggregator"], r["model"], r["metric"]): r for r in sub.to_dict("records")}
-        best = _best(lookup, aggs, study_list, lower_is_better)
+        aggs, models, study_list, lookup, best = _modality_setup(sub)
         lines += ["", f"## Modalities: {mods}", ""]
         cols = [*models, "avg"]
         lines += table_head("Aggregator", cols)
@@ -324,9 +322,11 @@ def summary_blocks(
         n_studies = len(study_list)
         lines += ["", f"{n_studies} studies ({len(models)} models)."]
         if len(aggs) >= 2:
-            lines += _win_lines(
-                aggs, study_list, best, pairs, mods, alpha, comparisons is not None, untested
-            )
+            scoped = None
+            if comparisons is not None:
+                scoped = {key[1:]: row for key, row in pairs.items() if key[0] == mods}
+            wins, significant = _wins(aggs, study_list, best, scoped, alpha)
+            lines += _win_lines(aggs, len(study_list), wins, significant, alpha, untested)
         extra = sub[sub["metric"].isin(EXTRA_METRICS)]
         if not extra.empty:
             lines += ["", *table_head("Aggregator", models)]
@@ -343,17 +343,66 @@ def summary_blocks(
     return lines
 
 
-def _win_lines(aggs, study_list, best, pairs, mods, alpha, tested, untested) -> list[str]:
-    n_studies = len(study_list)
+def _modality_setup(sub: pd.DataFrame):
+    """Aggregators, models, studies, ``(aggregator, model, metric) -> row`` and the best
+    aggregators of each study, for the statistics of one modality set."""
+    aggs = ordered_aggregators(sub["aggregator"])
+    models = _ordered(sub.loc[sub["model"] != "avg", "model"], MODELS)
+    study_list = studies(models)
+    lookup = {(r["aggregator"], r["model"], r["metric"]): r for r in sub.to_dict("records")}
+    return aggs, models, study_list, lookup, _best(lookup, aggs, study_list, lower_is_better)
+
+
+def _wins(aggs, study_list, best, scoped, alpha) -> tuple[dict, dict | None]:
+    """Studies won by each aggregator, and (with comparisons) how many significantly."""
     wins = {a: sum(a in best[s] for s in study_list) for a in aggs}
+    if scoped is None:
+        return wins, None
     significant = {a: 0 for a in aggs}
-    if tested:
-        scoped = {key[1:]: row for key, row in pairs.items() if key[0] == mods}
-        for s in study_list:
-            for a in best[s]:
-                others = [b for b in aggs if b != a]
-                if _beats(scoped, a, others, s, alpha, lower_is_better(s[1])):
-                    significant[a] += 1
+    for s in study_list:
+        for a in best[s]:
+            others = [b for b in aggs if b != a]
+            if _beats(scoped, a, others, s, alpha, lower_is_better(s[1])):
+                significant[a] += 1
+    return wins, significant
+
+
+def win_counts(
+    metrics: pd.DataFrame, comparisons: pd.DataFrame | None = None, alpha: float = 0.05
+) -> pd.DataFrame:
+    """Per modality set and aggregator: studies, studies won by the means, and (with
+    ``comparisons``) studies won significantly -- the numbers of the summary's win table."""
+    df = metrics.assign(
+        modalities=metrics["modalities"].astype(str),
+        value=pd.to_numeric(metrics["value"], errors="coerce"),
+    )
+    stats = _with_average(fold_statistics(df))
+    rows = []
+    for mods in _ordered(stats["modalities"], []):
+        aggs, _, study_list, _, best = _modality_setup(stats[stats["modalities"] == mods])
+        scoped = None
+        if comparisons is not None:
+            sub = comparisons[comparisons["modalities"].astype(str) == mods]
+            scoped = {
+                (r["aggregator_a"], r["aggregator_b"], r["model"], r["metric"]): r
+                for r in sub.to_dict("records")
+            }
+        wins, significant = _wins(aggs, study_list, best, scoped, alpha)
+        for a in aggs:
+            rows.append(
+                {
+                    "modalities": mods,
+                    "aggregator": a,
+                    "n_studies": len(study_list),
+                    "wins": wins[a],
+                    "significant": None if significant is None else significant[a],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _win_lines(aggs, n_studies, wins, significant, alpha, untested) -> list[str]:
+    tested = significant is not None
     head = "| Aggregator | Studies won |" + (" significantly |" if tested else "")
     lines = ["", head, "|---|---|" + ("---|" if tested else "")]
     for a in sorted(aggs, key=lambda x: -wins[x]):
@@ -372,10 +421,7 @@ def _win_lines(aggs, study_list, best, pairs, mods, alpha, tested, untested) -> 
             "count for each).",
         ]
     else:
-        lines += [
-            "",
-            f"{claim} by the means, untested (ties count for each; {untested}).",
-        ]
+        lines += ["", f"{claim} by the means, untested (ties count for each; {untested})."]
     return lines
 
 
