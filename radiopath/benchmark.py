@@ -385,11 +385,17 @@ def _merge_tables(out: Path, aggregators: Sequence[str]) -> None:
         frames = []
         for agg in aggregators:
             path = out / "runs" / agg / name
+            if not path.exists() and name == "survival.csv":
+                # evaluated before survival.csv existed: its IBS / Brier get no interval
+                log.warning("%s is missing (an older evaluation): no IBS intervals", path)
+                continue
             if not path.exists():
                 raise RadiopathInputError(
                     "evaluation output is missing; run the benchmark again", path=path
                 )
             frames.append(pd.read_csv(path))
+        if not frames:
+            continue
         merged = pd.concat(frames, ignore_index=True)
         tmp = out / f".{name}.tmp"
         merged.to_csv(tmp, index=False)

@@ -326,3 +326,41 @@ def test_null_cohort_calls_at_most_one_significant_win(seed, tmp_path):
     assert wins["significant"].sum() <= 1
     intervals_ = analysis.intervals
     assert len(intervals_) == 3 * 19 and intervals_["ci_low"].notna().all()
+
+
+def test_sweep_points_with_the_same_folds_are_compared(tmp_path):
+    from radiopath.evaluation.stats import analyse_runs
+    from radiopath.training.folds import write_folds
+
+    n = 45
+    rng = np.random.default_rng(0)
+    ids = [f"p{i:03d}" for i in range(n)]
+    time, event = rng.exponential(10, n) + 0.1, rng.uniform(size=n) < 0.6
+    runs = {}
+    for name, fold_seed, risk_seed in (("a", 1, 0), ("b", 1, 0), ("c", 2, 1), ("d", 1, 2)):
+        folds = make_folds(ids, event.astype(int), 3, seed=fold_seed)
+        d = tmp_path / name
+        d.mkdir()
+        write_folds(folds, d / "folds.csv")
+        r = np.random.default_rng(risk_seed).normal(size=n)
+        pd.DataFrame(
+            {
+                "aggregator": "mean",
+                "modalities": "wsi",
+                "model": "coxph",
+                "fold": folds["fold"],
+                "patient_id": ids,
+                "time": time,
+                "event": event.astype(int),
+                "risk": r,
+            }
+        ).to_csv(d / "predictions.csv", index=False)
+        runs[name] = d
+    out = analyse_runs(runs, {"bootstrap": 100})
+    assert set(zip(out.point_a, out.point_b)) == {("b", "a"), ("d", "a"), ("d", "b")}  # not c
+    same = out[(out.point_a == "b") & (out.point_b == "a")].set_index("metric")
+    assert same["delta"].isna().loc["ibs"].all()  # no survival.csv: no IBS
+    same = same.dropna(subset=["delta"])
+    assert {"c_index", "c_ipcw", "c_auc"} <= set(same.index)
+    assert (same["delta"] == 0).all() and (same["p"] == 1).all()
+    assert {"aggregator", "modalities_a", "modalities_b", "p_holm"} <= set(out.columns)
