@@ -45,7 +45,7 @@ AGGREGATORS = ("mean", "abmil", "sparra")
 def null_run(out: Path, seed: int, args) -> pd.DataFrame:
     """Evaluate three signal-free aggregators on shared repeated folds; write the run files."""
     folds0, _ = make_fold_embeddings(args.patients, 8, seed=seed)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, 13])  # a stream independent of the outcomes' draws
     ids = folds0[0].patient_id
     order = rng.permutation(len(ids))  # outcomes shuffled against the embeddings
     time_, event = folds0[0].time[order], folds0[0].event[order]
@@ -82,7 +82,7 @@ def part_null(args) -> None:
         f"B = {args.bootstrap}, models {args.models}"
     )
     rows = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
             t0 = time.perf_counter()
@@ -166,6 +166,7 @@ def main() -> None:
     )
     ap.add_argument("--part", choices=["null", "planted", "all"], default="all")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--patients", type=int, default=205)
     ap.add_argument("--dim", type=int, default=64)
