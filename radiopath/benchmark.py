@@ -4,13 +4,22 @@ One run directory holds the whole comparison::
 
     OUT/run.json             resolved config, seed, versions, git commit, times
     OUT/graphs/              graphs of every patient and modality (+ manifest.csv)
-    OUT/folds.csv            the outer folds, shared by every aggregator
+    OUT/folds.csv            the outer folds (patient_id, repeat, fold), shared by every aggregator
     OUT/runs/<aggregator>/   one training run per aggregator (embeddings, logs, risks, ...)
     OUT/predictions.csv      test-fold predictions of every aggregator and model
+    OUT/survival.csv         test-fold survival functions at each fold's time grid and horizons
     OUT/metrics.csv          every metric of every fold
     OUT/selection.csv        hyper-parameters chosen per fold, and training-risk thresholds
+    OUT/intervals.csv        bootstrap interval of every study of every aggregator
+    OUT/comparisons.csv      paired differences of every two aggregators (bootstrap, Wilcoxon, Holm)
     OUT/importance/<aggregator>/<patient_id>.<modality>.csv
     OUT/summary.md, OUT/figures/, OUT/report.html
+
+``repeats: R`` runs R stratified outer splits (seeds ``seed .. seed+R-1``); every table and
+test uses all R x K folds. Besides the trained aggregators (:data:`radiopath.models.AGGREGATORS`)
+two of the paper's baselines as the paper ran them are selectable: ``raw_mean`` (the untrained
+mean of the raw patch embeddings, :mod:`radiopath.training.baselines`) and ``abmil_mil``
+(ABMIL trained without the graph encoder, :data:`VARIANTS`).
 
 Every stage is resumable: graphs and training folds already done are skipped by the stages
 themselves, and a stage whose configuration has not changed since it finished is not run
@@ -37,7 +46,10 @@ from radiopath.config import RunRecord, load_config_file, resolve_config
 from radiopath.errors import RadiopathInputError
 from radiopath.evaluation.config import BACKENDS as KNOWN_BACKENDS
 from radiopath.evaluation.config import MODELS as KNOWN_MODELS
+from radiopath.evaluation.config import resolve_evaluation_config
+from radiopath.evaluation.stats import DEFAULT_STATISTICS, resolve_statistics_config
 from radiopath.io import Cohort, read_cohort
+from radiopath.training.baselines import BASELINES
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +57,7 @@ log = logging.getLogger(__name__)
 DEFAULTS: dict = {
     "seed": 0,
     "folds": 5,
+    "repeats": 1,
     "aggregators": ["sparra", "abmil", "mean"],
     "models": list(KNOWN_MODELS),
     "modalities": ["wsi", "ct"],
@@ -52,13 +65,19 @@ DEFAULTS: dict = {
     "graph": {"preset": None, "workers": 1, "dir": None},
     "train": {},
     "evaluation": {"backend": "sksurv"},
+    "statistics": dict(DEFAULT_STATISTICS),
 }
+
+VARIANTS: dict[str, tuple[str, dict]] = {"abmil_mil": ("abmil", {"use_graph": False})}
+"""Benchmark names of trained aggregators with a fixed training override: name -> (the
+aggregator trained, the ``train`` keys it sets). ``abmil_mil`` is ABMIL without the graph
+encoder (the paper's ABMIL baseline)."""
 
 
 def known_aggregators() -> tuple[str, ...]:
     from radiopath.models import AGGREGATORS
 
-    return tuple(AGGREGATORS)
+    return (*AGGREGATORS, *VARIANTS, *BASELINES)
 
 
 def _hash(obj) -> str:
@@ -122,6 +141,11 @@ def validate_benchmark_config(cfg: dict, cohort: Cohort) -> None:
     n_events = int(cohort.events.sum())
     if k < 2:
         raise RadiopathInputError(f"need at least 2 folds, got {k}", field="folds")
+    r = cfg["repeats"]
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise RadiopathInputError(f"must be a positive integer, got {r!r}", field="repeats")
+    cfg["statistics"] = resolve_statistics_config(cfg.get("statistics"))
+    resolve_evaluation_config({k: v for k, v in cfg["evaluation"].items() if k != "backend"})
     if n_events < k:
         raise RadiopathInputError(
             f"{n_events} events cannot be spread over {k} folds; use fewer folds",
@@ -185,9 +209,8 @@ def run_benchmark(
     stage_hook
         Called with each stage's name after it finishes (used to test resumption).
     """
-    from radiopath.evaluation import evaluate_run, summarize
+    from radiopath.evaluation import evaluate_run
     from radiopath.graph import build_cohort_graphs
-    from radiopath.training import train_cross_validated
 
     cfg = resolve_config(DEFAULTS, None, _benchmark_config_file(config_file))
     cfg = resolve_config(cfg, None, config)
@@ -214,10 +237,11 @@ def run_benchmark(
                 stage_cfg = {"graph": cfg["graph"], "modalities": imaging, "cohort": cfg["cohort"]}
             elif kind == "train":
                 stage_cfg = {
-                    "train": cfg["train"],
+                    "train": _train_config(agg, cfg),
                     "modalities": cfg["modalities"],
                     "seed": cfg["seed"],
                     "folds": cfg["folds"],
+                    "repeats": cfg["repeats"],
                     "graph": cfg["graph"],
                     "cohort": cfg["cohort"],
                 }
@@ -232,7 +256,15 @@ def run_benchmark(
             else:
                 stage_cfg = {
                     k: cfg[k]
-                    for k in ("aggregators", "models", "modalities", "evaluation", "train")
+                    for k in (
+                        "aggregators",
+                        "models",
+                        "modalities",
+                        "evaluation",
+                        "train",
+                        "repeats",
+                        "statistics",
+                    )
                 }
             if ledger.finished(stage, stage_cfg):
                 log.info("stage %s already finished; skipped", stage)
@@ -249,26 +281,7 @@ def run_benchmark(
                 )
                 run.update(graphs={"built": int(len(manifest))})
             elif kind == "train":
-                folds_file = out / "folds.csv"
-                train_cross_validated(
-                    cohort,
-                    graph_dir,
-                    aggregator=agg,
-                    modalities=cfg["modalities"],
-                    out_dir=out / "runs" / agg,
-                    config={
-                        **copy.deepcopy(cfg["train"]),
-                        "seed": cfg["seed"],
-                        "n_folds": cfg["folds"],
-                    },
-                    folds=folds_file if folds_file.exists() else None,
-                    device=cfg["device"],
-                    resume=True,
-                    progress=progress,
-                )
-                if not folds_file.exists():
-                    shutil.copy2(out / "runs" / agg / "folds.csv", folds_file)
-                _link_tree(out / "runs" / agg / "importance", out / "importance")
+                _train(agg, cohort, graph_dir, imaging, cfg, out, progress)
             elif kind == "evaluate":
                 evaluate_run(
                     out / "runs" / agg,
@@ -276,18 +289,19 @@ def run_benchmark(
                     backend=cfg["evaluation"].get("backend", "sksurv"),
                     config={k: v for k, v in cfg["evaluation"].items() if k != "backend"},
                     device=cfg["device"],
+                    aggregator=agg,
                 )
             else:
                 _merge_tables(out, cfg["aggregators"])
                 from radiopath.report import write_report
 
-                write_report(out)
+                write_report(out, statistics=cfg["statistics"])
             ledger.mark(stage, stage_cfg)
             if stage_hook is not None:
                 stage_hook(stage)
         metrics = pd.read_csv(out / "metrics.csv")
         predictions = pd.read_csv(out / "predictions.csv")
-        summary = summarize(metrics)
+        summary = (out / "summary.md").read_text()
         run.update(
             result={
                 "metrics": "metrics.csv",
@@ -298,17 +312,90 @@ def run_benchmark(
     return BenchmarkResult(out, metrics, predictions, summary)
 
 
+def _train_config(agg: str, cfg: dict) -> dict:
+    """The training configuration of one benchmark aggregator (its variant's keys applied)."""
+    if agg in BASELINES:
+        return {}
+    _, override = VARIANTS.get(agg, (agg, {}))
+    return {**copy.deepcopy(cfg["train"]), **override, "seed": cfg["seed"], "n_folds": cfg["folds"]}
+
+
+def _check_folds_file(path: Path, cfg: dict) -> None:
+    """The run's folds.csv must be the folds this configuration asks for."""
+    from radiopath.training.folds import read_folds
+
+    table = read_folds(path)
+    repeats = int(table["repeat"].nunique())
+    per_repeat = int(table.groupby("repeat")["fold"].nunique().max())
+    if repeats != cfg["repeats"] or per_repeat != cfg["folds"]:
+        raise RadiopathInputError(
+            f"this run's folds are {per_repeat} folds x {repeats} repeat(s), the configuration "
+            f"asks for {cfg['folds']} x {cfg['repeats']}; use a new output folder",
+            path=path,
+            field="repeats" if repeats != cfg["repeats"] else "folds",
+        )
+
+
+def _train(agg, cohort, graph_dir, imaging, cfg, out: Path, progress: bool) -> None:
+    """Train (or, for a baseline, compute) one aggregator on the run's shared folds."""
+    from radiopath.training import train_cross_validated
+    from radiopath.training.baselines import train_raw_mean
+
+    folds_file = out / "folds.csv"
+    if folds_file.exists():
+        _check_folds_file(folds_file, cfg)
+    folds = folds_file if folds_file.exists() else None
+    run_dir = out / "runs" / agg
+    trained = VARIANTS.get(agg, (agg, {}))[0]
+    if agg in BASELINES:
+        train_raw_mean(
+            cohort,
+            modalities=imaging,
+            out_dir=run_dir,
+            folds=folds,
+            n_folds=cfg["folds"],
+            seed=cfg["seed"],
+            repeats=cfg["repeats"],
+            progress=progress,
+        )
+    else:
+        train_cross_validated(
+            cohort,
+            graph_dir,
+            aggregator=trained,
+            modalities=cfg["modalities"],
+            out_dir=run_dir,
+            config=_train_config(agg, cfg),
+            folds=folds,
+            device=cfg["device"],
+            resume=True,
+            progress=progress,
+            repeats=cfg["repeats"],
+        )
+    if not folds_file.exists():
+        shutil.copy2(run_dir / "folds.csv", folds_file)
+    if (run_dir / "importance" / trained).is_dir():
+        _link_tree(run_dir / "importance" / trained, out / "importance" / agg)
+
+
 def _merge_tables(out: Path, aggregators: Sequence[str]) -> None:
-    """Gather every aggregator's predictions, metrics and model selection into top-level tables."""
-    for name in ("predictions.csv", "metrics.csv", "selection.csv"):
+    """Gather every aggregator's predictions, survival functions, metrics and model selection
+    into top-level tables."""
+    for name in ("predictions.csv", "survival.csv", "metrics.csv", "selection.csv"):
         frames = []
         for agg in aggregators:
             path = out / "runs" / agg / name
+            if not path.exists() and name == "survival.csv":
+                # evaluated before survival.csv existed: its IBS / Brier get no interval
+                log.warning("%s is missing (an older evaluation): no IBS intervals", path)
+                continue
             if not path.exists():
                 raise RadiopathInputError(
                     "evaluation output is missing; run the benchmark again", path=path
                 )
             frames.append(pd.read_csv(path))
+        if not frames:
+            continue
         merged = pd.concat(frames, ignore_index=True)
         tmp = out / f".{name}.tmp"
         merged.to_csv(tmp, index=False)

@@ -12,8 +12,12 @@ An experiment file (YAML, see ``experiments/``)::
 
 Each grid point is one benchmark run in ``OUT/<point>/`` (resumable like any benchmark);
 points that share a graph configuration share one graph folder. ``OUT/sweep_metrics.csv``
-gathers every point's metrics with one column per swept key, and
-``OUT/figures/ablation_<key>.png`` draws each metric against the swept value.
+gathers every point's metrics with one column per swept key,
+``OUT/figures/ablation_<key>.png`` draws each metric against the swept value, and
+``OUT/comparisons.csv`` compares every two points that share folds, per aggregator: the
+paired bootstrap difference of every study with its interval and p-value, the Wilcoxon
+test over folds, both Holm-corrected over the 19 studies
+(:func:`radiopath.evaluation.stats.analyse_runs`).
 An experiment without ``grid`` is a single benchmark (the paper's studies are written so).
 """
 
@@ -144,6 +148,7 @@ def run_sweep(
         seed=base.get("seed"),
     ):
         finished: dict[str, pd.DataFrame] = {}  # resolved-config hash -> metrics
+        run_dirs: dict[str, Path] = {}  # point -> its run directory (repeated points: none)
         for point in exp.points():
             cfg = copy.deepcopy(base)
             for key, value in point.items():
@@ -159,6 +164,7 @@ def run_sweep(
                 log.info("sweep %s: point %s", exp.name, name)
                 metrics = run_benchmark(cohort_csv, out / name, cfg, progress=progress).metrics
                 finished[config_key] = metrics
+                run_dirs[name] = out / name
             metrics = metrics.copy()
             metrics.insert(0, "point", name)
             for key, value in point.items():
@@ -167,6 +173,12 @@ def run_sweep(
             frames.append(metrics)
     gathered = pd.concat(frames, ignore_index=True)
     gathered.to_csv(out / "sweep_metrics.csv", index=False)
+    if len(run_dirs) >= 2:
+        from radiopath.evaluation.stats import analyse_runs
+
+        comparisons = analyse_runs(run_dirs, base.get("statistics"))
+        if not comparisons.empty:
+            comparisons.to_csv(out / "comparisons.csv", index=False)
     for key in exp.grid:
         plot_ablation(gathered, key, out / "figures" / f"ablation_{key.replace('.', '_')}.png")
     return gathered

@@ -3,6 +3,7 @@ report's numbers are the metrics on disk."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -172,3 +173,91 @@ def test_benchmark_takes_a_study_file_but_not_a_grid():
     assert study["modalities"] == ["ct"] and study["aggregators"] == ["sparra", "abmil", "mean"]
     with pytest.raises(RadiopathInputError, match="grid.*radiopath sweep"):
         _benchmark_config_file(root / "ablation-topk.yaml")
+
+
+def test_new_keys_are_checked_before_any_work(small_cohort, tmp_path):
+    out = tmp_path / "run"
+    for bad, field in (
+        ({"repeats": 0}, "repeats"),
+        ({"statistics": {"bootstrap": -1}}, "statistics.bootstrap"),
+        ({"statistics": {"level": 0.9}}, "statistics.level"),
+        ({"evaluation": {"metrics": {"horizons": ["5y"]}}}, "evaluation.metrics.horizons"),
+    ):
+        with pytest.raises(RadiopathInputError, match=f"field '{field}'"):
+            run_benchmark(small_cohort, out, {**FAST, **bad}, progress=False)
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_repeats_baselines_intervals_and_comparisons(small_cohort, tmp_path):
+    out = tmp_path / "run"
+    cfg = {
+        **FAST,
+        "aggregators": ["raw_mean", "mean", "abmil_mil"],
+        "models": ["coxph", "fsvm"],
+        "repeats": 2,
+        "statistics": {"bootstrap": 200},
+        "evaluation": {**FAST["evaluation"], "metrics": {"horizons": [20.0]}},
+    }
+    result = run_benchmark(small_cohort, out, cfg, progress=False)
+    folds = pd.read_csv(out / "folds.csv")
+    assert list(folds.columns) == ["patient_id", "repeat", "fold"]
+    assert folds.groupby("repeat").patient_id.nunique().tolist() == [24, 24]
+    assert sorted(folds.fold.unique()) == list(range(6))
+    # every table uses all R x K folds
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert set(metrics.aggregator) == {"raw_mean", "mean", "abmil_mil"}
+    assert metrics.groupby("aggregator").fold.nunique().eq(6).all()
+    preds = pd.read_csv(out / "predictions.csv")
+    assert preds.groupby(["aggregator", "model"]).size().eq(2 * 24).all()
+    risks = pd.read_csv(out / "runs" / "mean" / "risks.csv")
+    assert set(risks["repeat"]) == {0, 1}
+    # abmil_mil is ABMIL trained without the graph encoder, under its own name
+    record = json.loads((out / "runs" / "abmil_mil" / "run.json").read_text())
+    assert record["config"]["aggregator"] == "abmil" and record["config"]["use_graph"] is False
+    maps = list((out / "importance" / "abmil_mil").glob("*.csv"))
+    assert len(maps) == 24 * 2  # one map per patient and modality, from repeat 0 only
+    assert not (out / "importance" / "raw_mean").exists()
+    # intervals and paired comparisons
+    comparisons = pd.read_csv(out / "comparisons.csv")
+    # the columns the issue asks for, then the Wilcoxon test's
+    spec = "aggregator_a aggregator_b modalities model metric delta ci_low ci_high p p_holm"
+    assert list(comparisons.columns[:10]) == spec.split()
+    pairs = set(zip(comparisons.aggregator_a, comparisons.aggregator_b))
+    assert pairs == {("mean", "raw_mean"), ("abmil_mil", "raw_mean"), ("abmil_mil", "mean")}
+    studies = comparisons[comparisons.family == "studies"]
+    assert studies.groupby(["aggregator_a", "aggregator_b"]).size().eq(2 * 3 + 1 + 4).all()
+    assert set(comparisons.loc[comparisons.family == "horizons", "metric"]) <= {
+        "auc@20",
+        "brier@20",
+    }
+    intervals = pd.read_csv(out / "intervals.csv")
+    row = intervals[
+        (intervals.aggregator == "mean")
+        & (intervals.model == "coxph")
+        & (intervals.metric == "c_index")
+    ]
+    part = metrics[
+        (metrics.aggregator == "mean") & (metrics.model == "coxph") & (metrics.metric == "c_index")
+    ]
+    assert row["estimate"].item() == pytest.approx(part.value.mean())
+    assert row["ci_low"].item() <= row["estimate"].item() <= row["ci_high"].item()
+    assert row["n_folds"].item() == 6
+    summary = (out / "summary.md").read_text()
+    assert result.summary == summary
+    assert "24 patients, 3 folds x 2 repeat(s) = 6 test folds" in summary
+    assert re.search(r"best in \d+ of 11 studies, significantly in \d+", summary)
+    assert "### Paired differences" in summary and "abmil_mil - raw_mean" in summary
+    assert f"{part.value.mean():.3f} ({part.value.std():.3f}) [" in summary
+    assert "Paired differences" in (out / "report.html").read_text()
+    assert (out / "figures" / "comparisons.png").exists()
+    # the report again with another B, and beside the published table, from the command line
+    cli = CliRunner().invoke(
+        main, ["report", "--run", str(out), "--bootstrap", "50", "--reference", "sparra-table1"]
+    )
+    assert cli.exit_code == 0, cli.output
+    assert "| abmil_mil (abmil) | C-index |" in cli.output
+    assert pd.read_csv(out / "intervals.csv")["n_boot"].max() == 50
+    # resuming with other folds is refused, naming the key
+    with pytest.raises(RadiopathInputError, match="field 'repeats'"):
+        run_benchmark(small_cohort, out, {**cfg, "repeats": 3}, progress=False)

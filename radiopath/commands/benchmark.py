@@ -32,11 +32,13 @@ from radiopath.cli import friendly_errors, main, parse_list
 @click.option("--models", help="Comma-separated downstream models: rsf,coxph,coxnet,fsvm.")
 @click.option("--modalities", help="Comma-separated: wsi,ct[,clinical].")
 @click.option("--folds", type=int, help="Outer cross-validation folds.")
+@click.option("--repeats", type=int, help="Repeated cross-validation: R splits of the cohort.")
 @click.option("--seed", type=int, help="Random seed.")
 @click.option("--device", help="auto, cpu, cuda, cuda:1, mps.")
 @click.option("--epochs", type=int, help="Training epochs per fold.")
 @click.option("--backend", type=click.Choice(["sksurv", "torch"]), help="Downstream backend.")
 @click.option("--preset", help="Graph preset name or YAML path (default: each modality's).")
+@click.option("--bootstrap", type=int, help="Bootstrap replicates of the intervals and tests.")
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable file.")
 @friendly_errors
 def benchmark(
@@ -47,11 +49,13 @@ def benchmark(
     models,
     modalities,
     folds,
+    repeats,
     seed,
     device,
     epochs,
     backend,
     preset,
+    bootstrap,
     strict,
 ):
     """Graphs -> aggregators on the same folds -> downstream models -> metrics and report."""
@@ -62,11 +66,13 @@ def benchmark(
         "models": parse_list(models),
         "modalities": parse_list(modalities),
         "folds": folds,
+        "repeats": repeats,
         "seed": seed,
         "device": device,
         "train": {"epochs": epochs},
         "evaluation": {"backend": backend},
         "graph": {"preset": preset},
+        "statistics": {"bootstrap": bootstrap},
     }
     result = run_benchmark(cohort, out, overrides, config_file=config_file, strict=strict)
     click.echo(result.summary)
@@ -74,14 +80,43 @@ def benchmark(
 
 
 @main.command()
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A benchmark or evaluated training run.",
+)
+@click.option(
+    "--reference",
+    help="A published table to read beside the run (sparra-table1); alone: print it.",
+)
+@click.option("--bootstrap", type=int, help="Bootstrap replicates (default: the run's, or 1000).")
+@click.option("--alpha", type=float, help="Level of the intervals and tests (default 0.05).")
+@click.option("--seed", type=int, help="Seed of the bootstrap resampling.")
 @friendly_errors
-def report(run_dir):
-    """Tables and figures of a finished run (summary.md, figures/, report.html)."""
+def report(run_dir, reference, bootstrap, alpha, seed):
+    """Tables, intervals, paired tests and figures of a finished run (summary.md,
+    intervals.csv, comparisons.csv, figures/, report.html)."""
+    from radiopath.errors import RadiopathInputError
+
+    if run_dir is None:
+        if reference is None:
+            raise RadiopathInputError("give --run DIR, --reference NAME or both", field="run")
+        from radiopath.reference import summarize_reference
+
+        click.echo(summarize_reference(reference))
+        return
     from radiopath.report import write_report
 
-    written = write_report(run_dir)
+    stats = {"bootstrap": bootstrap, "alpha": alpha, "seed": seed}
+    written = write_report(
+        run_dir,
+        statistics={k: v for k, v in stats.items() if v is not None},
+        reference=reference,
+    )
     click.echo(Path(written["summary"]).read_text())
+    if "reference" in written:
+        click.echo(Path(written["reference"]).read_text())
     click.echo(f"report: {written['html']}")
 
 

@@ -61,12 +61,19 @@ log = logging.getLogger(__name__)
 @click.option(
     "--seed", type=int, default=None, help="Seed of the folds and the models (default 0)."
 )
+@click.option(
+    "--repeats",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Repeated cross-validation: R stratified splits (seeds seed..seed+R-1).",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option(
     "--folds-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Reuse a folds file (patient_id, fold), e.g. another run's folds.csv.",
+    help="Reuse a folds file (patient_id, [repeat,] fold), e.g. another run's folds.csv.",
 )
 @click.option(
     "--resume/--no-resume",
@@ -89,6 +96,7 @@ def train(
     epochs,
     n_folds,
     seed,
+    repeats,
     device,
     folds_file,
     resume,
@@ -123,6 +131,7 @@ def train(
         device=device,
         resume=resume,
         progress=not quiet,
+        repeats=repeats,
     )
     for k, c in sorted(result.fold_c_index.items()):
         click.echo(f"fold {k}: test C-index {c:.3f}")

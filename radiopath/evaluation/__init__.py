@@ -11,6 +11,8 @@
 * :func:`summarize` -- per-study mean (sd), averages over models and win counts;
 * :func:`km_risk_groups` -- risk groups split at the mean / median training risk, with
   Kaplan-Meier curves and the log-rank p-value;
+* :mod:`radiopath.evaluation.stats` -- patient-level bootstrap intervals of every study and
+  paired comparisons of aggregators (bootstrap and Wilcoxon, Holm-corrected), vectorised;
 * :mod:`radiopath.evaluation.torch_models` and :mod:`radiopath.evaluation.torch_metrics` --
   batched torch versions of scikit-survival's CoxPH, Coxnet, FastSurvivalSVM and metrics.
 """

@@ -9,6 +9,7 @@ standardised embeddings of a few hundred dimensions and ~150 patients.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping
 
 from radiopath.config import deep_merge
@@ -27,6 +28,23 @@ EXTRA_METRICS: tuple[str, ...] = ("c_index_random_ties",)
 """Reported as well, but not one of the 19 studies."""
 
 LOWER_IS_BETTER: frozenset[str] = frozenset({"ibs"})
+
+AGGREGATOR_ORDER: tuple[str, ...] = ("raw_mean", "mean", "abmil_mil", "abmil", "sparra")
+"""How tables order aggregators (others follow by name); a paired comparison is ``later -
+earlier`` in this order, e.g. ``sparra - mean``."""
+
+
+def lower_is_better(metric: str) -> bool:
+    """IBS and the Brier score at a horizon (``brier@<t>``)."""
+    return metric in LOWER_IS_BETTER or metric.startswith("brier@")
+
+
+def ordered_aggregators(names) -> list[str]:
+    """``names`` without repeats, in :data:`AGGREGATOR_ORDER`, then the others sorted."""
+    names = list(dict.fromkeys(str(n) for n in names))
+    known = [a for a in AGGREGATOR_ORDER if a in names]
+    return known + sorted(a for a in names if a not in AGGREGATOR_ORDER)
+
 
 BACKENDS: tuple[str, ...] = ("sksurv", "torch")
 
@@ -77,6 +95,10 @@ DEFAULT_CONFIG: dict = {
         "n_times": 15,
         "random_tie_draws": 100,
         "tied_tol": 1e-8,
+        # fixed horizons (in the cohort's time unit, e.g. [1826] for 5 years in days): the
+        # survival functions are also kept at these times (survival.csv), and the report
+        # gives the time-dependent AUC and Brier score at each with its bootstrap interval
+        "horizons": [],
     },
     # parallel jobs of GridSearchCV (sksurv backend)
     "n_jobs": 1,
@@ -102,7 +124,30 @@ def resolve_evaluation_config(config: Mapping | None = None) -> dict:
             f"unknown evaluation setting(s) {sorted(unknown)}; known: {sorted(DEFAULT_CONFIG)}",
             field="evaluation",
         )
-    return deep_merge(cfg, section)
+    cfg = deep_merge(cfg, section)
+    cfg["metrics"]["horizons"] = check_horizons(cfg["metrics"].get("horizons"))
+    return cfg
+
+
+def check_horizons(horizons) -> list[float]:
+    """``metrics.horizons``: a list of positive finite times (sorted, without repeats)."""
+    field = "evaluation.metrics.horizons"
+    if horizons is None:
+        return []
+    if isinstance(horizons, (int, float)) and not isinstance(horizons, bool):
+        horizons = [horizons]
+    if not isinstance(horizons, (list, tuple)):
+        raise RadiopathInputError(f"must be a list of times, got {horizons!r}", field=field)
+    out = []
+    for h in horizons:
+        try:
+            value = float(h)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if isinstance(h, bool) or not math.isfinite(value) or value <= 0:
+            raise RadiopathInputError(f"a horizon must be a positive time, got {h!r}", field=field)
+        out.append(value)
+    return sorted(set(out))
 
 
 def screening_enabled(cfg: Mapping, aggregator: str) -> bool:

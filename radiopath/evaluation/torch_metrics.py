@@ -27,6 +27,7 @@ from radiopath.evaluation._cox import DTYPE, as_tensor, resolve_device
 __all__ = [
     "KaplanMeier",
     "brier_score",
+    "comparable_pairs",
     "concordance_index_censored",
     "concordance_index_ipcw",
     "cumulative_dynamic_auc",
@@ -101,6 +102,17 @@ def _check_inputs(event, time, estimate):
     return event, time, est
 
 
+def comparable_pairs(e: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[n, n]`` comparable pairs of Harrell's C, and the (event i, censored j) time ties.
+
+    (i, j) is comparable when i had the event and j was still at risk after t_i (or was
+    censored at t_i). Never true on the diagonal.
+    """
+    later = t.unsqueeze(0) > t.unsqueeze(1)
+    same_censored = (t.unsqueeze(0) == t.unsqueeze(1)) & ~e.unsqueeze(0)
+    return e.unsqueeze(1) & (later | same_censored), same_censored
+
+
 def _weighted_concordance(event, time, estimate, weights, tied_tol, device):
     """Σ_i w_i (concordant + ties/2) / Σ_i w_i |comparable(i)|, per row of ``estimate``."""
     e = torch.as_tensor(event, device=device)
@@ -110,10 +122,7 @@ def _weighted_concordance(event, time, estimate, weights, tied_tol, device):
     if squeeze:
         est = est.unsqueeze(0)
     w = as_tensor(weights, device)
-    # comparable (i, j): i had the event and j was still at risk after t_i (or censored at t_i)
-    later = t.unsqueeze(0) > t.unsqueeze(1)
-    same_censored = (t.unsqueeze(0) == t.unsqueeze(1)) & ~e.unsqueeze(0)
-    comp = e.unsqueeze(1) & (later | same_censored)
+    comp, same_censored = comparable_pairs(e, t)
     if not bool(comp.any()):
         raise NoComparablePairException(
             "Data has no comparable pairs, cannot estimate concordance index."

@@ -3,16 +3,19 @@
 ``<out>/``
 
 * ``run.json`` -- configuration (with ``aggregator`` and ``modalities``), seed, versions;
-* ``folds.csv`` -- ``patient_id, fold`` (reusable by other runs: ``folds=<out>/folds.csv``);
+* ``folds.csv`` -- ``patient_id, repeat, fold`` (reusable by other runs:
+  ``folds=<out>/folds.csv``); with ``repeats=R`` the folds of repeat r are numbered
+  ``r*K .. r*K+K-1`` and every file below is written for each of the R x K folds;
 * ``logs/fold_<k>.csv`` -- per-epoch loss parts and train / validation C-index;
 * ``checkpoints/fold_<k>.pt`` -- resumable state; ``fold_<k>.done.json`` once exported;
 * ``embeddings/fold_<k>.npz`` -- the fold model's patient vectors for its train *and* test
   patients, with its own risk (:func:`radiopath.io.write_fold_embeddings`);
-* ``risks.csv`` -- ``aggregator, modalities, fold, patient_id, time, event, risk`` of the
-  test patients (``modalities`` joined by ``+``);
+* ``risks.csv`` -- ``aggregator, modalities, repeat, fold, patient_id, time, event, risk`` of
+  the test patients (``modalities`` joined by ``+``);
 * ``importance/<aggregator>/<patient_id>.<modality>.csv`` -- ``x, y[, z], importance`` for
   every patch of the patient's files, in file order (plus ``source`` when a patient has
-  several files of the modality), from the fold in which the patient was a test patient.
+  several files of the modality), from the fold in which the patient was a test patient
+  (of repeat 0 when the folds are repeated).
   SPARRA: the normalised inverse precision of the surviving nodes, written back through
   both top-k permutations (dropped nodes 0); ABMIL: the attention; mean: uniform. Each patch
   carries its node's weight.
@@ -49,7 +52,13 @@ from radiopath.training.data import (
     mapping_source,
     patch_importance,
 )
-from radiopath.training.folds import check_folds, make_folds, read_folds, write_folds
+from radiopath.training.folds import (
+    check_folds,
+    fold_repeats,
+    make_folds,
+    read_folds,
+    write_folds,
+)
 from radiopath.training.loop import c_index, fit_fold, predict, resolve_device
 
 log = logging.getLogger(__name__)
@@ -66,7 +75,7 @@ class TrainingResult:
     config
         The resolved configuration.
     folds
-        ``patient_id, fold``.
+        ``patient_id, repeat, fold``.
     risks
         Test-fold risks (the rows of ``risks.csv``).
     fold_c_index
@@ -169,14 +178,25 @@ def _patient_records(
     return records
 
 
-def _resolve_folds(folds, records, cfg, out_dir: Path, resume: bool) -> pd.DataFrame:
+def _resolve_folds(
+    folds, records, cfg, out_dir: Path, resume: bool, repeats: int = 1
+) -> pd.DataFrame:
     ids = [r.patient_id for r in records]
     existing = out_dir / "folds.csv"
     if folds is None:
         if resume and existing.exists():
             table = check_folds(read_folds(existing), ids, existing)
+            if table["repeat"].nunique() != repeats:
+                raise RadiopathInputError(
+                    f"this run was started with {table['repeat'].nunique()} repeat(s), not "
+                    f"{repeats}; use a new output folder or resume=False",
+                    path=existing,
+                    field="repeats",
+                )
         else:
-            table = make_folds(ids, [r.event for r in records], cfg["n_folds"], cfg["seed"])
+            table = make_folds(
+                ids, [r.event for r in records], cfg["n_folds"], cfg["seed"], repeats=repeats
+            )
     elif isinstance(folds, pd.DataFrame):
         table = check_folds(folds, ids)
     else:
@@ -219,8 +239,12 @@ def export_fold(
     cfg: Mapping,
     out_dir: Path,
     device,
+    write_importance: bool = True,
 ) -> float:
-    """Write the fold's embeddings and its test patients' importance maps; return test C-index."""
+    """Write the fold's embeddings and its test patients' importance maps; return test C-index.
+
+    ``write_importance=False`` (folds of repeats after the first) skips tracing the maps.
+    """
     amp = bool(cfg["amp"]) and device.type == "cuda"
     records = list(train) + list(test)
     threads = cfg.get("num_threads", 1)
@@ -228,7 +252,14 @@ def export_fold(
         model, train, store, device, cfg["batch_size"], amp, num_threads=threads
     )
     t_risk, t_embedding, weights = predict(
-        model, test, store, device, cfg["batch_size"], amp, node_weights=True, num_threads=threads
+        model,
+        test,
+        store,
+        device,
+        cfg["batch_size"],
+        amp,
+        node_weights=write_importance,
+        num_threads=threads,
     )
     offsets = {}
     for (pid, m), node in weights.items():
@@ -255,9 +286,12 @@ def export_fold(
     return c_index([r.time for r in test], [r.event for r in test], t_risk)
 
 
-def collect_risks(out_dir: Path, folds: Sequence[int], aggregator: str, modalities) -> pd.DataFrame:
+def collect_risks(
+    out_dir: Path, folds: Sequence[int], aggregator: str, modalities, repeat_of=None
+) -> pd.DataFrame:
     """Test-fold risks of every fold, from ``embeddings/fold_<k>.npz``."""
     frames = []
+    repeat_of = repeat_of or {}
     for k in folds:
         emb = read_fold_embeddings(out_dir / "embeddings" / f"fold_{k}.npz").part("test")
         frames.append(
@@ -265,6 +299,7 @@ def collect_risks(out_dir: Path, folds: Sequence[int], aggregator: str, modaliti
                 {
                     "aggregator": aggregator,
                     "modalities": modalities_label(modalities),
+                    "repeat": repeat_of.get(k, 0),
                     "fold": k,
                     "patient_id": emb.patient_id,
                     "time": emb.time,
@@ -288,6 +323,7 @@ def train_cross_validated(
     device: str = "auto",
     resume: bool = True,
     progress: bool = True,
+    repeats: int = 1,
 ) -> TrainingResult:
     """Train one aggregator under outer k-fold cross-validation and export its outputs.
 
@@ -316,14 +352,18 @@ def train_cross_validated(
         ``{"epochs": 30, "ratio": {"ct": 0.7}, "sparra": {"kl": "reference"}}``,
         ``{"preset": "reference"}``).
     folds
-        A folds file / frame (``patient_id, fold``) to reuse; by default stratified folds
-        are made (``n_folds``, ``seed``) and written to ``<out>/folds.csv``.
+        A folds file / frame (``patient_id, [repeat,] fold``) to reuse; by default
+        stratified folds are made (``n_folds``, ``seed``, ``repeats``) and written to
+        ``<out>/folds.csv``.
     device
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
     resume
         Continue an earlier run in ``out_dir``; False retrains every fold.
     progress
         Show progress bars.
+    repeats
+        Repeated cross-validation: R stratified splits with seeds ``seed .. seed+R-1``
+        (when no ``folds`` are given); every one of the R x K folds is trained.
 
     Examples
     --------
@@ -355,9 +395,12 @@ def train_cross_validated(
     indicator = missing if cfg["missing_indicator"] == "auto" else bool(cfg["missing_indicator"])
 
     out.mkdir(parents=True, exist_ok=True)
-    table = _resolve_folds(folds, records, cfg, out, resume)
-    fold_of = dict(zip(table["patient_id"], table["fold"]))
-    fold_ids = sorted(table["fold"].unique().tolist())
+    table = _resolve_folds(folds, records, cfg, out, resume, repeats)
+    # each repeat covers the cohort: a fold's training patients are all the others
+    in_fold = {int(k): set(ids) for k, ids in table.groupby("fold")["patient_id"]}
+    repeat_of = fold_repeats(table)
+    first_repeat = min(repeat_of.values())
+    fold_ids = sorted(in_fold)
     record_cfg = {
         **cfg,
         "cohort": str(cohort.path),
@@ -381,8 +424,8 @@ def train_cross_validated(
                 # Another importance mode: the finished model is loaded from its
                 # checkpoint (not retrained) and its exports are written again.
                 log.info("fold %d: importance re-traced as %s", k, cfg["importance"])
-            train = [r for r in records if fold_of[r.patient_id] != k]
-            test = [r for r in records if fold_of[r.patient_id] == k]
+            train = [r for r in records if r.patient_id not in in_fold[k]]
+            test = [r for r in records if r.patient_id in in_fold[k]]
             model = fit_fold(
                 k,
                 train,
@@ -396,7 +439,9 @@ def train_cross_validated(
                 resume=resume,
                 progress=progress,
             )
-            fold_c[k] = export_fold(model, k, train, test, store, cfg, out, dev)
+            fold_c[k] = export_fold(
+                model, k, train, test, store, cfg, out, dev, repeat_of[k] == first_repeat
+            )
             done.write_text(
                 json.dumps(
                     {
@@ -409,7 +454,7 @@ def train_cross_validated(
                 )
             )
             log.info("fold %d: test C-index %.3f", k, fold_c[k])
-        risks = collect_risks(out, fold_ids, cfg["aggregator"], modalities)
+        risks = collect_risks(out, fold_ids, cfg["aggregator"], modalities, repeat_of)
         tmp = out / ".risks.csv.tmp"
         risks.to_csv(tmp, index=False)
         os.replace(tmp, out / "risks.csv")
