@@ -9,6 +9,7 @@ is what uniform mean-pooling weights give).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -165,8 +166,10 @@ def run_demo(
     available = {p.name.split(".")[0] for p in (out / "importance").rglob("*.csv")}
     patient = next((p for p in shown if p in available), None)
     maps = write_importance_maps(out, patient) if patient else []
+    ceilings_path = truth_dir / "ceilings.json"
     return {
         "summary": result.summary,
+        "ceilings": json.loads(ceilings_path.read_text()) if ceilings_path.exists() else None,
         "recovery": recovery,
         "maps": maps,
         "seconds": time.perf_counter() - start,

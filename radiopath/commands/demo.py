@@ -51,6 +51,13 @@ def demo(
     )
     click.echo("mean over folds and downstream models (higher is better; ibs lower):")
     click.echo(comparison_table(result["metrics"]))
+    ceilings = result.get("ceilings")
+    if ceilings:
+        click.echo(
+            "\nThe cohort's ceilings (C-index): true risk {true_risk:.3f}, oracle Cox on the "
+            "planted regions' mean {oracle_region_mean:.3f}, Cox on the bag mean "
+            "{mean_pooling:.3f}".format(**ceilings)
+        )
     click.echo("\nHow well patch importance finds the planted regions (ROC AUC, 0.5 = chance):")
     click.echo(describe_recovery(result["recovery"]))
     click.echo(f"\nFull tables: {out / 'summary.md'}; report: {out / 'report.html'}")
