@@ -63,6 +63,7 @@ def test_risks_csv_is_the_test_folds(sparra_run):
     assert list(risks.columns) == [
         "aggregator",
         "modalities",
+        "repeat",
         "fold",
         "patient_id",
         "time",
