@@ -84,7 +84,8 @@ def part_null(args) -> None:
     rows = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp)
+            out = Path(args.keep) / f"seed{seed}" if args.keep else Path(tmp)
+            out.mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
             metrics = null_run(out, seed, args)
             t_eval = time.perf_counter() - t0
@@ -167,6 +168,7 @@ def main() -> None:
     ap.add_argument("--part", choices=["null", "planted", "all"], default="all")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--keep", help="Keep the null runs' files in this folder (seed<k>/).")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--patients", type=int, default=205)
     ap.add_argument("--dim", type=int, default=64)

@@ -70,7 +70,7 @@ def test_risks_csv_is_the_test_folds(sparra_run):
         "event",
         "risk",
     ]
-    assert risks["patient_id"].is_unique
+    assert risks["patient_id"].is_unique and set(risks["repeat"]) == {0}
     assert set(risks["aggregator"]) == {"sparra"} and set(risks["modalities"]) == {"wsi+ct"}
     for k, part in risks.groupby("fold"):
         emb = read_fold_embeddings(sparra_run.out_dir / "embeddings" / f"fold_{k}.npz").part("test")
