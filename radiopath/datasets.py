@@ -363,17 +363,6 @@ def clinical_columns(rng: np.random.Generator, eta: float, effect: float) -> dic
     }
 
 
-def harrell_c(time, event, risk) -> float:
-    """Harrell's C-index (:func:`sksurv.metrics.concordance_index_censored`)."""
-    from sksurv.metrics import concordance_index_censored
-
-    return float(
-        concordance_index_censored(
-            np.asarray(event, bool), np.asarray(time, float), np.asarray(risk, float)
-        )[0]
-    )
-
-
 CEILING_ALPHAS = (1.0, 10.0, 100.0, 1000.0)
 
 
@@ -398,6 +387,8 @@ def cross_validated_cox_c(
     from sksurv.linear_model import CoxPHSurvivalAnalysis
     from sksurv.util import Surv
 
+    from radiopath.training.loop import c_index
+
     time, event = np.asarray(time, float), np.asarray(event, bool)
     y = Surv.from_arrays(event, time)
     folds = min(folds, int(np.bincount(event.astype(int), minlength=2).min()) // 2)
@@ -411,7 +402,7 @@ def cross_validated_cox_c(
         model = CoxPHSurvivalAnalysis(alpha=alpha).fit(x[train], y[train])
         if not event[test].any():
             return np.nan
-        return harrell_c(time[test], event[test], model.predict(x[test]))
+        return c_index(time[test], event[test], model.predict(x[test]))
 
     scores = []
     outer = StratifiedKFold(folds, shuffle=True, random_state=seed)
@@ -479,6 +470,8 @@ def make_synthetic_cohort(
     progress
         Show a progress bar.
     """
+    from radiopath.training.loop import c_index
+
     cfg = config or SyntheticConfig()
     if overrides:
         cfg = SyntheticConfig(**{**asdict(cfg), **overrides})
@@ -542,7 +535,7 @@ def make_synthetic_cohort(
         rows.append(row)
         truth_rows.append(truth)
     ceilings = {
-        "true_risk": harrell_c(time, event, eta),
+        "true_risk": c_index(time, event, eta),
         "oracle_region_mean": cross_validated_cox_c(_joined(region_mean, cfg), time, event),
         "mean_pooling": cross_validated_cox_c(_joined(bag_mean, cfg), time, event),
         "folds": 5,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GCNConv, GINConv, TopKPooling
-from torch_geometric.utils import to_torch_csr_tensor
+from torch_geometric.utils import scatter, to_torch_csr_tensor
 
 from radiopath.models.dropout import Dropout
 
@@ -168,8 +168,8 @@ def _gcn_weights(edge_index: Tensor, n: int, dtype: torch.dtype) -> tuple[Tensor
 def _graph_mean(x: Tensor, batch: Tensor, num_graphs: int, weight: Tensor | None) -> Tensor:
     """``[num_graphs, D]`` mean of each graph's rows of ``x``, weighted by ``weight`` ``[N]``."""
     w = torch.ones_like(batch, dtype=x.dtype) if weight is None else weight.to(x.dtype)
-    total = x.new_zeros(num_graphs, x.size(1)).index_add_(0, batch, x * w.unsqueeze(-1))
-    count = x.new_zeros(num_graphs).index_add_(0, batch, w)
+    total = scatter(x * w.unsqueeze(-1), batch, 0, num_graphs, reduce="sum")
+    count = scatter(w, batch, 0, num_graphs, reduce="sum")
     return total / count.clamp(min=torch.finfo(x.dtype).tiny).unsqueeze(-1)
 
 
@@ -399,15 +399,15 @@ class GraphEncoder(nn.Module):
         features, ``(x - mean) / std``; it is folded into the input projection
         (:math:`W' = W / \sigma`, :math:`b' = b - W'\mu`), so the standardised ``[N, D]``
         copy of ``x`` is never made (only the surviving nodes' rows, the ``target``).
-        With ``center``, the graph means are subtracted after the (linear) projection,
-        which equals projecting centred features; ``node_weight`` ``[N]`` weighs each
-        node in its graph's mean (e.g. its patch count, so the mean is the bag's patch mean).
+        With ``center``, each graph's mean (standardised) input vector is projected and
+        subtracted after the linear projection, which equals projecting centred features;
+        ``node_weight`` ``[N]`` weighs each node in its graph's mean (e.g. its patch count,
+        so the mean is the bag's patch mean). The same mean centres the ``target``.
         """
         if trace is None:
             trace = self.importance == "receptive_field" and not self.training
         n_input = x.size(0)
         node_map = torch.arange(n_input, device=x.device)
-        input_batch = batch
         steps: list = []
         lin = self.project[0]
         if scale is None:
@@ -420,10 +420,12 @@ class GraphEncoder(nn.Module):
             mean, std = scale[0], scale[1]
             weight = lin.weight / std
             z = nn.functional.linear(x, weight, -(weight @ mean))
-        offset = None
+        x_mean = None
         if self.center:
-            offset = _graph_mean(z, batch, num_graphs, node_weight)
-            z = z - offset[batch]
+            x_mean = _graph_mean(x.float(), batch, num_graphs, node_weight)
+            if scale is not None:
+                x_mean = (x_mean - scale[0]) / scale[1]
+            z = z - nn.functional.linear(x_mean.to(z.dtype), lin.weight)[batch]
         h = self.project[1:](z + lin.bias)
         for layer, conv in enumerate(self.convs):
             if trace:
@@ -448,11 +450,7 @@ class GraphEncoder(nn.Module):
                 if trace:
                     steps.append(("pool", perm, n_before))
         target = x[node_map] if scale is None else (x[node_map] - scale[0]) / scale[1]
-        if self.center:
-            # what the decoder reconstructs: the surviving nodes' centred input features
-            x_mean = _graph_mean(x.float(), input_batch, num_graphs, node_weight)
-            if scale is not None:
-                x_mean = (x_mean - scale[0]) / scale[1]
+        if x_mean is not None:  # the decoder reconstructs the centred input features
             target = target - x_mean[batch]
         return EncodedGraphs(
             x=self.output_dropout(h),

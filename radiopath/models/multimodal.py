@@ -315,6 +315,7 @@ class MultimodalSurvivalModel(nn.Module):
         from radiopath.models.aggregators import SparraAggregation
 
         H = self.hidden_channels
+        coef, bias = self.linear_head() if self.head_kind == "cox" else (None, None)
         for i, m in enumerate(self.modalities):
             if m not in explained:
                 continue
@@ -327,13 +328,11 @@ class MultimodalSurvivalModel(nn.Module):
                     nan.index_copy(0, enc.node_map, mu_s.float()),
                     nan.index_copy(0, enc.node_map, var_s.float().sqrt()),
                 )
-            if self.head_kind == "cox":
-                coef, _ = self.linear_head()
+            if coef is not None:
                 part = agg.weight.float() * (enc.x.float() @ coef[i * H : (i + 1) * H].float())
                 result.node_contribution[m] = enc.input_node_weights(part, mode)
-        if self.head_kind != "cox":
+        if coef is None:
             return
-        coef, bias = self.linear_head()
         offset = result.risk.new_full((len(batch),), float(bias))
         for i, m in enumerate(self.modalities):
             absent = ~result.present[:, i]

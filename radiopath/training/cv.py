@@ -59,7 +59,7 @@ from radiopath.training.folds import (
     read_folds,
     write_folds,
 )
-from radiopath.training.loop import c_index, fit_fold, predict, resolve_device
+from radiopath.training.loop import _write_csv, c_index, fit_fold, predict, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ def _write_risk_offsets(path: Path, fold: int, rows: list[dict]) -> None:
     if path.exists():
         old = pd.read_csv(path, dtype={"patient_id": str})
         table = pd.concat([old[old["fold"] != fold], table], ignore_index=True)
-    _write_importance(path, table.sort_values(["fold", "patient_id"]).to_dict("list"))
+    _write_csv(table.sort_values(["fold", "patient_id"]), path)
 
 
 def export_fold(
@@ -261,16 +261,24 @@ def export_fold(
         node_weights=write_importance,
         num_threads=threads,
     )
+    test_risk = dict(zip((r.patient_id for r in test), t_risk))
     offsets = {}
     for (pid, m), node in weights.items():
         extra = {k: v for k, v in node.columns.items() if k != "importance"}
         cols = patch_importance(store.get(pid, m), node.importance, extra)
         _write_importance(out_dir / "importance" / cfg["aggregator"] / f"{pid}.{m}.csv", cols)
-        offsets[pid] = {"patient_id": pid, "fold": fold, "risk": node.risk,
-                        "risk_offset": node.risk_offset}
+        offsets[pid] = {
+            "patient_id": pid,
+            "fold": fold,
+            "risk": test_risk[pid],
+            "risk_offset": node.risk_offset,
+        }
     if offsets:
-        _write_risk_offsets(out_dir / "importance" / f"{cfg['aggregator']}.risk_offsets.csv",
-                            fold, list(offsets.values()))
+        _write_risk_offsets(
+            out_dir / "importance" / f"{cfg['aggregator']}.risk_offsets.csv",
+            fold,
+            list(offsets.values()),
+        )
     write_fold_embeddings(
         out_dir / "embeddings" / f"fold_{fold}.npz",
         FoldEmbeddings(

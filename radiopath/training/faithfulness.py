@@ -36,7 +36,8 @@ class _EditedStore:
         self._store, self._edited = store, edited
 
     def get(self, patient_id: str, modality: str) -> Data:
-        return self._edited.get((patient_id, modality)) or self._store.get(patient_id, modality)
+        key = (patient_id, modality)
+        return self._edited[key] if key in self._edited else self._store.get(*key)
 
 
 def _nodes_holding(order: np.ndarray, counts: np.ndarray, fraction: float) -> np.ndarray:
@@ -80,7 +81,7 @@ def deletion_check(
     risk, _, nodes = predict(model, records, store, device, batch_size, node_weights=True)
     base = dict(zip((r.patient_id for r in records), risk))
     rng = np.random.default_rng(seed)
-    edits: list[tuple[str, str, str, dict]] = []
+    edits: list[tuple[PatientRecord, str, str, Data]] = []
     for rec in records:
         for m in rec.modalities:
             graph = store.get(rec.patient_id, m)
@@ -91,15 +92,17 @@ def deletion_check(
             top = np.lexsort((rng.random(len(weight)), -weight))
             variants = {"top": _nodes_holding(top, counts, fraction)}
             for i in range(n_random):
-                variants[f"random{i}"] = _nodes_holding(rng.permutation(len(weight)), counts, fraction)
+                variants[f"random{i}"] = _nodes_holding(
+                    rng.permutation(len(weight)), counts, fraction
+                )
             for name, drop in variants.items():
                 if len(drop) >= graph.num_nodes:
                     continue
-                edits.append((rec.patient_id, m, name, {(rec.patient_id, m): _without(graph, drop)}))
+                edits.append((rec, m, name, _without(graph, drop)))
     rows: dict[tuple[str, str], dict] = {}
-    for pid, m, name, edited in edits:
-        rec = next(r for r in records if r.patient_id == pid)
-        new, _, _ = predict(model, [rec], _EditedStore(store, edited), device, 1)
+    for rec, m, name, edited in edits:
+        pid = rec.patient_id
+        new, _, _ = predict(model, [rec], _EditedStore(store, {(pid, m): edited}), device, 1)
         row = rows.setdefault((pid, m), {"patient_id": pid, "modality": m, "random": []})
         change = abs(float(new[0]) - float(base[pid]))
         if name == "top":
@@ -129,37 +132,47 @@ def load_fold_model(run_dir: str | os.PathLike, fold: int, device: str = "cpu"):
     import json
 
     from radiopath.io import read_cohort
+    from radiopath.training.config import DEFAULT_CONFIG
     from radiopath.training.cv import _graph_source, _patient_records
+    from radiopath.training.folds import read_folds
     from radiopath.training.loop import fit_fold, resolve_device
 
     run_dir = Path(run_dir)
-    from radiopath.training.config import DEFAULT_CONFIG
-
     record = json.loads((run_dir / "run.json").read_text())["config"]
     cfg = {k: v for k, v in record.items() if k in DEFAULT_CONFIG}  # the training config
-    cfg.update(cohort=record["cohort"], graphs=record["graphs"])
     ckpt = run_dir / "checkpoints" / f"fold_{fold}.pt"
     if not ckpt.exists():
         raise RadiopathInputError("no checkpoint of this fold", path=ckpt)
-    cohort = read_cohort(cfg["cohort"], strict=cfg["strict"])
-    if cfg["graphs"] == "memory":
+    cohort = read_cohort(record["cohort"], strict=cfg["strict"])
+    if record["graphs"] == "memory":
         raise RadiopathInputError(
             "the run's graphs were built in memory; rebuild them to a folder to reload a fold",
-            path=run_dir / "run.json", field="graphs",
+            path=run_dir / "run.json",
+            field="graphs",
         )
-    graphs = Path(cfg["graphs"]).parent
+    graphs = Path(record["graphs"]).parent
     load, available, source, _ = _graph_source(graphs, cohort, cfg, False)
     records = _patient_records(cohort, available, cfg["modalities"], source, cfg["strict"])
     store = GraphStore(load, cache=True)
-    folds = pd.read_csv(run_dir / "folds.csv", dtype={"patient_id": str})
-    fold_of = dict(zip(folds["patient_id"], folds["fold"]))
-    train = [r for r in records if fold_of[r.patient_id] != fold]
-    test = [r for r in records if fold_of[r.patient_id] == fold]
-    in_channels = {m: store.feature_width(next(r for r in records if m in r.modalities).patient_id, m)
-                   for m in cfg["modalities"]}
+    folds = read_folds(run_dir / "folds.csv")  # with repeats, fold ids are r * K + k
+    in_fold = set(folds.loc[folds["fold"] == fold, "patient_id"])
+    train = [r for r in records if r.patient_id not in in_fold]
+    test = [r for r in records if r.patient_id in in_fold]
+    in_channels = {
+        m: store.feature_width(next(r for r in records if m in r.modalities).patient_id, m)
+        for m in cfg["modalities"]
+    }
     model = fit_fold(
-        fold, train, test, store, {k: v for k, v in cfg.items() if k in DEFAULT_CONFIG}, in_channels=in_channels,
-        missing_indicator=bool(record["missing_indicator_used"]), out_dir=run_dir,
-        device=resolve_device(device), resume=True, progress=False,
+        fold,
+        train,
+        test,
+        store,
+        cfg,
+        in_channels=in_channels,
+        missing_indicator=bool(record["missing_indicator_used"]),
+        out_dir=run_dir,
+        device=resolve_device(device),
+        resume=True,
+        progress=False,
     )
     return model, train, test, store

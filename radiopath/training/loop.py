@@ -150,8 +150,7 @@ def validation_split(
     n_val = max(2, int(round(fraction * len(records))))
     if len(records) - n_val < 2:
         raise RadiopathInputError(
-            f"{len(records)} training patients are too few for a validation fraction of "
-            f"{fraction}",
+            f"{len(records)} training patients are too few for a validation fraction of {fraction}",
             field="validation.fraction",
         )
     stratify = event if min(np.bincount(event, minlength=2)) >= 2 else np.zeros_like(event)
@@ -244,15 +243,12 @@ class NodeExplanation:
         ``contribution`` (signed share of the risk; Cox head only) and, for SPARRA,
         ``s_mean`` / ``s_sd`` (posterior of the spatial importance; NaN for nodes dropped
         by pooling), each ``[n_nodes]``.
-    risk
-        The patient's predicted risk.
     risk_offset
         The part of the risk no node carries: ``risk = sum of every modality's
         contributions + risk_offset`` (None without a Cox head).
     """
 
     columns: dict
-    risk: float
     risk_offset: float | None
 
     @property
@@ -312,9 +308,7 @@ def _predict(model, records, store, device, batch_size, amp, node_weights):
                 for g, row in enumerate(mb.patient_index.cpu().numpy()):
                     part = {k: v[ptr[g] : ptr[g + 1]] for k, v in columns.items()}
                     weights[(chunk[row].patient_id, m)] = NodeExplanation(
-                        part,
-                        float(out.risk[row]),
-                        None if offset is None else float(offset[row]),
+                        part, None if offset is None else float(offset[row])
                     )
     risk = torch.cat(risks).numpy().astype(np.float64)
     embedding = torch.cat(embeddings).numpy()
@@ -514,8 +508,13 @@ def _fit_fold(
     if inner_val and best["model"] is not None:
         # Model selection on the inner validation split: the state of the best epoch.
         model.load_state_dict(best["model"])
-        log.info("fold %d: selected epoch %d (inner validation %s %.3f)", fold, best["epoch"],
-                 val_cfg["metric"], best["score"])
+        log.info(
+            "fold %d: selected epoch %d (inner validation %s %.3f)",
+            fold,
+            best["epoch"],
+            val_cfg["metric"],
+            best["score"],
+        )
     model.selected_epoch = best["epoch"] if inner_val else n_epochs - 1
     model.eval()
     return model
@@ -523,12 +522,13 @@ def _fit_fold(
 
 @torch.no_grad()
 def _validation_score(model, records, store, device, cfg, amp) -> tuple[float, float]:
-    """(C-index, survival loss) of ``records`` in evaluation mode (model left in training mode)."""
+    """(C-index, survival loss) of ``records`` in evaluation mode."""
     risk, _, _ = predict(model, records, store, device, cfg["batch_size"], amp, num_threads=None)
     time = torch.tensor([r.time for r in records], dtype=torch.float32)
     event = torch.tensor([r.event for r in records], dtype=torch.long)
     from radiopath.models.losses import cox_loss
 
-    loss = float(cox_loss(torch.as_tensor(risk, dtype=torch.float32), time, event, ties=cfg["ties"]))
-    model.train()
+    loss = float(
+        cox_loss(torch.as_tensor(risk, dtype=torch.float32), time, event, ties=cfg["ties"])
+    )
     return c_index(time.numpy(), event.numpy(), risk), loss

@@ -244,3 +244,30 @@ def test_gin_propagation_uses_the_trained_epsilon():
         expected = closed - torch.eye(n) + max(1.0 + eps, 0.0) * torch.eye(n)
         expected = expected / expected.sum(1, keepdim=True)
         torch.testing.assert_close(gin, expected)
+
+
+@pytest.mark.parametrize("folded", [True, False])
+def test_centring_removes_a_per_graph_offset_and_equals_centring_the_input(folded):
+    """With ``center``, adding a different constant vector to every node of each graph changes
+    nothing, and the result equals encoding the explicitly centred (patch-weighted) features."""
+    torch.manual_seed(0)
+    b = batch_of([30, 45, 12], dim=6)
+    counts = torch.randint(1, 9, (b.num_nodes,)).float()
+    enc = GraphEncoder(6, 8, ratio=0.5, center=True, dropout=0.0).eval()
+    scale = (torch.randn(6), torch.rand(6) + 0.5) if folded else None
+    kw = dict(scale=scale, node_weight=counts)
+    out = enc(b.x, b.edge_index, b.batch, 3, **kw)
+    shifted = b.x + 3.0 * torch.randn(3, 6)[b.batch]
+    moved = enc(shifted, b.edge_index, b.batch, 3, **kw)
+    torch.testing.assert_close(moved.x, out.x, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(moved.target, out.target, atol=1e-4, rtol=1e-4)
+    # explicit centring of the standardised features, then the encoder without centring
+    x = b.x if scale is None else (b.x - scale[0]) / scale[1]
+    mean = torch.zeros(3, 6).index_add_(0, b.batch, x * counts[:, None])
+    mean = mean / torch.zeros(3).index_add_(0, b.batch, counts)[:, None]
+    plain = GraphEncoder(6, 8, ratio=0.5, dropout=0.0).eval()
+    plain.load_state_dict(enc.state_dict())
+    ref = plain(x - mean[b.batch], b.edge_index, b.batch, 3)
+    torch.testing.assert_close(out.x, ref.x, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out.target, ref.target, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(plain(x, b.edge_index, b.batch, 3).x, ref.x)
