@@ -49,6 +49,14 @@ from radiopath.evaluation.config import MODELS as KNOWN_MODELS
 from radiopath.evaluation.config import resolve_evaluation_config
 from radiopath.evaluation.stats import DEFAULT_STATISTICS, resolve_statistics_config
 from radiopath.io import Cohort, read_cohort
+from radiopath.runkit import (
+    atomic_path,
+    digests,
+    read_json,
+    verify_digests,
+    write_bytes,
+    write_json,
+)
 from radiopath.training.baselines import BASELINES
 
 log = logging.getLogger(__name__)
@@ -95,20 +103,41 @@ class BenchmarkResult:
 
 
 class StageLedger:
-    """Remembers which stages finished with which configuration (``stages.json``)."""
+    """Remembers which stages finished with which configuration and what they wrote
+    (``stages.json``: per stage the hash of its configuration and the SHA-256 of its output
+    files). A stage counts as finished only while its configuration is the same and its
+    outputs are intact; an output truncated, removed or changed since is reported and the
+    stage runs again (each stage resumes its own finished units, e.g. training folds)."""
 
     def __init__(self, out_dir: Path) -> None:
+        self.root = out_dir
         self.path = out_dir / "stages.json"
-        self.done: dict[str, str] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        done = read_json(self.path, default={})
+        self.done: dict[str, dict] = {
+            k: (v if isinstance(v, dict) else {"config": v}) for k, v in done.items()
+        }
 
     def finished(self, name: str, config) -> bool:
-        return self.done.get(name) == _hash(config)
+        entry = self.done.get(name)
+        if entry is None or entry.get("config") != _hash(config):
+            return False
+        bad = verify_digests(self.root, entry.get("outputs") or {})
+        if bad:
+            log.warning(
+                "stage %s: %s missing, truncated or changed since it finished; it runs again",
+                name,
+                ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""),
+            )
+            return False
+        return True
 
-    def mark(self, name: str, config) -> None:
-        self.done[name] = _hash(config)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.done, indent=2))
-        os.replace(tmp, self.path)
+    def mark(self, name: str, config, outputs: Sequence[Path] = ()) -> None:
+        self.done[name] = {"config": _hash(config), "outputs": digests(self.root, outputs)}
+        write_json(self.path, self.done)
+
+    def digest(self, name: str) -> dict:
+        """The recorded outputs of a finished stage (for the stages that read them)."""
+        return (self.done.get(name) or {}).get("outputs") or {}
 
 
 def validate_benchmark_config(cfg: dict, cohort: Cohort) -> None:
@@ -237,6 +266,8 @@ def run_benchmark(
                 stage_cfg = {"graph": cfg["graph"], "modalities": imaging, "cohort": cfg["cohort"]}
             elif kind == "train":
                 stage_cfg = {
+                    # what the stage read: the graphs as built (a rebuilt graph reruns it)
+                    "inputs": ledger.digest("graphs"),
                     "train": _train_config(agg, cfg),
                     "modalities": cfg["modalities"],
                     "seed": cfg["seed"],
@@ -247,6 +278,7 @@ def run_benchmark(
                 }
             elif kind == "evaluate":
                 stage_cfg = {
+                    "inputs": ledger.digest(f"train:{agg}"),
                     "train": cfg["train"],
                     "evaluation": cfg["evaluation"],
                     "models": cfg["models"],
@@ -266,6 +298,7 @@ def run_benchmark(
                         "statistics",
                     )
                 }
+                stage_cfg["inputs"] = [ledger.digest(f"evaluate:{a}") for a in cfg["aggregators"]]
             if ledger.finished(stage, stage_cfg):
                 log.info("stage %s already finished; skipped", stage)
                 continue
@@ -296,7 +329,7 @@ def run_benchmark(
                 from radiopath.report import write_report
 
                 write_report(out, statistics=cfg["statistics"])
-            ledger.mark(stage, stage_cfg)
+            ledger.mark(stage, stage_cfg, _stage_outputs(kind, agg, out, graph_dir))
             if stage_hook is not None:
                 stage_hook(stage)
         metrics = pd.read_csv(out / "metrics.csv")
@@ -310,6 +343,20 @@ def run_benchmark(
             }
         )
     return BenchmarkResult(out, metrics, predictions, summary)
+
+
+def _stage_outputs(kind: str, agg: str, out: Path, graph_dir: Path) -> list[Path]:
+    """The files a finished stage leaves for the stages after it (checked on resume)."""
+    if kind == "graphs":
+        manifest = graph_dir / "manifest.csv"
+        graphs = pd.read_csv(manifest, dtype=str)["graph"] if manifest.exists() else []
+        return [manifest, *(graph_dir / g for g in graphs)]
+    run_dir = out / "runs" / agg
+    if kind == "train":
+        return [run_dir / "risks.csv", *sorted((run_dir / "embeddings").glob("fold_*.npz"))]
+    if kind == "evaluate":
+        return [run_dir / f"{n}.csv" for n in ("predictions", "metrics", "selection", "survival")]
+    return [out / n for n in ("metrics.csv", "predictions.csv", "summary.md", "report.html")]
 
 
 def _train_config(agg: str, cfg: dict) -> dict:
@@ -373,7 +420,7 @@ def _train(agg, cohort, graph_dir, imaging, cfg, out: Path, progress: bool) -> N
             repeats=cfg["repeats"],
         )
     if not folds_file.exists():
-        shutil.copy2(run_dir / "folds.csv", folds_file)
+        write_bytes(folds_file, (run_dir / "folds.csv").read_bytes())
     if (run_dir / "importance" / trained).is_dir():
         _link_tree(run_dir / "importance" / trained, out / "importance" / agg)
 
@@ -397,6 +444,5 @@ def _merge_tables(out: Path, aggregators: Sequence[str]) -> None:
         if not frames:
             continue
         merged = pd.concat(frames, ignore_index=True)
-        tmp = out / f".{name}.tmp"
-        merged.to_csv(tmp, index=False)
-        os.replace(tmp, out / name)
+        with atomic_path(out / name) as tmp:
+            merged.to_csv(tmp, index=False)

@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from radiopath.errors import RadiopathInputError
+from radiopath.runkit import RunLock, write_json
 
 TRACKED_PACKAGES = (
     "radiopath",
@@ -151,17 +152,24 @@ class RunRecord:
         }
 
     def __enter__(self) -> RunRecord:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        # One writer per run directory: a second run on the same folder is refused here,
+        # before run.json is touched (radiopath.runkit.RunLock).
+        self._lock = RunLock(self.out_dir, command=self.record["command"])
+        self._lock.acquire()
         if self.path.exists():
             try:
                 previous = json.loads(self.path.read_text())
                 history = previous.get("history", [])
                 history.append({k: previous.get(k) for k in ("started", "finished", "status")})
                 self.record["history"] = history
-            except json.JSONDecodeError:
-                pass
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                pass  # a partial run.json from an older version: start a new history
         self.record["started"] = _now()
-        self.write()
+        try:
+            self.write()
+        except BaseException:
+            self._lock.release()
+            raise
         return self
 
     def update(self, **fields) -> None:
@@ -169,9 +177,7 @@ class RunRecord:
         self.write()
 
     def write(self) -> None:
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.record, indent=2, default=str))
-        os.replace(tmp, self.path)
+        write_json(self.path, self.record)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.record["finished"] = _now()
@@ -180,4 +186,7 @@ class RunRecord:
         else:
             self.record["status"] = "failed"
             self.record["error"] = f"{exc_type.__name__}: {exc}"
-        self.write()
+        try:
+            self.write()
+        finally:
+            self._lock.release()

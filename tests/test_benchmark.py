@@ -109,6 +109,23 @@ def test_resumed_run_equals_uninterrupted_and_report_matches(small_cohort, tmp_p
     imp = pd.read_csv(next((out / "importance" / "sparra").glob("*.wsi.csv")))
     assert {"x", "y", "importance"} <= set(imp.columns) and np.isfinite(imp.importance).all()
 
+    # A finished run whose files were truncated since: each damaged file is detected by its
+    # checksum in stages.json / done.json / run.json and recomputed, never trusted.
+    before = (out / "metrics.csv").read_bytes()
+    graph = next((out / "graphs").rglob("*.pt"))
+    for f in (
+        graph,
+        out / "runs" / "mean" / "metrics.csv",
+        out / "runs" / "sparra" / "embeddings" / "fold_1.npz",
+        out / "metrics.csv",
+    ):
+        f.write_bytes(f.read_bytes()[:50])
+    redone = []
+    again = run_benchmark(small_cohort, out, FAST, progress=False, stage_hook=redone.append)
+    assert redone[0] == "graphs" and "report" in redone
+    assert (out / "metrics.csv").read_bytes() == before
+    pd.testing.assert_frame_equal(again.metrics, whole.metrics)
+
 
 def test_report_rejects_a_run_without_metrics(tmp_path):
     with pytest.raises(RadiopathInputError, match="no metrics.csv"):

@@ -46,6 +46,7 @@ from radiopath.evaluation.protocol import (
     evaluate_folds,
 )
 from radiopath.io import read_fold_embeddings
+from radiopath.runkit import RunLock, atomic_path, digests, verify_digests, write_text
 
 log = logging.getLogger(__name__)
 
@@ -617,15 +618,12 @@ def pooled_risk_groups(
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 def _atomic_csv(path: Path, frame: pd.DataFrame) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 def _read_run(run_dir: Path) -> dict:
@@ -743,6 +741,11 @@ def evaluate_run(
     benchmark's variants such as ``abmil_mil`` train ``abmil`` under another name).
     """
     run_dir = Path(run_dir)
+    with RunLock(run_dir, command="evaluate"):
+        return _evaluate_run(run_dir, models, backend, config, device, resume, aggregator)
+
+
+def _evaluate_run(run_dir, models, backend, config, device, resume, aggregator):
     record = _read_run(run_dir)
     run_cfg = record["config"]
     aggregator = str(aggregator or run_cfg["aggregator"])
@@ -759,13 +762,38 @@ def evaluate_run(
     outputs = [
         run_dir / n for n in ("predictions.csv", "metrics.csv", "selection.csv", "survival.csv")
     ]
-    if (
-        resume
-        and previous.get("status") == "finished"
-        and json.loads(json.dumps(previous.get("settings"), default=str))
-        == json.loads(json.dumps(settings, default=str))
-        and all(p.exists() for p in outputs)
-    ):
+    inputs = digests(run_dir, files)
+    same_settings = json.loads(json.dumps(previous.get("settings"), default=str)) == json.loads(
+        json.dumps(settings, default=str)
+    )
+    reusable = resume and previous.get("status") == "finished" and same_settings
+    if reusable and "inputs" in previous:
+        # Fold embeddings re-exported since (a retrained fold, another importance trace):
+        # the evaluation depends on them, so it runs again.
+        changed = sorted(set(previous["inputs"].items()) ^ set(inputs.items()))
+        if changed:
+            log.warning(
+                "%s: the fold embeddings changed since the evaluation (%s); evaluating again",
+                run_dir,
+                ", ".join(sorted({k for k, _ in changed})),
+            )
+            reusable = False
+    if reusable:
+        recorded = previous.get("digests") or {}
+        bad = (
+            verify_digests(run_dir, recorded)
+            if recorded
+            else [str(p.relative_to(run_dir)) for p in outputs if not p.exists()]
+        )
+        if bad:
+            log.warning(
+                "%s: %s missing, truncated or changed since the evaluation finished; "
+                "evaluating again",
+                run_dir,
+                ", ".join(bad),
+            )
+            reusable = False
+    if reusable:
         log.info(
             "evaluation of %s already finished with the same settings; reading it back", run_dir
         )
@@ -819,9 +847,8 @@ def evaluate_run(
             fig = _km_figure(
                 pred, result.selection, f"{aggregator} ({mods}), {MODEL_LABELS.get(m, m)}"
             )
-            tmp = path.with_name(f".{path.name}.tmp.png")
-            fig.savefig(tmp, dpi=120)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, dpi=120, format="png")
             figures.append(str(path.relative_to(run_dir)))
     except Exception as exc:
         evaluation.update(status="failed", finished=_now(), error=f"{type(exc).__name__}: {exc}")
@@ -840,6 +867,8 @@ def evaluate_run(
             *figures,
         ],
         failed_metric_rows=n_failed,
+        inputs=inputs,
+        digests=digests(run_dir, outputs),
     )
     _write_record(run_dir, evaluation)
     return result

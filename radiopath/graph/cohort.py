@@ -34,6 +34,7 @@ from radiopath.graph.build import build_graph
 from radiopath.graph.config import MODALITY_DEFAULTS, config_hash, load_preset
 from radiopath.graph.storage import load_graph, read_graph_meta, save_graph
 from radiopath.io import Cohort, embedding_width, read_cohort, read_embeddings
+from radiopath.runkit import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +106,18 @@ def _up_to_date(job: _Job, out_dir: Path) -> dict | None:
         return None
     try:
         meta = read_graph_meta(path)
-    except RadiopathInputError:
+    except RadiopathInputError as exc:
+        log.warning("%s; the graph is built again", exc)
         return None
     cfg = meta.get("build_config") or {}
     if cfg.get("config_hash") != job.config_hash:
         return None
     if cfg.get("input_fingerprint") != _fingerprint(job.source):
+        log.warning(
+            "%s changed since graph %s was built from it; the graph is built again",
+            job.source,
+            path,
+        )
         return None
     return {
         "n_patches": meta.get("n_patches", 0),
@@ -125,9 +132,8 @@ def _worker_init() -> None:
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 def build_cohort_graphs(

@@ -23,7 +23,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -43,6 +42,7 @@ from radiopath.io import (
     read_fold_embeddings,
     write_fold_embeddings,
 )
+from radiopath.runkit import digests, read_json, verify_digests, write_json
 from radiopath.training.config import resolve_training_config
 from radiopath.training.data import (
     GraphStore,
@@ -214,10 +214,7 @@ def _resolve_folds(
 
 
 def _write_importance(path: Path, columns: Mapping[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pd.DataFrame(columns).to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    _write_csv(pd.DataFrame(columns), path)
 
 
 def _write_risk_offsets(path: Path, fold: int, rows: list[dict]) -> None:
@@ -292,6 +289,15 @@ def export_fold(
         ),
     )
     return c_index([r.time for r in test], [r.event for r in test], t_risk)
+
+
+def _fold_exports(fold: int, aggregator: str, test, modalities) -> list[str]:
+    """The files a fold's export may write on its own (relative to the run folder): its
+    embeddings and its test patients' importance maps (a repeat after the first writes no
+    maps; :func:`radiopath.runkit.digests` keeps those that exist)."""
+    files = [f"embeddings/fold_{fold}.npz"]
+    files += [f"importance/{aggregator}/{r.patient_id}.{m}.csv" for r in test for m in modalities]
+    return files
 
 
 def collect_risks(
@@ -423,17 +429,31 @@ def train_cross_validated(
             fold_ids, desc=f"{cfg['aggregator']} folds", unit="fold", disable=not progress
         ):
             done = out / "checkpoints" / f"fold_{k}.done.json"
-            if resume and done.exists() and (out / "embeddings" / f"fold_{k}.npz").exists():
-                finished = json.loads(done.read_text())
-                if finished.get("importance", "selection") == cfg["importance"]:
+            train = [r for r in records if r.patient_id not in in_fold[k]]
+            test = [r for r in records if r.patient_id in in_fold[k]]
+            exports = _fold_exports(k, cfg["aggregator"], test, modalities)
+            finished = read_json(done) if resume else None
+            if finished is not None:
+                bad = verify_digests(out, finished.get("digests") or {}) or [
+                    e for e in exports[:1] if not (out / e).is_file()
+                ]
+                if bad:
+                    # A file of a finished fold was truncated, removed or altered since:
+                    # the fold's exports are written again from its checkpoint.
+                    log.warning(
+                        "fold %d: %s missing, truncated or changed since the fold finished; "
+                        "written again",
+                        k,
+                        ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""),
+                    )
+                elif finished.get("importance", "selection") == cfg["importance"]:
                     fold_c[k] = finished["test_c_index"]
                     log.info("fold %d already finished; skipped", k)
                     continue
-                # Another importance mode: the finished model is loaded from its
-                # checkpoint (not retrained) and its exports are written again.
-                log.info("fold %d: importance re-traced as %s", k, cfg["importance"])
-            train = [r for r in records if r.patient_id not in in_fold[k]]
-            test = [r for r in records if r.patient_id in in_fold[k]]
+                else:
+                    # Another importance mode: the finished model is loaded from its
+                    # checkpoint (not retrained) and its exports are written again.
+                    log.info("fold %d: importance re-traced as %s", k, cfg["importance"])
             model = fit_fold(
                 k,
                 train,
@@ -450,22 +470,21 @@ def train_cross_validated(
             fold_c[k] = export_fold(
                 model, k, train, test, store, cfg, out, dev, repeat_of[k] == first_repeat
             )
-            done.write_text(
-                json.dumps(
-                    {
-                        "fold": k,
-                        "test_c_index": fold_c[k],
-                        "n_train": len(train),
-                        "n_test": len(test),
-                        "importance": cfg["importance"],
-                    }
-                )
+            write_json(
+                done,
+                {
+                    "fold": k,
+                    "test_c_index": fold_c[k],
+                    "n_train": len(train),
+                    "n_test": len(test),
+                    "importance": cfg["importance"],
+                    # what the fold wrote, so a later truncation is detected on resume
+                    "digests": digests(out, exports),
+                },
             )
             log.info("fold %d: test C-index %.3f", k, fold_c[k])
         risks = collect_risks(out, fold_ids, cfg["aggregator"], modalities, repeat_of)
-        tmp = out / ".risks.csv.tmp"
-        risks.to_csv(tmp, index=False)
-        os.replace(tmp, out / "risks.csv")
+        _write_csv(risks, out / "risks.csv")
         run.update(
             results={
                 "fold_c_index": fold_c,

@@ -198,9 +198,7 @@ def collate(
                         num_nodes=g.x.size(0),
                         # patches behind each node: the weight of a node in its bag's mean
                         patch_count=(
-                            counts.float()
-                            if counts is not None
-                            else torch.ones(g.x.size(0))
+                            counts.float() if counts is not None else torch.ones(g.x.size(0))
                         ),
                     )
                 )

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from radiopath.errors import RadiopathInputError
 from radiopath.models.losses import discrete_time_bins
 from radiopath.models.multimodal import ModelOutput, MultimodalSurvivalModel
+from radiopath.runkit import atomic_path
 from radiopath.training.config import RUNTIME_KEYS, aggregator_options
 from radiopath.training.data import GraphStore, PatientRecord, collate, feature_statistics
 from radiopath.training.memory import tune_cpu_malloc
@@ -120,16 +121,35 @@ def config_fingerprint(cfg: Mapping) -> str:
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def _read_checkpoint(path: Path, device) -> dict | None:
+    """A fold's checkpoint, or ``None`` when it is unreadable (truncated by a crash of an
+    older version, a full disk, a copy gone wrong): it is reported, kept aside as
+    ``<name>.corrupt`` for inspection, and the fold starts again rather than failing."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+        if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+            raise ValueError("not a radiopath training checkpoint")
+        return state
+    except Exception as exc:  # torch raises several types for a damaged zip or pickle
+        aside = path.with_name(path.name + ".corrupt")
+        os.replace(path, aside)
+        log.warning(
+            "checkpoint %s is unreadable (%s: %s); kept as %s, the fold starts again",
+            path,
+            type(exc).__name__,
+            exc,
+            aside.name,
+        )
+        return None
 
 
 def validation_split(
@@ -406,8 +426,8 @@ def _fit_fold(
 
     start_epoch, rows = 0, []
     best = {"epoch": -1, "score": -math.inf, "model": None}
-    if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+    state = _read_checkpoint(ckpt_path, device) if resume and ckpt_path.exists() else None
+    if state is not None:
         if state.get("fingerprint") != fingerprint:
             raise RadiopathInputError(
                 "checkpoint was written with a different configuration; use a new output "
