@@ -28,6 +28,12 @@ def friendly_errors(func):
         except RadiopathInputError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except OSError as exc:  # a full disk, a read-only folder, a lost mount
+            click.echo(
+                f"error: {exc}\nWhat finished is kept: run the same command again to resume.",
+                err=True,
+            )
+            sys.exit(1)
 
     return wrapper
 

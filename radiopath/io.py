@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from radiopath.errors import RadiopathInputError
+from radiopath.runkit import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -259,9 +259,7 @@ def write_embeddings(path: str | os.PathLike, bag: EmbeddingBag) -> Path:
     validate_bag(bag)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as fh:
             fh.create_dataset("features", data=np.asarray(bag.features, dtype=np.float32))
             fh.create_dataset("coords", data=np.asarray(bag.coords))
@@ -276,10 +274,6 @@ def write_embeddings(path: str | os.PathLike, bag: EmbeddingBag) -> Path:
                 fh.attrs["encoder"] = str(bag.encoder)
             for key, value in bag.extra_attrs.items():
                 fh.attrs[key] = value
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -669,9 +663,8 @@ def write_fold_embeddings(path: str | os.PathLike, fold: FoldEmbeddings) -> Path
     }
     if fold.risk is not None:
         arrays["risk"] = np.asarray(fold.risk, dtype=np.float64)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: no ".npz" appended
+        np.savez_compressed(f, **arrays)
     return path
 
 

@@ -43,6 +43,12 @@ log = logging.getLogger(__name__)
 LOCK_NAME = ".radiopath.lock"
 
 
+class WriteError(OSError):
+    """Writing an output failed (a full disk, a read-only folder): a fault of the
+    environment, never a bad input file, so a stage stops on it instead of skipping the
+    file it was writing."""
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed over ``path``.
@@ -53,9 +59,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with atomic_path(out / "metrics.csv") as tmp:
             table.to_csv(tmp, index=False)
 
-    On an exception (a full disk, a read-only folder, a bug in the writer) the temporary
-    file is removed, the destination keeps its previous content, and an ``OSError`` is
-    re-raised naming the destination.
+    On an exception the temporary file is removed and the destination keeps its previous
+    content. A failed write (an ``OSError``: a full disk, a read-only folder) is re-raised
+    as a :class:`WriteError` (an ``OSError``) naming the destination; any other error
+    propagates unchanged.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +71,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, path)
     except OSError as exc:
-        raise OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
+        raise WriteError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
     finally:
         with contextlib.suppress(OSError):
             if os.path.lexists(tmp):
@@ -83,6 +90,19 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def torch_save(obj, path: str | os.PathLike) -> Path:
+    """``torch.save`` atomically. The object is serialised in memory and written as plain
+    bytes, so a full disk is an ``OSError`` naming ``path`` (torch's own zip writer reports
+    it as an unspecific ``RuntimeError``)."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return write_bytes(path, buffer.getbuffer())
 
 
 def write_json(path: str | os.PathLike, obj, **kwargs) -> Path:

@@ -153,8 +153,13 @@ def test_confounded_cohort_ceilings(tmp_path):
     regions well above mean pooling, and an independent computation agrees that the planted
     regions read against their bag carry the signal while the bag mean does not."""
     csv = make_synthetic_cohort(
-        tmp_path, n_patients=150, dim=16, wsi_patches=(300, 600), ct_patches=(200, 400),
-        seed=3, progress=False,
+        tmp_path,
+        n_patients=150,
+        dim=16,
+        wsi_patches=(300, 600),
+        ct_patches=(200, 400),
+        seed=3,
+        progress=False,
     )
     ceilings = json.loads((csv.parent / "ceilings.json").read_text())
     assert ceilings["true_risk"] > ceilings["oracle_region_mean"]
@@ -164,7 +169,9 @@ def test_confounded_cohort_ceilings(tmp_path):
     for p in cohort.patients:
         feats = [read_embeddings(p.files[m][0]).features for m in ("wsi", "ct")]
         masks = [load_planted_mask(csv.parent, p.patient_id, m) for m in ("wsi", "ct")]
-        decoys = [np.load(csv.parent / "truth" / f"{p.patient_id}.{m}.decoy.npy") for m in ("wsi", "ct")]
+        decoys = [
+            np.load(csv.parent / "truth" / f"{p.patient_id}.{m}.decoy.npy") for m in ("wsi", "ct")
+        ]
         assert all(not (mk & d).any() and d.any() for mk, d in zip(masks, decoys))
         contrast.append(np.concatenate([f[mk].mean(0) - f.mean(0) for f, mk in zip(feats, masks)]))
         bag_mean.append(np.concatenate([f.mean(0) for f in feats]))

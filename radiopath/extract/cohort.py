@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from radiopath.extract.ct import extract_ct
 from radiopath.extract.encoders import PatchEncoder, get_encoder, get_encoder_spec, resolve_device
 from radiopath.extract.wsi import extract_slide
 from radiopath.io import MODALITIES, RESERVED_COLUMNS, read_survival_table, write_embeddings
+from radiopath.runkit import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,8 @@ def stored_fingerprint(path: Path) -> str | None:
         with h5py.File(path, "r") as fh:
             value = fh.attrs.get("extract_fingerprint")
             n = fh["features"].shape[0] if "features" in fh else 0
-    except OSError:
+    except OSError as exc:
+        log.warning("%s is unreadable (%s); it is extracted again", path, exc)
         return None
     if value is None or n == 0:
         return None
@@ -506,15 +507,8 @@ def _extract_one(
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
     """Write a CSV atomically (temporary file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -34,7 +34,7 @@ from radiopath.graph.build import build_graph
 from radiopath.graph.config import MODALITY_DEFAULTS, config_hash, load_preset
 from radiopath.graph.storage import load_graph, read_graph_meta, save_graph
 from radiopath.io import Cohort, embedding_width, read_cohort, read_embeddings
-from radiopath.runkit import atomic_path
+from radiopath.runkit import WriteError, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +259,8 @@ def build_cohort_graphs(
             for idx in todo:
                 try:
                     results[idx] = _build_one(jobs[idx], str(out))
+                except WriteError:
+                    raise  # the output folder, not the input: stop, nothing is skipped
                 except (RadiopathInputError, OSError) as exc:
                     fail_job(jobs[idx], getattr(exc, "reason", str(exc)))
                 bar.update()
@@ -273,6 +275,8 @@ def build_cohort_graphs(
                         idx = futures[future]
                         try:
                             results[idx] = future.result()
+                        except WriteError:
+                            raise
                         except (RadiopathInputError, OSError) as exc:
                             fail_job(jobs[idx], getattr(exc, "reason", str(exc)))
                         bar.update()

@@ -8,7 +8,6 @@ tensor}, "meta": {"modality", "units", "source", "build_config"}}``. Round trips
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ from torch_geometric.data import Data
 
 from radiopath.errors import RadiopathInputError
 from radiopath.graph.build import SpatialGraph
+from radiopath.runkit import torch_save
 
 FORMAT = "radiopath-graph"
 VERSION = 1
@@ -52,17 +52,7 @@ def save_graph(path: str | os.PathLike, data: Data) -> Path:
     """
     path = Path(path)
     payload = _payload(data)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name in the same folder (so the rename is atomic), created with the usual
-    # permissions (mkstemp would make it private).
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return torch_save(payload, path)
 
 
 def _read(path: Path, mmap: bool) -> dict:

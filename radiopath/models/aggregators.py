@@ -269,6 +269,13 @@ class SparraAggregation(PatientAggregation):
         kl: ``"paper"`` or ``"reference"``.
         gamma_kl: add :math:`\mathrm{KL}(q(v|s)\|p(v))`.
         reconstruction: ``"gaussian"`` or ``"mse"``.
+        init_mu, init_logvar: initial bias of the score network's two outputs (``None``:
+            PyTorch's default initialisation, so :math:`\mu_s \approx 0` and
+            :math:`\sigma_s^2 \approx 1` for every node). The weight of a node grows with
+            :math:`\mu_s^2 + \sigma_s^2`, whose gradient in :math:`\mu_s` vanishes at
+            :math:`\mu_s = 0`: starting every node at :math:`\mu_s \approx` ``init_mu``
+            :math:`\neq 0` with a small variance (``init_logvar`` < 0) lets the weights
+            move apart from the first step.
     """
 
     def __init__(
@@ -287,6 +294,8 @@ class SparraAggregation(PatientAggregation):
         gamma_kl: bool = False,
         reconstruction: str = "gaussian",
         decoder_hidden: int = 64,
+        init_mu: float | None = None,
+        init_logvar: float | None = None,
     ) -> None:
         super().__init__()
         if kl not in KL_VARIANTS:
@@ -305,6 +314,7 @@ class SparraAggregation(PatientAggregation):
         self.kl = kl
         self.gamma_kl = gamma_kl
         self.reconstruction = reconstruction
+        self.init_mu, self.init_logvar = init_mu, init_logvar
         self.score_a = nn.Sequential(
             nn.Linear(in_channels, hidden_channels), nn.Tanh(), nn.Dropout(dropout)
         )
@@ -326,6 +336,11 @@ class SparraAggregation(PatientAggregation):
         self.score_a[0].reset_parameters()
         self.score_b[0].reset_parameters()
         self.score_c.reset_parameters()
+        with torch.no_grad():
+            if self.init_mu is not None:
+                self.score_c.bias[0].fill_(self.init_mu)
+            if self.init_logvar is not None:
+                self.score_c.bias[1].fill_(self.init_logvar)
         if self.decoder is not None:
             for module in self.decoder:
                 if hasattr(module, "reset_parameters"):

@@ -97,6 +97,8 @@ DEFAULT_CONFIG: dict = {
         "hidden_channels": 256,
         "dropout": 0.25,
         "decoder_hidden": 64,
+        "init_mu": None,
+        "init_logvar": None,
     },
     "abmil": {"hidden_channels": 128, "dropout": 0.25},
     "mean": {},

@@ -18,6 +18,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
 from radiopath.errors import RadiopathInputError
+from radiopath.runkit import atomic_path
 
 COLUMNS = ["patient_id", "repeat", "fold"]
 
@@ -71,11 +72,9 @@ def make_folds(
 def write_folds(folds: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write ``patient_id, repeat, fold`` atomically (repeat 0 where the table has none)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     table = folds if "repeat" in folds.columns else folds.assign(repeat=0)
-    table[COLUMNS].to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        table[COLUMNS].to_csv(tmp, index=False)
     return path
 
 

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from radiopath.errors import RadiopathInputError
 from radiopath.models.losses import discrete_time_bins
 from radiopath.models.multimodal import ModelOutput, MultimodalSurvivalModel
-from radiopath.runkit import atomic_path
+from radiopath.runkit import atomic_path, torch_save
 from radiopath.training.config import RUNTIME_KEYS, aggregator_options
 from radiopath.training.data import GraphStore, PatientRecord, collate, feature_statistics
 from radiopath.training.memory import tune_cpu_malloc
@@ -106,7 +106,11 @@ def parameter_groups(model: MultimodalSurvivalModel, lr: float, pool_lr_scale: f
     return groups
 
 
-ADDED_OPTIONS = (("pooling", "score_noise", 0.0),)
+ADDED_OPTIONS = (
+    ("pooling", "score_noise", 0.0),
+    ("sparra", "init_mu", None),
+    ("sparra", "init_logvar", None),
+)
 
 
 def config_fingerprint(cfg: Mapping) -> str:
@@ -121,8 +125,7 @@ def config_fingerprint(cfg: Mapping) -> str:
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    torch_save(obj, path)
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:

@@ -242,8 +242,14 @@ def test_inner_validation_never_reads_the_test_fold(small_cohort, small_graphs, 
         else:
             csv, folds = small_cohort, None
         train_cross_validated(
-            csv, small_graphs, aggregator="sparra", modalities="wsi", out_dir=out,
-            config=cfg, folds=folds, progress=False,
+            csv,
+            small_graphs,
+            aggregator="sparra",
+            modalities="wsi",
+            out_dir=out,
+            config=cfg,
+            folds=folds,
+            progress=False,
         )
         state = torch.load(out / "checkpoints" / "fold_0.pt", weights_only=False)
         log = pd.read_csv(out / "logs" / "fold_0.csv")
