@@ -22,12 +22,17 @@ metric rows are written with ``value = NaN``, ``status = "failed"`` and the reas
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import math
+import os
+import pickle
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -63,6 +68,7 @@ from radiopath.evaluation.torch_models import (
     survival_ranks,
 )
 from radiopath.io import FoldEmbeddings
+from radiopath.runkit import write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -1222,6 +1228,7 @@ def evaluate_folds(
     config: Mapping | None = None,
     device="auto",
     seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
 ) -> EvaluationResult:
     """Run the downstream protocol on the per-fold embeddings of one aggregator.
 
@@ -1243,6 +1250,11 @@ def evaluate_folds(
         ``"auto"``, ``"cpu"`` or ``"cuda"`` for the torch backend.
     seed
         Inner-CV splits, random forests, tie-breaking.
+    cache_dir
+        Keep each finished (model, fold) fit here (its predictions, chosen parameters and
+        inner-CV score, not the estimator), keyed by the fold's data, the configuration,
+        backend and seed; an evaluation killed part-way resumes from the finished units.
+        Units restored from the cache have ``estimator=None`` in ``fitted``.
 
     Returns
     -------
@@ -1268,11 +1280,55 @@ def evaluate_folds(
     if len(set(seen)) != len(seen):
         raise RadiopathInputError(f"duplicate fold numbers {seen}", field="fold")
 
+    cache = _UnitCache(cache_dir, folds, aggregator, backend, cfg, seed) if cache_dir else None
     with torch_threads(cfg["torch_threads"], dev):
-        return _evaluate(folds, aggregator, mods, models, backend, cfg, dev, seed)
+        return _evaluate(folds, aggregator, mods, models, backend, cfg, dev, seed, cache)
 
 
-def _evaluate(folds, aggregator, mods, models, backend, cfg, dev, seed) -> EvaluationResult:
+class _UnitCache:
+    """Finished (model, fold) fits of one evaluation, one small pickle each."""
+
+    def __init__(self, folder, folds, aggregator, backend, cfg, seed) -> None:
+        self.folder = Path(folder)
+        settings = json.dumps(
+            {"aggregator": aggregator, "backend": backend, "cfg": cfg, "seed": seed},
+            sort_keys=True,
+            default=str,
+        )
+        self.keys = {}
+        for f in folds:
+            h = hashlib.sha256(settings.encode())
+            for arr in (f.patient_id, f.split, f.time, f.event, f.embedding):
+                h.update(np.ascontiguousarray(np.asarray(arr)).tobytes())
+            self.keys[int(f.fold)] = h.hexdigest()
+
+    def _path(self, model: str, fold: int) -> Path:
+        return self.folder / f"{model}.fold{fold}.pkl"
+
+    def get(self, model: str, fold: int) -> FittedModel | None:
+        path = self._path(model, fold)
+        if not path.is_file():
+            return None
+        try:
+            entry = pickle.loads(path.read_bytes())
+        except Exception as exc:  # a damaged file: recompute the unit
+            log.warning("%s is unreadable (%s); the fit is done again", path, exc)
+            return None
+        if entry.get("key") != self.keys[fold]:
+            return None
+        return entry["fitted"]
+
+    def put(self, fm: FittedModel) -> None:
+        light = dataclasses.replace(fm, estimator=None)
+        write_bytes(
+            self._path(fm.model, fm.fold),
+            pickle.dumps({"key": self.keys[fm.fold], "fitted": light}),
+        )
+
+
+def _evaluate(
+    folds, aggregator, mods, models, backend, cfg, dev, seed, cache=None
+) -> EvaluationResult:
     preps = [prepare_fold(f, aggregator=aggregator, config=cfg, seed=seed) for f in folds]
     for p in preps:
         for problem in (p.train_problem, p.test_problem):
@@ -1294,19 +1350,32 @@ def _evaluate(folds, aggregator, mods, models, backend, cfg, dev, seed) -> Evalu
         total=len(models) * len(fittable), desc=f"evaluate {aggregator}", leave=False, disable=None
     )
     for m in models:
-        if backend == "torch" and m in ("coxph", "fsvm", "coxnet") and fittable:
+        if cache is not None:
+            for p in fittable:
+                fm = cache.get(m, p.fold)
+                if fm is not None:
+                    fitted[(m, p.fold)] = fm
+        todo = [p for p in fittable if (m, p.fold) not in fitted]
+        bar.update(len(fittable) - len(todo))
+        if backend == "torch" and m in ("coxph", "fsvm", "coxnet") and todo:
+            # batched over folds; the batch is what the grid search sees, so a partly cached
+            # model is fitted again on all its folds (identical results, one batch)
             runner = {"coxph": _torch_coxph, "fsvm": _torch_fsvm, "coxnet": _torch_coxnet}[m]
             with torch.no_grad():
                 for fm in runner(fittable, cfg, dev, seed):
                     fitted[(m, fm.fold)] = fm
-            bar.update(len(fittable))
+                    if cache is not None:
+                        cache.put(fm)
+            bar.update(len(todo))
             continue
-        for p in fittable:
+        for p in todo:
             if m == "rsf" and strategy == "truncate":
                 fm = _rsf_truncated(p, cfg, seed)
             else:
                 fm = _fit_sksurv(m, p, cfg, seed)
             fitted[(m, p.fold)] = fm
+            if cache is not None:
+                cache.put(fm)
             bar.update(1)
     bar.close()
 

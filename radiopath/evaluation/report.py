@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -827,6 +828,7 @@ def _evaluate_run(run_dir, models, backend, config, device, resume, aggregator):
             config=cfg,
             device=device,
             seed=seed,
+            cache_dir=run_dir / ".evaluation_units",
         )
         _atomic_csv(run_dir / "predictions.csv", result.predictions[PREDICTION_COLUMNS])
         _atomic_csv(run_dir / "metrics.csv", result.metrics[METRIC_COLUMNS])
@@ -871,4 +873,5 @@ def _evaluate_run(run_dir, models, backend, config, device, resume, aggregator):
         digests=digests(run_dir, outputs),
     )
     _write_record(run_dir, evaluation)
+    shutil.rmtree(run_dir / ".evaluation_units", ignore_errors=True)  # finished: not needed
     return result

@@ -276,6 +276,11 @@ class SparraAggregation(PatientAggregation):
             :math:`\mu_s = 0`: starting every node at :math:`\mu_s \approx` ``init_mu``
             :math:`\neq 0` with a small variance (``init_logvar`` < 0) lets the weights
             move apart from the first step.
+        sharpness: exponent :math:`\gamma` of the weights,
+            :math:`\hat v_i \propto (\mathbb{E}[v_i]^{-1})^{\gamma}` (1: the paper). With
+            :math:`\gamma > 1` a given difference in :math:`\mu_s^2 + \sigma_s^2` between
+            two nodes gives a larger ratio of their weights, so a model can concentrate on a
+            small region without first learning large scores.
     """
 
     def __init__(
@@ -296,6 +301,7 @@ class SparraAggregation(PatientAggregation):
         decoder_hidden: int = 64,
         init_mu: float | None = None,
         init_logvar: float | None = None,
+        sharpness: float = 1.0,
     ) -> None:
         super().__init__()
         if kl not in KL_VARIANTS:
@@ -315,6 +321,9 @@ class SparraAggregation(PatientAggregation):
         self.gamma_kl = gamma_kl
         self.reconstruction = reconstruction
         self.init_mu, self.init_logvar = init_mu, init_logvar
+        if not sharpness > 0:
+            raise ValueError(f"sharpness must be positive, got {sharpness}")
+        self.sharpness = float(sharpness)
         self.score_a = nn.Sequential(
             nn.Linear(in_channels, hidden_channels), nn.Tanh(), nn.Dropout(dropout)
         )
@@ -360,10 +369,14 @@ class SparraAggregation(PatientAggregation):
         )
         return mu_s, var_s, alpha_v, beta_v
 
-    @staticmethod
     def _normalised_inverse_precision(
-        alpha_v: Tensor, beta_v: Tensor, index: Tensor, dim_size: int
+        self, alpha_v: Tensor, beta_v: Tensor, index: Tensor, dim_size: int
     ) -> Tensor:
+        if self.sharpness != 1.0:
+            # (E[v]^-1)^gamma normalised per graph = a softmax of gamma log E[v]^-1
+            # (stable for large gamma).
+            logits = self.sharpness * (torch.log(beta_v) - torch.log(alpha_v))
+            return softmax(logits, index, num_nodes=beta_v.size(0), dim=0)
         inv_precision = beta_v / alpha_v  # E[v]^-1, the mean of q(v|s) inverted
         total = scatter(inv_precision, index, 0, dim_size, reduce="sum")
         return inv_precision / total[index]

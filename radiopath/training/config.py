@@ -99,6 +99,7 @@ DEFAULT_CONFIG: dict = {
         "decoder_hidden": 64,
         "init_mu": None,
         "init_logvar": None,
+        "sharpness": 1.0,
     },
     "abmil": {"hidden_channels": 128, "dropout": 0.25},
     "mean": {},

@@ -110,6 +110,7 @@ ADDED_OPTIONS = (
     ("pooling", "score_noise", 0.0),
     ("sparra", "init_mu", None),
     ("sparra", "init_logvar", None),
+    ("sparra", "sharpness", 1.0),
 )
 
 
