@@ -52,6 +52,9 @@ DEFAULT_CONFIG: dict = {
     # scores; "pooled": on the surviving nodes; the paper does not say), the learning-rate
     # factor of the pooling projections and the Gumbel noise scale of the top-k scores in
     # training (0: PyG's deterministic top-k).
+    # learning-rate factor of the aggregators' scoring networks (SPARRA's score network,
+    # ABMIL's attention), which decide where the model looks
+    "attention_lr_scale": 1.0,
     "pooling": {
         "nonlinearity": "sigmoid",
         "multiplier": 1.0,
@@ -260,6 +263,8 @@ def validate_training_config(cfg: Mapping) -> None:
     for key in ("multiplier", "lr_scale"):
         if not float(pool[key]) > 0:
             _bad(f"pooling.{key}", f"must be positive, got {pool[key]!r}")
+    if not float(cfg["attention_lr_scale"]) > 0:
+        _bad("attention_lr_scale", f"must be positive, got {cfg['attention_lr_scale']!r}")
     if not float(pool["score_noise"]) >= 0:
         _bad("pooling.score_noise", f"must be >= 0, got {pool['score_noise']!r}")
     if cfg["importance"] not in IMPORTANCE_MODES:

@@ -94,15 +94,28 @@ def build_model(
     )
 
 
-def parameter_groups(model: MultimodalSurvivalModel, lr: float, pool_lr_scale: float = 1.0):
+def parameter_groups(
+    model: MultimodalSurvivalModel,
+    lr: float,
+    pool_lr_scale: float = 1.0,
+    attention_lr_scale: float = 1.0,
+):
     """Adam parameter groups: the top-k pooling projections at ``lr * pool_lr_scale``, the
-    rest at ``lr``."""
-    pool, rest = [], []
+    aggregators' scoring networks (SPARRA's ``score_*``, ABMIL's ``attention_*``) at
+    ``lr * attention_lr_scale``, the rest at ``lr``."""
+    pool, attention, rest = [], [], []
     for name, param in model.named_parameters():
-        (pool if ".pools." in name else rest).append(param)
+        if ".pools." in name:
+            pool.append(param)
+        elif name.startswith("aggregators.") and (".score_" in name or ".attention_" in name):
+            attention.append(param)
+        else:
+            rest.append(param)
     groups = [{"params": rest, "lr": lr}]
     if pool:
         groups.append({"params": pool, "lr": lr * pool_lr_scale})
+    if attention:
+        groups.append({"params": attention, "lr": lr * attention_lr_scale})
     return groups
 
 
@@ -112,11 +125,16 @@ ADDED_OPTIONS = (
     ("sparra", "init_logvar", None),
     ("sparra", "sharpness", 1.0),
 )
+# top-level keys added later, left out of the fingerprint at their neutral value
+ADDED_KEYS = (("attention_lr_scale", 1.0),)
 
 
 def config_fingerprint(cfg: Mapping) -> str:
     """The parts of a configuration that change what is learnt (for checking resumes)."""
     kept = {k: v for k, v in cfg.items() if k not in RUNTIME_KEYS}
+    for key, neutral in ADDED_KEYS:
+        if kept.get(key) == neutral:
+            kept.pop(key)
     # Options added after checkpoints were first written are left out at their neutral
     # value, so those checkpoints still resume: (section, key, value that changes nothing).
     for section, key, neutral in ADDED_OPTIONS:
@@ -421,7 +439,12 @@ def _fit_fold(
     model.to(device)
     amp = bool(cfg["amp"]) and device.type == "cuda"
     optimizer = torch.optim.Adam(
-        parameter_groups(model, cfg["lr"], float(cfg["pooling"]["lr_scale"])),
+        parameter_groups(
+            model,
+            cfg["lr"],
+            float(cfg["pooling"]["lr_scale"]),
+            float(cfg["attention_lr_scale"]),
+        ),
         lr=cfg["lr"],
         weight_decay=cfg["weight_decay"],
     )
