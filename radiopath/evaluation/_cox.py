@@ -69,6 +69,21 @@ def torch_threads(n: int | None, device: torch.device | str = "cpu"):
         torch.set_num_threads(before)
 
 
+def _batch_param(value, B: int, device) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        v = value.to(device=device, dtype=DTYPE).reshape(-1)
+    else:
+        v = as_tensor(np.atleast_1d(np.asarray(value, dtype=np.float64)), device)
+    return v.expand(B).clone() if v.numel() == 1 else v
+
+
+def _feature_mask(mask, B: int, p: int, device) -> torch.Tensor:
+    if mask is None:
+        return torch.ones(B, p, dtype=DTYPE, device=device)
+    m = as_tensor(mask, device)
+    return m.unsqueeze(0).expand(B, -1).clone() if m.dim() == 1 else m
+
+
 class CoxBatch:
     """A batch of Cox problems, sorted once by decreasing time.
 

@@ -57,7 +57,7 @@ from radiopath.evaluation.config import (
     ordered_aggregators,
     resolve_evaluation_config,
 )
-from radiopath.evaluation.protocol import _follow_up_adjusted, _time_grid
+from radiopath.evaluation.prepare import _follow_up_adjusted, _time_grid
 from radiopath.evaluation.torch_metrics import KaplanMeier, comparable_pairs
 
 log = logging.getLogger(__name__)
