@@ -118,6 +118,50 @@ def cox_loss(
     return nll / n_events.to(nll.dtype)
 
 
+def cox_loss_with_memory(
+    risk: Tensor,
+    time: Tensor,
+    event: Tensor,
+    memory_risk: Tensor,
+    memory_time: Tensor,
+    ties: str = "efron",
+) -> Tensor:
+    r"""Cox loss of a batch whose risk sets also hold the rest of the training set.
+
+    A mini-batch of :math:`B` patients gives each event a risk set of at most :math:`B`
+    patients, so the gradient of the partial likelihood is a noisy estimate at small
+    batches (with 16 patients and half of them censored, a batch holds about 60 comparable
+    pairs out of the training set's thousands). Here each event of the batch is compared
+    with *every* training patient still at risk: the batch's own risks (with gradient) and
+    the most recent risks of the other patients (``memory_risk``, detached; a memory bank
+    refreshed as patients are seen). Only the batch's events are terms of the likelihood
+    (the other patients enter as members of risk sets), and the loss is divided by their
+    number, as :func:`cox_loss` does. With an empty memory this is :func:`cox_loss`.
+
+    Parameters
+    ----------
+    risk, time, event
+        ``[B]`` the batch.
+    memory_risk, memory_time
+        ``[M]`` the other training patients' last risks and their follow-up times.
+    """
+    risk = risk.reshape(-1)
+    if risk.dtype not in (torch.float32, torch.float64):
+        risk = risk.float()
+    memory_risk = memory_risk.reshape(-1).detach().to(device=risk.device, dtype=risk.dtype)
+    all_risk = torch.cat([risk, memory_risk])
+    all_time = torch.cat(
+        [time.reshape(-1).to(risk.device), memory_time.reshape(-1).to(risk.device)]
+    )
+    all_event = torch.cat(
+        [
+            event.reshape(-1).to(risk.device).bool(),
+            torch.zeros(memory_risk.numel(), dtype=torch.bool, device=risk.device),
+        ]
+    )
+    return cox_loss(all_risk, all_time, all_event, ties=ties)
+
+
 def discrete_time_bins(time, event, n_bins: int = 4):
     """Interval edges for the discrete-time model: quantiles of the *event* times.
 

@@ -69,6 +69,10 @@ DEFAULT_CONFIG: dict = {
     "embedding_norm": True,
     "head": "cox",
     "ties": "efron",
+    # Cox head: each event's risk set spans the whole training fold (the batch's risks
+    # with gradient, the other patients' most recent risks from a memory bank) instead of
+    # the batch alone (radiopath.models.losses.cox_loss_with_memory)
+    "cox_memory": False,
     "n_bins": 4,
     "standardize": True,
     # "auto": a presence column per modality when some patient lacks a requested modality.

@@ -18,15 +18,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 from sksurv.metrics import concordance_index_censored
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from radiopath.errors import RadiopathInputError
-from radiopath.models.losses import discrete_time_bins
+from radiopath.models.losses import cox_loss_with_memory, discrete_time_bins
 from radiopath.models.multimodal import ModelOutput, MultimodalSurvivalModel
 from radiopath.runkit import atomic_path, torch_save
 from radiopath.training.config import RUNTIME_KEYS, aggregator_options
@@ -126,7 +128,7 @@ ADDED_OPTIONS = (
     ("sparra", "sharpness", 1.0),
 )
 # top-level keys added later, left out of the fingerprint at their neutral value
-ADDED_KEYS = (("attention_lr_scale", 1.0),)
+ADDED_KEYS = (("attention_lr_scale", 1.0), ("cox_memory", False))
 
 
 def config_fingerprint(cfg: Mapping) -> str:
@@ -232,6 +234,14 @@ def _set_rng_state(state: Mapping) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+class _RiskMemory(NamedTuple):
+    """The training patients' most recent risks (``cox_memory``), in ``train`` order."""
+
+    risk: Tensor
+    time: Tensor
+    valid: Tensor
 
 
 def _batches(records: Sequence[PatientRecord], batch_size: int, generator: torch.Generator | None):
@@ -474,6 +484,18 @@ def _fit_fold(
             rows = pd.read_csv(log_path).query("epoch < @start_epoch").to_dict("records")
         log.info("fold %d: resuming after epoch %d", fold, start_epoch - 1)
 
+    memory = None
+    if cfg["cox_memory"] and cfg["head"] == "cox":
+        # risk sets over the whole training fold (cox_loss_with_memory); the memory starts
+        # empty at each fold (and on resume), and fills as patients are seen
+        position = {r.patient_id: i for i, r in enumerate(train)}
+        memory = _RiskMemory(
+            torch.zeros(len(train)),
+            torch.tensor([r.time for r in train], dtype=torch.float32),
+            torch.zeros(len(train), dtype=torch.bool),
+        )
+        if state is not None and state.get("memory") is not None:
+            memory = _RiskMemory(*state["memory"])
     epochs = range(start_epoch, n_epochs)
     bar = tqdm(epochs, desc=f"fold {fold}", unit="epoch", leave=False, disable=not progress)
     for epoch in bar:
@@ -492,7 +514,20 @@ def _fit_fold(
             optimizer.zero_grad(set_to_none=True)
             with _autocast(device, amp):
                 out = model(batch, node_weights=False)
-            surv = model.survival_loss(out, batch.time, batch.event, ties=cfg["ties"])
+            if memory is not None:
+                idx = torch.tensor([position[r.patient_id] for r in chunk])
+                others = memory.valid.clone()
+                others[idx] = False
+                surv = cox_loss_with_memory(
+                    out.risk,
+                    batch.time,
+                    batch.event,
+                    memory.risk[others],
+                    memory.time[others],
+                    ties=cfg["ties"],
+                )
+            else:
+                surv = model.survival_loss(out, batch.time, batch.event, ties=cfg["ties"])
             loss = surv + out.aux_loss.float()
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -510,6 +545,9 @@ def _fit_fold(
             tr_time.append(batch.time.cpu())
             tr_event.append(batch.event.cpu())
             tr_risk.append(out.risk.detach().float().cpu())
+            if memory is not None:
+                memory.risk[idx] = tr_risk[-1]
+                memory.valid[idx] = True
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         row = {"epoch": epoch, "lr": lr}
@@ -542,6 +580,7 @@ def _fit_fold(
                 "scaler": scaler.state_dict(),
                 "rng": _rng_state(),
                 "best": best,
+                "memory": None if memory is None else tuple(memory),
                 "fingerprint": fingerprint,
                 "finished": epoch == n_epochs - 1,
             },

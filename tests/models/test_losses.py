@@ -140,3 +140,34 @@ def test_discrete_time_nll_against_direct_formula():
         discrete_time_risk(torch.full((1, 4), -2.0))
     )
     assert pd.Series(bins.numpy()).between(0, 3).all()
+
+
+def test_cox_loss_with_memory_sums_to_the_full_partial_likelihood():
+    """With the memory holding the other patients' current risks, the batches' losses (times
+    their event counts) add up to the full-data partial likelihood (no ties: Breslow = Efron),
+    and only the batch's risks get a gradient."""
+    from radiopath.models.losses import cox_loss_with_memory
+
+    g = torch.Generator().manual_seed(0)
+    n = 60
+    risk = torch.randn(n, generator=g, dtype=torch.float64)
+    time = torch.randperm(n, generator=g).double() + 1.0
+    event = torch.rand(n, generator=g) < 0.6
+    full = cox_loss(risk, time, event, reduction="sum")
+    total = 0.0
+    for batch in torch.randperm(n, generator=g).split(16):
+        rest = torch.ones(n, dtype=torch.bool)
+        rest[batch] = False
+        r = risk[batch].clone().requires_grad_(True)
+        memory = risk[rest].clone().requires_grad_(True)
+        loss = cox_loss_with_memory(r, time[batch], event[batch], memory, time[rest])
+        loss.backward()
+        assert memory.grad is None or torch.all(memory.grad == 0)
+        assert r.grad is not None and bool(r.grad.abs().sum() > 0)
+        total += float(loss) * int(event[batch].sum())
+    assert total == pytest.approx(float(full), rel=1e-10)
+    # an empty memory is the plain batch loss
+    empty = torch.zeros(0, dtype=torch.float64)
+    assert float(cox_loss_with_memory(risk, time, event, empty, empty)) == pytest.approx(
+        float(cox_loss(risk, time, event))
+    )

@@ -157,12 +157,13 @@ def test_resume_skips_finished_folds(sparra_run, small_cohort, small_graphs, mon
     assert again.fold_c_index == pytest.approx(sparra_run.fold_c_index)
 
 
+@pytest.mark.parametrize("extra", [{}, {"cox_memory": True}], ids=["batch_cox", "cox_memory"])
 def test_interrupted_fold_continues_from_its_checkpoint(
-    small_cohort, small_graphs, tmp_path, monkeypatch
+    small_cohort, small_graphs, tmp_path, monkeypatch, extra
 ):
     import radiopath.training.loop as loop
 
-    cfg = {**FAST, "epochs": 3}
+    cfg = {**FAST, "epochs": 3, **extra}
     real_predict = loop.predict
     calls = {"n": 0}
 
