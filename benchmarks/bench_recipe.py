@@ -15,6 +15,7 @@ regions' mean, of one on the bag mean). Each (recipe, aggregator, seed) is train
 * ``train_c`` -- training C-index of the last epoch (how well the model fits).
 
     python benchmarks/bench_recipe.py                                   # paper vs learned
+    python benchmarks/bench_recipe.py --cohort-seeds 0 1 2 --out /tmp/recipe
     python benchmarks/bench_recipe.py --recipes learned --aggregators abmil \\
         --override '{"use_graph": false}' --seeds 0 1 2
 """
@@ -68,37 +69,61 @@ def main() -> None:
     parser.add_argument("--recipes", default="paper,learned", help="training presets")
     parser.add_argument("--aggregators", default="sparra,abmil,mean")
     parser.add_argument("--override", default="{}", help="JSON training config on top")
+    parser.add_argument(
+        "--cohort-seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="one cohort per seed, trained with the same seed (overrides --seeds)",
+    )
     parser.add_argument("--cohort-seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="keep runs here (default: a temp dir)")
     args = parser.parse_args()
     logging.getLogger("radiopath").setLevel(logging.WARNING)
     root = Path(args.out or tempfile.mkdtemp(prefix="bench_recipe_"))
-    cohort_dir = root / "cohort"
-    if not (cohort_dir / "cohort.csv").exists():
-        make_synthetic_cohort(cohort_dir, seed=args.cohort_seed, progress=False, **COHORT)
-        build_cohort_graphs(cohort_dir / "cohort.csv", root / "graphs", progress=False)
-    ceilings = json.loads((cohort_dir / "ceilings.json").read_text())
-    print("ceilings:", {k: round(v, 3) for k, v in ceilings.items() if isinstance(v, float)})
+    pairs = (
+        [(s, s) for s in args.cohort_seeds]
+        if args.cohort_seeds
+        else [(args.cohort_seed, s) for s in args.seeds]
+    )
     override = json.loads(args.override)
     rows = []
-    for recipe in args.recipes.split(","):
-        for aggregator in args.aggregators.split(","):
-            for seed in args.seeds:
-                tic = time.perf_counter()
-                result = train_cross_validated(
-                    cohort_dir / "cohort.csv",
-                    root / "graphs",
-                    aggregator=aggregator,
-                    modalities=",".join(MODALITIES),
-                    out_dir=root / "runs" / f"{recipe}-{aggregator}-{seed}",
-                    config={"preset": recipe, "seed": seed, **override},
-                    progress=False,
-                )
-                row = {"recipe": recipe, "aggregator": aggregator, "seed": seed}
-                row.update(score(result, cohort_dir))
-                row["seconds"] = round(time.perf_counter() - tic)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+    for cohort_seed in sorted({c for c, _ in pairs}):
+        base = root / f"cohort{cohort_seed}"
+        cohort_dir = base / "cohort"
+        if not (cohort_dir / "cohort.csv").exists():
+            make_synthetic_cohort(cohort_dir, seed=cohort_seed, progress=False, **COHORT)
+            build_cohort_graphs(cohort_dir / "cohort.csv", base / "graphs", progress=False)
+        ceilings = json.loads((cohort_dir / "ceilings.json").read_text())
+        print(
+            f"cohort {cohort_seed} ceilings:",
+            {k: round(v, 3) for k, v in ceilings.items() if isinstance(v, float)},
+        )
+        for recipe in args.recipes.split(","):
+            for aggregator in args.aggregators.split(","):
+                for seed in [s for c, s in pairs if c == cohort_seed]:
+                    tic = time.perf_counter()
+                    result = train_cross_validated(
+                        cohort_dir / "cohort.csv",
+                        base / "graphs",
+                        aggregator=aggregator,
+                        modalities=",".join(MODALITIES),
+                        out_dir=base / "runs" / f"{recipe}-{aggregator}-{seed}",
+                        config={"preset": recipe, "seed": seed, **override},
+                        progress=False,
+                    )
+                    row = {
+                        "cohort": cohort_seed,
+                        "recipe": recipe,
+                        "aggregator": aggregator,
+                        "seed": seed,
+                        "oracle": round(ceilings["oracle_region_mean"], 3),
+                        "bag_mean": round(ceilings["mean_pooling"], 3),
+                    }
+                    row.update(score(result, cohort_dir))
+                    row["seconds"] = round(time.perf_counter() - tic)
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
     table = pd.DataFrame(rows)
     print(f"\nruns in {root}\n")
     print(table.to_string(index=False))
