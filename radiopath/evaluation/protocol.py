@@ -27,7 +27,6 @@ splits, time grid), :mod:`.fitting` (retries, the fitted-model record), :mod:`.s
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -169,10 +168,10 @@ def evaluate_folds(
     seed
         Inner-CV splits, random forests, tie-breaking.
     cache_dir
-        Keep each finished (model, fold) fit here (its predictions, chosen parameters and
-        inner-CV score, not the estimator), keyed by the fold's data, the configuration,
-        backend and seed; an evaluation killed part-way resumes from the finished units.
-        Units restored from the cache have ``estimator=None`` in ``fitted``.
+        Keep each finished (model, fold) fit here (the fitted estimator with its
+        predictions, chosen parameters and inner-CV score), keyed by the fold's data, the
+        configuration, backend and seed; an evaluation killed part-way resumes from the
+        finished units.
 
     Returns
     -------
@@ -237,10 +236,9 @@ class _UnitCache:
         return entry["fitted"]
 
     def put(self, fm: FittedModel) -> None:
-        light = dataclasses.replace(fm, estimator=None)
         write_bytes(
             self._path(fm.model, fm.fold),
-            pickle.dumps({"key": self.keys[fm.fold], "fitted": light}),
+            pickle.dumps({"key": self.keys[fm.fold], "fitted": fm}),
         )
 
 

@@ -189,3 +189,5 @@ def test_interrupted_evaluation_resumes_from_finished_units(finished_run, monkey
     assert not (out / ".evaluation_units").exists()
     pd.testing.assert_frame_equal(resumed.metrics, clean.metrics)
     pd.testing.assert_frame_equal(resumed.predictions, clean.predictions)
+    for name in ("survival.csv", "selection.csv", "metrics.csv"):
+        assert (out / name).read_bytes() == (clean_dir / name).read_bytes(), name
