@@ -9,31 +9,34 @@ write), so a killed run continues from its last finished epoch.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import time as _time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 from sksurv.metrics import concordance_index_censored
-from torch import Tensor
 from tqdm.auto import tqdm
 
 from radiopath.errors import RadiopathInputError
 from radiopath.models.losses import cox_loss_with_memory, discrete_time_bins
 from radiopath.models.multimodal import ModelOutput, MultimodalSurvivalModel
 from radiopath.runkit import atomic_path, torch_save
-from radiopath.training.config import RUNTIME_KEYS, aggregator_options
+from radiopath.training.config import aggregator_options
 from radiopath.training.data import GraphStore, PatientRecord, collate, feature_statistics
 from radiopath.training.memory import tune_cpu_malloc
+from radiopath.training.state import (
+    RiskMemory,
+    config_fingerprint,
+    read_checkpoint,
+    rng_state,
+    set_rng_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -121,59 +124,9 @@ def parameter_groups(
     return groups
 
 
-ADDED_OPTIONS = (
-    ("pooling", "score_noise", 0.0),
-    ("sparra", "init_mu", None),
-    ("sparra", "init_logvar", None),
-    ("sparra", "sharpness", 1.0),
-)
-# top-level keys added later, left out of the fingerprint at their neutral value
-ADDED_KEYS = (("attention_lr_scale", 1.0), ("cox_memory", False))
-
-
-def config_fingerprint(cfg: Mapping) -> str:
-    """The parts of a configuration that change what is learnt (for checking resumes)."""
-    kept = {k: v for k, v in cfg.items() if k not in RUNTIME_KEYS}
-    for key, neutral in ADDED_KEYS:
-        if kept.get(key) == neutral:
-            kept.pop(key)
-    # Options added after checkpoints were first written are left out at their neutral
-    # value, so those checkpoints still resume: (section, key, value that changes nothing).
-    for section, key, neutral in ADDED_OPTIONS:
-        if section in kept and kept[section].get(key) == neutral:
-            kept[section] = {k: v for k, v in kept[section].items() if k != key}
-    return json.dumps(kept, sort_keys=True, default=str)
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    torch_save(obj, path)
-
-
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
-
-
-def _read_checkpoint(path: Path, device) -> dict | None:
-    """A fold's checkpoint, or ``None`` when it is unreadable (truncated by a crash of an
-    older version, a full disk, a copy gone wrong): it is reported, kept aside as
-    ``<name>.corrupt`` for inspection, and the fold starts again rather than failing."""
-    try:
-        state = torch.load(path, map_location=device, weights_only=False)
-        if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
-            raise ValueError("not a radiopath training checkpoint")
-        return state
-    except Exception as exc:  # torch raises several types for a damaged zip or pickle
-        aside = path.with_name(path.name + ".corrupt")
-        os.replace(path, aside)
-        log.warning(
-            "checkpoint %s is unreadable (%s: %s); kept as %s, the fold starts again",
-            path,
-            type(exc).__name__,
-            exc,
-            aside.name,
-        )
-        return None
 
 
 def validation_split(
@@ -210,38 +163,6 @@ def schedule_epochs(cfg: Mapping, n_train: int) -> int:
         return int(cfg["epochs"])
     per_epoch = n_train // cfg["batch_size"] + (1 if n_train % cfg["batch_size"] >= 2 else 0)
     return max(1, math.ceil(int(steps) / max(per_epoch, 1)))
-
-
-def _rng_state() -> dict:
-    """Every random generator a training step draws from (restored on resume)."""
-    import random
-
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Mapping) -> None:
-    import random
-
-    torch.set_rng_state(state["torch"].cpu())
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-class _RiskMemory(NamedTuple):
-    """The training patients' most recent risks (``cox_memory``), in ``train`` order."""
-
-    risk: Tensor
-    time: Tensor
-    valid: Tensor
 
 
 def _batches(records: Sequence[PatientRecord], batch_size: int, generator: torch.Generator | None):
@@ -463,7 +384,7 @@ def _fit_fold(
 
     start_epoch, rows = 0, []
     best = {"epoch": -1, "score": -math.inf, "model": None}
-    state = _read_checkpoint(ckpt_path, device) if resume and ckpt_path.exists() else None
+    state = read_checkpoint(ckpt_path, device) if resume and ckpt_path.exists() else None
     if state is not None:
         if state.get("fingerprint") != fingerprint:
             raise RadiopathInputError(
@@ -476,7 +397,7 @@ def _fit_fold(
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         if "rng" in state:
-            _set_rng_state(state["rng"])
+            set_rng_state(state["rng"])
         if state.get("best") is not None:
             best = state["best"]
         start_epoch = int(state["epoch"]) + 1
@@ -489,13 +410,13 @@ def _fit_fold(
         # risk sets over the whole training fold (cox_loss_with_memory); the memory starts
         # empty at each fold (and on resume), and fills as patients are seen
         position = {r.patient_id: i for i, r in enumerate(train)}
-        memory = _RiskMemory(
+        memory = RiskMemory(
             torch.zeros(len(train)),
             torch.tensor([r.time for r in train], dtype=torch.float32),
             torch.zeros(len(train), dtype=torch.bool),
         )
         if state is not None and state.get("memory") is not None:
-            memory = _RiskMemory(*state["memory"])
+            memory = RiskMemory(*state["memory"])
     epochs = range(start_epoch, n_epochs)
     bar = tqdm(epochs, desc=f"fold {fold}", unit="epoch", leave=False, disable=not progress)
     for epoch in bar:
@@ -571,14 +492,14 @@ def _fit_fold(
         row["seconds"] = _time.perf_counter() - tic
         rows.append(row)
         _write_csv(pd.DataFrame(rows), log_path)
-        _atomic_torch_save(
+        torch_save(
             {
                 "epoch": epoch,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
-                "rng": _rng_state(),
+                "rng": rng_state(),
                 "best": best,
                 "memory": None if memory is None else tuple(memory),
                 "fingerprint": fingerprint,

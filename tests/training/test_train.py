@@ -534,13 +534,17 @@ def test_tune_cpu_malloc_stops_page_faults_on_repeated_large_tensors():
     assert counts["tuned"] < 40_000  # reused: not even one tensor's pages in 5 rounds
 
 
-def test_fingerprint_ignores_options_added_later_at_their_neutral_value():
-    """A checkpoint written before ``pooling.score_noise`` existed still resumes."""
+def test_fingerprint_ignores_runtime_keys_only():
+    """A resume may change how a run executes (threads, monitoring), not what it learns."""
     from radiopath.training.config import resolve_training_config
-    from radiopath.training.loop import config_fingerprint
+    from radiopath.training.state import config_fingerprint
 
     cfg = resolve_training_config({})
-    old = {**cfg, "pooling": {k: v for k, v in cfg["pooling"].items() if k != "score_noise"}}
-    assert config_fingerprint(cfg) == config_fingerprint(old)
-    noisy = resolve_training_config({"pooling": {"score_noise": 0.5}})
-    assert config_fingerprint(noisy) != config_fingerprint(cfg)
+    runtime = resolve_training_config({"num_threads": 2, "monitor_test": False})
+    assert config_fingerprint(runtime) == config_fingerprint(cfg)
+    for change in (
+        {"pooling": {"score_noise": 0.5}},
+        {"cox_memory": True},
+        {"sparra": {"sharpness": 2.0}},
+    ):
+        assert config_fingerprint(resolve_training_config(change)) != config_fingerprint(cfg)
