@@ -42,9 +42,16 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from radiopath.config import RunRecord, load_config_file, resolve_config
+from radiopath.config import (
+    RunRecord,
+    check_known_keys,
+    config_section,
+    load_config_file,
+    resolve_config,
+)
 from radiopath.errors import RadiopathInputError
 from radiopath.evaluation.config import BACKENDS as KNOWN_BACKENDS
+from radiopath.evaluation.config import DEFAULT_CONFIG as EVALUATION_DEFAULTS
 from radiopath.evaluation.config import MODELS as KNOWN_MODELS
 from radiopath.evaluation.config import resolve_evaluation_config
 from radiopath.evaluation.stats import DEFAULT_STATISTICS, resolve_statistics_config
@@ -80,6 +87,32 @@ VARIANTS: dict[str, tuple[str, dict]] = {"abmil_mil": ("abmil", {"use_graph": Fa
 """Benchmark names of trained aggregators with a fixed training override: name -> (the
 aggregator trained, the ``train`` keys it sets). ``abmil_mil`` is ABMIL without the graph
 encoder (the paper's ABMIL baseline)."""
+
+
+# ``train`` keys the benchmark sets itself from its own sections (they would be overridden)
+_SET_BY_BENCHMARK = {
+    "aggregator": "aggregators",
+    "modalities": "modalities",
+    "seed": "seed",
+    "n_folds": "folds",
+    "graph_preset": "graph.preset",
+}
+
+
+def allowed_keys() -> dict:
+    """Every key a benchmark configuration may set, at every depth (for
+    :func:`radiopath.config.check_known_keys`): :data:`DEFAULTS`, the ``train`` section as
+    the training stage takes it (less the keys the benchmark sets itself), the ``evaluation``
+    section as the evaluation stage takes it, plus ``backend``. ``graph.preset`` is checked
+    by the graph stage's own resolver (a name, a path, a preset's keys or one per modality)."""
+    from radiopath.training.config import allowed_keys as training_keys
+
+    train = {k: v for k, v in training_keys().items() if k not in _SET_BY_BENCHMARK}
+    return {
+        **DEFAULTS,
+        "train": train,
+        "evaluation": {**EVALUATION_DEFAULTS, **DEFAULTS["evaluation"]},
+    }
 
 
 def known_aggregators() -> tuple[str, ...]:
@@ -141,7 +174,19 @@ class StageLedger:
 
 
 def validate_benchmark_config(cfg: dict, cohort: Cohort) -> None:
-    """Refuse bad flags before any work starts, naming the flag and the bad value."""
+    """Refuse bad flags before any work starts, naming the flag and the bad value.
+
+    Every key at any depth is checked (:func:`allowed_keys`), then each section by its
+    stage's resolver: ``train`` for every aggregator the benchmark trains, ``evaluation``,
+    ``statistics`` and the graph presets; an error names the dotted key
+    (``train.sparra.alpah0``)."""
+    for key, top in _SET_BY_BENCHMARK.items():
+        if isinstance(cfg.get("train"), dict) and key in cfg["train"]:
+            raise RadiopathInputError(
+                f"the benchmark sets this from its {top!r} setting; set {top} instead",
+                field=f"train.{key}",
+            )
+    check_known_keys(cfg, allowed_keys())
     aggs = known_aggregators()
     for a in cfg["aggregators"]:
         if a not in aggs:
@@ -175,12 +220,37 @@ def validate_benchmark_config(cfg: dict, cohort: Cohort) -> None:
         raise RadiopathInputError(f"must be a positive integer, got {r!r}", field="repeats")
     cfg["statistics"] = resolve_statistics_config(cfg.get("statistics"))
     resolve_evaluation_config({k: v for k, v in cfg["evaluation"].items() if k != "backend"})
+    _check_stages(cfg, imaging)
     if n_events < k:
         raise RadiopathInputError(
             f"{n_events} events cannot be spread over {k} folds; use fewer folds",
             path=cohort.path,
             field="folds",
         )
+
+
+def _check_stages(cfg: dict, imaging: list[str]) -> None:
+    """Resolve the graph presets and every trained aggregator's training configuration as
+    the stages will, so that a bad value fails now rather than after the graphs are built."""
+    from radiopath.graph.cohort import resolve_cohort_presets
+    from radiopath.training.config import resolve_training_config
+
+    with config_section("graph.preset", whole="preset"):
+        resolve_cohort_presets(cfg["graph"].get("preset"), imaging)
+    for agg in cfg["aggregators"]:
+        if agg in BASELINES:
+            continue
+        try:
+            with config_section("train"):
+                resolve_training_config(
+                    _train_config(agg, cfg), aggregator=_trained(agg), modalities=cfg["modalities"]
+                )
+        except RadiopathInputError as exc:
+            top = _SET_BY_BENCHMARK.get((exc.field or "").removeprefix("train."))
+            if top is None:
+                raise
+            # a value the benchmark passes to training from its own setting: name that one
+            raise RadiopathInputError(f"training {agg}: {exc.reason}", field=top) from exc
 
 
 def _benchmark_config_file(path: str | os.PathLike | None) -> dict:
@@ -359,6 +429,11 @@ def _stage_outputs(kind: str, agg: str, out: Path, graph_dir: Path) -> list[Path
     return [out / n for n in ("metrics.csv", "predictions.csv", "summary.md", "report.html")]
 
 
+def _trained(agg: str) -> str:
+    """The aggregator a benchmark name trains (a variant's base aggregator)."""
+    return VARIANTS.get(agg, (agg, {}))[0]
+
+
 def _train_config(agg: str, cfg: dict) -> dict:
     """The training configuration of one benchmark aggregator (its variant's keys applied)."""
     if agg in BASELINES:
@@ -393,7 +468,7 @@ def _train(agg, cohort, graph_dir, imaging, cfg, out: Path, progress: bool) -> N
         _check_folds_file(folds_file, cfg)
     folds = folds_file if folds_file.exists() else None
     run_dir = out / "runs" / agg
-    trained = VARIANTS.get(agg, (agg, {}))[0]
+    trained = _trained(agg)
     if agg in BASELINES:
         train_raw_mean(
             cohort,

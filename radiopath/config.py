@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import difflib
 import json
 import os
 import platform
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -52,6 +55,101 @@ def deep_merge(base: Mapping, override: Mapping) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+@dataclass(frozen=True)
+class KeysOf:
+    """In an allowed-keys tree (:func:`check_known_keys`): a mapping whose keys are drawn from
+    ``keys`` -- e.g. the modalities of a per-modality setting such as ``ratio: {wsi: 0.2}``.
+
+    ``value`` is what each entry is checked against (a defaults mapping, another
+    :class:`KeysOf`, or None: not checked); ``scalar`` allows one plain value instead of the
+    mapping (the same for every key).
+    """
+
+    keys: tuple[str, ...]
+    value: object = None
+    scalar: bool = False
+
+
+def _dotted(where: str, key: object) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def check_known_keys(
+    user: Mapping,
+    allowed: Mapping | KeysOf,
+    where: str = "",
+    *,
+    path: str | os.PathLike | None = None,
+) -> None:
+    """Refuse the first key of ``user``, at any depth, that ``allowed`` does not know.
+
+    ``allowed`` is a tree of defaults: a mapping's keys are the keys allowed at that level,
+    and a value that is itself a mapping (also an empty one) is a section whose keys are
+    checked in turn; a :class:`KeysOf` is a mapping with free keys from a fixed set. Leaves
+    (any other value) are not looked into: their values are each stage's to check.
+
+    Raises
+    ------
+    RadiopathInputError
+        Naming the dotted key (``where`` + the path, e.g. ``train.sparra.alpah0``) and the
+        keys allowed at its level; also when a section is given something else than a mapping.
+        ``path``, the file the configuration was read from, is named too.
+    """
+    if isinstance(allowed, KeysOf):
+        names, scalar = tuple(allowed.keys), allowed.scalar
+    elif isinstance(allowed, Mapping):
+        names, scalar = tuple(allowed), False
+    else:
+        return
+    if user is None or (scalar and not isinstance(user, Mapping)):
+        return
+    if not isinstance(user, Mapping):
+        raise RadiopathInputError(
+            f"must be a mapping with keys among {sorted(names)}, got {user!r}",
+            path=path,
+            field=where or None,
+        )
+    for key, value in user.items():
+        dotted = _dotted(where, key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), [str(n) for n in names], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            allowed_here = f"allowed keys: {sorted(names)}" if names else "no key is allowed here"
+            raise RadiopathInputError(
+                f"unknown configuration key {key!r}{hint}; {allowed_here}",
+                path=path,
+                field=dotted,
+            )
+        child = allowed.value if isinstance(allowed, KeysOf) else allowed[key]
+        check_known_keys(value, child, dotted, path=path)
+
+
+@contextmanager
+def config_section(where: str, whole: str | None = None) -> Iterator[None]:
+    """Name the errors raised inside by their full dotted key: field ``x`` becomes
+    ``where.x``. ``whole`` is the name the code inside gives the section itself: field
+    ``whole`` becomes ``where`` and ``whole.x`` becomes ``where.x`` (an error without a
+    field becomes ``where``).
+
+    For checking one section of a larger configuration with the resolver of its stage, e.g.
+    a benchmark's ``train`` section. Errors that already start with ``where``, and errors
+    about a file (which name the key inside that file), are left as they are.
+    """
+    try:
+        yield
+    except RadiopathInputError as exc:
+        field = exc.field
+        if exc.path is not None or field == where or (field or "").startswith(where + "."):
+            raise
+        if field is None or field == whole:
+            dotted = where
+        elif whole and field.startswith(whole + "."):
+            dotted = where + field[len(whole) :]
+        else:
+            dotted = _dotted(where, field)
+        raise RadiopathInputError(exc.reason, patient_id=exc.patient_id, field=dotted) from exc
 
 
 def load_config_file(path: str | os.PathLike) -> dict:

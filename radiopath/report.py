@@ -16,16 +16,13 @@ import logging
 import os
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from radiopath.errors import RadiopathInputError  # noqa: E402
-from radiopath.evaluation.config import lower_is_better  # noqa: E402
-from radiopath.evaluation.report import (  # noqa: E402
+from radiopath.errors import RadiopathInputError
+from radiopath.evaluation.config import lower_is_better
+from radiopath.evaluation.report import (
     MODEL_LABELS,
     _atomic_csv,
     _atomic_write_text,
@@ -34,7 +31,7 @@ from radiopath.evaluation.report import (  # noqa: E402
     pooled_risk_groups,
     summarize,
 )
-from radiopath.evaluation.stats import Analysis, analyse_run  # noqa: E402
+from radiopath.evaluation.stats import Analysis, analyse_run
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +58,16 @@ def read_metrics(run_dir: str | os.PathLike) -> pd.DataFrame:
     return metrics
 
 
-def _save(fig, path: Path) -> Path:
+def _panels(n: int, width: float, height: float) -> tuple[Figure, np.ndarray]:
+    """A figure of ``n`` panels side by side (object API: no pyplot state, no backend)."""
+    fig = Figure(figsize=(width * n, height))
+    return fig, fig.subplots(1, n, squeeze=False)
+
+
+def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -76,7 +78,7 @@ def plot_metric_panels(metrics: pd.DataFrame, path: Path) -> Path:
     stats = stats.assign(study=stats.aggregator + " | " + stats.modalities)
     studies = list(dict.fromkeys(stats.study))
     models = list(dict.fromkeys(stats.model))
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4), squeeze=False)
+    fig, axes = _panels(len(names), 4.2, 4)
     width = 0.8 / max(len(studies), 1)
     for ax, metric in zip(axes[0], names):
         sub = stats[stats.metric == metric]
@@ -104,7 +106,7 @@ def plot_risk_groups(
     """
     preds = predictions[predictions.model == model]
     aggs = list(dict.fromkeys(preds.aggregator))
-    fig, axes = plt.subplots(1, len(aggs), figsize=(4.6 * len(aggs), 4), squeeze=False)
+    fig, axes = _panels(len(aggs), 4.6, 4)
     for ax, agg in zip(axes[0], aggs):
         groups = pooled_risk_groups(preds[preds.aggregator == agg], selection, "mean")
         groups.plot(ax=ax, title=f"{agg} / {model}")
@@ -121,9 +123,7 @@ def plot_comparisons(comparisons: pd.DataFrame, path: Path, alpha: float = 0.05)
     main = comparisons[comparisons["family"] == "studies"]
     pairs = list(dict.fromkeys(zip(main["aggregator_a"], main["aggregator_b"], main["modalities"])))
     studies = list(dict.fromkeys(zip(main["model"], main["metric"])))
-    fig, axes = plt.subplots(
-        1, len(pairs), figsize=(4.2 * len(pairs), 0.32 * len(studies) + 1.4), squeeze=False
-    )
+    fig, axes = _panels(len(pairs), 4.2, 0.32 * len(studies) + 1.4)
     for ax, (a, b, mods) in zip(axes[0], pairs):
         sub = main[(main.aggregator_a == a) & (main.aggregator_b == b) & (main.modalities == mods)]
         look = {(r.model, r.metric): r for r in sub.itertuples(index=False)}

@@ -10,7 +10,10 @@ An experiment file (YAML, see ``experiments/``)::
     grid:                      # dotted keys into the configuration -> values; the product is run
       train.ratio: [0.1, 0.2, 0.5, 0.7]
 
-Each grid point is one benchmark run in ``OUT/<point>/`` (resumable like any benchmark);
+Every point's configuration is built and checked as the benchmark checks it before the
+first point runs (a bad key or value of any point is refused, naming the point and the
+dotted key, before anything is written). Each grid point is one benchmark run in
+``OUT/<point>/`` (resumable like any benchmark);
 points that share a graph configuration share one graph folder. ``OUT/sweep_metrics.csv``
 gathers every point's metrics with one column per swept key,
 ``OUT/figures/ablation_<key>.png`` draws each metric against the swept value, and
@@ -32,15 +35,16 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from radiopath.config import RunRecord, deep_merge, load_config_file
+from radiopath.errors import RadiopathInputError
 
-from radiopath.config import RunRecord, deep_merge, load_config_file  # noqa: E402
-from radiopath.errors import RadiopathInputError  # noqa: E402
+if TYPE_CHECKING:
+    from radiopath.io import Cohort
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +132,7 @@ def point_name(point: dict[str, object]) -> str:
 
 def run_sweep(
     experiment: str | os.PathLike | Experiment,
-    cohort_csv: str | os.PathLike,
+    cohort_csv: str | os.PathLike | Cohort,
     out_dir: str | os.PathLike,
     *,
     overrides: dict | None = None,
@@ -136,10 +140,16 @@ def run_sweep(
 ) -> pd.DataFrame:
     """Run every point of an experiment and return the gathered metrics."""
     from radiopath.benchmark import DEFAULTS, run_benchmark
+    from radiopath.io import Cohort, read_cohort
 
     exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
     out = Path(out_dir)
     base = deep_merge(deep_merge(DEFAULTS, exp.base), overrides or {})
+    # every point is built and checked before the first one runs (or anything is written)
+    cohort = cohort_csv if isinstance(cohort_csv, Cohort) else read_cohort(cohort_csv)
+    points = [(point, point_name(point), _point_config(base, point, out)) for point in exp.points()]
+    for _, name, cfg in points:
+        _check_point(name, cfg, cohort)
     frames = []
     with RunRecord(
         out,
@@ -149,13 +159,7 @@ def run_sweep(
     ):
         finished: dict[str, pd.DataFrame] = {}  # resolved-config hash -> metrics
         run_dirs: dict[str, Path] = {}  # point -> its run directory (repeated points: none)
-        for point in exp.points():
-            cfg = copy.deepcopy(base)
-            for key, value in point.items():
-                cfg = set_dotted(cfg, key, value)
-            graph_key = _digest(cfg["graph"])
-            cfg["graph"]["dir"] = str(out / "graphs" / graph_key)
-            name = point_name(point)
+        for point, name, cfg in points:
             config_key = _digest(cfg)
             if config_key in finished:  # e.g. each key's default in one_at_a_time mode
                 log.info("sweep %s: point %s repeats an earlier point; reused", exp.name, name)
@@ -184,10 +188,34 @@ def run_sweep(
     return gathered
 
 
+def _point_config(base: dict, point: dict[str, object], out: Path) -> dict:
+    """The benchmark configuration of one grid point (its graphs in a folder per graph
+    configuration, shared by the points that agree on it)."""
+    cfg = copy.deepcopy(base)
+    for key, value in point.items():
+        cfg = set_dotted(cfg, key, value)
+    if isinstance(cfg.get("graph"), dict):
+        cfg["graph"]["dir"] = str(out / "graphs" / _digest(cfg["graph"]))
+    return cfg
+
+
+def _check_point(name: str, cfg: dict, cohort: Cohort) -> None:
+    """Refuse a point whose configuration the benchmark would refuse, naming the point."""
+    from radiopath.benchmark import validate_benchmark_config
+
+    try:
+        validate_benchmark_config(copy.deepcopy(cfg), cohort)
+    except RadiopathInputError as exc:
+        raise RadiopathInputError(
+            f"sweep point {name}: {exc.reason}", path=exc.path, field=exc.field
+        ) from exc
+
+
 def plot_ablation(metrics: pd.DataFrame, key: str, path: Path) -> Path:
     """Each metric (mean over folds and models, with the sd over folds) against a swept value."""
     names = [m for m in ("c_index", "c_ipcw", "c_auc", "ibs") if m in set(metrics.metric)]
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.5), squeeze=False)
+    fig = Figure(figsize=(4 * len(names), 3.5))
+    axes = fig.subplots(1, len(names), squeeze=False)
     metrics = metrics[metrics[key].notna()]
     values = list(dict.fromkeys(metrics[key].astype(str)))
     for ax, metric in zip(axes[0], names):
@@ -210,5 +238,4 @@ def plot_ablation(metrics: pd.DataFrame, key: str, path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

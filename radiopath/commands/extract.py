@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from radiopath.cli import friendly_errors, main, parse_list
-from radiopath.config import resolve_config
+from radiopath.config import KeysOf, check_known_keys, resolve_config
 from radiopath.errors import RadiopathInputError
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,13 @@ DEFAULTS = {
     "ct_normalisation": "auto",
     "random_init": False,
 }
+
+
+def allowed_keys() -> dict:
+    """The keys an extract configuration may set: :data:`DEFAULTS`, where ``encoder`` and
+    ``checkpoint`` are one value or a mapping per imaging modality."""
+    per_modality = KeysOf(("wsi", "ct"), scalar=True)
+    return {**DEFAULTS, "encoder": per_modality, "checkpoint": per_modality}
 
 
 def parse_per_modality(value: str | None, option: str) -> str | dict[str, str] | None:
@@ -158,11 +165,7 @@ def extract(
     flags["checkpoint"] = parse_per_modality(flags["checkpoint"], "checkpoint")
     flags["ct_spacing"] = parse_spacing(flags["ct_spacing"])
     cfg = resolve_config(DEFAULTS, config_file, flags)
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise RadiopathInputError(
-            f"unknown setting(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}", path=config_file
-        )
+    check_known_keys(cfg, allowed_keys(), path=config_file)
     new_csv = extract_cohort(cohort_csv, out, progress=not no_progress, **cfg)
     report = out / "extract_report.csv"
     import pandas as pd

@@ -12,7 +12,7 @@ import copy
 import math
 from collections.abc import Mapping
 
-from radiopath.config import deep_merge
+from radiopath.config import check_known_keys, deep_merge
 from radiopath.errors import RadiopathInputError
 
 MODELS: tuple[str, ...] = ("rsf", "coxph", "coxnet", "fsvm")
@@ -109,7 +109,8 @@ DEFAULT_CONFIG: dict = {
 
 
 def resolve_evaluation_config(config: Mapping | None = None) -> dict:
-    """Defaults <- ``config`` (or its ``"evaluation"`` section). Unknown sections are errors."""
+    """Defaults <- ``config`` (or its ``"evaluation"`` section). An unknown key at any depth
+    is an error naming it (``evaluation.coxph.alphas``)."""
     cfg = copy.deepcopy(DEFAULT_CONFIG)
     if not config:
         return cfg
@@ -118,12 +119,8 @@ def resolve_evaluation_config(config: Mapping | None = None) -> dict:
         raise RadiopathInputError(
             "the evaluation configuration must be a mapping", field="evaluation"
         )
-    unknown = set(section) - set(DEFAULT_CONFIG)
-    if unknown:
-        raise RadiopathInputError(
-            f"unknown evaluation setting(s) {sorted(unknown)}; known: {sorted(DEFAULT_CONFIG)}",
-            field="evaluation",
-        )
+    # every section's keys, each model's grid included (evaluation.coxph.alpha, ...)
+    check_known_keys(section, DEFAULT_CONFIG, "evaluation")
     cfg = deep_merge(cfg, section)
     cfg["metrics"]["horizons"] = check_horizons(cfg["metrics"].get("horizons"))
     return cfg

@@ -29,9 +29,10 @@ import torch
 from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
+from radiopath.config import KeysOf, check_known_keys, config_section
 from radiopath.errors import RadiopathInputError
 from radiopath.graph.build import build_graph
-from radiopath.graph.config import MODALITY_DEFAULTS, config_hash, load_preset
+from radiopath.graph.config import DEFAULTS, MODALITY_DEFAULTS, config_hash, load_preset
 from radiopath.graph.storage import load_graph, read_graph_meta, save_graph
 from radiopath.io import Cohort, embedding_width, read_cohort, read_embeddings
 from radiopath.runkit import WriteError, atomic_path
@@ -71,12 +72,19 @@ def resolve_cohort_presets(preset: PresetArg, modalities: Sequence[str]) -> dict
     ``{modality: preset}``.
     """
     chosen: dict[str, object] = {}
-    if isinstance(preset, Mapping) and preset and set(preset) <= set(MODALITY_DEFAULTS):
+    # errors name the key: preset.<key>, preset.<modality>.<key>, preset[<i>].<key> (a
+    # preset file's errors name the file and its key)
+    per_modality = isinstance(preset, Mapping) and bool(set(preset) & set(MODALITY_DEFAULTS))
+    if per_modality:
+        one = KeysOf(tuple(DEFAULTS), scalar=True)  # a preset's name or path, or its keys
+        check_known_keys(preset, KeysOf(tuple(MODALITY_DEFAULTS), one), "preset")
         chosen.update(preset)
     elif preset is not None:
         items = list(preset) if isinstance(preset, (list, tuple)) else [preset]
-        for item in items:
-            cfg = load_preset(item)
+        for i, item in enumerate(items):
+            where = f"preset[{i}]" if isinstance(preset, (list, tuple)) else "preset"
+            with config_section(where, whole="preset"):
+                cfg = load_preset(item)
             targets = [cfg["modality"]] if cfg["modality"] else list(modalities)
             for m in targets:
                 if m in chosen:
@@ -84,7 +92,11 @@ def resolve_cohort_presets(preset: PresetArg, modalities: Sequence[str]) -> dict
                         f"two presets given for modality {m!r}", field="preset"
                     )
                 chosen[m] = cfg
-    return {m: load_preset(chosen.get(m), m) for m in modalities}
+    configs = {}
+    for m in modalities:
+        with config_section(f"preset.{m}" if per_modality else "preset", whole="preset"):
+            configs[m] = load_preset(chosen.get(m), m)
+    return configs
 
 
 def _build_one(job: _Job, out_dir: str) -> dict:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
-from radiopath.config import load_config_file
+from radiopath.config import check_known_keys, load_config_file
 from radiopath.errors import RadiopathInputError
 
 #: Every key a preset may set, with the value used when neither preset nor override sets it.
@@ -112,11 +112,7 @@ def load_preset(preset: str | os.PathLike | Mapping | None, modality: str | None
 
 def merge_overrides(cfg: Mapping, overrides: Mapping) -> dict:
     """``cfg`` with ``overrides`` applied (None values ignored) and validated again."""
-    unknown = sorted(set(overrides) - set(DEFAULTS))
-    if unknown:
-        raise RadiopathInputError(
-            f"unknown graph option(s) {unknown}; valid: {sorted(DEFAULTS)}", field=unknown[0]
-        )
+    check_known_keys(overrides, DEFAULTS)
     out = copy.deepcopy(dict(cfg))
     out.update({k: v for k, v in overrides.items() if v is not None})
     return validate_config(out)
@@ -137,13 +133,7 @@ def _positive(cfg, key, path, allow_none=False, integer=False):
 def validate_config(cfg: Mapping, path: str | os.PathLike | None = None) -> dict:
     """Check every key and value of a graph configuration; return a clean copy."""
     cfg = dict(cfg)
-    unknown = sorted(set(cfg) - set(DEFAULTS))
-    if unknown:
-        raise RadiopathInputError(
-            f"unknown graph option(s) {unknown}; valid: {sorted(DEFAULTS)}",
-            path=path,
-            field=unknown[0],
-        )
+    check_known_keys(cfg, DEFAULTS, path=path)
     for key, choices in (
         ("method", METHODS),
         ("edge_rule", EDGE_RULES),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 
-from radiopath.config import deep_merge
+from radiopath.config import KeysOf, check_known_keys, config_section, deep_merge
 from radiopath.errors import RadiopathInputError
 from radiopath.models.aggregators import AGGREGATORS, KL_VARIANTS, RECONSTRUCTIONS
 from radiopath.models.encoders import CONVS, DROPOUT_POSITIONS, IMPORTANCE_MODES
@@ -170,12 +170,7 @@ RUNTIME_KEYS = (
 def resolve_training_config(config: Mapping | None = None, **overrides) -> dict:
     """Defaults <- preset <- ``config`` <- ``overrides`` (``None`` values are ignored)."""
     user = deep_merge(dict(config or {}), {k: v for k, v in overrides.items() if v is not None})
-    unknown = sorted(set(user) - set(DEFAULT_CONFIG))
-    if unknown:
-        raise RadiopathInputError(
-            f"unknown configuration key(s) {unknown}; known: {sorted(DEFAULT_CONFIG)}",
-            field=unknown[0],
-        )
+    check_known_keys(user, allowed_keys())
     preset = user.get("preset", DEFAULT_CONFIG["preset"])
     if preset not in PRESETS:
         raise RadiopathInputError(
@@ -189,6 +184,15 @@ def resolve_training_config(config: Mapping | None = None, **overrides) -> dict:
             cfg[key] = {m: cfg[key] for m in GRAPH_MODALITIES}
     validate_training_config(cfg)
     return cfg
+
+
+def allowed_keys() -> dict:
+    """The keys a training configuration may set, at every depth (for
+    :func:`radiopath.config.check_known_keys`): those of :data:`DEFAULT_CONFIG`, where
+    ``conv`` and ``ratio`` are one value or a mapping per graph modality, and each
+    aggregator's section (``sparra``, ``abmil``, ``mean``) takes its own options only."""
+    per_modality = KeysOf(GRAPH_MODALITIES, scalar=True)
+    return {**DEFAULT_CONFIG, "conv": per_modality, "ratio": per_modality}
 
 
 def _bad(field: str, message: str):
@@ -221,15 +225,8 @@ def validate_training_config(cfg: Mapping) -> None:
         _bad("steps", f"must be a positive integer or null, got {steps!r}")
     if not isinstance(cfg["center"], bool):
         _bad("center", f"must be true or false, got {cfg['center']!r}")
+    check_known_keys(cfg, allowed_keys())
     val = cfg["validation"]
-    if not isinstance(val, Mapping):
-        _bad("validation", f"must be a mapping, got {val!r}")
-    unknown = sorted(set(val) - set(DEFAULT_CONFIG["validation"]))
-    if unknown:
-        _bad(
-            f"validation.{unknown[0]}",
-            f"unknown key; known: {sorted(DEFAULT_CONFIG['validation'])}",
-        )
     if not 0.0 <= float(val["fraction"]) < 0.9:
         _bad("validation.fraction", f"must be in [0, 0.9), got {val['fraction']!r}")
     if val["metric"] not in VALIDATION_METRICS:
@@ -254,9 +251,6 @@ def validate_training_config(cfg: Mapping) -> None:
     if nt is not None and (not isinstance(nt, int) or isinstance(nt, bool) or nt < 1):
         _bad("num_threads", f"must be a positive integer or null, got {nt!r}")
     pool = cfg["pooling"]
-    unknown = sorted(set(pool) - set(DEFAULT_CONFIG["pooling"]))
-    if unknown:
-        _bad(f"pooling.{unknown[0]}", f"unknown key; known: {sorted(DEFAULT_CONFIG['pooling'])}")
     if pool["nonlinearity"] not in ("sigmoid", "tanh"):
         _bad("pooling.nonlinearity", f"must be 'sigmoid' or 'tanh', got {pool['nonlinearity']!r}")
     if pool["dropout_position"] not in DROPOUT_POSITIONS:
@@ -292,6 +286,11 @@ def validate_training_config(cfg: Mapping) -> None:
         _bad(
             "missing_indicator", f"must be 'auto', true or false, got {cfg['missing_indicator']!r}"
         )
+    if cfg["graph_preset"] is not None:  # graphs built in memory: each preset's keys
+        from radiopath.graph.cohort import resolve_cohort_presets
+
+        with config_section("graph_preset", whole="preset"):
+            resolve_cohort_presets(cfg["graph_preset"], mods)
 
 
 def aggregator_options(cfg: Mapping) -> dict:

@@ -15,15 +15,13 @@ import logging
 import os
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from scipy import ndimage
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy import ndimage  # noqa: E402
-
-from radiopath.errors import RadiopathInputError  # noqa: E402
+from radiopath.errors import RadiopathInputError
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +95,11 @@ def plot_wsi_importance(
     patch_size: int | None = None,
     thumbnail: np.ndarray | None = None,
     thumbnail_downsample: float | None = None,
-    ax: plt.Axes | None = None,
+    ax: Axes | None = None,
     title: str | None = None,
     vmin: float | None = None,
     vmax: float | None = None,
-) -> plt.Axes:
+) -> Axes:
     """Patch importance over a WSI thumbnail (or over the patch grid alone).
 
     Parameters
@@ -112,10 +110,13 @@ def plot_wsi_importance(
         ``[N]`` one value per patch.
     thumbnail, thumbnail_downsample
         An RGB thumbnail of the slide and its level-0 pixels per thumbnail pixel.
+    ax
+        Where to draw; by default a new :class:`~matplotlib.figure.Figure` outside pyplot
+        (``ax.figure``), so no backend is chosen or needed.
     """
     grid, origin, size = rasterize(coords, importance, patch_size)
     if ax is None:
-        _, ax = plt.subplots(figsize=(6, 6))
+        ax = Figure(figsize=(6, 6)).add_subplot(1, 1, 1)
     ny, nx = grid.shape
     extent = (origin[0], origin[0] + nx * size, origin[1] + ny * size, origin[1])
     if thumbnail is not None and thumbnail_downsample:
@@ -138,7 +139,7 @@ def plot_wsi_importance(
         ax.set_ylim(extent[2], extent[3])
     ax.set_xlabel("x (level-0 px)")
     ax.set_ylabel("y (level-0 px)")
-    plt.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="importance")
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="importance")
     if title:
         ax.set_title(title)
     return ax
@@ -163,7 +164,7 @@ def plot_ct_importance(
     title: str | None = None,
     vmin: float | None = None,
     vmax: float | None = None,
-) -> plt.Figure:
+) -> Figure:
     """Patch importance in three orthogonal CT slices through the most important region.
 
     The tumour's extent (cells with a patch) is shown in grey beneath the map; slices are
@@ -180,7 +181,8 @@ def plot_ct_importance(
     finite = importance[np.isfinite(importance)]
     vmin = float(finite.min()) if vmin is None else vmin
     vmax = float(finite.max()) if vmax is None else vmax
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
+    fig = Figure(figsize=(12, 4.2))
+    axes = fig.subplots(1, 3)
     for ax, (name, plane, aspect, where) in zip(axes, views):
         tissue = np.where(np.isnan(plane), np.nan, 0.5)
         ax.imshow(tissue, cmap="gray", vmin=0, vmax=1, origin="lower", aspect=aspect)
@@ -237,7 +239,8 @@ def render_importance(
         thumb, down = (None, None)
         if slide_path is not None and Path(slide_path).exists():
             thumb, down = slide_thumbnail(slide_path)
-        fig, ax = plt.subplots(figsize=(6.5, 6))
+        fig = Figure(figsize=(6.5, 6))
+        ax = fig.add_subplot(1, 1, 1)
         plot_wsi_importance(
             coords,
             values,
@@ -260,7 +263,6 @@ def render_importance(
             vmax=vmax,
         )
     fig.savefig(png_path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return png_path
 
 
