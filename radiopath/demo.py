@@ -27,20 +27,15 @@ log = logging.getLogger(__name__)
 
 # Small enough for about five minutes on two CPU cores, large enough for stable folds.
 DEMO_COHORT = dict(n_patients=80, dim=32, wsi_patches=(1000, 2500), ct_patches=(500, 1200))
-# The demo aggregates over the clustered graphs' nodes without the GCN + top-k encoder
-# (plain MIL, ``use_graph: false``). Two reasons: with 64 training patients, 20 epochs at
-# the paper's lr 3e-4 are too few Adam steps for top-k pooling to learn what to keep; and
-# two top-k layers at k = 0.2 keep about 4% of the nodes and give every dropped node zero
-# importance, which caps the importance AUC of even a perfect selection near 0.7 on this
-# cohort. ``experiments/radiopathomics.yaml`` runs the paper's architecture, and the
-# ``interpretable`` training preset the same architecture with a selection that learns
-# (benchmarks/bench_importance.py).
+# The demo trains the paper's architecture (GCN + two top-k pooling layers per modality)
+# with the default training recipe (the ``learned`` preset, radiopath.training.config) on
+# the confounded synthetic cohort, where mean pooling cannot see the signal.
 DEMO_BENCHMARK: dict = {
     "aggregators": ["sparra", "abmil", "mean"],
     "models": ["rsf", "coxph", "coxnet", "fsvm"],
     "modalities": ["wsi", "ct"],
     "folds": 5,
-    "train": {"epochs": 20, "lr": 1e-3, "batch_size": 16, "use_graph": False},
+    "train": {},
     "evaluation": {"backend": "torch"},
 }
 

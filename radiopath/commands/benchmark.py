@@ -35,7 +35,9 @@ from radiopath.cli import friendly_errors, main, parse_list
 @click.option("--repeats", type=int, help="Repeated cross-validation: R splits of the cohort.")
 @click.option("--seed", type=int, help="Random seed.")
 @click.option("--device", help="auto, cpu, cuda, cuda:1, mps.")
-@click.option("--epochs", type=int, help="Training epochs per fold.")
+@click.option(
+    "--epochs", type=int, help="Training epochs per fold (default: the training preset's schedule)."
+)
 @click.option("--backend", type=click.Choice(["sksurv", "torch"]), help="Downstream backend.")
 @click.option("--preset", help="Graph preset name or YAML path (default: each modality's).")
 @click.option("--bootstrap", type=int, help="Bootstrap replicates of the intervals and tests.")

@@ -18,7 +18,11 @@ from radiopath.cli import friendly_errors, main
     help="Run directory (an existing one is resumed).",
 )
 @click.option("--patients", type=int, help="Patients in the synthetic cohort (default 80).")
-@click.option("--epochs", type=int, help="Training epochs per fold (default 20).")
+@click.option(
+    "--epochs",
+    type=int,
+    help="Training epochs per fold (default: the recipe's 400 optimiser steps).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, mps.")
 @click.option(

@@ -47,14 +47,19 @@ log = logging.getLogger(__name__)
 @click.option(
     "--preset",
     default=None,
-    help="Training preset: paper (default), reference or interpretable (see the README).",
+    help="Training preset: learned (default, the recipe), paper, reference or interpretable (see the README).",
 )
 @click.option(
     "--importance",
     default=None,
-    help="How node weights reach the patches: selection (default) or receptive_field.",
+    help="How node weights reach the patches: selection or receptive_field (the learned preset's default).",
 )
-@click.option("--epochs", type=int, default=None, help="Training epochs (default 20).")
+@click.option(
+    "--epochs",
+    type=int,
+    default=None,
+    help="Training epochs (default: the preset's schedule; the default recipe runs 400 optimiser steps).",
+)
 @click.option(
     "--folds", "n_folds", type=int, default=None, help="Number of outer folds (default 5)."
 )
