@@ -51,7 +51,7 @@ def demo(
         config={"train": {"epochs": epochs}, "device": device},
     )
     click.echo(
-        "\nAggregators over the clustered graphs' nodes (plain MIL; see radiopath.demo for why),"
+        "\nAggregators after the GCN + top-k encoder (the default training recipe),"
     )
     click.echo("mean over folds and downstream models (higher is better; ibs lower):")
     click.echo(comparison_table(result["metrics"]))

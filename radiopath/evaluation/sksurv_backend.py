@@ -83,12 +83,40 @@ def forest_depth_risks(
 # ----------------------------------------------------------------------------- sksurv backend
 
 
+class ReproducibleRandomSurvivalForest(RandomSurvivalForest):
+    """scikit-survival's forest, with predictions that are the same bits on every run.
+
+    The forest adds its trees' predictions from ``n_jobs`` threads in whatever order they
+    finish, so two runs differ in the last bits (1e-15 seen on the benchmark's risks), and
+    a resumed run could not be compared with an uninterrupted one file for file. Here
+    every prediction runs on one thread (trees added in order); fitting stays parallel
+    (each tree is grown from its own seeded generator, so the forest is the same).
+    """
+
+    def _one_thread(self, method, *args, **kwargs):
+        n_jobs = self.n_jobs
+        self.n_jobs = 1
+        try:
+            return method(*args, **kwargs)
+        finally:
+            self.n_jobs = n_jobs
+
+    def predict(self, X):
+        return self._one_thread(super().predict, X)
+
+    def predict_survival_function(self, X, return_array=False):
+        return self._one_thread(super().predict_survival_function, X, return_array)
+
+    def predict_cumulative_hazard_function(self, X, return_array=False):
+        return self._one_thread(super().predict_cumulative_hazard_function, X, return_array)
+
+
 def _make_sksurv(model: str, cfg: Mapping, seed: int):
     if model == "rsf":
         c = cfg["rsf"]
 
         def make(**p):
-            return RandomSurvivalForest(
+            return ReproducibleRandomSurvivalForest(
                 n_estimators=int(c["n_estimators"]),
                 min_samples_split=int(c["min_samples_split"]),
                 min_samples_leaf=int(c["min_samples_leaf"]),
