@@ -35,7 +35,7 @@ def main() -> None:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--kills", type=int, default=20)
     p.add_argument("--patients", type=int, default=30)
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=12)
     a = p.parse_args()
     out = a.out
     if out.exists():
@@ -100,7 +100,10 @@ def main() -> None:
         ),
         "fold embeddings (.npz)": lambda d: d / "runs" / "sparra" / "embeddings" / "fold_0.npz",
         "importance map (.csv)": lambda d: next(
-            (d / "runs" / "sparra" / "importance").rglob("*.csv")
+            (d / "runs" / "sparra" / "importance" / "sparra").glob("*.csv")
+        ),
+        "risk offsets (.csv)": lambda d: (
+            d / "runs" / "sparra" / "importance" / "sparra.risk_offsets.csv"
         ),
         "evaluation metrics.csv": lambda d: d / "runs" / "mean" / "metrics.csv",
         "merged predictions.csv": lambda d: d / "predictions.csv",
@@ -114,8 +117,14 @@ def main() -> None:
             shutil.rmtree(run_dir)
         shutil.copytree(ref, run_dir, symlinks=True)
         target = which(run_dir)
-        if name.startswith("fold checkpoint"):  # only read when the fold is not done
+        if name.startswith("fold checkpoint"):
+            # a checkpoint is read only to finish or re-export its fold: take the fold's
+            # ledger and embeddings away so that it must be read
             (target.parent / "fold_0.done.json").unlink()
+            (run_dir / "runs" / "sparra" / "embeddings" / "fold_0.npz").unlink()
+        if name.startswith("fold ledger"):
+            # read when the training stage runs: make the benchmark check every stage again
+            (run_dir / "stages.json").unlink()
         truncate(target)
         resumed = run_and_kill(cmd(run_dir))
         diff = differences(ref, run_dir)
@@ -173,7 +182,9 @@ def main() -> None:
     import subprocess
 
     first = subprocess.Popen(cmd(run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(min(8.0, 0.2 * t_ref))
+    lock = run_dir / ".radiopath.lock"
+    while first.poll() is None and not (lock.exists() and lock.read_text().strip()):
+        time.sleep(0.05)  # until the first run holds the folder
     second = run_and_kill(cmd(run_dir))
     first.wait()
     rows.append(
@@ -183,8 +194,8 @@ def main() -> None:
             "outcome": f"rc {second.returncode}; "
             + (
                 "refused naming the owner"
-                if "another radiopath run" in second.stderr
-                else second.stderr[-200:]
+                if "another radiopath run" in second.stderr and f"pid {first.pid}" in second.stderr
+                else "NOT refused"
             )
             + ("; first run identical" if not differences(ref, run_dir) else "; first run DIFFERS"),
             "seconds": round(second.seconds, 1),

@@ -5,7 +5,7 @@ bag, three aggregators (SPARRA, ABMIL, mean), four downstream models, 5-fold CV.
 one row per stage (graphs, train:<agg>, evaluate:<agg>, report), the total, the peak
 resident memory, and the importance recovery of the planted regions.
 
-    python benchmarks/bench_pipeline.py                        # 205 patients, 20 epochs
+    python benchmarks/bench_pipeline.py                        # 205 patients, default recipe
     python benchmarks/bench_pipeline.py --patients 80 --wsi 1000 2500 --ct 500 1200   # demo size
     python benchmarks/bench_pipeline.py --aggregators sparra --train '{"preset": "interpretable"}'
 """
@@ -32,7 +32,9 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--wsi", type=int, nargs=2, default=(2000, 10000))
     parser.add_argument("--ct", type=int, nargs=2, default=(2000, 10000))
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="default: the training preset's schedule"
+    )
     parser.add_argument("--backend", default="torch", choices=["torch", "sksurv"])
     parser.add_argument("--aggregators", default="sparra,abmil,mean")
     parser.add_argument("--device", default="auto")
@@ -65,7 +67,7 @@ def main() -> None:
 
     config = {
         "aggregators": args.aggregators.split(","),
-        "train": {"epochs": args.epochs, **json.loads(args.train)},
+        "train": {**({"epochs": args.epochs} if args.epochs else {}), **json.loads(args.train)},
         "evaluation": {"backend": args.backend},
         "device": args.device,
     }
@@ -76,7 +78,7 @@ def main() -> None:
     table = pd.DataFrame(stages, columns=["stage", "seconds"]).round(1)
     print(
         f"cohort: {args.patients} patients, WSI {args.wsi[0]}-{args.wsi[1]} and CT "
-        f"{args.ct[0]}-{args.ct[1]} patches per bag, {args.dim}-d; {args.epochs} epochs; "
+        f"{args.ct[0]}-{args.ct[1]} patches per bag, {args.dim}-d; epochs {args.epochs or 'from the preset'}; "
         f"backend {args.backend}; training config {args.train}"
     )
     print(table.to_string(index=False))

@@ -12,6 +12,7 @@ import copy
 import datetime as _dt
 import difflib
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -26,6 +27,8 @@ import yaml
 
 from radiopath.errors import RadiopathInputError
 from radiopath.runkit import RunLock, write_json
+
+log = logging.getLogger(__name__)
 
 TRACKED_PACKAGES = (
     "radiopath",
@@ -260,8 +263,8 @@ class RunRecord:
                 history = previous.get("history", [])
                 history.append({k: previous.get(k) for k in ("started", "finished", "status")})
                 self.record["history"] = history
-            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-                pass  # a partial run.json from an older version: start a new history
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+                log.warning("%s is unreadable (%s); its history starts again", self.path, exc)
         self.record["started"] = _now()
         try:
             self.write()

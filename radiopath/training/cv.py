@@ -217,14 +217,23 @@ def _write_importance(path: Path, columns: Mapping[str, np.ndarray]) -> None:
     _write_csv(pd.DataFrame(columns), path)
 
 
-def _write_risk_offsets(path: Path, fold: int, rows: list[dict]) -> None:
-    """``patient_id, fold, risk, risk_offset`` of the test patients (this fold's rows replaced):
-    a patient's risk is the sum of its patches' ``contribution`` plus ``risk_offset``."""
-    table = pd.DataFrame(rows)
-    if path.exists():
-        old = pd.read_csv(path, dtype={"patient_id": str})
-        table = pd.concat([old[old["fold"] != fold], table], ignore_index=True)
-    _write_csv(table.sort_values(["fold", "patient_id"]), path)
+def _fold_offsets_path(out_dir: Path, fold: int) -> Path:
+    return out_dir / "checkpoints" / f"fold_{fold}.risk_offsets.csv"
+
+
+def _merge_risk_offsets(out_dir: Path, aggregator: str, folds: Sequence[int]) -> None:
+    """``importance/<aggregator>.risk_offsets.csv``: ``patient_id, fold, risk, risk_offset`` of
+    every test patient (a patient's risk is the sum of its patches' ``contribution`` plus
+    ``risk_offset``), gathered from the folds' own files (checksummed with each fold's
+    exports) and written again on every run, so a damaged copy never survives a resume."""
+    parts = [
+        pd.read_csv(p, dtype={"patient_id": str})
+        for k in folds
+        if (p := _fold_offsets_path(out_dir, k)).is_file()
+    ]
+    if parts:
+        table = pd.concat(parts, ignore_index=True).sort_values(["fold", "patient_id"])
+        _write_csv(table, out_dir / "importance" / f"{aggregator}.risk_offsets.csv")
 
 
 def export_fold(
@@ -271,10 +280,9 @@ def export_fold(
             "risk_offset": node.risk_offset,
         }
     if offsets:
-        _write_risk_offsets(
-            out_dir / "importance" / f"{cfg['aggregator']}.risk_offsets.csv",
-            fold,
-            list(offsets.values()),
+        _write_csv(
+            pd.DataFrame(list(offsets.values())).sort_values("patient_id"),
+            _fold_offsets_path(out_dir, fold),
         )
     write_fold_embeddings(
         out_dir / "embeddings" / f"fold_{fold}.npz",
@@ -295,7 +303,7 @@ def _fold_exports(fold: int, aggregator: str, test, modalities) -> list[str]:
     """The files a fold's export may write on its own (relative to the run folder): its
     embeddings and its test patients' importance maps (a repeat after the first writes no
     maps; :func:`radiopath.runkit.digests` keeps those that exist)."""
-    files = [f"embeddings/fold_{fold}.npz"]
+    files = [f"embeddings/fold_{fold}.npz", f"checkpoints/fold_{fold}.risk_offsets.csv"]
     files += [f"importance/{aggregator}/{r.patient_id}.{m}.csv" for r in test for m in modalities]
     return files
 
@@ -483,6 +491,9 @@ def train_cross_validated(
                 },
             )
             log.info("fold %d: test C-index %.3f", k, fold_c[k])
+        _merge_risk_offsets(
+            out, cfg["aggregator"], [k for k in fold_ids if repeat_of[k] == first_repeat]
+        )
         risks = collect_risks(out, fold_ids, cfg["aggregator"], modalities, repeat_of)
         _write_csv(risks, out / "risks.csv")
         run.update(
