@@ -16,6 +16,7 @@ import json
 import os
 import random
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -163,24 +164,36 @@ def main() -> None:
     )
     print(rows[-1], flush=True)
 
-    # 4. A read-only output folder.
+    # 4. A read-only output folder (as root, whom permissions do not stop, a read-only
+    # tmpfs mounted there, where the operating system refuses every write).
     run_dir = out / "read_only"
     run_dir.mkdir()
-    run_dir.chmod(0o555)
-    ro = run_and_kill(cmd(run_dir))
-    run_dir.chmod(0o755)
+    mounted = False
     if os.geteuid() == 0:
-        outcome = "not testable as root (root writes into read-only folders)"
-    else:
-        outcome = f"rc {ro.returncode}; " + (
-            "error names the folder" if str(run_dir) in ro.stderr else "folder not named"
+        mounted = (
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(run_dir)],
+                capture_output=True,
+            ).returncode
+            == 0
         )
+    else:
+        run_dir.chmod(0o555)
+    if os.geteuid() == 0 and not mounted:
+        outcome = "not testable (root, and no read-only mount allowed)"
+    else:
+        ro = run_and_kill(cmd(run_dir))
+        named = str(run_dir) in ro.stderr and "Traceback" not in ro.stderr
+        outcome = f"rc {ro.returncode}; " + (
+            "one-line error naming the folder" if named else "folder not named: " + ro.stderr[-200:]
+        )
+    if mounted:
+        subprocess.run(["umount", str(run_dir)], check=False)
+    run_dir.chmod(0o755)
     rows.append({"case": "read-only output folder", "where": "-", "outcome": outcome, "seconds": 0})
 
     # 5. A second writer on the same folder while the first runs.
     run_dir = out / "two_writers"
-    import subprocess
-
     first = subprocess.Popen(cmd(run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     lock = run_dir / ".radiopath.lock"
     while first.poll() is None and not (lock.exists() and lock.read_text().strip()):
