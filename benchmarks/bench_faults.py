@@ -31,6 +31,30 @@ from radiopath.faults import (
 )
 
 
+def _intact(path: Path, reference: Path) -> bool:
+    """Whether a file damaged before the resume is whole again: a CSV equal to the
+    uninterrupted run's, an npz with the same arrays, a checkpoint or JSON that loads."""
+    if not path.is_file():
+        return False
+    try:
+        if path.suffix == ".csv":
+            return path.read_bytes() == reference.read_bytes()
+        if path.suffix == ".npz":
+            import numpy as np
+
+            with np.load(path) as a, np.load(reference) as b:
+                return set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)
+        if path.suffix == ".pt":
+            import torch
+
+            torch.load(path, weights_only=False)
+            return True
+        json.loads(path.read_text())
+        return True
+    except Exception:
+        return False
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, type=Path)
@@ -131,12 +155,14 @@ def main() -> None:
         diff = differences(ref, run_dir)
         reported = target.name in resumed.stderr
         ok = resumed.returncode == 0 and not diff
+        rel = target.relative_to(run_dir)
         rows.append(
             {
                 "case": f"truncated {name}",
-                "where": str(target.relative_to(run_dir)),
+                "where": str(rel),
                 "outcome": ("identical" if ok else f"rc {resumed.returncode}; differ: {diff[:4]}")
-                + ("; reported by name" if reported else "; not named in the log"),
+                + ("; reported by name" if reported else "; not named in the log")
+                + ("; file repaired" if _intact(target, ref / rel) else "; FILE STILL DAMAGED"),
                 "seconds": round(resumed.seconds, 1),
             }
         )

@@ -369,7 +369,9 @@ def run_benchmark(
                     )
                 }
                 stage_cfg["inputs"] = [ledger.digest(f"evaluate:{a}") for a in cfg["aggregators"]]
-            if ledger.finished(stage, stage_cfg):
+            record = out / "runs" / agg / "run.json"
+            damaged = kind in ("train", "evaluate") and record.exists() and not read_json(record)
+            if not damaged and ledger.finished(stage, stage_cfg):
                 log.info("stage %s already finished; skipped", stage)
                 continue
             if kind == "graphs":
@@ -423,7 +425,11 @@ def _stage_outputs(kind: str, agg: str, out: Path, graph_dir: Path) -> list[Path
         return [manifest, *(graph_dir / g for g in graphs)]
     run_dir = out / "runs" / agg
     if kind == "train":
-        return [run_dir / "risks.csv", *sorted((run_dir / "embeddings").glob("fold_*.npz"))]
+        return [
+            run_dir / "risks.csv",
+            *sorted((run_dir / "embeddings").glob("fold_*.npz")),
+            *sorted((run_dir / "importance").rglob("*.csv")),
+        ]
     if kind == "evaluate":
         return [run_dir / f"{n}.csv" for n in ("predictions", "metrics", "selection", "survival")]
     return [out / n for n in ("metrics.csv", "predictions.csv", "summary.md", "report.html")]
