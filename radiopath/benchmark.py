@@ -57,11 +57,11 @@ from radiopath.evaluation.config import resolve_evaluation_config
 from radiopath.evaluation.stats import DEFAULT_STATISTICS, resolve_statistics_config
 from radiopath.io import Cohort, read_cohort
 from radiopath.runkit import (
-    atomic_path,
     digests,
     read_json,
     verify_digests,
     write_bytes,
+    write_csv,
     write_json,
 )
 from radiopath.training.baselines import BASELINES
@@ -525,5 +525,4 @@ def _merge_tables(out: Path, aggregators: Sequence[str]) -> None:
         if not frames:
             continue
         merged = pd.concat(frames, ignore_index=True)
-        with atomic_path(out / name) as tmp:
-            merged.to_csv(tmp, index=False)
+        write_csv(merged, out / name)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from radiopath.datasets import SyntheticConfig, load_planted_mask, make_synthetic_cohort
 from radiopath.errors import RadiopathInputError
+from radiopath.runkit import write_csv
 from radiopath.viz.importance import planted_importance_auc, read_importance
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def run_demo(
     bench_cfg = deep_merge(deep_merge(DEMO_BENCHMARK, {"seed": seed}), config or {})
     result = run_benchmark(cohort_csv, out, bench_cfg, progress=progress)
     recovery = importance_recovery(out, truth_dir, planted)
-    recovery.to_csv(out / "importance_recovery.csv", index=False)
+    write_csv(recovery, out / "importance_recovery.csv")
     truth = pd.read_csv(truth_dir / "truth.csv", dtype={"patient_id": str})
     # Show the patient with the largest planted WSI area among those with maps.
     shown = truth.sort_values("wsi_planted_fraction", ascending=False).patient_id

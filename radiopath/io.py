@@ -38,6 +38,7 @@ from radiopath.errors import RadiopathInputError
 from radiopath.fold_embeddings import FoldEmbeddings as FoldEmbeddings
 from radiopath.fold_embeddings import read_fold_embeddings as read_fold_embeddings
 from radiopath.fold_embeddings import write_fold_embeddings as write_fold_embeddings
+from radiopath.runkit import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -350,8 +351,7 @@ def write_cohort(
     frame = pd.DataFrame(
         rows, columns=["patient_id", "time", "event", *MODALITIES, *clinical_columns]
     )
-    frame.to_csv(path, index=False)
-    return path
+    return write_csv(frame, path)
 
 
 def load_patient_bags(patient: Patient, modality: str) -> list[EmbeddingBag]:

@@ -24,14 +24,13 @@ from radiopath.errors import RadiopathInputError
 from radiopath.evaluation.config import lower_is_better
 from radiopath.evaluation.report import (
     MODEL_LABELS,
-    _atomic_csv,
-    _atomic_write_text,
     _metric_label,
     fold_statistics,
     pooled_risk_groups,
     summarize,
 )
 from radiopath.evaluation.stats import Analysis, analyse_run
+from radiopath.runkit import atomic_path, write_csv, write_text
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +65,8 @@ def _panels(n: int, width: float, height: float) -> tuple[Figure, np.ndarray]:
 
 def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     return path
 
 
@@ -167,9 +166,7 @@ def write_html(
         + "\n".join(body)
         + "</body></html>"
     )
-    out = run_dir / "report.html"
-    out.write_text(page)
-    return out
+    return write_text(run_dir / "report.html", page)
 
 
 def _recorded_statistics(run_dir: Path) -> dict:
@@ -221,8 +218,8 @@ def write_report(
     if (run_dir / "predictions.csv").exists():
         settings = {**_recorded_statistics(run_dir), **(statistics or {})}
         analysis = analyse_run(run_dir, settings)
-        _atomic_csv(run_dir / "intervals.csv", analysis.intervals)
-        _atomic_csv(run_dir / "comparisons.csv", analysis.comparisons)
+        write_csv(analysis.intervals, run_dir / "intervals.csv")
+        write_csv(analysis.comparisons, run_dir / "comparisons.csv")
         written.update(intervals=run_dir / "intervals.csv", comparisons=run_dir / "comparisons.csv")
     else:
         log.warning("%s has no predictions.csv: no intervals or paired tests", run_dir)
@@ -233,13 +230,13 @@ def write_report(
         alpha=0.05 if analysis is None else analysis.config["alpha"],
         design=None if analysis is None else _design(analysis),
     )
-    _atomic_write_text(run_dir / "summary.md", summary)
+    write_text(run_dir / "summary.md", summary)
     extra = None
     if reference is not None:
         from radiopath.reference import beside_reference
 
         extra = beside_reference(metrics, reference)
-        _atomic_write_text(run_dir / "reference.md", extra)
+        write_text(run_dir / "reference.md", extra)
         written["reference"] = run_dir / "reference.md"
     figures = [plot_metric_panels(metrics, run_dir / "figures" / "metrics.png")]
     if analysis is not None and not analysis.comparisons.empty:

@@ -105,6 +105,13 @@ def torch_save(obj, path: str | os.PathLike) -> Path:
     return write_bytes(path, buffer.getbuffer())
 
 
+def write_csv(frame, path: str | os.PathLike) -> Path:
+    """Write a pandas ``DataFrame`` as CSV (no index) atomically (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return Path(path)
+
+
 def write_json(path: str | os.PathLike, obj, **kwargs) -> Path:
     """Write ``obj`` as JSON to ``path`` atomically (``indent=2`` and ``default=str`` by
     default)."""

@@ -42,6 +42,7 @@ from matplotlib.figure import Figure
 
 from radiopath.config import RunRecord, deep_merge, load_config_file
 from radiopath.errors import RadiopathInputError
+from radiopath.runkit import write_csv
 
 if TYPE_CHECKING:
     from radiopath.io import Cohort
@@ -176,13 +177,13 @@ def run_sweep(
                     metrics[key] = str(value) if isinstance(value, (list, dict)) else value
             frames.append(metrics)
     gathered = pd.concat(frames, ignore_index=True)
-    gathered.to_csv(out / "sweep_metrics.csv", index=False)
+    write_csv(gathered, out / "sweep_metrics.csv")
     if len(run_dirs) >= 2:
         from radiopath.evaluation.stats import analyse_runs
 
         comparisons = analyse_runs(run_dirs, base.get("statistics"))
         if not comparisons.empty:
-            comparisons.to_csv(out / "comparisons.csv", index=False)
+            write_csv(comparisons, out / "comparisons.csv")
     for key in exp.grid:
         plot_ablation(gathered, key, out / "figures" / f"ablation_{key.replace('.', '_')}.png")
     return gathered

@@ -52,7 +52,15 @@ from radiopath.evaluation.tables import _metric_label as _metric_label
 from radiopath.evaluation.tables import _with_average as _with_average
 from radiopath.evaluation.tables import table_head as table_head
 from radiopath.io import read_fold_embeddings
-from radiopath.runkit import RunLock, atomic_path, digests, verify_digests, write_text
+from radiopath.runkit import (
+    RunLock,
+    atomic_path,
+    digests,
+    verify_digests,
+    write_csv,
+    write_json,
+    write_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +82,6 @@ and at the configured horizons (RSF, CoxPH, Coxnet)."""
 
 
 # ----------------------------------------------------------------------------- run directory
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    write_text(path, text)
-
-
-def _atomic_csv(path: Path, frame: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
 
 
 def _read_run(run_dir: Path) -> dict:
@@ -107,7 +106,7 @@ def _write_record(run_dir: Path, evaluation: dict) -> None:
     path = run_dir / "run.json"
     record = json.loads(path.read_text())
     record["evaluation"] = evaluation
-    _atomic_write_text(path, json.dumps(record, indent=2, default=str))
+    write_json(path, record)
 
 
 def _fold_files(run_dir: Path) -> list[Path]:
@@ -288,14 +287,14 @@ def _evaluate_run(run_dir, models, backend, config, device, resume, aggregator):
             seed=seed,
             cache_dir=run_dir / ".evaluation_units",
         )
-        _atomic_csv(run_dir / "predictions.csv", result.predictions[PREDICTION_COLUMNS])
-        _atomic_csv(run_dir / "metrics.csv", result.metrics[METRIC_COLUMNS])
-        _atomic_csv(run_dir / "selection.csv", result.selection[SELECTION_COLUMNS])
-        _atomic_csv(
-            run_dir / "survival.csv",
+        write_csv(result.predictions[PREDICTION_COLUMNS], run_dir / "predictions.csv")
+        write_csv(result.metrics[METRIC_COLUMNS], run_dir / "metrics.csv")
+        write_csv(result.selection[SELECTION_COLUMNS], run_dir / "selection.csv")
+        write_csv(
             survival_table(result, aggregator, mods, cfg["metrics"]["horizons"]),
+            run_dir / "survival.csv",
         )
-        _atomic_write_text(run_dir / "summary.md", summarize(result.metrics))
+        write_text(run_dir / "summary.md", summarize(result.metrics))
         fig_dir = run_dir / "figures"
         fig_dir.mkdir(exist_ok=True)
         figures = []

@@ -40,7 +40,7 @@ from radiopath.extract.ct import extract_ct
 from radiopath.extract.encoders import PatchEncoder, get_encoder, get_encoder_spec, resolve_device
 from radiopath.extract.wsi import extract_slide
 from radiopath.io import MODALITIES, RESERVED_COLUMNS, read_survival_table, write_embeddings
-from radiopath.runkit import atomic_path
+from radiopath.runkit import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -440,7 +440,7 @@ def extract_cohort(
             )
             done.setdefault((pid, job.modality), []).append(job.output)
         new_csv = _write_new_cohort(cohort, out / "cohort.csv", done)
-        report_path = _write_csv(
+        report_path = write_csv(
             pd.DataFrame(report, columns=list(_REPORT_COLUMNS)), out / "extract_report.csv"
         )
         counts = {s: sum(r["status"] == s for r in report) for s in ("ok", "resumed", "failed")}
@@ -505,13 +505,6 @@ def _extract_one(
     )
 
 
-def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    """Write a CSV atomically (temporary file + rename)."""
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-    return path
-
-
 def _write_new_cohort(
     cohort: ImageCohort, path: Path, done: Mapping[tuple[str, str], list[Path]]
 ) -> Path:
@@ -536,4 +529,4 @@ def _write_new_cohort(
     clinical = [c for c in cohort.columns if c not in RESERVED_COLUMNS]
     images = [c for c in (*IMAGE_COLUMNS.values(), MASK_COLUMN) if c in cohort.columns]
     columns = ["patient_id", "time", "event", *MODALITIES, *images, *clinical]
-    return _write_csv(pd.DataFrame(rows, columns=columns), path)
+    return write_csv(pd.DataFrame(rows, columns=columns), path)

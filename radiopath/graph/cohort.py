@@ -35,7 +35,7 @@ from radiopath.graph.build import build_graph
 from radiopath.graph.config import DEFAULTS, MODALITY_DEFAULTS, config_hash, load_preset
 from radiopath.graph.storage import load_graph, read_graph_meta, save_graph
 from radiopath.io import Cohort, embedding_width, read_cohort, read_embeddings
-from radiopath.runkit import WriteError, atomic_path
+from radiopath.runkit import WriteError, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +141,6 @@ def _up_to_date(job: _Job, out_dir: Path) -> dict | None:
 def _worker_init() -> None:
     # One process per core: keep each single-threaded so workers do not oversubscribe.
     torch.set_num_threads(1)
-
-
-def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
 
 
 def build_cohort_graphs(
@@ -312,8 +307,8 @@ def build_cohort_graphs(
     ]
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     failed_frame = pd.DataFrame(failed, columns=FAILED_COLUMNS)
-    _write_csv(manifest, out / "manifest.csv")
-    _write_csv(failed_frame, out / "failed.csv")
+    write_csv(manifest, out / "manifest.csv")
+    write_csv(failed_frame, out / "failed.csv")
     manifest.attrs["failed"] = failed_frame
     manifest.attrs["root"] = str(out.resolve())
     return manifest

@@ -15,7 +15,6 @@ importance maps: nothing is trained).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from radiopath.io import (
     read_cohort,
     write_fold_embeddings,
 )
+from radiopath.runkit import read_json, write_json
 from radiopath.training.folds import check_folds, make_folds, read_folds, write_folds
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ def train_raw_mean(
         "cohort": str(cohort.path),
     }
     done = out / "embeddings" / "done.json"
-    if resume and done.exists() and json.loads(done.read_text()) == config:
+    if resume and read_json(done) == config:
         log.info("raw_mean: %s already written; skipped", out)
         return out
     ids, vectors = raw_mean_vectors(cohort, modalities, strict=strict, progress=progress)
@@ -216,5 +216,5 @@ def train_raw_mean(
                 "missing_indicator_used": indicator,
             }
         )
-    done.write_text(json.dumps(config))
+    write_json(done, config)
     return out

@@ -42,7 +42,7 @@ from radiopath.io import (
     read_fold_embeddings,
     write_fold_embeddings,
 )
-from radiopath.runkit import digests, read_json, verify_digests, write_json
+from radiopath.runkit import digests, read_json, verify_digests, write_csv, write_json
 from radiopath.training.config import resolve_training_config
 from radiopath.training.data import (
     GraphStore,
@@ -59,7 +59,7 @@ from radiopath.training.folds import (
     read_folds,
     write_folds,
 )
-from radiopath.training.loop import _write_csv, c_index, fit_fold, predict, resolve_device
+from radiopath.training.loop import c_index, fit_fold, predict, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ def _resolve_folds(
 
 
 def _write_importance(path: Path, columns: Mapping[str, np.ndarray]) -> None:
-    _write_csv(pd.DataFrame(columns), path)
+    write_csv(pd.DataFrame(columns), path)
 
 
 def _fold_offsets_path(out_dir: Path, fold: int) -> Path:
@@ -233,7 +233,7 @@ def _merge_risk_offsets(out_dir: Path, aggregator: str, folds: Sequence[int]) ->
     ]
     if parts:
         table = pd.concat(parts, ignore_index=True).sort_values(["fold", "patient_id"])
-        _write_csv(table, out_dir / "importance" / f"{aggregator}.risk_offsets.csv")
+        write_csv(table, out_dir / "importance" / f"{aggregator}.risk_offsets.csv")
 
 
 def export_fold(
@@ -280,7 +280,7 @@ def export_fold(
             "risk_offset": node.risk_offset,
         }
     if offsets:
-        _write_csv(
+        write_csv(
             pd.DataFrame(list(offsets.values())).sort_values("patient_id"),
             _fold_offsets_path(out_dir, fold),
         )
@@ -495,7 +495,7 @@ def train_cross_validated(
             out, cfg["aggregator"], [k for k in fold_ids if repeat_of[k] == first_repeat]
         )
         risks = collect_risks(out, fold_ids, cfg["aggregator"], modalities, repeat_of)
-        _write_csv(risks, out / "risks.csv")
+        write_csv(risks, out / "risks.csv")
         run.update(
             results={
                 "fold_c_index": fold_c,

@@ -18,7 +18,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
 from radiopath.errors import RadiopathInputError
-from radiopath.runkit import atomic_path
+from radiopath.runkit import write_csv
 
 COLUMNS = ["patient_id", "repeat", "fold"]
 
@@ -73,9 +73,7 @@ def write_folds(folds: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write ``patient_id, repeat, fold`` atomically (repeat 0 where the table has none)."""
     path = Path(path)
     table = folds if "repeat" in folds.columns else folds.assign(repeat=0)
-    with atomic_path(path) as tmp:
-        table[COLUMNS].to_csv(tmp, index=False)
-    return path
+    return write_csv(table[COLUMNS], path)
 
 
 def _integers(table: pd.DataFrame, col: str, path) -> pd.Series:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from radiopath.errors import RadiopathInputError
 from radiopath.models.losses import cox_loss_with_memory, discrete_time_bins
 from radiopath.models.multimodal import ModelOutput, MultimodalSurvivalModel
-from radiopath.runkit import atomic_path, torch_save
+from radiopath.runkit import torch_save, write_csv
 from radiopath.training.config import aggregator_options
 from radiopath.training.data import GraphStore, PatientRecord, collate, feature_statistics
 from radiopath.training.memory import tune_cpu_malloc
@@ -122,11 +122,6 @@ def parameter_groups(
     if attention:
         groups.append({"params": attention, "lr": lr * attention_lr_scale})
     return groups
-
-
-def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
 
 
 def validation_split(
@@ -491,7 +486,7 @@ def _fit_fold(
             row["val_c_index"] = c_index([r.time for r in test], [r.event for r in test], risk)
         row["seconds"] = _time.perf_counter() - tic
         rows.append(row)
-        _write_csv(pd.DataFrame(rows), log_path)
+        write_csv(pd.DataFrame(rows), log_path)
         torch_save(
             {
                 "epoch": epoch,
