@@ -12,7 +12,6 @@ import copy
 import datetime as _dt
 import difflib
 import json
-import logging
 import os
 import platform
 import subprocess
@@ -26,9 +25,7 @@ from pathlib import Path
 import yaml
 
 from radiopath.errors import RadiopathInputError
-from radiopath.runkit import RunLock, write_json
-
-log = logging.getLogger(__name__)
+from radiopath.runkit import RunLock, read_json, write_json
 
 TRACKED_PACKAGES = (
     "radiopath",
@@ -257,14 +254,11 @@ class RunRecord:
         # before run.json is touched (radiopath.runkit.RunLock).
         self._lock = RunLock(self.out_dir, command=self.record["command"])
         self._lock.acquire()
-        if self.path.exists():
-            try:
-                previous = json.loads(self.path.read_text())
-                history = previous.get("history", [])
-                history.append({k: previous.get(k) for k in ("started", "finished", "status")})
-                self.record["history"] = history
-            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
-                log.warning("%s is unreadable (%s); its history starts again", self.path, exc)
+        previous = read_json(self.path)  # a damaged run.json is reported and not trusted
+        if isinstance(previous, dict):
+            history = previous.get("history", [])
+            history.append({k: previous.get(k) for k in ("started", "finished", "status")})
+            self.record["history"] = history
         self.record["started"] = _now()
         try:
             self.write()

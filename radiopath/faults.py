@@ -11,6 +11,7 @@ one that was never interrupted.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import signal
@@ -97,8 +98,6 @@ def differences(a: str | os.PathLike, b: str | os.PathLike) -> list[str]:
 def stage_at(run_dir: str | os.PathLike) -> str:
     """Where a killed run had got to: the last finished stage and, inside training, the
     fold checkpoints written so far (for the fault table)."""
-    import json
-
     run_dir = Path(run_dir)
     try:
         done = list(json.loads((run_dir / "stages.json").read_text()))
