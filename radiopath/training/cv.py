@@ -213,10 +213,6 @@ def _resolve_folds(
     return table
 
 
-def _write_importance(path: Path, columns: Mapping[str, np.ndarray]) -> None:
-    write_csv(pd.DataFrame(columns), path)
-
-
 def _fold_offsets_path(out_dir: Path, fold: int) -> Path:
     return out_dir / "checkpoints" / f"fold_{fold}.risk_offsets.csv"
 
@@ -272,7 +268,7 @@ def export_fold(
     for (pid, m), node in weights.items():
         extra = {k: v for k, v in node.columns.items() if k != "importance"}
         cols = patch_importance(store.get(pid, m), node.importance, extra)
-        _write_importance(out_dir / "importance" / cfg["aggregator"] / f"{pid}.{m}.csv", cols)
+        write_csv(pd.DataFrame(cols), out_dir / "importance" / cfg["aggregator"] / f"{pid}.{m}.csv")
         offsets[pid] = {
             "patient_id": pid,
             "fold": fold,
