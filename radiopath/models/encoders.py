@@ -244,6 +244,12 @@ def _make_conv(kind: str, hidden: int) -> nn.Module:
     raise ValueError(f"conv must be one of {CONVS}, got {kind!r}")
 
 
+def _apply_input_map(x: Tensor, scale: tuple) -> Tensor:
+    """``(x - mean) / std``, then the projection on ``components`` when ``scale`` has one."""
+    z = (x - scale[0]) / scale[1]
+    return z if len(scale) < 3 else z @ scale[2]
+
+
 class GraphEncoder(nn.Module):
     r"""Input projection, then two rounds of graph convolution and top-k pooling.
 
@@ -396,9 +402,11 @@ class GraphEncoder(nn.Module):
         ``trace`` (default: when this encoder's ``importance`` is ``"receptive_field"`` and
         it is in evaluation mode) records the propagation matrices needed to trace weights
         back through the convolutions. ``scale = (mean, std)`` standardises the input
-        features, ``(x - mean) / std``; it is folded into the input projection
-        (:math:`W' = W / \sigma`, :math:`b' = b - W'\mu`), so the standardised ``[N, D]``
-        copy of ``x`` is never made (only the surviving nodes' rows, the ``target``).
+        features, ``(x - mean) / std``, and ``scale = (mean, std, components)`` then
+        projects them on ``components`` ``[D, K]`` (e.g. whitened principal components);
+        the map is folded into the input projection (:math:`W' = W P^T / \sigma`,
+        :math:`b' = b - W'\mu`), so the transformed ``[N, K]`` copy of ``x`` is never made
+        (only the surviving nodes' rows, the ``target``).
         With ``center``, each graph's mean (standardised) input vector is projected and
         subtracted after the linear projection, which equals projecting centred features;
         ``node_weight`` ``[N]`` weighs each node in its graph's mean (e.g. its patch count,
@@ -414,17 +422,17 @@ class GraphEncoder(nn.Module):
             z = nn.functional.linear(x, lin.weight)
         elif _autocast_enabled(x.device.type):
             # Low precision would see the raw features and W / sigma (overflow, and
-            # cancellation of large means): standardise first, as without folding.
-            z = nn.functional.linear((x - scale[0]) / scale[1], lin.weight)
+            # cancellation of large means): transform first, as without folding.
+            z = nn.functional.linear(_apply_input_map(x, scale), lin.weight)
         else:
-            mean, std = scale[0], scale[1]
-            weight = lin.weight / std
-            z = nn.functional.linear(x, weight, -(weight @ mean))
+            weight = lin.weight if len(scale) < 3 else lin.weight @ scale[2].T
+            weight = weight / scale[1]
+            z = nn.functional.linear(x, weight, -(weight @ scale[0]))
         x_mean = None
         if self.center:
             x_mean = _graph_mean(x.float(), batch, num_graphs, node_weight)
             if scale is not None:
-                x_mean = (x_mean - scale[0]) / scale[1]
+                x_mean = _apply_input_map(x_mean, scale)
             z = z - nn.functional.linear(x_mean.to(z.dtype), lin.weight)[batch]
         h = self.project[1:](z + lin.bias)
         for layer, conv in enumerate(self.convs):
@@ -449,7 +457,7 @@ class GraphEncoder(nn.Module):
                 node_map = node_map[perm]
                 if trace:
                     steps.append(("pool", perm, n_before))
-        target = x[node_map] if scale is None else (x[node_map] - scale[0]) / scale[1]
+        target = x[node_map] if scale is None else _apply_input_map(x[node_map], scale)
         if x_mean is not None:  # the decoder reconstructs the centred input features
             target = target - x_mean[batch]
         return EncodedGraphs(

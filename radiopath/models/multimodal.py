@@ -141,6 +141,10 @@ class MultimodalSurvivalModel(nn.Module):
         missing_indicator: append a presence column per modality to the patient vector.
         embedding_norm: batch-normalise the patient vector before the head (the exported
             embedding is the vector before normalisation).
+        input_components: project each modality's standardised input features on this
+            many components (:meth:`set_input_components`, e.g. whitened principal
+            components fitted on the training fold) before the encoder; ``None`` keeps
+            every input feature.
         encoder_options: further keyword options of every
             :class:`~radiopath.models.encoders.GraphEncoder` (top-k ``nonlinearity``,
             ``multiplier``, ``dropout_position``; ``importance``, how node weights are
@@ -163,6 +167,7 @@ class MultimodalSurvivalModel(nn.Module):
         missing_indicator: bool = False,
         embedding_norm: bool = True,
         encoder_options: Mapping | None = None,
+        input_components: int | None = None,
     ) -> None:
         super().__init__()
         if head not in HEADS:
@@ -178,9 +183,11 @@ class MultimodalSurvivalModel(nn.Module):
         self.encoders = nn.ModuleDict()
         self.aggregators = nn.ModuleDict()
         self.missing = nn.ParameterDict()
+        self.input_components = input_components
         for m, width in in_channels.items():
+            reduced = width if input_components is None else min(int(input_components), width)
             self.encoders[m] = GraphEncoder(
-                width,
+                reduced,
                 hidden_channels,
                 ratio=float(_per_modality(ratio, m, 0.2)),
                 conv=str(_per_modality(conv, m, "gcn")),
@@ -188,10 +195,12 @@ class MultimodalSurvivalModel(nn.Module):
                 use_graph=use_graph,
                 **dict(encoder_options or {}),
             )
-            self.aggregators[m] = make_aggregator(aggregator, hidden_channels, width, **options)
+            self.aggregators[m] = make_aggregator(aggregator, hidden_channels, reduced, **options)
             self.missing[m] = nn.Parameter(torch.empty(hidden_channels))
             self.register_buffer(f"feature_mean_{m}", torch.zeros(width))
             self.register_buffer(f"feature_std_{m}", torch.ones(width))
+            if input_components is not None:
+                self.register_buffer(f"feature_components_{m}", torch.eye(width, reduced))
         self.embedding_dim = len(self.modalities) * hidden_channels + (
             len(self.modalities) if missing_indicator else 0
         )
@@ -226,6 +235,30 @@ class MultimodalSurvivalModel(nn.Module):
         getattr(self, f"feature_mean_{modality}").copy_(mean)
         getattr(self, f"feature_std_{modality}").copy_(std)
 
+    def set_input_components(self, modality: str, components: Tensor) -> None:
+        """Project ``modality``'s standardised input features on ``components`` ``[D, K]``
+        (the model must have been built with ``input_components=K``); SPARRA's decoder then
+        reconstructs the projected features."""
+        buffer = getattr(self, f"feature_components_{modality}", None)
+        if buffer is None or buffer.shape != components.shape:
+            expected = None if buffer is None else tuple(buffer.shape)
+            raise ValueError(
+                f"{modality}: components of shape {tuple(components.shape)} do not fit this "
+                f"model (expected {expected}; build it with input_components=K)"
+            )
+        buffer.copy_(components)
+
+    def input_map(self, modality: str) -> tuple[Tensor, ...]:
+        """``(mean, std[, components])``: how ``modality``'s raw input features are mapped
+        before the encoder (see :class:`~radiopath.models.encoders.GraphEncoder`)."""
+        scale = (
+            getattr(self, f"feature_mean_{modality}"),
+            getattr(self, f"feature_std_{modality}"),
+        )
+        if self.input_components is None:
+            return scale
+        return (*scale, getattr(self, f"feature_components_{modality}"))
+
     def linear_head(self) -> tuple[Tensor, Tensor]:
         r"""The Cox head in evaluation mode as one affine map of the patient vector:
         ``risk = embedding @ coef + bias``, with the batch normalisation's running
@@ -252,10 +285,7 @@ class MultimodalSurvivalModel(nn.Module):
     def _encode(self, modality: str, batch: ModalityBatch, node_weights: bool):
         g = batch.graphs
         num_graphs = int(batch.patient_index.numel())
-        scale = (
-            getattr(self, f"feature_mean_{modality}"),
-            getattr(self, f"feature_std_{modality}"),
-        )
+        scale = self.input_map(modality)
         encoder = self.encoders[modality]
         enc = encoder(
             g.x,

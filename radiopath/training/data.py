@@ -238,6 +238,53 @@ def feature_statistics(
     return mean.float(), std.float()
 
 
+def principal_components(
+    records: Sequence[PatientRecord],
+    store: GraphStore,
+    modality: str,
+    n_components: int,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    *,
+    center: bool = True,
+    whiten: bool = True,
+) -> torch.Tensor:
+    """Leading principal components ``[D, K]`` of the standardised node features of
+    ``records`` (training patients only), for :meth:`MultimodalSurvivalModel.set_input_components`.
+
+    With ``center``, the covariance is the *within-bag* one (each node read against its
+    bag's patch-weighted mean, as the encoder reads it), so a patient-level offset shared by
+    every patch does not take a component. With ``whiten``, each component is divided by
+    its standard deviation, so the projected features have unit variance in every retained
+    direction: a rare tissue whose shift is small beside the dominant tissue-type axes is
+    then as visible to the encoder as they are. Signs are fixed (largest loading positive),
+    so the same data give the same components.
+    """
+    scatter_sum, count = None, 0
+    for rec in records:
+        if modality not in rec.modalities:
+            continue
+        graph = store.get(rec.patient_id, modality)
+        z = (graph.x.double() - mean.double()) / std.double()
+        if center:
+            weight = getattr(graph, "patch_count", None)
+            weight = torch.ones(len(z), dtype=torch.float64) if weight is None else weight.double()
+            z = z - (weight[:, None] * z).sum(0) / weight.sum()
+        part = z.T @ z
+        scatter_sum = part if scatter_sum is None else scatter_sum + part
+        count += z.size(0)
+    if count < 2:
+        raise RadiopathInputError("too few training nodes to fit components", field=modality)
+    values, vectors = torch.linalg.eigh(scatter_sum / (count - 1))
+    order = torch.argsort(values, descending=True)[:n_components]
+    values, vectors = values[order].clamp(min=1e-12), vectors[:, order]
+    sign = torch.sign(vectors[vectors.abs().argmax(0), torch.arange(vectors.size(1))])
+    vectors = vectors * torch.where(sign == 0, torch.ones_like(sign), sign)
+    if whiten:
+        vectors = vectors / values.sqrt()
+    return vectors.float()
+
+
 def patch_importance(
     graph: Data, node_weight: np.ndarray, extra: Mapping[str, np.ndarray] | None = None
 ) -> dict[str, np.ndarray]:

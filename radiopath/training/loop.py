@@ -28,7 +28,13 @@ from radiopath.models.losses import cox_loss_with_memory, discrete_time_bins
 from radiopath.models.multimodal import ModelOutput, MultimodalSurvivalModel
 from radiopath.runkit import torch_save, write_csv
 from radiopath.training.config import aggregator_options
-from radiopath.training.data import GraphStore, PatientRecord, collate, feature_statistics
+from radiopath.training.data import (
+    GraphStore,
+    PatientRecord,
+    collate,
+    feature_statistics,
+    principal_components,
+)
 from radiopath.training.memory import tune_cpu_malloc
 from radiopath.training.state import (
     RiskMemory,
@@ -91,6 +97,7 @@ def build_model(
         n_bins=cfg["n_bins"],
         missing_indicator=missing_indicator,
         embedding_norm=cfg["embedding_norm"],
+        input_components=int(cfg["pca"]["components"]) or None,
         encoder_options={
             **{k: v for k, v in cfg["pooling"].items() if k != "lr_scale"},
             "importance": cfg["importance"],
@@ -354,10 +361,23 @@ def _fit_fold(
     first_eligible = int(math.floor(float(val_cfg["start"]) * n_epochs))
 
     model = build_model(cfg, in_channels, missing_indicator)
-    if cfg["standardize"]:
-        for m in model.modalities:
+    for m in model.modalities:
+        if cfg["standardize"]:
             mean, std = feature_statistics(train, store, m)
             model.set_feature_scaling(m, mean, std)
+        if model.input_components is not None:
+            scale = model.input_map(m)
+            components = principal_components(
+                train,
+                store,
+                m,
+                model.input_components,
+                scale[0],
+                scale[1],
+                center=bool(cfg["center"]),
+                whiten=bool(cfg["pca"]["whiten"]),
+            )
+            model.set_input_components(m, components[:, : scale[2].shape[1]])
     if cfg["head"] == "discrete":
         model.bin_edges.copy_(
             discrete_time_bins([r.time for r in train], [r.event for r in train], cfg["n_bins"])

@@ -271,3 +271,25 @@ def test_centring_removes_a_per_graph_offset_and_equals_centring_the_input(folde
     torch.testing.assert_close(out.x, ref.x, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(out.target, ref.target, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(plain(x, b.edge_index, b.batch, 3).x, ref.x)
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_projection_on_components_folded_equals_projecting_the_input(center):
+    """``scale = (mean, std, components)``: the encoder equals a width-K encoder fed
+    ``((x - mean) / std) @ components`` (centred per graph when asked), with or without
+    autocast, and its reconstruction target is the projected features."""
+    torch.manual_seed(0)
+    b = batch_of([30, 45], dim=7, seed=3)
+    counts = torch.randint(1, 9, (b.num_nodes,)).float()
+    mean, std, comp = torch.randn(7), torch.rand(7) + 0.5, torch.randn(7, 3)
+    enc = GraphEncoder(3, 8, ratio=0.5, center=center, dropout=0.0).eval()
+    out = enc(b.x, b.edge_index, b.batch, 2, scale=(mean, std, comp), node_weight=counts)
+    z = ((b.x - mean) / std) @ comp
+    assert out.target.shape[1] == 3
+    ref = enc(z, b.edge_index, b.batch, 2, node_weight=counts)
+    torch.testing.assert_close(out.x, ref.x, atol=1e-5, rtol=1e-4)
+    order_o, order_r = out.node_map.argsort(), ref.node_map.argsort()
+    torch.testing.assert_close(out.target[order_o], ref.target[order_r], atol=1e-5, rtol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = enc(b.x, b.edge_index, b.batch, 2, scale=(mean, std, comp), node_weight=counts)
+    torch.testing.assert_close(low.x.float(), ref.x, atol=0.1, rtol=0.1)
