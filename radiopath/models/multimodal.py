@@ -142,9 +142,10 @@ class MultimodalSurvivalModel(nn.Module):
         embedding_norm: batch-normalise the patient vector before the head (the exported
             embedding is the vector before normalisation).
         input_components: project each modality's standardised input features on this
-            many components (:meth:`set_input_components`, e.g. whitened principal
-            components fitted on the training fold) before the encoder; ``None`` keeps
-            every input feature.
+            many components, at most half its width (:meth:`set_input_components`, e.g.
+            whitened principal components fitted on the training fold), before the
+            encoder; ``None`` keeps every input feature. Whitening every direction of a
+            narrow embedding would amplify its noise directions as much as its signal.
         encoder_options: further keyword options of every
             :class:`~radiopath.models.encoders.GraphEncoder` (top-k ``nonlinearity``,
             ``multiplier``, ``dropout_position``; ``importance``, how node weights are
@@ -185,7 +186,11 @@ class MultimodalSurvivalModel(nn.Module):
         self.missing = nn.ParameterDict()
         self.input_components = input_components
         for m, width in in_channels.items():
-            reduced = width if input_components is None else min(int(input_components), width)
+            reduced = (
+                width
+                if input_components is None
+                else min(int(input_components), max(1, width // 2))
+            )
             self.encoders[m] = GraphEncoder(
                 reduced,
                 hidden_channels,

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch_geometric.data import Data
 
+from radiopath.errors import RadiopathInputError
 from radiopath.models import MultimodalSurvivalModel
 from radiopath.training.config import resolve_training_config
-from radiopath.errors import RadiopathInputError
 from radiopath.training.data import PatientRecord, principal_components
 
 
@@ -34,7 +34,9 @@ def _bags(seed=0, n_bags=40, dim=12, offset=5.0):
         x += offset * rng.normal() * shared
         x[: n // 10] += 3.0 * rare
         counts = rng.integers(1, 5, size=n)
-        graphs[f"P{i}"] = Data(x=torch.tensor(x, dtype=torch.float32), patch_count=torch.tensor(counts))
+        graphs[f"P{i}"] = Data(
+            x=torch.tensor(x, dtype=torch.float32), patch_count=torch.tensor(counts)
+        )
         records.append(PatientRecord(f"P{i}", 1.0, 1, ("wsi",)))
     return _Store(graphs), records, shared, rare
 
@@ -72,6 +74,9 @@ def test_model_with_components_equals_the_model_fed_projected_features():
     torch.manual_seed(0)
     model = MultimodalSurvivalModel({"wsi": 6}, "sparra", hidden_channels=8, input_components=3)
     assert model.encoders["wsi"].in_channels == 3
+    wide = MultimodalSurvivalModel({"wsi": 6, "ct": 40}, "mean", input_components=16)
+    assert wide.encoders["wsi"].in_channels == 3  # at most half the width
+    assert wide.encoders["ct"].in_channels == 16
     with pytest.raises(ValueError, match="do not fit"):
         model.set_input_components("wsi", torch.randn(6, 4))
     comp = torch.randn(6, 3)
@@ -87,8 +92,12 @@ def test_model_with_components_equals_the_model_fed_projected_features():
 
 @pytest.mark.parametrize(
     "pca, field",
-    [({"components": -1}, "pca.components"), ({"components": 2.5}, "pca.components"),
-     ({"whiten": "yes"}, "pca.whiten"), ({"component": 4}, "pca.component")],
+    [
+        ({"components": -1}, "pca.components"),
+        ({"components": 2.5}, "pca.components"),
+        ({"whiten": "yes"}, "pca.whiten"),
+        ({"component": 4}, "pca.component"),
+    ],
 )
 def test_bad_pca_settings_are_named(pca, field):
     with pytest.raises(RadiopathInputError, match=field.replace(".", r"\.")):
