@@ -278,8 +278,7 @@ def principal_components(
     values, vectors = torch.linalg.eigh(scatter_sum / (count - 1))
     order = torch.argsort(values, descending=True)[:n_components]
     values, vectors = values[order].clamp(min=1e-12), vectors[:, order]
-    sign = torch.sign(vectors[vectors.abs().argmax(0), torch.arange(vectors.size(1))])
-    vectors = vectors * torch.where(sign == 0, torch.ones_like(sign), sign)
+    vectors = vectors * torch.sign(vectors[vectors.abs().argmax(0), torch.arange(vectors.size(1))])
     if whiten:
         vectors = vectors / values.sqrt()
     return vectors.float()

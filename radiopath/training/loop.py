@@ -334,6 +334,27 @@ def fit_fold(
         )
 
 
+def _fit_input_map(model: MultimodalSurvivalModel, train, store, cfg) -> None:
+    """Fit each modality's input map on the training patients: standardisation, then (with
+    ``pca.components``) the principal components, as many as the model's encoder reads."""
+    for m in model.modalities:
+        if cfg["standardize"]:
+            model.set_feature_scaling(m, *feature_statistics(train, store, m))
+        scale = model.input_map(m)
+        if len(scale) == 3:
+            components = principal_components(
+                train,
+                store,
+                m,
+                scale[2].shape[1],
+                scale[0],
+                scale[1],
+                center=bool(cfg["center"]),
+                whiten=bool(cfg["pca"]["whiten"]),
+            )
+            model.set_input_components(m, components)
+
+
 def _fit_fold(
     fold,
     train,
@@ -361,23 +382,9 @@ def _fit_fold(
     first_eligible = int(math.floor(float(val_cfg["start"]) * n_epochs))
 
     model = build_model(cfg, in_channels, missing_indicator)
-    for m in model.modalities:
-        if cfg["standardize"]:
-            mean, std = feature_statistics(train, store, m)
-            model.set_feature_scaling(m, mean, std)
-        if model.input_components is not None:
-            scale = model.input_map(m)
-            components = principal_components(
-                train,
-                store,
-                m,
-                model.input_components,
-                scale[0],
-                scale[1],
-                center=bool(cfg["center"]),
-                whiten=bool(cfg["pca"]["whiten"]),
-            )
-            model.set_input_components(m, components[:, : scale[2].shape[1]])
+    state = read_checkpoint(ckpt_path, device) if resume and ckpt_path.exists() else None
+    if state is None:  # a checkpoint holds the fitted input map among its buffers
+        _fit_input_map(model, train, store, cfg)
     if cfg["head"] == "discrete":
         model.bin_edges.copy_(
             discrete_time_bins([r.time for r in train], [r.event for r in train], cfg["n_bins"])
@@ -399,7 +406,6 @@ def _fit_fold(
 
     start_epoch, rows = 0, []
     best = {"epoch": -1, "score": -math.inf, "model": None}
-    state = read_checkpoint(ckpt_path, device) if resume and ckpt_path.exists() else None
     if state is not None:
         if state.get("fingerprint") != fingerprint:
             raise RadiopathInputError(
