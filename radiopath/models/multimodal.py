@@ -122,6 +122,16 @@ def _per_modality(value, modality: str, default):
     return default if value is None else value
 
 
+def reduced_width(width: int, components: int | str | None) -> int:
+    """How many input components the encoder of a ``width``-wide modality reads (see
+    ``input_components`` of :class:`MultimodalSurvivalModel`)."""
+    if components is None:
+        return width
+    if components == "auto":
+        components = max(16, width // 4)
+    return min(int(components), max(1, width // 2))
+
+
 class MultimodalSurvivalModel(nn.Module):
     r"""Graph encoders and aggregators per modality, concatenated, then a linear head.
 
@@ -142,10 +152,11 @@ class MultimodalSurvivalModel(nn.Module):
         embedding_norm: batch-normalise the patient vector before the head (the exported
             embedding is the vector before normalisation).
         input_components: project each modality's standardised input features on this
-            many components, at most half its width (:meth:`set_input_components`, e.g.
-            whitened principal components fitted on the training fold), before the
-            encoder; ``None`` keeps every input feature. Whitening every direction of a
-            narrow embedding would amplify its noise directions as much as its signal.
+            many components, at most half its width, or with ``"auto"`` on a quarter of
+            its width, at least 16 (:meth:`set_input_components`, e.g. whitened principal
+            components fitted on the training fold), before the encoder; ``None`` keeps
+            every input feature. Whitening every direction of a narrow embedding would
+            amplify its noise directions as much as its signal.
         encoder_options: further keyword options of every
             :class:`~radiopath.models.encoders.GraphEncoder` (top-k ``nonlinearity``,
             ``multiplier``, ``dropout_position``; ``importance``, how node weights are
@@ -168,7 +179,7 @@ class MultimodalSurvivalModel(nn.Module):
         missing_indicator: bool = False,
         embedding_norm: bool = True,
         encoder_options: Mapping | None = None,
-        input_components: int | None = None,
+        input_components: int | str | None = None,
     ) -> None:
         super().__init__()
         if head not in HEADS:
@@ -186,11 +197,7 @@ class MultimodalSurvivalModel(nn.Module):
         self.missing = nn.ParameterDict()
         self.input_components = input_components
         for m, width in in_channels.items():
-            reduced = (
-                width
-                if input_components is None
-                else min(int(input_components), max(1, width // 2))
-            )
+            reduced = reduced_width(width, input_components)
             self.encoders[m] = GraphEncoder(
                 reduced,
                 hidden_channels,

@@ -97,7 +97,7 @@ def build_model(
         n_bins=cfg["n_bins"],
         missing_indicator=missing_indicator,
         embedding_norm=cfg["embedding_norm"],
-        input_components=int(cfg["pca"]["components"]) or None,
+        input_components=cfg["pca"]["components"] or None,
         encoder_options={
             **{k: v for k, v in cfg["pooling"].items() if k != "lr_scale"},
             "importance": cfg["importance"],

@@ -77,6 +77,11 @@ def test_model_with_components_equals_the_model_fed_projected_features():
     wide = MultimodalSurvivalModel({"wsi": 6, "ct": 40}, "mean", input_components=16)
     assert wide.encoders["wsi"].in_channels == 3  # at most half the width
     assert wide.encoders["ct"].in_channels == 16
+    widths = {"wsi": 6, "ct": 128, "a": 16, "b": 64, "c": 1024}
+    auto = MultimodalSurvivalModel(widths, "mean", input_components="auto")
+    got = {m: auto.encoders[m].in_channels for m in widths}
+    assert got == {"wsi": 3, "ct": 32, "a": 8, "b": 16, "c": 256}
+    assert resolve_training_config({})["pca"]["components"] == "auto"
     with pytest.raises(ValueError, match="do not fit"):
         model.set_input_components("wsi", torch.randn(6, 4))
     comp = torch.randn(6, 3)
@@ -95,6 +100,7 @@ def test_model_with_components_equals_the_model_fed_projected_features():
     [
         ({"components": -1}, "pca.components"),
         ({"components": 2.5}, "pca.components"),
+        ({"components": "all"}, "pca.components"),
         ({"whiten": "yes"}, "pca.whiten"),
         ({"component": 4}, "pca.component"),
     ],
