@@ -117,6 +117,31 @@ def _csr(edge_index: Tensor, values: Tensor, n: int) -> Tensor:
         return to_torch_csr_tensor(edge_index, values, size=(n, n), is_coalesced=True)
 
 
+class _SymmetricSparseProduct(torch.autograd.Function):
+    """``adj @ h`` for a symmetric sparse ``adj`` (no gradient), whose backward is ``adj @ g``.
+
+    :func:`torch.sparse.mm`'s backward multiplies by the transpose of a CSR matrix, which it
+    builds at every step (a conversion through COO and a sort); an undirected graph's
+    adjacency is its own transpose, so the forward matrix serves both ways.
+    """
+
+    @staticmethod
+    def forward(ctx, adj: Tensor, h: Tensor) -> Tensor:
+        ctx.adj = adj
+        return torch.sparse.mm(adj, h)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return None, torch.sparse.mm(ctx.adj, grad)
+
+
+def symmetric_spmm(adj: Tensor, h: Tensor) -> Tensor:
+    """``adj @ h`` for a symmetric sparse ``adj`` (undirected graph), differentiable in ``h``."""
+    if adj.requires_grad:
+        raise ValueError("symmetric_spmm: the adjacency must not require a gradient")
+    return _SymmetricSparseProduct.apply(adj, h)
+
+
 def _row_sorted(edge_index: Tensor) -> Tensor:
     """``edge_index`` with its edges grouped by row (target); an ``O(E)`` check skips the sort."""
     row = edge_index[0]
@@ -227,7 +252,7 @@ def _gcn_forward(conv: GCNConv, h: Tensor, edge_index: Tensor) -> Tensor:
     adj, self_weight = gcn_normalized_adjacency(edge_index, h.size(0), dtype)
     hw = conv.lin(h).to(dtype)
     with torch.autocast(h.device.type, enabled=False):
-        out = torch.sparse.mm(adj, hw) + self_weight.unsqueeze(-1) * hw
+        out = symmetric_spmm(adj, hw) + self_weight.unsqueeze(-1) * hw
     if conv.bias is not None:
         out = out + conv.bias
     return out
@@ -396,6 +421,7 @@ class GraphEncoder(nn.Module):
         trace: bool | None = None,
         scale: tuple[Tensor, Tensor] | None = None,
         node_weight: Tensor | None = None,
+        center: bool | None = None,
     ) -> EncodedGraphs:
         r"""Encode a batch of graphs.
 
@@ -411,6 +437,8 @@ class GraphEncoder(nn.Module):
         subtracted after the linear projection, which equals projecting centred features;
         ``node_weight`` ``[N]`` weighs each node in its graph's mean (e.g. its patch count,
         so the mean is the bag's patch mean). The same mean centres the ``target``.
+        ``center`` overrides the encoder's setting for this call (False for features
+        centred beforehand, :meth:`MultimodalSurvivalModel.map_input`).
         """
         if trace is None:
             trace = self.importance == "receptive_field" and not self.training
@@ -429,7 +457,7 @@ class GraphEncoder(nn.Module):
             weight = weight / scale[1]
             z = nn.functional.linear(x, weight, -(weight @ scale[0]))
         x_mean = None
-        if self.center:
+        if self.center if center is None else center:
             x_mean = _graph_mean(x.float(), batch, num_graphs, node_weight)
             if scale is not None:
                 x_mean = _apply_input_map(x_mean, scale)
@@ -478,7 +506,7 @@ class GraphEncoder(nn.Module):
         h = h.to(torch.promote_types(h.dtype, torch.float32))
         adj = _sparse_adjacency(edge_index, h.size(0), h.dtype)
         with torch.autocast(h.device.type, enabled=False):
-            summed = (1 + conv.eps) * h + torch.sparse.mm(adj, h)
+            summed = (1 + conv.eps) * h + symmetric_spmm(adj, h)
         return conv.nn(summed)
 
     def _perturbed_scores_input(self, pool: TopKPooling, h: Tensor) -> Tensor | None:

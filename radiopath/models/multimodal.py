@@ -40,13 +40,17 @@ class ModalityBatch:
         (one graph per patient; several slides are merged before batching).
     patient_index
         ``[G]`` long: the row of each graph's patient in the batch.
+    mapped
+        The node features have already been through the model's input map and centring
+        (:meth:`MultimodalSurvivalModel.map_input`), so the encoder reads them as they are.
     """
 
     graphs: Batch
     patient_index: Tensor
+    mapped: bool = False
 
     def to(self, device) -> ModalityBatch:
-        return ModalityBatch(self.graphs.to(device), self.patient_index.to(device))
+        return ModalityBatch(self.graphs.to(device), self.patient_index.to(device), self.mapped)
 
 
 @dataclass
@@ -271,6 +275,26 @@ class MultimodalSurvivalModel(nn.Module):
             return scale
         return (*scale, getattr(self, f"feature_components_{modality}"))
 
+    @torch.no_grad()
+    def map_input(self, modality: str, x: Tensor, node_weight: Tensor | None = None) -> Tensor:
+        """One graph's node features as ``modality``'s encoder reads them: the input map
+        (:meth:`input_map`), then, when the encoder centres, minus the graph's mean mapped
+        vector (weighted by ``node_weight``, e.g. the patches behind each node).
+
+        The training loop maps each graph once per fold and feeds the result as a
+        ``mapped`` :class:`ModalityBatch`: the map is fixed during training, and with input
+        components the mapped features are narrower than the raw ones, so the encoder's
+        first product and its gradient shrink by the same factor. The same network reads
+        raw or mapped features alike (equal up to float rounding).
+        """
+        from radiopath.models.encoders import _apply_input_map
+
+        z = _apply_input_map(x.float(), self.input_map(modality))
+        if self.encoders[modality].center:
+            w = torch.ones(len(z), device=z.device) if node_weight is None else node_weight.float()
+            z = z - (w[:, None] * z).sum(0) / w.sum().clamp(min=torch.finfo(z.dtype).tiny)
+        return z
+
     def linear_head(self) -> tuple[Tensor, Tensor]:
         r"""The Cox head in evaluation mode as one affine map of the patient vector:
         ``risk = embedding @ coef + bias``, with the batch normalisation's running
@@ -297,16 +321,16 @@ class MultimodalSurvivalModel(nn.Module):
     def _encode(self, modality: str, batch: ModalityBatch, node_weights: bool):
         g = batch.graphs
         num_graphs = int(batch.patient_index.numel())
-        scale = self.input_map(modality)
         encoder = self.encoders[modality]
         enc = encoder(
             g.x,
             g.edge_index,
             g.batch,
             num_graphs,
-            scale=scale,
+            scale=None if batch.mapped else self.input_map(modality),
             trace=None if node_weights else False,
             node_weight=getattr(g, "patch_count", None),
+            center=False if batch.mapped else None,
         )
         agg = self.aggregators[modality](enc.x, enc.batch, dim_size=num_graphs, target=enc.target)
         if not node_weights:

@@ -30,6 +30,7 @@ from radiopath.runkit import torch_save, write_csv
 from radiopath.training.config import aggregator_options
 from radiopath.training.data import (
     GraphStore,
+    MappedGraphStore,
     PatientRecord,
     collate,
     feature_statistics,
@@ -438,6 +439,8 @@ def _fit_fold(
         )
         if state is not None and state.get("memory") is not None:
             memory = RiskMemory(*state["memory"])
+    # the input map is fixed now: apply it once per graph rather than at every step
+    fold_store = MappedGraphStore(store, model) if model.input_components is not None else store
     epochs = range(start_epoch, n_epochs)
     bar = tqdm(epochs, desc=f"fold {fold}", unit="epoch", leave=False, disable=not progress)
     for epoch in bar:
@@ -452,7 +455,7 @@ def _fit_fold(
                 # A lone patient is its own risk set: its Cox partial likelihood is 0, and
                 # batch normalisation needs two patients. Skipping it loses nothing.
                 continue
-            batch = collate(chunk, store, model.modalities).to(device)
+            batch = collate(chunk, fold_store, model.modalities).to(device)
             optimizer.zero_grad(set_to_none=True)
             with _autocast(device, amp):
                 out = model(batch, node_weights=False)
@@ -496,7 +499,7 @@ def _fit_fold(
         row.update({k: v / max(n_seen, 1) for k, v in sums.items()})
         row["train_c_index"] = c_index(torch.cat(tr_time), torch.cat(tr_event), torch.cat(tr_risk))
         if inner_val:
-            score = _validation_score(model, inner_val, store, device, cfg, amp)
+            score = _validation_score(model, inner_val, fold_store, device, cfg, amp)
             row["inner_val_c_index"], row["inner_val_loss"] = score
             value = score[0] if val_cfg["metric"] == "c_index" else -score[1]
             if epoch >= first_eligible and np.isfinite(value) and value > best["score"]:
@@ -507,7 +510,7 @@ def _fit_fold(
                 }
         if test and cfg.get("monitor_test", True):
             risk, _, _ = predict(
-                model, test, store, device, cfg["batch_size"], amp, num_threads=None
+                model, test, fold_store, device, cfg["batch_size"], amp, num_threads=None
             )
             row["val_c_index"] = c_index([r.time for r in test], [r.event for r in test], risk)
         row["seconds"] = _time.perf_counter() - tic

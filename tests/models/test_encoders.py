@@ -14,6 +14,7 @@ from radiopath.models.encoders import (
     _sparse_adjacency,
     gcn_normalized_adjacency,
     propagation_matrix,
+    symmetric_spmm,
 )
 
 
@@ -293,3 +294,24 @@ def test_projection_on_components_folded_equals_projecting_the_input(center):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = enc(b.x, b.edge_index, b.batch, 2, scale=(mean, std, comp), node_weight=counts)
     torch.testing.assert_close(low.x.float(), ref.x, atol=0.1, rtol=0.1)
+
+
+def test_symmetric_product_gradient_equals_torch_sparse_mm():
+    """The backward that reuses the forward matrix is exact for an undirected graph."""
+    g = random_graph(60, 4, seed=3)
+    adj, _ = gcn_normalized_adjacency(g.edge_index, 60, torch.float32)
+    h = torch.randn(60, 7, requires_grad=True)
+    upstream = torch.randn(60, 7)
+    torch.sparse.mm(adj, h).backward(upstream)
+    expected, h.grad = h.grad.clone(), None
+    out = symmetric_spmm(adj, h)
+    out.backward(upstream)
+    assert torch.allclose(out, torch.sparse.mm(adj, h.detach()))
+    assert torch.allclose(h.grad, expected, atol=1e-6)
+    assert torch.allclose(h.grad, adj.to_dense().T @ upstream, atol=1e-6)
+
+
+def test_symmetric_product_refuses_a_trainable_adjacency():
+    adj = torch.eye(3).to_sparse_csr().requires_grad_(True)
+    with pytest.raises(ValueError, match="must not require a gradient"):
+        symmetric_spmm(adj, torch.randn(3, 2))
