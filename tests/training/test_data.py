@@ -89,3 +89,20 @@ def test_a_directed_graph_is_refused_naming_the_patient():
     with pytest.raises(RadiopathInputError, match="directed") as info:
         GraphStore(load).get("p7", "ct")
     assert "p7" in str(info.value) and "ct" in str(info.value)
+
+
+def test_is_symmetric_is_symmetry_of_the_adjacency_with_multiplicities():
+    from radiopath.training.data import is_symmetric
+
+    gen = torch.Generator().manual_seed(4)
+    for trial in range(40):
+        n = int(torch.randint(2, 12, (1,), generator=gen))
+        edges = torch.randint(
+            0, n, (2, int(torch.randint(1, 30, (1,), generator=gen))), generator=gen
+        )
+        if trial % 2:
+            edges = to_undirected(edges, num_nodes=n)
+        dense = torch.zeros(n, n).index_put_(
+            tuple(edges), torch.ones(edges.size(1)), accumulate=True
+        )
+        assert is_symmetric(edges, n) == bool(torch.equal(dense, dense.T)), edges
