@@ -23,13 +23,12 @@ from pathlib import Path
 import pandas as pd
 
 from radiopath import __version__
-from radiopath.errors import RadiopathInputError
 from radiopath.evaluation.report import MODEL_LABELS, fold_statistics, summarize
 from radiopath.evaluation.stats import Analysis, analyse_run
 from radiopath.report.gallery import build_gallery, colour_stops
 from radiopath.report.page import Figure, figure, render
 from radiopath.report.provenance import read_provenance
-from radiopath.report.tables import failed_fits, study_tables
+from radiopath.report.tables import failed_fits, read_metrics, study_tables
 from radiopath.runkit import write_csv, write_text
 from radiopath.viz.report_plots import (
     METRIC_LABELS,
@@ -57,25 +56,6 @@ __all__ = [
 GALLERY_NOTE = (
     "The highest-, median- and lowest-risk test patients of each fold (of the first repeat)."
 )
-
-
-def read_metrics(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """``metrics.csv`` of a run, checked for its columns (the error names the file)."""
-    path = Path(run_dir) / "metrics.csv"
-    if not path.exists():
-        raise RadiopathInputError(
-            "no metrics.csv: evaluate the run first (radiopath evaluate / benchmark)", path=path
-        )
-    try:
-        metrics = pd.read_csv(path, dtype={"modalities": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise RadiopathInputError(f"not a readable CSV table ({exc})", path=path) from exc
-    need = {"aggregator", "modalities", "model", "fold", "metric", "value"}
-    if not need <= set(metrics.columns):
-        raise RadiopathInputError(
-            f"missing columns {sorted(need - set(metrics.columns))}", path=path
-        )
-    return metrics
 
 
 def _recorded(run_dir: Path) -> dict:

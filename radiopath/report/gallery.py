@@ -47,6 +47,7 @@ BACKGROUND = np.array([242, 242, 242], dtype=np.uint8)
 FULL_WSI = 480  # long side of a full-size WSI panel, pixels
 FULL_CT = 200  # height of a full-size CT slice
 EMBED_WIDTH = 220  # width of an aggregator's image in the page
+ROLES = ("highest", "median", "lowest")
 
 
 @dataclass
@@ -120,15 +121,13 @@ def choose_patients(
     rows, chosen = [], set()
     for _, part in per_patient.groupby("fold", sort=True):
         order = part.sort_values(["pct", "patient_id"]).reset_index(drop=True)
-        for role, i in (
-            ("highest", len(order) - 1),
-            ("median", (len(order) - 1) // 2),
-            ("lowest", 0),
-        ):
-            if len(order) == 0 or order.loc[i, "patient_id"] in chosen:
-                continue
-            chosen.add(order.loc[i, "patient_id"])
-            rows.append({**order.loc[i].to_dict(), "role": role})
+        last = len(order) - 1
+        picks = {}  # the extremes first: a fold of two patients shows them, not a median
+        for role, i in (("highest", last), ("lowest", 0), ("median", last // 2)):
+            if order.loc[i, "patient_id"] not in chosen:
+                chosen.add(order.loc[i, "patient_id"])
+                picks[role] = {**order.loc[i].to_dict(), "role": role}
+        rows += [picks[r] for r in ROLES if r in picks]
     return pd.DataFrame(rows, columns=["patient_id", "fold", "role", "pct", "time", "event"])
 
 
@@ -185,8 +184,9 @@ def wsi_panel(coords, values, vmin, vmax, thumbnail=None, downsample=None) -> np
     y = (np.arange(h) + 0.5) * downsample
     col = np.floor((x - origin[0]) / size).astype(int)
     row = np.floor((y - origin[1]) / size).astype(int)
-    inside = (row[:, None] >= 0) & (row[:, None] < grid.shape[0])
-    inside &= (col[None, :] >= 0) & (col[None, :] < grid.shape[1])
+    inside = ((row >= 0) & (row < grid.shape[0]))[:, None] & ((col >= 0) & (col < grid.shape[1]))[
+        None, :
+    ]
     sampled = np.full((h, w), np.nan)
     rr, cc = np.nonzero(inside)
     sampled[rr, cc] = grid[row[rr], col[cc]]

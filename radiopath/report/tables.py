@@ -11,11 +11,14 @@ agree.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from radiopath.errors import RadiopathInputError
 from radiopath.evaluation.config import METRICS, lower_is_better
 from radiopath.evaluation.tables import (
     METRIC_LABELS,
@@ -26,6 +29,25 @@ from radiopath.evaluation.tables import (
     _with_average,
     fold_statistics,
 )
+
+
+def read_metrics(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """``metrics.csv`` of a run, checked for its columns (the error names the file)."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.exists():
+        raise RadiopathInputError(
+            "no metrics.csv: evaluate the run first (radiopath evaluate / benchmark)", path=path
+        )
+    try:
+        metrics = pd.read_csv(path, dtype={"modalities": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise RadiopathInputError(f"not a readable CSV table ({exc})", path=path) from exc
+    need = {"aggregator", "modalities", "model", "fold", "metric", "value"}
+    if not need <= set(metrics.columns):
+        raise RadiopathInputError(
+            f"missing columns {sorted(need - set(metrics.columns))}", path=path
+        )
+    return metrics
 
 
 @dataclass

@@ -247,9 +247,15 @@ def plot_fold_spread(metrics: pd.DataFrame, path: Path, by: str = "aggregator") 
     values = fold_values(metrics, by)
     names = [m for m in METRICS if m in set(values["metric"])]
     groups = list(dict.fromkeys(values[by].astype(str)))
-    fig, axes = _panels(len(names), max(2.4, 0.5 * len(groups) + 1.2), 3.6)
+    width = max(2.4, 0.5 * len(groups) + 1.2)
+    if len(groups) > 8:  # many runs: one panel per metric, stacked, each the page's width
+        fig = Figure(figsize=(min(width, 16), 3.4 * len(names)))
+        axes = fig.subplots(len(names), 1, squeeze=False)[:, 0]
+    else:
+        fig, panels = _panels(len(names), width, 3.6)
+        axes = panels[0]
     rng = np.random.default_rng(0)  # jitter only
-    for ax, metric in zip(axes[0], names):
+    for ax, metric in zip(axes, names):
         sub = values[values["metric"] == metric]
         data = [sub.loc[sub[by].astype(str) == g, "value"].to_numpy() for g in groups]
         ax.boxplot(data, widths=0.5, showfliers=False)
