@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +128,31 @@ def test_named_patients_replace_the_default_choice(fake_run):
     preds = pd.read_csv(fake_run / "predictions.csv", dtype={"patient_id": str})
     gallery = build_gallery(fake_run, preds, ["sparra"], patients=["P004"])
     assert [(p.patient_id, p.role) for p in gallery] == [("P004", "chosen")]
+
+
+def test_a_wsi_map_is_drawn_over_the_slide_the_cohort_lists(tmp_path, run_factory):
+    from radiopath.synthetic_images import write_pyramidal_tiff
+
+    run = run_factory(tmp_path / "run", n=9)
+    pink = np.full((3072, 3072, 3), (230, 150, 200), dtype=np.uint8)  # the maps cover 2816 px
+    write_pyramidal_tiff(tmp_path / "slides" / "P001.tiff", pink, mpp=0.5)
+    pd.DataFrame(
+        {
+            "patient_id": ["P001", "P002"],
+            "time": [1.0, 2.0],
+            "event": [1, 0],
+            "wsi_image": ["slides/P001.tiff", ""],
+        }
+    ).to_csv(tmp_path / "cohort.csv", index=False)
+    record = json.loads((run / "run.json").read_text())
+    record["config"]["cohort"] = str(tmp_path / "cohort.csv")
+    (run / "run.json").write_text(json.dumps(record))
+    preds = pd.read_csv(run / "predictions.csv", dtype={"patient_id": str})
+    gallery = build_gallery(run, preds, ["sparra", "mean"], patients=["P001", "P002"])
+    wsi = {p.patient_id: next(m for m in p.maps if m.modality == "wsi") for p in gallery}
+    assert wsi["P001"].over_slide and not wsi["P002"].over_slide
+    image = _decode(wsi["P001"].images["sparra"])
+    assert image.format == "JPEG" and image.width > 0
+    corner = np.asarray(image.convert("RGB"))[2, 2].astype(int)  # no patch there: the slide
+    assert np.abs(corner - (230, 150, 200)).max() < 12
+    assert _decode(wsi["P002"].images["sparra"]).format == "PNG"
