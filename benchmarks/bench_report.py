@@ -48,16 +48,17 @@ EXPERIMENT = {
 
 
 def _timed(module, name: str, spent: dict[str, float], label: str) -> None:
-    """Wrap ``module.name`` so that its wall time adds up under ``label``."""
+    """Wrap ``module.name`` so that its wall and CPU time add up under ``label``."""
     inner = getattr(module, name)
 
     @functools.wraps(inner)
     def wrapper(*args, **kwargs):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             return inner(*args, **kwargs)
         finally:
             spent[label] = spent.get(label, 0.0) + time.perf_counter() - start
+            spent[f"{label} cpu"] = spent.get(f"{label} cpu", 0.0) + time.process_time() - cpu
 
     setattr(module, name, wrapper)
 
@@ -85,7 +86,9 @@ def bench_run(run_dir: Path, bootstrap: int | None) -> None:
         page = total - spent.get("statistics", 0.0)
         print(f"run {run_dir}: report.html {_size(written['html'])}")
         print(
-            f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; CPU time {cpu:.2f} s"
+            f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; CPU time "
+            f"{cpu:.2f} s, of which statistics {spent.get('statistics cpu', 0):.2f} s and page "
+            f"{cpu - spent.get('statistics cpu', 0):.2f} s"
         )
         print(
             f"  write_report {total:.2f} s = statistics {spent.get('statistics', 0):.2f} s + "

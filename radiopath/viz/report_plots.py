@@ -42,9 +42,10 @@ def _panels(n: int, width: float, height: float) -> tuple[Figure, np.ndarray]:
     return fig, fig.subplots(1, max(n, 1), squeeze=False)
 
 
-def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:
-    """Lay out and write a figure as PNG atomically."""
-    fig.tight_layout()
+def save_figure(fig: Figure, path: Path, dpi: int = 110, layout: bool = True) -> Path:
+    """Lay out (unless the figure set its margins) and write a figure as PNG atomically."""
+    if layout:
+        fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
     return path
@@ -106,9 +107,15 @@ def plot_risk_groups(
     preds = predictions[predictions.model == model]
     aggs = list(dict.fromkeys(preds.aggregator))
     fig, axes = _panels(len(aggs), 4.6, 4.6)
+    # fixed margins (inches) for the two-line titles and the rows at risk: no layout pass
+    width = 4.6 * len(aggs)
+    fig.subplots_adjust(
+        left=0.7 / width, right=1 - 0.2 / width, bottom=1.35 / 4.6, top=1 - 0.65 / 4.6, wspace=0.3
+    )
     for ax, agg in zip(axes[0], aggs):
         groups = pooled_risk_groups(preds[preds.aggregator == agg], selection, "mean")
         groups.plot(ax=ax, title=f"{agg} / {MODEL_LABELS.get(model, model)}")
+        ax.title.set_fontsize(9)
         fitters = [
             (name, km, color)
             for name, km, color in (
@@ -118,7 +125,7 @@ def plot_risk_groups(
             if km is not None
         ]
         add_at_risk_counts(ax, fitters)
-    return save_figure(fig, path)
+    return save_figure(fig, path, layout=False)
 
 
 def plot_comparisons(comparisons: pd.DataFrame, path: Path, alpha: float = 0.05) -> Path:
@@ -179,6 +186,15 @@ def default_horizon(predictions: pd.DataFrame, survival: pd.DataFrame) -> float:
     return float(min(horizon, reach)) if np.isfinite(reach) else horizon
 
 
+def kaplan_meier_at(time: np.ndarray, event: np.ndarray, t: float) -> float:
+    """The Kaplan-Meier survival at ``t``: the product over event times ``u <= t`` of
+    ``1 - d(u) / n(u)`` (``d``: events at ``u``, ``n``: patients with time ``>= u``)."""
+    time, event = np.asarray(time, dtype=float), np.asarray(event).astype(bool)
+    times, deaths = np.unique(time[event & (time <= t)], return_counts=True)
+    at_risk = (time[None, :] >= times[:, None]).sum(axis=1)
+    return float(np.prod(1.0 - deaths / at_risk))
+
+
 def calibration_table(
     predictions: pd.DataFrame, survival: pd.DataFrame, horizon: float, bins: int | None = None
 ) -> pd.DataFrame:
@@ -199,9 +215,6 @@ def calibration_table(
         groups = pd.qcut(pd.Series(predicted).rank(method="first"), k, labels=False).to_numpy()
         for g in range(k):
             sel = groups == g
-            km = KaplanMeierFitter().fit(
-                part["time"].to_numpy()[sel], part["event"].to_numpy()[sel]
-            )
             rows.append(
                 {
                     "aggregator": agg,
@@ -210,7 +223,10 @@ def calibration_table(
                     "group": g,
                     "n": int(sel.sum()),
                     "predicted": float(predicted[sel].mean()),
-                    "observed": float(1.0 - km.predict(horizon)),
+                    "observed": 1.0
+                    - kaplan_meier_at(
+                        part["time"].to_numpy()[sel], part["event"].to_numpy()[sel], horizon
+                    ),
                 }
             )
     return pd.DataFrame(rows)
