@@ -26,12 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import matplotlib
-
 import radiopath.report as report
 import radiopath.report.compare as compare
-
-matplotlib.use("Agg")
 
 EXPERIMENT = {
     "name": "bench-report",

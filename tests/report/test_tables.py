@@ -166,3 +166,14 @@ def test_a_run_without_metrics_or_with_a_bad_table_is_named(tmp_path):
     with pytest.raises(RadiopathInputError, match="missing columns") as err:
         read_metrics(tmp_path)
     assert str(tmp_path / "metrics.csv") in str(err.value)
+
+
+def test_a_run_with_only_metrics_gets_a_page_without_intervals(fake_run, tmp_path):
+    (tmp_path / "metrics.csv").write_bytes((fake_run / "metrics.csv").read_bytes())
+    written = write_report(tmp_path)
+    html = written["html"].read_text()
+    parser = StudyRows()
+    parser.feed(html)
+    assert len(parser.rows) == 12
+    assert "no intervals or tests" in html and "No importance maps" in html
+    assert not (tmp_path / "intervals.csv").exists()
