@@ -72,6 +72,7 @@ class GalleryPatient:
     percentile: float
     risks: dict[str, float] = field(default_factory=dict)
     maps: list[GalleryMap] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- choice
@@ -306,17 +307,24 @@ class _Slides:
             return None, None
 
 
-def _patient_maps(root: Path, patient_id: str, aggregators: list[str]) -> dict[str, dict]:
-    """``{modality: {aggregator: (coords, values)}}`` of one patient's importance CSVs."""
+def _patient_maps(root: Path, entry: GalleryPatient, aggregators: list[str]) -> dict[str, dict]:
+    """``{modality: {aggregator: (coords, values)}}`` of one patient's importance CSVs; an
+    unreadable file is left out and named in ``entry.problems`` (the page shows it)."""
     found: dict[str, dict] = {}
     for agg in aggregators:
-        for path in sorted((root / agg).glob(f"{patient_id}.*.csv")):
-            modality = path.name[len(patient_id) + 1 : -len(".csv")]
-            found.setdefault(modality, {})[agg] = read_importance(path)
-    return found
+        for path in sorted((root / agg).glob(f"{entry.patient_id}.*.csv")):
+            modality = path.name[len(entry.patient_id) + 1 : -len(".csv")]
+            try:
+                found.setdefault(modality, {})[agg] = read_importance(path)
+            except RadiopathInputError as exc:
+                log.warning("importance map left out of the gallery: %s", exc)
+                entry.problems.append(str(exc))
+    return {m: maps for m, maps in found.items() if maps}
 
 
-def _render_modality(patient_id, modality, maps, aggregators, slides, out_dir, run_dir):
+def _render_modality(run_dir: Path, patient_id: str, modality: str, maps, aggregators, slides):
+    """Every aggregator's map of one patient and modality: the full-size PNG is written to
+    ``figures/importance/`` and the page's images are returned with it."""
     lo = min(float(v.min()) for _, v in maps.values())
     hi = max(float(v.max()) for _, v in maps.values())
     thumb, down = (None, None)
@@ -335,7 +343,7 @@ def _render_modality(patient_id, modality, maps, aggregators, slides, out_dir, r
         else:
             panels.append((agg, ct_panel(coords, values, lo, hi, centre)))
     photo = thumb is not None
-    full = out_dir / f"{patient_id}.{modality}.png"
+    full = run_dir / "figures" / "importance" / f"{patient_id}.{modality}.png"
     write_bytes(full, encode(full_size(panels, f"{patient_id} {modality}", lo, hi)))
     images = {agg: None for agg in aggregators}
     for agg, panel in panels:
@@ -381,11 +389,7 @@ def build_gallery(
             float(r["pct"]),
             risks=mine.groupby("aggregator")["pct"].mean().to_dict(),
         )
-        for modality, maps in _patient_maps(root, pid, aggs).items():
-            entry.maps.append(
-                _render_modality(
-                    pid, modality, maps, aggs, slides, run_dir / "figures" / "importance", run_dir
-                )
-            )
+        for modality, maps in _patient_maps(root, entry, aggs).items():
+            entry.maps.append(_render_modality(run_dir, pid, modality, maps, aggs, slides))
         out.append(entry)
     return out

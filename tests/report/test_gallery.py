@@ -156,3 +156,14 @@ def test_a_wsi_map_is_drawn_over_the_slide_the_cohort_lists(tmp_path, run_factor
     corner = np.asarray(image.convert("RGB"))[2, 2].astype(int)  # no patch there: the slide
     assert np.abs(corner - (230, 150, 200)).max() < 12
     assert _decode(wsi["P002"].images["sparra"]).format == "PNG"
+
+
+def test_an_unreadable_map_is_left_out_and_named(tmp_path, run_factory):
+    run = run_factory(tmp_path / "run", n=6)
+    bad = run / "importance" / "abmil" / "P001.wsi.csv"
+    bad.write_text("x,y,importance\n0,0,nan\n")
+    preds = pd.read_csv(run / "predictions.csv", dtype={"patient_id": str})
+    (patient,) = build_gallery(run, preds, ["sparra", "abmil"], patients=["P001"])
+    wsi = next(m for m in patient.maps if m.modality == "wsi")
+    assert wsi.images["abmil"] is None and wsi.images["sparra"] is not None
+    assert any(str(bad) in problem for problem in patient.problems)
