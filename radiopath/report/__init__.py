@@ -28,7 +28,7 @@ from radiopath.evaluation.stats import Analysis, analyse_run
 from radiopath.report.gallery import build_gallery, colour_stops
 from radiopath.report.page import Figure, figure, render
 from radiopath.report.provenance import read_provenance
-from radiopath.report.tables import failed_fits, read_metrics, study_tables
+from radiopath.report.tables import failed_fits, read_metrics, read_table, study_tables
 from radiopath.runkit import write_csv, write_text
 from radiopath.viz.report_plots import (
     METRIC_LABELS,
@@ -95,10 +95,25 @@ def _design(analysis: Analysis) -> str:
     )
 
 
+NEEDED = {
+    "predictions.csv": [
+        "aggregator",
+        "modalities",
+        "model",
+        "fold",
+        "patient_id",
+        "time",
+        "event",
+        "risk",
+    ],
+    "selection.csv": ["aggregator", "modalities", "model", "fold", "train_risk_mean"],
+    "survival.csv": ["aggregator", "modalities", "model", "fold", "patient_id", "t", "survival"],
+}
+
+
 def _read_optional(path: Path) -> pd.DataFrame | None:
-    if not path.exists():
-        return None
-    return pd.read_csv(path, dtype={"patient_id": str, "modalities": str})
+    """A run's table, checked for the columns the report reads; None when it is absent."""
+    return read_table(path, NEEDED.get(path.name, ())) if path.exists() else None
 
 
 def _calibration_figure(run_dir, predictions, horizon) -> Figure | None:

@@ -12,6 +12,7 @@ agree.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,18 @@ from radiopath.evaluation.tables import (
 )
 
 
+def read_table(path: Path, need: Sequence[str] = ()) -> pd.DataFrame:
+    """A CSV table of a run, with the columns ``need`` (an error names the file)."""
+    try:
+        table = pd.read_csv(path, dtype={"patient_id": str, "modalities": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise RadiopathInputError(f"not a readable CSV table ({exc})", path=path) from exc
+    missing = sorted(set(need) - set(table.columns))
+    if missing:
+        raise RadiopathInputError(f"missing columns {missing}", path=path)
+    return table
+
+
 def read_metrics(run_dir: str | os.PathLike) -> pd.DataFrame:
     """``metrics.csv`` of a run, checked for its columns (the error names the file)."""
     path = Path(run_dir) / "metrics.csv"
@@ -38,16 +51,7 @@ def read_metrics(run_dir: str | os.PathLike) -> pd.DataFrame:
         raise RadiopathInputError(
             "no metrics.csv: evaluate the run first (radiopath evaluate / benchmark)", path=path
         )
-    try:
-        metrics = pd.read_csv(path, dtype={"modalities": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise RadiopathInputError(f"not a readable CSV table ({exc})", path=path) from exc
-    need = {"aggregator", "modalities", "model", "fold", "metric", "value"}
-    if not need <= set(metrics.columns):
-        raise RadiopathInputError(
-            f"missing columns {sorted(need - set(metrics.columns))}", path=path
-        )
-    return metrics
+    return read_table(path, ["aggregator", "modalities", "model", "fold", "metric", "value"])
 
 
 @dataclass

@@ -177,3 +177,14 @@ def test_a_run_with_only_metrics_gets_a_page_without_intervals(fake_run, tmp_pat
     assert len(parser.rows) == 12
     assert "no intervals or tests" in html and "No importance maps" in html
     assert not (tmp_path / "intervals.csv").exists()
+
+
+def test_a_damaged_table_of_the_run_is_named(fake_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(fake_run, run)
+    (run / "selection.csv").write_text("aggregator,fold\nsparra,0\n")
+    with pytest.raises(RadiopathInputError, match="missing columns") as err:
+        write_report(run, statistics={"bootstrap": 20})
+    assert str(run / "selection.csv") in str(err.value)
