@@ -23,7 +23,13 @@ from pathlib import Path
 import pandas as pd
 
 from radiopath import __version__
-from radiopath.evaluation.report import MODEL_LABELS, fold_statistics, summarize
+from radiopath.evaluation.protocol import PREDICTION_COLUMNS
+from radiopath.evaluation.report import (
+    MODEL_LABELS,
+    SURVIVAL_COLUMNS,
+    fold_statistics,
+    summarize,
+)
 from radiopath.evaluation.stats import Analysis, analyse_run
 from radiopath.report.gallery import build_gallery, colour_stops
 from radiopath.report.page import Figure, figure, render
@@ -96,18 +102,9 @@ def _design(analysis: Analysis) -> str:
 
 
 NEEDED = {
-    "predictions.csv": [
-        "aggregator",
-        "modalities",
-        "model",
-        "fold",
-        "patient_id",
-        "time",
-        "event",
-        "risk",
-    ],
+    "predictions.csv": PREDICTION_COLUMNS,
     "selection.csv": ["aggregator", "modalities", "model", "fold", "train_risk_mean"],
-    "survival.csv": ["aggregator", "modalities", "model", "fold", "patient_id", "t", "survival"],
+    "survival.csv": SURVIVAL_COLUMNS,
 }
 
 
