@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,8 +165,12 @@ class StageLedger:
             return False
         return True
 
-    def mark(self, name: str, config, outputs: Sequence[Path] = ()) -> None:
+    def mark(
+        self, name: str, config, outputs: Sequence[Path] = (), seconds: float | None = None
+    ) -> None:
         self.done[name] = {"config": _hash(config), "outputs": digests(self.root, outputs)}
+        if seconds is not None:  # shown in the report's provenance
+            self.done[name]["seconds"] = round(seconds, 3)
         write_json(self.path, self.done)
 
     def digest(self, name: str) -> dict:
@@ -374,6 +379,7 @@ def run_benchmark(
             if not damaged and ledger.finished(stage, stage_cfg):
                 log.info("stage %s already finished; skipped", stage)
                 continue
+            started = time.perf_counter()
             if kind == "graphs":
                 manifest = build_cohort_graphs(
                     cohort,
@@ -401,7 +407,12 @@ def run_benchmark(
                 from radiopath.report import write_report
 
                 write_report(out, statistics=cfg["statistics"])
-            ledger.mark(stage, stage_cfg, _stage_outputs(kind, agg, out, graph_dir))
+            ledger.mark(
+                stage,
+                stage_cfg,
+                _stage_outputs(kind, agg, out, graph_dir),
+                seconds=time.perf_counter() - started,
+            )
             if stage_hook is not None:
                 stage_hook(stage)
         metrics = pd.read_csv(out / "metrics.csv")

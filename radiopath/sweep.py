@@ -16,7 +16,8 @@ dotted key, before anything is written). Each grid point is one benchmark run in
 ``OUT/<point>/`` (resumable like any benchmark);
 points that share a graph configuration share one graph folder. ``OUT/sweep_metrics.csv``
 gathers every point's metrics with one column per swept key,
-``OUT/figures/ablation_<key>.png`` draws each metric against the swept value, and
+``OUT/figures/ablation_<key>.png`` draws each metric against the swept value,
+``OUT/report.html`` puts the points side by side (:mod:`radiopath.report.compare`), and
 ``OUT/comparisons.csv`` compares every two points that share folds, per aggregator: the
 paired bootstrap difference of every study with its interval and p-value, the Wilcoxon
 test over folds, both Holm-corrected over the 19 studies
@@ -186,6 +187,11 @@ def run_sweep(
             write_csv(comparisons, out / "comparisons.csv")
     for key in exp.grid:
         plot_ablation(gathered, key, out / "figures" / f"ablation_{key.replace('.', '_')}.png")
+    if len(run_dirs) >= 2:
+        from radiopath.report.compare import write_comparison
+
+        alpha = (base.get("statistics") or {}).get("alpha") or 0.05
+        write_comparison(sweep=out, alpha=alpha)
     return gathered
 
 

@@ -161,6 +161,8 @@ def test_sweep_gathers_points(small_cohort, tmp_path):
     assert (tmp_path / "sweep" / "figures" / "ablation_modalities.png").exists()
     saved = pd.read_csv(tmp_path / "sweep" / "sweep_metrics.csv")
     assert len(saved) == len(gathered)
+    page = (tmp_path / "sweep" / "report.html").read_text()  # the points side by side
+    assert page.count('<tr data-run="modalities=') == 2 and "<code>modalities</code>" in page
 
 
 def test_cli_lists_every_command():

@@ -86,7 +86,19 @@ def benchmark(
     "--run",
     "run_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="A benchmark or evaluated training run.",
+    help="A benchmark, an evaluated training run or a sweep folder.",
+)
+@click.option(
+    "--runs",
+    "compare",
+    is_flag=True,
+    help="Put the run folders given as arguments side by side (with --out).",
+)
+@click.argument("run_dirs", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of the comparison page of --runs.",
 )
 @click.option(
     "--reference",
@@ -95,18 +107,33 @@ def benchmark(
 @click.option("--bootstrap", type=int, help="Bootstrap replicates (default: the run's, or 1000).")
 @click.option("--alpha", type=float, help="Level of the intervals and tests (default 0.05).")
 @click.option("--seed", type=int, help="Seed of the bootstrap resampling.")
+@click.option("--patients", help="Comma-separated patients of the importance gallery.")
+@click.option("--horizon", type=float, help="Time of the calibration plot (default: see README).")
 @friendly_errors
-def report(run_dir, reference, bootstrap, alpha, seed):
-    """Tables, intervals, paired tests and figures of a finished run (summary.md,
-    intervals.csv, comparisons.csv, figures/, report.html)."""
+def report(run_dir, compare, run_dirs, out, reference, bootstrap, alpha, seed, patients, horizon):
+    """Tables, intervals, paired tests, figures and one HTML page of a finished run
+    (summary.md, intervals.csv, comparisons.csv, figures/, report.html); of a sweep folder
+    or of several runs (--runs A B ... --out DIR), one page with the runs side by side."""
     from radiopath.errors import RadiopathInputError
+    from radiopath.report.compare import is_sweep, write_comparison
 
+    if run_dirs and not compare:
+        raise RadiopathInputError(
+            "give --runs to compare run folders, or --run DIR for one", field="runs"
+        )
+    if compare:
+        page = write_comparison(run_dirs, out, alpha=alpha or 0.05)
+        click.echo(f"report: {page}")
+        return
     if run_dir is None:
         if reference is None:
             raise RadiopathInputError("give --run DIR, --reference NAME or both", field="run")
         from radiopath.reference import summarize_reference
 
         click.echo(summarize_reference(reference))
+        return
+    if is_sweep(run_dir):
+        click.echo(f"report: {write_comparison(sweep=run_dir, alpha=alpha or 0.05)}")
         return
     from radiopath.report import write_report
 
@@ -115,6 +142,8 @@ def report(run_dir, reference, bootstrap, alpha, seed):
         run_dir,
         statistics={k: v for k, v in stats.items() if v is not None},
         reference=reference,
+        patients=parse_list(patients),
+        horizon=horizon,
     )
     click.echo(Path(written["summary"]).read_text())
     if "reference" in written:
@@ -169,3 +198,4 @@ def sweep(experiment, cohort, out, epochs, folds, backend):
     table = gathered[gathered.metric == "c_index"].groupby(["point", "aggregator"]).value.mean()
     click.echo(table.to_string())
     click.echo(f"\nall metrics: {out / 'sweep_metrics.csv'}; curves: {out / 'figures'}")
+    click.echo(f"report: {out / 'report.html'}")

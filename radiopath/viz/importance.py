@@ -276,7 +276,8 @@ def planted_importance_auc(importance: np.ndarray, planted: np.ndarray) -> float
     return float(roc_auc_score(planted, importance))
 
 
-def _run_cohort_path(run_dir: Path) -> Path | None:
+def run_cohort_path(run_dir: Path) -> Path | None:
+    """The cohort table a run recorded in its ``run.json`` (None when it recorded none)."""
     import json
 
     record = run_dir / "run.json"
@@ -285,6 +286,20 @@ def _run_cohort_path(run_dir: Path) -> Path | None:
     cfg = json.loads(record.read_text()).get("config", {})
     cohort = cfg.get("cohort") or cfg.get("cohort_csv")
     return Path(cohort) if cohort else None
+
+
+def cohort_slides(cohort_csv: str | os.PathLike) -> dict[str, Path]:
+    """Each patient's (first) slide file of a cohort table's ``wsi_image`` column, resolved
+    against the table's folder; patients without a slide are left out."""
+    cohort_csv = Path(cohort_csv)
+    table = pd.read_csv(cohort_csv, dtype={"patient_id": str})
+    if "wsi_image" not in table.columns:
+        return {}
+    slides = {}
+    for pid, cell in zip(table["patient_id"], table["wsi_image"]):
+        if isinstance(cell, str) and cell.strip():
+            slides[pid] = cohort_csv.parent / cell.split(";")[0].strip()
+    return slides
 
 
 def write_importance_maps(
@@ -317,18 +332,14 @@ def write_importance_maps(
             path=root,
             patient_id=patient_id,
         )
-    cohort_csv = Path(cohort_csv) if cohort_csv else _run_cohort_path(run_dir)
+    cohort_csv = Path(cohort_csv) if cohort_csv else run_cohort_path(run_dir)
     patient, slide = None, None
     if cohort_csv is not None and cohort_csv.exists():
         # only this patient's file paths are needed: do not open every file of the cohort
         cohort = read_cohort(cohort_csv, check_files=False)
         if patient_id in cohort.patient_ids:
             patient = cohort[patient_id]
-        table = pd.read_csv(cohort_csv, dtype={"patient_id": str})
-        if "wsi_image" in table.columns:
-            cell = table.loc[table.patient_id == patient_id, "wsi_image"]
-            if len(cell) and isinstance(cell.iloc[0], str) and cell.iloc[0].strip():
-                slide = cohort_csv.parent / cell.iloc[0].split(";")[0].strip()
+        slide = cohort_slides(cohort_csv).get(patient_id)
     scales: dict[str, tuple[float, float]] = {}
     for _, f in csvs:
         modality = f.name.split(".")[-2]
