@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import threading
@@ -131,6 +132,25 @@ def read_json(path: str | os.PathLike, default=None):
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         log.warning("%s is not valid JSON (%s); ignored", path, exc)
         return default
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def safe_filename(name: str) -> str:
+    """A file-name stem for ``name`` (a patient ID, a slide stem) that is the same on every
+    file system and never shared by two different names.
+
+    A name of letters, digits, ``.``, ``_`` and ``-`` (not starting with a dot) is kept as
+    it is. Any other name has each other character replaced by ``_`` and a short hash of
+    the original appended (``"a/b"`` -> ``"a_b~3ec69c85a4"``), so ``"a/b"`` and ``"a_b"``
+    cannot overwrite each other's files.
+    """
+    name = str(name)
+    if _SAFE_NAME.fullmatch(name):
+        return name
+    digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:10]
+    return f"{re.sub(r'[^A-Za-z0-9._-]', '_', name).lstrip('.')}~{digest}"
 
 
 def file_digest(path: str | os.PathLike) -> str:

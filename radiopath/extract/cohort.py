@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from radiopath.extract.ct import extract_ct
 from radiopath.extract.encoders import PatchEncoder, get_encoder, get_encoder_spec, resolve_device
 from radiopath.extract.wsi import extract_slide
 from radiopath.io import MODALITIES, RESERVED_COLUMNS, read_survival_table, write_embeddings
-from radiopath.runkit import write_csv
+from radiopath.runkit import safe_filename, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -199,10 +198,6 @@ def stored_fingerprint(path: Path) -> str | None:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _safe_name(patient_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", patient_id)
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -343,7 +338,7 @@ def extract_cohort(
         for m in modalities:
             for k, image in enumerate(p.images.get(m, [])):
                 suffix = "" if k == 0 else f".{k}"
-                name = f"{_safe_name(p.patient_id)}.{m}{suffix}.h5"
+                name = f"{safe_filename(p.patient_id)}.{m}{suffix}.h5"
                 mask = p.masks[k] if m == "ct" else None
                 jobs.append(_Job(p, m, k, image, mask, out / "embeddings" / name))
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -35,7 +34,7 @@ from radiopath.graph.build import build_graph
 from radiopath.graph.config import DEFAULTS, MODALITY_DEFAULTS, config_hash, load_preset
 from radiopath.graph.storage import load_graph, read_graph_meta, save_graph
 from radiopath.io import Cohort, embedding_width, read_cohort, read_embeddings
-from radiopath.runkit import WriteError, write_csv
+from radiopath.runkit import WriteError, safe_filename, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +51,6 @@ class _Job:
     graph: str  # relative to out_dir
     config: dict
     config_hash: str
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "x"
 
 
 def _fingerprint(path: str) -> str:
@@ -209,7 +204,7 @@ def build_cohort_graphs(
         for m in modalities:
             used: set[str] = set()
             for f in patient.files.get(m, []):
-                stem = _safe(Path(f).name.removesuffix(".h5"))
+                stem = safe_filename(Path(f).name.removesuffix(".h5"))
                 name, i = stem, 1
                 while name in used:
                     i += 1
@@ -221,7 +216,7 @@ def build_cohort_graphs(
                         patient.patient_id,
                         m,
                         str(Path(f).resolve()),
-                        f"{m}/{_safe(patient.patient_id)}/{name}.pt",
+                        f"{m}/{safe_filename(patient.patient_id)}/{name}.pt",
                         cfg,
                         config_hash(cfg),
                     )
