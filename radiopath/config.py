@@ -31,7 +31,7 @@ TRACKED_PACKAGES = (
     "radiopath",
     "torch",
     "torch-geometric",
-    "pyro-ppl",
+    "networkx",
     "numpy",
     "scipy",
     "pandas",

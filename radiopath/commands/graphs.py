@@ -39,6 +39,12 @@ from radiopath.cli import friendly_errors, main, parse_list
     help="Processes building graphs in parallel.",
 )
 @click.option("--strict", is_flag=True, help="Stop at the first bad file instead of skipping it.")
+@click.option(
+    "--stats",
+    is_flag=True,
+    help="Also write OUT/statistics.csv: nodes, edges, degree, connected components and "
+    "clustering of every graph (networkx).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
 def graphs(
@@ -48,12 +54,14 @@ def graphs(
     modalities: str | None,
     workers: int,
     strict: bool,
+    stats: bool,
     quiet: bool,
 ) -> None:
     """Build the spatial graph of every embedding file of a cohort.
 
     Writes OUT/manifest.csv (patient_id, modality, source, graph, n_patches, n_nodes,
-    n_edges), OUT/failed.csv and one graph file per embedding file.
+    n_edges), OUT/failed.csv and one graph file per embedding file; with --stats also
+    OUT/statistics.csv.
     """
     from radiopath.graph import build_cohort_graphs
     from radiopath.io import read_cohort
@@ -78,3 +86,24 @@ def graphs(
     if failed is not None and len(failed):
         click.echo(f"{len(failed)} file(s) skipped, see {out / 'failed.csv'}", err=True)
     click.echo(f"manifest: {out / 'manifest.csv'}")
+    if stats:
+        _write_statistics(out, quiet)
+
+
+def _write_statistics(out: Path, quiet: bool) -> None:
+    from tqdm.auto import tqdm
+
+    from radiopath.graph.statistics import cohort_graph_statistics
+    from radiopath.runkit import write_csv
+
+    table = cohort_graph_statistics(
+        out, progress=None if quiet else lambda it, total: tqdm(it, total=total, desc="statistics")
+    )
+    write_csv(table, out / "statistics.csv")
+    for modality, part in table.groupby("modality"):
+        click.echo(
+            f"{modality}: median {part.n_components.median():g} connected component(s), "
+            f"{part.isolated_nodes.median():g} isolated node(s), mean degree "
+            f"{part.mean_degree.median():.1f}, clustering {part.clustering.median():.2f}"
+        )
+    click.echo(f"statistics: {out / 'statistics.csv'}")
