@@ -28,10 +28,11 @@ where row :math:`i` of :math:`\\bar X` is :math:`S_1(t_i) / S_0(t_i)`. Everythin
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
+
+from radiopath.runtime import intra_op_threads
+from radiopath.runtime import resolve_device as _resolve_device
 
 DTYPE = torch.float64
 
@@ -44,29 +45,14 @@ def as_tensor(x, device, dtype=DTYPE) -> torch.Tensor:
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` (or None) -> CUDA when available, else CPU; anything else as given."""
-    if device is None or (isinstance(device, str) and device == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """:func:`radiopath.runtime.resolve_device` for double-precision work ("auto" never
+    picks MPS, which has no float64)."""
+    return _resolve_device(device, float64=True)
 
 
-@contextlib.contextmanager
 def torch_threads(n: int | None, device: torch.device | str = "cpu"):
-    """Temporarily set torch's CPU intra-op threads (no-op for None or a GPU).
-
-    The survival problems here are small and batched: extra intra-op threads mostly spin,
-    and on a machine whose cores are shared they slow small kernels down by an order of
-    magnitude, so the solvers run with one thread unless told otherwise.
-    """
-    if n is None or torch.device(device).type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    """:func:`radiopath.runtime.intra_op_threads` under the evaluation's config name."""
+    return intra_op_threads(n, device, field="evaluation.torch_threads")
 
 
 def _batch_param(value, B: int, device) -> torch.Tensor:

@@ -92,6 +92,7 @@ from radiopath.extract.pretrained import (
     SegVolEncoder,
     UNIEncoder,
 )
+from radiopath.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -272,16 +273,6 @@ def get_encoder(
             ) from exc
         raise
     return encoder.to(resolve_device(device)).eval()
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise RadiopathInputError(f"unknown device {device!r} ({exc})", field="device") from exc
 
 
 def _handcrafted(modality: str, checkpoint=None, **kwargs) -> PatchEncoder:

@@ -36,13 +36,13 @@ pairs and :math:`R` rounds (typically 10-20).
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from radiopath.graph.neighbours import neighbour_pairs
+from radiopath.runtime import intra_op_threads
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +50,14 @@ log = logging.getLogger(__name__)
 _FEATURE_BLOCK = 2048
 
 
-@contextmanager
 def single_thread():
-    """Run torch on one thread inside the block (restored after).
+    """Run torch on one thread inside the block (restored after;
+    :func:`radiopath.runtime.intra_op_threads`).
 
     The graph kernels are memory-bound gathers and small sorts: a second thread gains
     little, and on shared cores torch's thread pool can make them several times slower.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+    return intra_op_threads(1)
 
 
 def pair_feature_distances(features: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@
 See :mod:`radiopath.training.cv` for the files a run writes.
 """
 
+from radiopath.runtime import resolve_device
 from radiopath.training.config import DEFAULT_CONFIG, PRESETS, resolve_training_config
 from radiopath.training.cv import (
     TrainingResult,
@@ -22,7 +23,7 @@ from radiopath.training.data import (
     patch_importance,
 )
 from radiopath.training.folds import check_folds, make_folds, read_folds, write_folds
-from radiopath.training.loop import build_model, c_index, fit_fold, predict, resolve_device
+from radiopath.training.loop import build_model, c_index, fit_fold, predict
 
 __all__ = [
     "DEFAULT_CONFIG",

@@ -43,6 +43,7 @@ from radiopath.io import (
     write_fold_embeddings,
 )
 from radiopath.runkit import digests, read_json, verify_digests, write_csv, write_json
+from radiopath.runtime import resolve_device
 from radiopath.training.config import resolve_training_config
 from radiopath.training.data import (
     GraphStore,
@@ -59,7 +60,7 @@ from radiopath.training.folds import (
     read_folds,
     write_folds,
 )
-from radiopath.training.loop import c_index, fit_fold, predict, resolve_device
+from radiopath.training.loop import c_index, fit_fold, predict
 
 log = logging.getLogger(__name__)
 

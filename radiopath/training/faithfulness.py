@@ -132,10 +132,11 @@ def load_fold_model(run_dir: str | os.PathLike, fold: int, device: str = "cpu"):
     import json
 
     from radiopath.io import read_cohort
+    from radiopath.runtime import resolve_device
     from radiopath.training.config import DEFAULT_CONFIG
     from radiopath.training.cv import _graph_source, _patient_records
     from radiopath.training.folds import read_folds
-    from radiopath.training.loop import fit_fold, resolve_device
+    from radiopath.training.loop import fit_fold
 
     run_dir = Path(run_dir)
     record = json.loads((run_dir / "run.json").read_text())["config"]

@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time as _time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from radiopath.errors import RadiopathInputError
 from radiopath.models.losses import cox_loss_with_memory, discrete_time_bins
 from radiopath.models.multimodal import ModelOutput, MultimodalSurvivalModel
 from radiopath.runkit import torch_save, write_csv
+from radiopath.runtime import intra_op_threads
 from radiopath.training.config import aggregator_options
 from radiopath.training.data import (
     GraphStore,
@@ -46,27 +46,6 @@ from radiopath.training.state import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"``: CUDA if available, else Apple MPS, else CPU; otherwise the named device."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise RadiopathInputError(f"unknown device {device!r} ({exc})", field="device") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RadiopathInputError("CUDA was asked for but is not available", field="device")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise RadiopathInputError("MPS was asked for but is not available", field="device")
-    return dev
 
 
 def c_index(time, event, risk) -> float:
@@ -180,32 +159,6 @@ def _batches(records: Sequence[PatientRecord], batch_size: int, generator: torch
 
 def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.float16, enabled=enabled)
-
-
-@contextmanager
-def intra_op_threads(num_threads: int | None, device: torch.device) -> Iterator[None]:
-    """Run the enclosed block with ``num_threads`` torch intra-op threads on the CPU.
-
-    Restores the previous setting afterwards. ``None`` (or a non-CPU device, where the
-    host threads only launch kernels) leaves torch's setting alone. Training on small
-    graphs is dominated by many short kernels: on a shared 2-core machine torch's default
-    of one thread per core made an epoch of the demo cohort about 10x slower than a single
-    thread (4.8 s against 0.4 s), as the threads wait on each other.
-    """
-    if num_threads is None or device.type != "cpu":
-        yield
-        return
-    if not isinstance(num_threads, int) or isinstance(num_threads, bool) or num_threads < 1:
-        raise RadiopathInputError(
-            f"num_threads must be a positive integer or None, got {num_threads!r}",
-            field="num_threads",
-        )
-    previous = torch.get_num_threads()
-    torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @dataclass
