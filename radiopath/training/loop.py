@@ -13,7 +13,7 @@ import logging
 import math
 import time as _time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -309,6 +309,39 @@ def _fit_input_map(model: MultimodalSurvivalModel, train, store, cfg) -> None:
             model.set_input_components(m, components)
 
 
+@dataclass
+class _FoldRun:
+    """One fold's training state: what a checkpoint saves and a resumed run restores."""
+
+    fold: int
+    cfg: Mapping
+    model: MultimodalSurvivalModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp: bool
+    memory: RiskMemory | None = None
+    position: dict | None = None  # patient -> row of the risk memory
+    best: dict = field(default_factory=lambda: {"epoch": -1, "score": -math.inf, "model": None})
+    rows: list = field(default_factory=list)
+    start_epoch: int = 0
+
+    def checkpoint(self, epoch: int, fingerprint: str, finished: bool) -> dict:
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "best": self.best,
+            "memory": None if self.memory is None else tuple(self.memory),
+            "fingerprint": fingerprint,
+            "finished": finished,
+        }
+
+
 def _fit_fold(
     fold,
     train,
@@ -334,10 +367,65 @@ def _fit_fold(
     train, inner_val = validation_split(train, float(val_cfg["fraction"]), seed)
     n_epochs = schedule_epochs(cfg, len(train))
     first_eligible = int(math.floor(float(val_cfg["start"]) * n_epochs))
-
-    model = build_model(cfg, in_channels, missing_indicator)
     state = read_checkpoint(ckpt_path, device) if resume and ckpt_path.exists() else None
-    if state is None:  # a checkpoint holds the fitted input map among its buffers
+    if state is not None and state.get("fingerprint") != fingerprint:
+        raise RadiopathInputError(
+            "checkpoint was written with a different configuration; use a new output "
+            "folder or resume=False (--no-resume) to start again",
+            path=ckpt_path,
+        )
+    run = _start_fold(
+        fold, cfg, train, store, in_channels, missing_indicator, device, n_epochs, state is None
+    )
+    if state is not None:
+        _restore(run, state, log_path)
+    # the input map is fixed now: apply it once per graph rather than at every step
+    model = run.model
+    fold_store = MappedGraphStore(store, model) if model.input_components is not None else store
+    epochs = range(run.start_epoch, n_epochs)
+    bar = tqdm(epochs, desc=f"fold {fold}", unit="epoch", leave=False, disable=not progress)
+    for epoch in bar:
+        tic = _time.perf_counter()
+        row = _train_epoch(run, train, fold_store, epoch, seed)
+        if inner_val:
+            _score_inner_validation(run, row, inner_val, fold_store, epoch >= first_eligible)
+        if test and cfg.get("monitor_test", True):
+            risk, _, _ = predict(
+                model, test, fold_store, device, cfg["batch_size"], run.amp, num_threads=None
+            )
+            row["val_c_index"] = c_index([r.time for r in test], [r.event for r in test], risk)
+        row["seconds"] = _time.perf_counter() - tic
+        run.rows.append(row)
+        write_csv(pd.DataFrame(run.rows), log_path)
+        torch_save(run.checkpoint(epoch, fingerprint, epoch == n_epochs - 1), ckpt_path)
+        bar.set_postfix(
+            loss=f"{row['loss']:.3f}",
+            c_train=f"{row['train_c_index']:.3f}",
+            c_val=f"{row.get('val_c_index', math.nan):.3f}",
+        )
+    if inner_val and run.best["model"] is not None:
+        # Model selection on the inner validation split: the state of the best epoch.
+        model.load_state_dict(run.best["model"])
+        log.info(
+            "fold %d: selected epoch %d (inner validation %s %.3f)",
+            fold,
+            run.best["epoch"],
+            val_cfg["metric"],
+            run.best["score"],
+        )
+    model.selected_epoch = run.best["epoch"] if inner_val else n_epochs - 1
+    model.eval()
+    return model
+
+
+def _start_fold(
+    fold, cfg, train, store, in_channels, missing_indicator, device, n_epochs, fit_map
+) -> _FoldRun:
+    """A new model, its optimiser, schedule and scaler, and the Cox risk memory when
+    configured. With ``fit_map`` the input map is fitted on ``train`` (not needed when a
+    checkpoint is restored: its buffers hold the map)."""
+    model = build_model(cfg, in_channels, missing_indicator)
+    if fit_map:
         _fit_input_map(model, train, store, cfg)
     if cfg["head"] == "discrete":
         model.bin_edges.copy_(
@@ -355,153 +443,130 @@ def _fit_fold(
         lr=cfg["lr"],
         weight_decay=cfg["weight_decay"],
     )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=n_epochs)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
-
-    start_epoch, rows = 0, []
-    best = {"epoch": -1, "score": -math.inf, "model": None}
-    if state is not None:
-        if state.get("fingerprint") != fingerprint:
-            raise RadiopathInputError(
-                "checkpoint was written with a different configuration; use a new output "
-                "folder or resume=False (--no-resume) to start again",
-                path=ckpt_path,
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        if "rng" in state:
-            set_rng_state(state["rng"])
-        if state.get("best") is not None:
-            best = state["best"]
-        start_epoch = int(state["epoch"]) + 1
-        if log_path.exists():
-            rows = pd.read_csv(log_path).query("epoch < @start_epoch").to_dict("records")
-        log.info("fold %d: resuming after epoch %d", fold, start_epoch - 1)
-
-    memory = None
+    run = _FoldRun(
+        fold,
+        cfg,
+        model,
+        optimizer,
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=n_epochs),
+        torch.amp.GradScaler(device.type, enabled=amp),
+        device,
+        amp,
+    )
     if cfg["cox_memory"] and cfg["head"] == "cox":
         # risk sets over the whole training fold (cox_loss_with_memory); the memory starts
-        # empty at each fold (and on resume), and fills as patients are seen
-        position = {r.patient_id: i for i, r in enumerate(train)}
-        memory = RiskMemory(
+        # empty at each fold, and fills as patients are seen
+        run.position = {r.patient_id: i for i, r in enumerate(train)}
+        run.memory = RiskMemory(
             torch.zeros(len(train)),
             torch.tensor([r.time for r in train], dtype=torch.float32),
             torch.zeros(len(train), dtype=torch.bool),
         )
-        if state is not None and state.get("memory") is not None:
-            memory = RiskMemory(*state["memory"])
-    # the input map is fixed now: apply it once per graph rather than at every step
-    fold_store = MappedGraphStore(store, model) if model.input_components is not None else store
-    epochs = range(start_epoch, n_epochs)
-    bar = tqdm(epochs, desc=f"fold {fold}", unit="epoch", leave=False, disable=not progress)
-    for epoch in bar:
-        tic = _time.perf_counter()
-        model.train()
-        gen = torch.Generator().manual_seed(seed * 10_000 + epoch)
-        sums: dict[str, float] = {}
-        n_seen = 0
-        tr_time, tr_event, tr_risk = [], [], []
-        for chunk in _batches(train, cfg["batch_size"], gen):
-            if len(chunk) < 2:
-                # A lone patient is its own risk set: its Cox partial likelihood is 0, and
-                # batch normalisation needs two patients. Skipping it loses nothing.
-                continue
-            batch = collate(chunk, fold_store, model.modalities).to(device)
-            optimizer.zero_grad(set_to_none=True)
-            with _autocast(device, amp):
-                out = model(batch, node_weights=False)
-            if memory is not None:
-                idx = torch.tensor([position[r.patient_id] for r in chunk])
-                others = memory.valid.clone()
-                others[idx] = False
-                surv = cox_loss_with_memory(
-                    out.risk,
-                    batch.time,
-                    batch.event,
-                    memory.risk[others],
-                    memory.time[others],
-                    ties=cfg["ties"],
-                )
-            else:
-                surv = model.survival_loss(out, batch.time, batch.event, ties=cfg["ties"])
-            loss = surv + out.aux_loss.float()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"fold {fold}, epoch {epoch}: the loss is {float(loss)} "
-                    f"(survival {float(surv)}, auxiliary {float(out.aux_loss)})"
-                )
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            b = len(chunk)
-            n_seen += b
-            parts = {"loss": loss, "survival_loss": surv, "aux_loss": out.aux_loss, **out.losses}
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * b
-            tr_time.append(batch.time.cpu())
-            tr_event.append(batch.event.cpu())
-            tr_risk.append(out.risk.detach().float().cpu())
-            if memory is not None:
-                memory.risk[idx] = tr_risk[-1]
-                memory.valid[idx] = True
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        row = {"epoch": epoch, "lr": lr}
-        row.update({k: v / max(n_seen, 1) for k, v in sums.items()})
-        row["train_c_index"] = c_index(torch.cat(tr_time), torch.cat(tr_event), torch.cat(tr_risk))
-        if inner_val:
-            score = _validation_score(model, inner_val, fold_store, device, cfg, amp)
-            row["inner_val_c_index"], row["inner_val_loss"] = score
-            value = score[0] if val_cfg["metric"] == "c_index" else -score[1]
-            if epoch >= first_eligible and np.isfinite(value) and value > best["score"]:
-                best = {
-                    "epoch": epoch,
-                    "score": float(value),
-                    "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
-                }
-        if test and cfg.get("monitor_test", True):
-            risk, _, _ = predict(
-                model, test, fold_store, device, cfg["batch_size"], amp, num_threads=None
-            )
-            row["val_c_index"] = c_index([r.time for r in test], [r.event for r in test], risk)
-        row["seconds"] = _time.perf_counter() - tic
-        rows.append(row)
-        write_csv(pd.DataFrame(rows), log_path)
-        torch_save(
-            {
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": rng_state(),
-                "best": best,
-                "memory": None if memory is None else tuple(memory),
-                "fingerprint": fingerprint,
-                "finished": epoch == n_epochs - 1,
-            },
-            ckpt_path,
+    return run
+
+
+def _restore(run: _FoldRun, state: dict, log_path: Path) -> None:
+    """Continue from a checkpoint: every state it holds (the fitted input map is among the
+    model's buffers), the random generators, the best epoch so far and the log rows."""
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    if "rng" in state:
+        set_rng_state(state["rng"])
+    if state.get("best") is not None:
+        run.best = state["best"]
+    if run.memory is not None and state.get("memory") is not None:
+        run.memory = RiskMemory(*state["memory"])
+    run.start_epoch = int(state["epoch"]) + 1
+    if log_path.exists():
+        rows = pd.read_csv(log_path)
+        run.rows = rows[rows["epoch"] < run.start_epoch].to_dict("records")
+    log.info("fold %d: resuming after epoch %d", run.fold, run.start_epoch - 1)
+
+
+def _train_epoch(run: _FoldRun, train, store, epoch: int, seed: int) -> dict:
+    """One pass over the training patients in a seeded order; the log row of the epoch
+    (learning rate, mean loss parts, training C-index)."""
+    model, cfg = run.model, run.cfg
+    model.train()
+    gen = torch.Generator().manual_seed(seed * 10_000 + epoch)
+    sums: dict[str, float] = {}
+    n_seen = 0
+    seen_time, seen_event, seen_risk = [], [], []
+    for chunk in _batches(train, cfg["batch_size"], gen):
+        if len(chunk) < 2:
+            # A lone patient is its own risk set: its Cox partial likelihood is 0, and
+            # batch normalisation needs two patients. Skipping it loses nothing.
+            continue
+        batch = collate(chunk, store, model.modalities).to(run.device)
+        parts, risk = _train_step(run, chunk, batch, epoch)
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(chunk)
+        n_seen += len(chunk)
+        seen_time.append(batch.time.cpu())
+        seen_event.append(batch.event.cpu())
+        seen_risk.append(risk)
+    lr = run.optimizer.param_groups[0]["lr"]
+    run.scheduler.step()
+    row = {"epoch": epoch, "lr": lr}
+    row.update({k: v / max(n_seen, 1) for k, v in sums.items()})
+    row["train_c_index"] = c_index(
+        torch.cat(seen_time), torch.cat(seen_event), torch.cat(seen_risk)
+    )
+    return row
+
+
+def _train_step(run: _FoldRun, chunk, batch, epoch: int) -> tuple[dict, torch.Tensor]:
+    """One optimiser step on ``batch``: the loss parts and the batch's risks (CPU)."""
+    model, cfg = run.model, run.cfg
+    run.optimizer.zero_grad(set_to_none=True)
+    with _autocast(run.device, run.amp):
+        out = model(batch, node_weights=False)
+    if run.memory is not None:
+        memory = run.memory
+        idx = torch.tensor([run.position[r.patient_id] for r in chunk])
+        others = memory.valid.clone()
+        others[idx] = False
+        surv = cox_loss_with_memory(
+            out.risk,
+            batch.time,
+            batch.event,
+            memory.risk[others],
+            memory.time[others],
+            ties=cfg["ties"],
         )
-        bar.set_postfix(
-            loss=f"{row['loss']:.3f}",
-            c_train=f"{row['train_c_index']:.3f}",
-            c_val=f"{row.get('val_c_index', math.nan):.3f}",
+    else:
+        surv = model.survival_loss(out, batch.time, batch.event, ties=cfg["ties"])
+    loss = surv + out.aux_loss.float()
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"fold {run.fold}, epoch {epoch}: the loss is {float(loss)} "
+            f"(survival {float(surv)}, auxiliary {float(out.aux_loss)})"
         )
-    if inner_val and best["model"] is not None:
-        # Model selection on the inner validation split: the state of the best epoch.
-        model.load_state_dict(best["model"])
-        log.info(
-            "fold %d: selected epoch %d (inner validation %s %.3f)",
-            fold,
-            best["epoch"],
-            val_cfg["metric"],
-            best["score"],
-        )
-    model.selected_epoch = best["epoch"] if inner_val else n_epochs - 1
-    model.eval()
-    return model
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    risk = out.risk.detach().float().cpu()
+    if run.memory is not None:
+        run.memory.risk[idx] = risk
+        run.memory.valid[idx] = True
+    parts = {"loss": loss, "survival_loss": surv, "aux_loss": out.aux_loss, **out.losses}
+    return parts, risk
+
+
+def _score_inner_validation(run: _FoldRun, row: dict, records, store, eligible: bool) -> None:
+    """Score the inner validation split into ``row``; keep the model if it is the best
+    eligible epoch so far (model selection never sees the outer test fold)."""
+    score = _validation_score(run.model, records, store, run.device, run.cfg, run.amp)
+    row["inner_val_c_index"], row["inner_val_loss"] = score
+    value = score[0] if run.cfg["validation"]["metric"] == "c_index" else -score[1]
+    if eligible and np.isfinite(value) and value > run.best["score"]:
+        run.best = {
+            "epoch": row["epoch"],
+            "score": float(value),
+            "model": {k: v.detach().clone() for k, v in run.model.state_dict().items()},
+        }
 
 
 @torch.no_grad()
