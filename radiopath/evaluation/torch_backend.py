@@ -38,7 +38,16 @@ def _harrell_cv(
     tied_tol: float = 1e-8,
     chunk: int = 256,
 ) -> torch.Tensor:
-    """Harrell's C of B risk vectors on B validation subsets: ``[B, n]`` -> ``[B]`` (NaN if no pair)."""
+    """Harrell's C of B risk vectors on B validation subsets: ``[B, n]`` -> ``[B]`` (NaN if no pair).
+
+    Only the members of each subset are compared: they are gathered first, so the pairwise
+    work is the validation size squared, not the padded training size squared.
+    """
+    k = max(int(member.sum(1).max()), 1)
+    # each row's members first (stable: in their order), then padding
+    pick = torch.argsort((~member).to(torch.int8), dim=1, stable=True)[:, :k]
+    risk, time = torch.gather(risk, 1, pick), torch.gather(time, 1, pick)
+    event, member = torch.gather(event, 1, pick), torch.gather(member, 1, pick)
     out = []
     for s in range(0, risk.shape[0], chunk):
         r, t, e, m = (
@@ -336,7 +345,7 @@ def _torch_coxnet(preps, cfg, device, seed) -> list[FittedModel]:
         si = torch.arange(S, device=device).repeat(T)
         weight = torch.cat([P["weight"][fi[idx]], P["train_w"][fi[idx].repeat_interleave(S), si]])
         res = fit_coxnet_path(
-            P["X"][pf_],
+            P["X"],
             P["time"][pf_],
             P["event"][pf_],
             l1_ratio=pr,
@@ -344,6 +353,7 @@ def _torch_coxnet(preps, cfg, device, seed) -> list[FittedModel]:
             sample_weight=weight,
             feature_mask=P["fmask"][pf_],
             tol=float(c["torch_cv_tol"]),
+            groups=pf_,
             **common,
         )
         X = P["X"][pf_[T:]]
