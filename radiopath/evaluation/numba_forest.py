@@ -20,6 +20,7 @@ inner split serves the whole depth grid of the inner cross-validation.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -156,10 +157,13 @@ class NumbaRandomSurvivalForest(BaseEstimator):
             self.max_features_,
         )
         bounds = np.linspace(0, T, min(self._n_threads(), T) + 1).astype(int)
-        with ThreadPoolExecutor(len(bounds) - 1) as pool:
+        ranges = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+        if len(ranges) == 1:
+            kernels.grow_trees(*args, 0, T, *grown.values())
+        else:
+            pool = _thread_pool(len(ranges))
             done = [
-                pool.submit(kernels.grow_trees, *args, int(a), int(b), *grown.values())
-                for a, b in zip(bounds[:-1], bounds[1:])
+                pool.submit(kernels.grow_trees, *args, a, b, *grown.values()) for a, b in ranges
             ]
             for job in done:
                 job.result()
@@ -247,6 +251,12 @@ class NumbaRandomSurvivalForest(BaseEstimator):
 
     def _step_functions(self, arr: np.ndarray) -> np.ndarray:
         return np.array([StepFunction(self.unique_times_, row) for row in arr], dtype=object)
+
+
+@functools.lru_cache(maxsize=4)
+def _thread_pool(n_threads: int) -> ThreadPoolExecutor:
+    """A pool kept for the process: forests are grown many times (every inner split)."""
+    return ThreadPoolExecutor(n_threads, thread_name_prefix="radiopath-forest")
 
 
 def _bootstrap_counts(seeds: np.ndarray, n: int) -> np.ndarray:
