@@ -180,21 +180,38 @@ def _torch_fsvm(preps, cfg, device, seed) -> list[FittedModel]:
             survival_ranks(p.train_time, seed), dtype=DTYPE, device=device
         )
     fi, si, gi = _grid_problems(F, S, G, device)
-    a = torch.as_tensor(alphas, dtype=DTYPE, device=device)[gi]
-    res = fit_survival_svm(
-        P["X"][fi],
-        ranks[fi],
-        P["event"][fi].to(DTYPE),
-        a,
-        sample_weight=P["train_w"][fi, si],
-        feature_mask=P["fmask"][fi],
-        max_iter=int(cfg["fsvm"]["torch_max_iter"]),
-        tol=float(cfg["fsvm"]["torch_tol"]),
-        device=device,
-    )
-    risk = -torch.bmm(P["X"][fi], res.coef.unsqueeze(-1)).squeeze(-1)
-    chosen = _choose_by_inner_cv(risk, res.failed, P, fi, si, alphas, fallback=min(alphas))
+    coef, failed = _svm_grid_path(P, ranks, fi, si, gi, alphas, cfg)
+    risk = -torch.bmm(P["X"][fi], coef.unsqueeze(-1)).squeeze(-1)
+    chosen = _choose_by_inner_cv(risk, failed, P, fi, si, alphas, fallback=min(alphas))
     return _torch_refit("fsvm", preps, P, chosen, cfg, device, seed)
+
+
+def _svm_grid_path(P, ranks, fi, si, gi, alphas, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """The survival SVM of every (fold, inner split, alpha) problem: ``(coef, failed)``.
+
+    The alphas are solved in increasing order, each from the solution of the one before
+    for the same inner split (a warm start: fewer Newton steps, the same minimiser).
+    """
+    coef = torch.zeros(len(fi), P["d"], dtype=DTYPE, device=fi.device)
+    failed = torch.zeros(len(fi), dtype=torch.bool, device=fi.device)
+    init = None
+    for g in sorted(range(len(alphas)), key=lambda k: alphas[k]):
+        idx = torch.nonzero(gi == g).squeeze(1)
+        res = fit_survival_svm(
+            P["X"][fi[idx]],
+            ranks[fi[idx]],
+            P["event"][fi[idx]].to(DTYPE),
+            alphas[g],
+            sample_weight=P["train_w"][fi[idx], si[idx]],
+            feature_mask=P["fmask"][fi[idx]],
+            max_iter=int(cfg["fsvm"]["torch_max_iter"]),
+            tol=float(cfg["fsvm"]["torch_tol"]),
+            init=init,
+            device=fi.device,
+        )
+        coef[idx], failed[idx] = res.coef, res.failed
+        init = torch.where(res.failed.unsqueeze(1), torch.zeros_like(res.coef), res.coef)
+    return coef, failed
 
 
 def _torch_refit(model, preps, P, chosen, cfg, device, seed) -> list[FittedModel]:

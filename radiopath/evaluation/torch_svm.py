@@ -70,6 +70,7 @@ def fit_survival_svm(
     max_iter: int = 100,
     tol: float = 1e-10,
     chunk: int | None = 32,
+    init=None,
     device="auto",
 ) -> SurvivalSVMFit:
     r"""The ranking objective of ``FastSurvivalSVM`` (``rank_ratio=1``) for B problems.
@@ -85,7 +86,8 @@ def fit_survival_svm(
     steps, :math:`H = I + \alpha X^\top L X` with L the Laplacian of the active pairs, with
     backtracking, until the gradient's infinity norm is below ``tol`` (relative to 1 + |f|).
     ``chunk`` solves that many problems at a time: their ``[chunk, n, n]`` pair tensors stay
-    in the CPU's cache, where the whole batch's would not.
+    in the CPU's cache, where the whole batch's would not. ``init`` (``[B, p]``) starts
+    Newton from given coefficients, e.g. the solution of a neighbouring ``alpha``.
     """
     device = resolve_device(device)
     X, event = as_tensor(X, device), as_tensor(event, device)
@@ -120,6 +122,7 @@ def fit_survival_svm(
                 feature_mask=fmask[s : s + chunk],
                 max_iter=max_iter,
                 tol=tol,
+                init=None if init is None else init[s : s + chunk],
                 device=device,
             )
             for s in range(0, B, chunk)
@@ -142,7 +145,14 @@ def fit_survival_svm(
     # with more features than samples, Newton runs in the n-dimensional span of the samples
     kernel = p > n
     K = torch.bmm(X, X.transpose(1, 2)) if kernel else None
-    coef = torch.zeros(B, n if kernel else p, dtype=DTYPE, device=device)
+    if init is None:
+        coef = torch.zeros(B, n if kernel else p, dtype=DTYPE, device=device)
+    elif kernel:
+        # the minimum-norm dual coefficients of the given w = X^T u
+        u = torch.linalg.lstsq(X.transpose(1, 2), as_tensor(init, device).unsqueeze(-1))
+        coef = u.solution.squeeze(-1)
+    else:
+        coef = as_tensor(init, device) * fmask
 
     def terms(c, Xs, Ks, Ps, a):
         f = torch.bmm(Ks if kernel else Xs, c.unsqueeze(-1)).squeeze(-1)

@@ -7,6 +7,8 @@ drawn at random): the C-index over seeds, and the survival functions.
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from sksurv.ensemble import RandomSurvivalForest
@@ -98,7 +100,7 @@ def test_depth_grid_read_off_one_forest_equals_refits(whas500_split):
     assert not np.allclose(risks[0], risks[2])
 
 
-def test_threads_and_refits_are_reproducible(whas500_split):
+def test_threads_refits_and_pickles_are_reproducible(whas500_split):
     Xtr, ytr, Xte, _ = whas500_split
     kw = dict(n_estimators=9, max_depth=5, random_state=1, **LEAF)
     a = NumbaRandomSurvivalForest(n_jobs=1, **kw).fit(Xtr, ytr)
@@ -106,6 +108,12 @@ def test_threads_and_refits_are_reproducible(whas500_split):
     np.testing.assert_array_equal(a.predict(Xte), b.predict(Xte))
     other = NumbaRandomSurvivalForest(n_jobs=1, **{**kw, "random_state": 2}).fit(Xtr, ytr)
     assert not np.array_equal(a.predict(Xte), other.predict(Xte))
+    # kept whole by the evaluation's unit cache
+    back = pickle.loads(pickle.dumps(a))
+    np.testing.assert_array_equal(
+        back.predict_survival_function(Xte, return_array=True),
+        a.predict_survival_function(Xte, return_array=True),
+    )
 
 
 def test_step_functions_and_checks(whas500_split):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from sksurv.metrics import concordance_index_censored
 
@@ -61,3 +62,16 @@ def test_survival_svm_in_chunks_is_the_whole_batch():
     chunked = fit_survival_svm(*args, chunk=5, **kw)
     torch.testing.assert_close(chunked.coef, whole.coef)
     assert bool(whole.converged.all())
+
+
+@pytest.mark.parametrize("p", [5, 60])  # Newton in feature space, and in sample space
+def test_survival_svm_warm_start_reaches_the_same_minimiser(p):
+    X, time, event, group, member = _problems(p=p)
+    ranks = torch.as_tensor(np.argsort(np.argsort(time.numpy(), 1), 1)).double()
+    args = (X[group], ranks[group], event[group].double())
+    kw = dict(sample_weight=member.double(), max_iter=50, tol=1e-10, device="cpu")
+    neighbour = fit_survival_svm(*args, 0.25, **kw)
+    cold = fit_survival_svm(*args, 1.0, **kw)
+    warm = fit_survival_svm(*args, 1.0, init=neighbour.coef, **kw)
+    torch.testing.assert_close(warm.coef, cold.coef)
+    assert warm.n_iter < cold.n_iter
