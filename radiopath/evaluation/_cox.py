@@ -84,6 +84,19 @@ def _feature_mask(mask, B: int, p: int, device) -> torch.Tensor:
     return m.unsqueeze(0).expand(B, -1).clone() if m.dim() == 1 else m
 
 
+def start_coefficients(init, X: torch.Tensor, kernel: bool, fmask: torch.Tensor) -> torch.Tensor:
+    """Newton's starting point from given coefficients ``init`` (``[B, p]``).
+
+    In feature space ``init`` itself (padded features at 0); in sample space (``kernel``,
+    :math:`\\beta = X^\\top u`) the least-squares ``u`` of :math:`X^\\top u = \\beta`, exact
+    for a ``beta`` that lies in the span of the samples, as every ridge solution does.
+    """
+    beta = as_tensor(init, X.device) * fmask
+    if not kernel:
+        return beta
+    return torch.linalg.lstsq(X.transpose(1, 2), beta.unsqueeze(-1)).solution.squeeze(-1)
+
+
 class CoxBatch:
     """A batch of Cox problems, sorted once by decreasing time.
 

@@ -152,20 +152,26 @@ def _torch_coxph(preps, cfg, device, seed) -> list[FittedModel]:
     alphas = [float(a) for a in cfg["coxph"]["alpha"]]
     G = len(alphas)
     fi, si, gi = _grid_problems(F, S, G, device)
-    a = torch.as_tensor(alphas, dtype=DTYPE, device=device)[gi]
-    res = fit_cox_ridge(
-        P["X"][fi],
-        P["time"][fi],
-        P["event"][fi],
-        a,
-        sample_weight=P["train_w"][fi, si],
-        feature_mask=P["fmask"][fi],
-        n_iter=int(cfg["coxph"]["n_iter"]),
-        tol=float(cfg["coxph"]["tol"]),
-        device=device,
-    )
-    risk = torch.bmm(P["X"][fi], res.coef.unsqueeze(-1)).squeeze(-1)
-    chosen = _choose_by_inner_cv(risk, res.failed, P, fi, si, alphas, fallback=max(alphas))
+
+    def solve(idx, alpha, init):
+        return fit_cox_ridge(
+            P["X"][fi[idx]],
+            P["time"][fi[idx]],
+            P["event"][fi[idx]],
+            alpha,
+            sample_weight=P["train_w"][fi[idx], si[idx]],
+            feature_mask=P["fmask"][fi[idx]],
+            n_iter=int(cfg["coxph"]["n_iter"]),
+            tol=float(cfg["coxph"]["tol"]),
+            init=init,
+            device=device,
+        )
+
+    # a large ridge penalty shrinks the solution towards 0
+    order = sorted(range(G), key=lambda k: -alphas[k])
+    coef, failed = _warm_path(solve, gi, alphas, order, len(fi), P["d"], device)
+    risk = torch.bmm(P["X"][fi], coef.unsqueeze(-1)).squeeze(-1)
+    chosen = _choose_by_inner_cv(risk, failed, P, fi, si, alphas, fallback=max(alphas))
     return _torch_refit("coxph", preps, P, chosen, cfg, device, seed)
 
 
@@ -180,35 +186,43 @@ def _torch_fsvm(preps, cfg, device, seed) -> list[FittedModel]:
             survival_ranks(p.train_time, seed), dtype=DTYPE, device=device
         )
     fi, si, gi = _grid_problems(F, S, G, device)
-    coef, failed = _svm_grid_path(P, ranks, fi, si, gi, alphas, cfg)
-    risk = -torch.bmm(P["X"][fi], coef.unsqueeze(-1)).squeeze(-1)
-    chosen = _choose_by_inner_cv(risk, failed, P, fi, si, alphas, fallback=min(alphas))
-    return _torch_refit("fsvm", preps, P, chosen, cfg, device, seed)
 
-
-def _svm_grid_path(P, ranks, fi, si, gi, alphas, cfg) -> tuple[torch.Tensor, torch.Tensor]:
-    """The survival SVM of every (fold, inner split, alpha) problem: ``(coef, failed)``.
-
-    The alphas are solved in increasing order, each from the solution of the one before
-    for the same inner split (a warm start: fewer Newton steps, the same minimiser).
-    """
-    coef = torch.zeros(len(fi), P["d"], dtype=DTYPE, device=fi.device)
-    failed = torch.zeros(len(fi), dtype=torch.bool, device=fi.device)
-    init = None
-    for g in sorted(range(len(alphas)), key=lambda k: alphas[k]):
-        idx = torch.nonzero(gi == g).squeeze(1)
-        res = fit_survival_svm(
+    def solve(idx, alpha, init):
+        return fit_survival_svm(
             P["X"][fi[idx]],
             ranks[fi[idx]],
             P["event"][fi[idx]].to(DTYPE),
-            alphas[g],
+            alpha,
             sample_weight=P["train_w"][fi[idx], si[idx]],
             feature_mask=P["fmask"][fi[idx]],
             max_iter=int(cfg["fsvm"]["torch_max_iter"]),
             tol=float(cfg["fsvm"]["torch_tol"]),
             init=init,
-            device=fi.device,
+            device=device,
         )
+
+    # a small alpha weighs the ranking loss little: its solution is close to 0
+    order = sorted(range(G), key=lambda k: alphas[k])
+    coef, failed = _warm_path(solve, gi, alphas, order, len(fi), P["d"], device)
+    risk = -torch.bmm(P["X"][fi], coef.unsqueeze(-1)).squeeze(-1)
+    chosen = _choose_by_inner_cv(risk, failed, P, fi, si, alphas, fallback=min(alphas))
+    return _torch_refit("fsvm", preps, P, chosen, cfg, device, seed)
+
+
+def _warm_path(solve, gi, alphas, order, n_problems, d, device):
+    """Every (fold, inner split, alpha) problem, one alpha after the other: ``(coef, failed)``.
+
+    ``solve(idx, alpha, init)`` fits the problems ``idx`` (all inner splits of every fold,
+    in the same order for each alpha) at ``alpha``, starting from ``init`` -- the solutions
+    at the alpha before (a warm start: fewer Newton steps to the same minimiser). ``order``
+    lists the alpha indices, from the easiest problems (closest to 0) on.
+    """
+    coef = torch.zeros(n_problems, d, dtype=DTYPE, device=device)
+    failed = torch.zeros(n_problems, dtype=torch.bool, device=device)
+    init = None
+    for g in order:
+        idx = torch.nonzero(gi == g).squeeze(1)
+        res = solve(idx, alphas[g], init)
         coef[idx], failed[idx] = res.coef, res.failed
         init = torch.where(res.failed.unsqueeze(1), torch.zeros_like(res.coef), res.coef)
     return coef, failed

@@ -21,6 +21,7 @@ from radiopath.evaluation._cox import (
     _feature_mask,
     as_tensor,
     resolve_device,
+    start_coefficients,
 )
 
 __all__ = ["CoxFit", "CoxnetPath", "fit_cox_ridge", "fit_coxnet_path"]
@@ -49,6 +50,7 @@ def fit_cox_ridge(
     feature_mask=None,
     n_iter: int = 100,
     tol: float = 1e-9,
+    init=None,
     device="auto",
 ) -> CoxFit:
     r"""Ridge-penalised Cox regression for B problems at once, by damped Newton-Raphson.
@@ -74,6 +76,9 @@ def fit_cox_ridge(
         ``[B, n]`` 0/1 membership of samples in each problem (inner folds).
     feature_mask
         ``[p]`` or ``[B, p]`` 0/1: padded features are held at 0.
+    init
+        ``[B, p]`` starting coefficients (e.g. the solution of a neighbouring ``alpha``);
+        None starts at 0.
     """
     device = resolve_device(device)
     X, time, event = as_tensor(X, device), as_tensor(time, device), as_tensor(event, device)
@@ -85,7 +90,10 @@ def fit_cox_ridge(
     # with more features than samples, Newton runs in the n-dimensional span of the samples
     kernel = p > batch.n_samples
     K = torch.bmm(batch.X, batch.X.transpose(1, 2)) if kernel else None
-    coef = torch.zeros(B, batch.n_samples if kernel else p, dtype=DTYPE, device=device)
+    if init is None:
+        coef = torch.zeros(B, batch.n_samples if kernel else p, dtype=DTYPE, device=device)
+    else:
+        coef = start_coefficients(init, batch.X, kernel, fmask)
 
     def loss_of(sub, c, a, k):
         if kernel:

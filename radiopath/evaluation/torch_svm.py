@@ -19,6 +19,7 @@ from radiopath.evaluation._cox import (
     _feature_mask,
     as_tensor,
     resolve_device,
+    start_coefficients,
 )
 
 __all__ = ["SurvivalSVMFit", "fit_survival_svm", "survival_ranks"]
@@ -147,12 +148,8 @@ def fit_survival_svm(
     K = torch.bmm(X, X.transpose(1, 2)) if kernel else None
     if init is None:
         coef = torch.zeros(B, n if kernel else p, dtype=DTYPE, device=device)
-    elif kernel:
-        # the minimum-norm dual coefficients of the given w = X^T u
-        u = torch.linalg.lstsq(X.transpose(1, 2), as_tensor(init, device).unsqueeze(-1))
-        coef = u.solution.squeeze(-1)
     else:
-        coef = as_tensor(init, device) * fmask
+        coef = start_coefficients(init, X, kernel, fmask)
 
     def terms(c, Xs, Ks, Ps, a):
         f = torch.bmm(Ks if kernel else Xs, c.unsqueeze(-1)).squeeze(-1)

@@ -8,7 +8,7 @@ import torch
 from sksurv.metrics import concordance_index_censored
 
 from radiopath.evaluation.torch_backend import _harrell_cv
-from radiopath.evaluation.torch_cox import fit_coxnet_path
+from radiopath.evaluation.torch_cox import fit_cox_ridge, fit_coxnet_path
 from radiopath.evaluation.torch_svm import fit_survival_svm
 
 
@@ -75,3 +75,15 @@ def test_survival_svm_warm_start_reaches_the_same_minimiser(p):
     warm = fit_survival_svm(*args, 1.0, init=neighbour.coef, **kw)
     torch.testing.assert_close(warm.coef, cold.coef)
     assert warm.n_iter < cold.n_iter
+
+
+@pytest.mark.parametrize("p", [5, 60])  # Newton in feature space, and in sample space
+def test_ridge_cox_warm_start_reaches_the_same_minimiser(p):
+    X, time, event, group, member = _problems(p=p)
+    args = (X[group], time[group], event[group])
+    kw = dict(sample_weight=member.double(), n_iter=100, tol=1e-12, device="cpu")
+    neighbour = fit_cox_ridge(*args, 10.0, **kw)
+    cold = fit_cox_ridge(*args, 1.0, **kw)
+    warm = fit_cox_ridge(*args, 1.0, init=neighbour.coef, **kw)
+    torch.testing.assert_close(warm.coef, cold.coef, atol=1e-7, rtol=0)
+    assert bool(warm.converged.all()) and warm.n_iter < cold.n_iter
