@@ -193,6 +193,18 @@ def _split_node(X, seg, weight, terms, min_leaf, max_features, features):
 
 
 @njit(cache=True)
+def _partition(samples, lo, hi, X, f, threshold):
+    """Stable partition of ``samples[lo:hi]`` into ``x_f <= threshold`` and the rest, in
+    place (each part keeps its time order); returns where the right part starts."""
+    seg = samples[lo:hi]
+    goes_left = np.empty(hi - lo, dtype=np.bool_)
+    for k in range(hi - lo):
+        goes_left[k] = X[seg[k], f] <= threshold
+    samples[lo:hi] = np.concatenate((seg[goes_left], seg[~goes_left]))
+    return lo + int(goes_left.sum())
+
+
+@njit(cache=True)
 def _grow_tree(
     X, time_idx, event, weight, is_event_time, max_depth, min_samples_split, min_samples_leaf,
     max_features, seed, out_feature, out_threshold, out_left, out_right, out_risk, out_start,
@@ -223,12 +235,7 @@ def _grow_tree(
         if depth[node] < max_depth and s >= min_samples_split and s >= 2 * min_samples_leaf:
             f, thr = _split_node(X, seg, weight, terms, min_samples_leaf, max_features, features)
             if f >= 0:
-                goes_left = np.empty(s, dtype=np.bool_)
-                for k in range(s):
-                    goes_left[k] = X[seg[k], f] <= thr
-                mid = lo + int(goes_left.sum())
-                # stable partition of the node's slice, in place
-                samples[lo:hi] = np.concatenate((seg[goes_left], seg[~goes_left]))
+                mid = _partition(samples, lo, hi, X, f, thr)
                 out_start[n_nodes], out_end[n_nodes] = lo, mid
                 out_start[n_nodes + 1], out_end[n_nodes + 1] = mid, hi
                 depth[n_nodes] = depth[n_nodes + 1] = depth[node] + 1

@@ -131,8 +131,24 @@ class NumbaRandomSurvivalForest(BaseEstimator):
         # scikit-learn's draws: one seed per tree, the bootstrap sample from that seed
         seeds = np.array([rng.randint(_MAX_INT) for _ in range(int(self.n_estimators))])
         weights = _bootstrap_counts(seeds, n) if self.bootstrap else np.ones((len(seeds), n))
-        max_depth = _UNLIMITED if self.max_depth is None else int(self.max_depth)
-        T, cap = len(seeds), 2 * n + 1  # a split leaves a sample on each side
+        args = (
+            X,
+            time_idx.astype(np.int64),
+            event.astype(np.bool_),
+            weights,
+            seeds.astype(np.int64),
+            self.is_event_time_,
+            _UNLIMITED if self.max_depth is None else int(self.max_depth),
+            int(self.min_samples_split),
+            int(self.min_samples_leaf),
+            self.max_features_,
+        )
+        self._store(self._grow(args, len(seeds), n), time_idx, event, weights)
+        return self
+
+    def _grow(self, args: tuple, T: int, n: int) -> dict:
+        """Grow the T trees (:func:`._forest_kernels.grow_trees`), split over threads."""
+        cap = 2 * n + 1  # a split leaves a sample on each side: at most n leaves
         grown = {
             "n_nodes": np.zeros(T, dtype=np.int64),
             "feature": np.full((T, cap), -1, dtype=np.int64),
@@ -144,31 +160,16 @@ class NumbaRandomSurvivalForest(BaseEstimator):
             "end": np.zeros((T, cap), dtype=np.int64),
             "order": np.zeros((T, n), dtype=np.int64),
         }
-        args = (
-            X,
-            time_idx.astype(np.int64),
-            event.astype(np.bool_),
-            weights,
-            seeds.astype(np.int64),
-            self.is_event_time_,
-            max_depth,
-            int(self.min_samples_split),
-            int(self.min_samples_leaf),
-            self.max_features_,
-        )
         bounds = np.linspace(0, T, min(self._n_threads(), T) + 1).astype(int)
         ranges = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
         if len(ranges) == 1:
             kernels.grow_trees(*args, 0, T, *grown.values())
-        else:
-            pool = _thread_pool(len(ranges))
-            done = [
-                pool.submit(kernels.grow_trees, *args, a, b, *grown.values()) for a, b in ranges
-            ]
-            for job in done:
-                job.result()
-        self._store(grown, time_idx, event, weights)
-        return self
+            return grown
+        pool = _thread_pool(len(ranges))
+        done = [pool.submit(kernels.grow_trees, *args, a, b, *grown.values()) for a, b in ranges]
+        for job in done:
+            job.result()
+        return grown
 
     def _n_threads(self) -> int:
         if self.n_jobs is None:
