@@ -9,6 +9,8 @@ aggregator. Prints a table of wall-clock seconds per aggregator and model and th
     python benchmarks/bench_evaluation.py                 # both backends, 3 aggregators
     python benchmarks/bench_evaluation.py --backends torch --device cuda
     python benchmarks/bench_evaluation.py --aggregators mean --folds 2   # quick look
+    python benchmarks/bench_evaluation.py --backends torch --aggregators sparra --dim 128 \
+        --together                      # the 19 studies of one aggregator in one call
 
 Timings on a shared machine are noisy; run the two backends back to back.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import time
 
 import numpy as np
@@ -43,6 +46,11 @@ def main() -> None:
     ap.add_argument(
         "--summary", action="store_true", help="print the 19-study summary of each backend"
     )
+    ap.add_argument(
+        "--together",
+        action="store_true",
+        help="all models of an aggregator in one evaluate_folds call (as a user runs it)",
+    )
     args = ap.parse_args()
 
     aggregators = args.aggregators.split(",")
@@ -66,18 +74,18 @@ def main() -> None:
         config = {"n_jobs": args.n_jobs, "rsf": {"n_jobs": args.n_jobs}}
         frames = []
         for a in aggregators:
-            for m in models:
-                t0 = time.perf_counter()
+            for m in [",".join(models)] if args.together else models:
+                t0, c0 = time.perf_counter(), time.process_time()
                 res = evaluate_folds(
                     data[a],
                     aggregator=a,
                     modalities="wsi+ct",
-                    models=[m],
+                    models=m.split(","),
                     backend=backend,
                     config=config,
                     device=args.device,
                 )
-                dt = time.perf_counter() - t0
+                dt, cpu = time.perf_counter() - t0, time.process_time() - c0
                 frames.append(res.metrics)
                 ci = res.metrics.query("metric == 'c_index'")["value"].mean()
                 rows.append(
@@ -86,11 +94,15 @@ def main() -> None:
                         "aggregator": a,
                         "model": m,
                         "seconds": dt,
+                        "cpu_seconds": cpu,
                         "c_index": ci,
                         "failed": int(res.metrics["value"].isna().sum()),
                     }
                 )
-                print(f"{backend:>6} {a:>7} {m:>6}: {dt:7.1f} s  C-index {ci:.3f}", flush=True)
+                print(
+                    f"{backend:>6} {a:>7} {m:>6}: {dt:7.1f} s  (CPU {cpu:5.1f} s)  C-index {ci:.3f}",
+                    flush=True,
+                )
         metrics[backend] = pd.concat(frames, ignore_index=True)
     table = pd.DataFrame(rows)
     per_model = table.pivot_table(index="model", columns="backend", values="seconds", aggfunc="sum")
@@ -114,6 +126,8 @@ def main() -> None:
     print(
         f"\nper-fold mean seconds: {np.round(table.groupby('backend')['seconds'].sum() / args.folds, 2).to_dict()}"
     )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak resident memory {peak:.0f} MiB; load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

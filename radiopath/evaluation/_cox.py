@@ -70,6 +70,19 @@ def _feature_mask(mask, B: int, p: int, device) -> torch.Tensor:
     return m.unsqueeze(0).expand(B, -1).clone() if m.dim() == 1 else m
 
 
+def start_coefficients(init, X: torch.Tensor, kernel: bool, fmask: torch.Tensor) -> torch.Tensor:
+    """Newton's starting point from given coefficients ``init`` (``[B, p]``).
+
+    In feature space ``init`` itself (padded features at 0); in sample space (``kernel``,
+    :math:`\\beta = X^\\top u`) the least-squares ``u`` of :math:`X^\\top u = \\beta`, exact
+    for a ``beta`` that lies in the span of the samples, as every ridge solution does.
+    """
+    beta = as_tensor(init, X.device) * fmask
+    if not kernel:
+        return beta
+    return torch.linalg.lstsq(X.transpose(1, 2), beta.unsqueeze(-1)).solution.squeeze(-1)
+
+
 class CoxBatch:
     """A batch of Cox problems, sorted once by decreasing time.
 
@@ -105,28 +118,35 @@ class CoxBatch:
             time = time.unsqueeze(0).expand(B, -1)
         if event.dim() == 1:
             event = event.unsqueeze(0).expand(B, -1)
+        self._sort_outcomes(time, event, weight)
+        p = X.shape[-1]
+        self.X = torch.gather(X, 1, self.order.unsqueeze(-1).expand(-1, -1, p))
+        self.batch_size, self.n_samples, self.n_features = self.X.shape
+
+    def _sort_outcomes(self, time, event, weight) -> None:
+        """Samples by decreasing time: order, time, weight, event, tie groups, sizes."""
         if weight is None:
-            weight = torch.ones(time.shape, dtype=X.dtype, device=X.device)
+            weight = torch.ones(time.shape, dtype=DTYPE, device=time.device)
         order = torch.argsort(-time, dim=1, stable=True)
         self.order = order
         self.time = torch.gather(time, 1, order)
-        self.weight = torch.gather(weight.to(X.dtype), 1, order)
-        self.event = torch.gather(event.to(X.dtype), 1, order) * self.weight
-        p = X.shape[-1]
-        self.X = torch.gather(X, 1, order.unsqueeze(-1).expand(-1, -1, p))
+        self.weight = torch.gather(weight.to(DTYPE), 1, order)
+        self.event = torch.gather(event.to(DTYPE), 1, order) * self.weight
         key = (-self.time).contiguous()
         # Tie groups: the risk set of sample i is every j with t_j >= t_i.
         self.end = torch.searchsorted(key, key, right=True) - 1
         self.start = torch.searchsorted(key, key, right=False)
         self.n = self.weight.sum(1)
-        self.batch_size, self.n_samples, self.n_features = self.X.shape
+
+    _PER_PROBLEM = ("order", "time", "weight", "event", "X", "end", "start", "n")
 
     def select(self, idx: torch.Tensor) -> CoxBatch:
         """The sub-batch of problems ``idx`` (already sorted; nothing is recomputed)."""
-        sub = object.__new__(CoxBatch)
-        for name in ("order", "time", "weight", "event", "X", "end", "start", "n"):
+        sub = object.__new__(type(self))
+        sub.__dict__.update(self.__dict__)
+        for name in self._PER_PROBLEM:
             setattr(sub, name, getattr(self, name)[idx])
-        sub.batch_size, sub.n_samples, sub.n_features = sub.X.shape
+        sub.batch_size = int(idx.numel())
         return sub
 
     def nll_grad_from_eta(self, eta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,8 +163,7 @@ class CoxBatch:
         v = event / safe_s0
         c = torch.gather(torch.flip(torch.cumsum(torch.flip(v, [1]), 1), [1]), 1, self.start)
         resid = event - w * c
-        grad = -torch.bmm(self.X.transpose(1, 2), resid.unsqueeze(-1)).squeeze(-1)
-        return nll, grad
+        return nll, -self.xt_dot(resid)
 
     def nll_from_eta(self, eta: torch.Tensor) -> torch.Tensor:
         w, shift = self._exp(eta)
@@ -153,7 +172,12 @@ class CoxBatch:
         return -(self.event * (eta - log_s0)).sum(1)
 
     def linear_predictor(self, beta: torch.Tensor) -> torch.Tensor:
+        """:math:`X\\beta`: ``[B, p]`` -> ``[B, n]``."""
         return torch.bmm(self.X, beta.unsqueeze(-1)).squeeze(-1)
+
+    def xt_dot(self, r: torch.Tensor) -> torch.Tensor:
+        """:math:`X^\\top r`: ``[B, n]`` -> ``[B, p]``."""
+        return torch.bmm(self.X.transpose(1, 2), r.unsqueeze(-1)).squeeze(-1)
 
     def _exp(self, eta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         active = self.weight > 0
@@ -186,8 +210,7 @@ class CoxBatch:
         if not hessian:
             # d(-l)/d eta_j = -delta_j + e^{eta_j} c_j: one [B, n] residual, one product
             resid = event - w * c
-            grad = -torch.bmm(X.transpose(1, 2), resid.unsqueeze(-1)).squeeze(-1)
-            return nll, grad, None
+            return nll, -self.xt_dot(resid), None
         idx = self.end.unsqueeze(-1).expand(-1, -1, self.n_features)
         s1 = torch.gather(torch.cumsum(w.unsqueeze(-1) * X, 1), 1, idx)
         xbar = s1 / safe_s0.unsqueeze(-1)
@@ -208,15 +231,13 @@ class CoxBatch:
         safe_s0 = torch.where(self.event > 0, s0, torch.ones_like(s0))
         v = self.event / safe_s0
         c = torch.gather(torch.flip(torch.cumsum(torch.flip(v, [1]), 1), [1]), 1, self.start)
-        a = (w * c).unsqueeze(-1)
-        u = torch.ones(
-            self.batch_size, self.n_features, 1, dtype=self.X.dtype, device=self.X.device
-        )
-        lam = torch.zeros(self.batch_size, dtype=self.X.dtype, device=self.X.device)
+        a = w * c
+        u = torch.ones(self.batch_size, self.n_features, dtype=DTYPE, device=a.device)
+        lam = torch.zeros(self.batch_size, dtype=DTYPE, device=a.device)
         for _ in range(n_power):
-            hu = torch.bmm(self.X.transpose(1, 2), a * torch.bmm(self.X, u))
-            lam = hu.norm(dim=1).squeeze(-1)
-            u = hu / lam.clamp_min(1e-300).view(-1, 1, 1)
+            hu = self.xt_dot(a * self.linear_predictor(u))
+            lam = hu.norm(dim=1)
+            u = hu / lam.clamp_min(1e-300).unsqueeze(1)
         return lam * 1.05
 
     def null_deviance_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,8 +248,80 @@ class CoxBatch:
         """
         n = self.n
         active = self.weight > 0
-        position = torch.cumsum(active.to(self.X.dtype), 1)
+        position = torch.cumsum(active.to(DTYPE), 1)
         loglik_null = -(self.event * torch.log(position.clamp_min(1.0) / n.unsqueeze(1))).sum(1) / n
         n_events = self.event.sum(1)
         loglik_sat = -n_events / n * torch.log(1.0 / n)
         return loglik_sat, loglik_null
+
+
+class GroupedCoxBatch(CoxBatch):
+    """Cox problems on shared designs, column-centred per problem, sorted once.
+
+    Problem b is the rows of ``X[group[b]]`` with 0/1 sample weights ``weight[b]``, its
+    columns centred on its own samples: :math:`\\tilde X_b = W_b (X_g - 1 \\mu_b^\\top)`.
+    The inner folds and grid points of one outer fold share that fold's design, so the
+    design is stored and multiplied once per fold (one matrix product for all its
+    problems) instead of once per problem:
+    :math:`\\tilde X_b \\beta = w_b \\odot (X_g\\beta - \\mu_b^\\top\\beta)` and
+    :math:`\\tilde X_b^\\top r = X_g^\\top (w_b \\odot r) - \\mu_b \\sum_i w_{bi} r_i`.
+
+    Parameters
+    ----------
+    X
+        ``[G, n, p]`` designs.
+    group
+        ``[B]`` the design of each problem.
+    time, event, weight
+        ``[B, n]``; the problems of one design must have the same times (one sort order).
+    """
+
+    _PER_PROBLEM = ("order", "time", "weight", "event", "end", "start", "n", "group", "mean")
+
+    def __init__(self, X, group, time, event, weight=None) -> None:
+        self._sort_outcomes(time, event, weight)
+        self.group = group
+        designs = torch.unique(group)
+        first = {int(g): int(torch.nonzero(group == g)[0, 0]) for g in designs}
+        order = self.order[list(first.values())]
+        if not torch.equal(self.order, order[torch.searchsorted(designs, group)]):
+            raise ValueError("problems that share a design must share their times")
+        p = X.shape[-1]
+        self.X = torch.zeros(X.shape[0], X.shape[1], p, dtype=DTYPE, device=X.device)
+        self.X[designs] = torch.gather(X[designs], 1, order.unsqueeze(-1).expand(-1, -1, p))
+        self.batch_size, self.n_samples, self.n_features = group.shape[0], X.shape[1], p
+        self._index_designs()
+        self.mean = torch.zeros(self.batch_size, p, dtype=DTYPE, device=X.device)
+        for g, idx in self.designs:
+            self.mean[idx] = self.weight[idx] @ self.X[g] / self.n[idx].unsqueeze(1)
+
+    def _index_designs(self) -> None:
+        """``designs``: ``(design, problem indices)`` of every design this batch uses."""
+        self.designs = [
+            (g, torch.nonzero(self.group == g).squeeze(1))
+            for g in torch.unique(self.group).tolist()
+        ]
+
+    def select(self, idx: torch.Tensor) -> GroupedCoxBatch:
+        sub = super().select(idx)
+        sub._index_designs()
+        return sub
+
+    def linear_predictor(self, beta: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(beta.shape[0], self.n_samples, dtype=DTYPE, device=beta.device)
+        for g, idx in self.designs:
+            out[idx] = beta[idx] @ self.X[g].T
+        out -= (self.mean * beta).sum(1, keepdim=True)
+        return out * self.weight
+
+    def xt_dot(self, r: torch.Tensor) -> torch.Tensor:
+        wr = r * self.weight
+        out = torch.empty(r.shape[0], self.n_features, dtype=DTYPE, device=r.device)
+        for g, idx in self.designs:
+            out[idx] = wr[idx] @ self.X[g]
+        return out - self.mean * wr.sum(1, keepdim=True)
+
+    def derivatives(self, beta, hessian: bool = True):
+        if hessian:
+            raise NotImplementedError("GroupedCoxBatch computes gradients only")
+        return super().derivatives(beta, hessian=False)

@@ -67,6 +67,10 @@ DEFAULT_CONFIG: dict = {
         # "grid": GridSearchCV refits a forest per depth; "truncate": one deep forest per
         # inner fold read at every depth; "auto": grid with backend sksurv, truncate with torch
         "cv_strategy": "auto",
+        # "sksurv": scikit-survival's forest; "numba": the compiled forest of the same
+        # estimators and split rule (numba_forest.py; several times faster, equal in
+        # distribution); "auto": sksurv with backend sksurv, numba with torch
+        "engine": "auto",
     },
     "coxph": {"alpha": [0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0], "n_iter": 100, "tol": 1e-9},
     "coxnet": {

@@ -12,8 +12,9 @@ For each outer fold (the aggregator is not refit; its fold embeddings are used a
 Two backends run the same protocol. ``"sksurv"`` is scikit-survival's estimators in
 ``GridSearchCV`` (the reference); ``"torch"`` solves all inner folds x grid points x outer
 folds of CoxPH, Coxnet and FSVM in one batched torch call each (:mod:`.torch_models`),
-reads the RSF depth grid off one deep forest per inner fold, and computes the metrics with
-:mod:`.torch_metrics`. RSF itself is always scikit-survival's.
+grows RSF with the compiled forest of :mod:`.numba_forest` (scikit-survival's estimators and
+split rule), reads its depth grid off one deep forest per inner fold, and computes the
+metrics with :mod:`.torch_metrics`.
 
 A fit that raises (Coxnet's "weights too large", an overflowing Cox model, a singular
 system) or does not converge is retried with a stronger penalty; if it still fails, its
@@ -262,6 +263,9 @@ def _evaluate(
     strategy = cfg["rsf"]["cv_strategy"]
     if strategy == "auto":
         strategy = "truncate" if backend == "torch" else "grid"
+    engine = cfg["rsf"]["engine"]
+    if engine == "auto":
+        engine = "numba" if backend == "torch" else "sksurv"
     bar = tqdm(
         total=len(models) * len(fittable), desc=f"evaluate {aggregator}", leave=False, disable=None
     )
@@ -285,8 +289,9 @@ def _evaluate(
             bar.update(len(todo))
             continue
         for p in todo:
-            if m == "rsf" and strategy == "truncate":
-                fm = _rsf_truncated(p, cfg, seed)
+            # the compiled forest's truncated trees are the shallower trees: no grid needed
+            if m == "rsf" and (strategy == "truncate" or engine == "numba"):
+                fm = _rsf_truncated(p, cfg, seed, engine)
             else:
                 fm = _fit_sksurv(m, p, cfg, seed)
             fitted[(m, p.fold)] = fm

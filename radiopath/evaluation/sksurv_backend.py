@@ -2,9 +2,10 @@
 
 :func:`_fit_sksurv` runs scikit-survival's estimators in ``GridSearchCV`` over the inner
 splits of a :class:`~radiopath.evaluation.prepare.PreparedFold` and refits the chosen
-parameters with :func:`~radiopath.evaluation.fitting.fit_with_retry`. RSF is always
-scikit-survival's; :func:`_rsf_truncated` reads its depth grid off one deep forest per inner
-fold (:func:`forest_depth_risks`) instead of growing a forest per depth.
+parameters with :func:`~radiopath.evaluation.fitting.fit_with_retry`. :func:`_rsf_truncated`
+reads the RSF depth grid off one deep forest per inner fold (:func:`forest_depth_risks`)
+instead of growing a forest per depth, with scikit-survival's forest or the compiled
+:class:`~radiopath.evaluation.numba_forest.NumbaRandomSurvivalForest`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from radiopath.evaluation.fitting import (
     _select,
     fit_with_retry,
 )
+from radiopath.evaluation.numba_forest import NumbaRandomSurvivalForest
 from radiopath.evaluation.prepare import PreparedFold
 
 log = logging.getLogger(__name__)
@@ -113,19 +115,8 @@ class ReproducibleRandomSurvivalForest(RandomSurvivalForest):
 
 def _make_sksurv(model: str, cfg: Mapping, seed: int):
     if model == "rsf":
-        c = cfg["rsf"]
-
-        def make(**p):
-            return ReproducibleRandomSurvivalForest(
-                n_estimators=int(c["n_estimators"]),
-                min_samples_split=int(c["min_samples_split"]),
-                min_samples_leaf=int(c["min_samples_leaf"]),
-                max_features=c["max_features"],
-                n_jobs=int(c["n_jobs"]),
-                random_state=seed,
-                **p,
-            )
-    elif model == "coxph":
+        return _make_rsf(cfg, seed, "sksurv")
+    if model == "coxph":
 
         def make(**p):
             return CoxPHSurvivalAnalysis(
@@ -258,9 +249,41 @@ def _clean(params: Mapping) -> dict:
 # ----------------------------------------------------------------------------- RSF truncated
 
 
-def _rsf_truncated(prep: PreparedFold, cfg: Mapping, seed: int) -> FittedModel:
-    """RSF with its depth grid read off one deep forest per inner fold, then a real refit."""
-    make = _make_sksurv("rsf", cfg, seed)
+def _make_rsf(cfg: Mapping, seed: int, engine: str):
+    """The forest factory of ``engine``: scikit-survival's or the compiled one (same
+    parameters, same bootstrap samples)."""
+    forests = {"sksurv": ReproducibleRandomSurvivalForest, "numba": NumbaRandomSurvivalForest}
+    if engine not in forests:
+        raise RadiopathInputError(
+            f"unknown RSF engine {engine!r}; expected 'auto', 'sksurv' or 'numba'",
+            field="evaluation.rsf.engine",
+        )
+    c = cfg["rsf"]
+
+    def make(**p):
+        return forests[engine](
+            n_estimators=int(c["n_estimators"]),
+            min_samples_split=int(c["min_samples_split"]),
+            min_samples_leaf=int(c["min_samples_leaf"]),
+            max_features=c["max_features"],
+            n_jobs=int(c["n_jobs"]),
+            random_state=seed,
+            **p,
+        )
+
+    return make
+
+
+def _rsf_truncated(
+    prep: PreparedFold, cfg: Mapping, seed: int, engine: str = "sksurv"
+) -> FittedModel:
+    """RSF with its depth grid read off one deep forest per inner fold, then a real refit.
+
+    ``engine`` is ``"sksurv"`` (scikit-survival's forest) or ``"numba"``
+    (:class:`~radiopath.evaluation.numba_forest.NumbaRandomSurvivalForest`, whose truncated
+    trees are exactly the trees grown to the smaller depth).
+    """
+    make = _make_rsf(cfg, seed, engine)
     depths = list(cfg["rsf"]["max_depth"])
     deepest = None if any(d is None for d in depths) else max(int(d) for d in depths)
     scores = np.full((len(prep.splits), len(depths)), np.nan)
@@ -270,7 +293,10 @@ def _rsf_truncated(prep: PreparedFold, cfg: Mapping, seed: int) -> FittedModel:
         except FIT_ERRORS as exc:
             log.info("rsf fold %d inner split %d failed: %s", prep.fold, s, exc)
             continue
-        risks = forest_depth_risks(forest, prep.X_train[va], depths)
+        if engine == "sksurv":
+            risks = forest_depth_risks(forest, prep.X_train[va], depths)
+        else:
+            risks = forest.depth_risks(prep.X_train[va], depths)
         yv = prep.y_train[va]
         for k in range(len(depths)):
             try:

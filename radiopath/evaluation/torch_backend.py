@@ -38,7 +38,16 @@ def _harrell_cv(
     tied_tol: float = 1e-8,
     chunk: int = 256,
 ) -> torch.Tensor:
-    """Harrell's C of B risk vectors on B validation subsets: ``[B, n]`` -> ``[B]`` (NaN if no pair)."""
+    """Harrell's C of B risk vectors on B validation subsets: ``[B, n]`` -> ``[B]`` (NaN if no pair).
+
+    Only the members of each subset are compared: they are gathered first, so the pairwise
+    work is the validation size squared, not the padded training size squared.
+    """
+    k = max(int(member.sum(1).max()), 1)
+    # each row's members first (stable: in their order), then padding
+    pick = torch.argsort((~member).to(torch.int8), dim=1, stable=True)[:, :k]
+    risk, time = torch.gather(risk, 1, pick), torch.gather(time, 1, pick)
+    event, member = torch.gather(event, 1, pick), torch.gather(member, 1, pick)
     out = []
     for s in range(0, risk.shape[0], chunk):
         r, t, e, m = (
@@ -143,20 +152,26 @@ def _torch_coxph(preps, cfg, device, seed) -> list[FittedModel]:
     alphas = [float(a) for a in cfg["coxph"]["alpha"]]
     G = len(alphas)
     fi, si, gi = _grid_problems(F, S, G, device)
-    a = torch.as_tensor(alphas, dtype=DTYPE, device=device)[gi]
-    res = fit_cox_ridge(
-        P["X"][fi],
-        P["time"][fi],
-        P["event"][fi],
-        a,
-        sample_weight=P["train_w"][fi, si],
-        feature_mask=P["fmask"][fi],
-        n_iter=int(cfg["coxph"]["n_iter"]),
-        tol=float(cfg["coxph"]["tol"]),
-        device=device,
-    )
-    risk = torch.bmm(P["X"][fi], res.coef.unsqueeze(-1)).squeeze(-1)
-    chosen = _choose_by_inner_cv(risk, res.failed, P, fi, si, alphas, fallback=max(alphas))
+
+    def solve(idx, alpha, init):
+        return fit_cox_ridge(
+            P["X"][fi[idx]],
+            P["time"][fi[idx]],
+            P["event"][fi[idx]],
+            alpha,
+            sample_weight=P["train_w"][fi[idx], si[idx]],
+            feature_mask=P["fmask"][fi[idx]],
+            n_iter=int(cfg["coxph"]["n_iter"]),
+            tol=float(cfg["coxph"]["tol"]),
+            init=init,
+            device=device,
+        )
+
+    # a large ridge penalty shrinks the solution towards 0
+    order = sorted(range(G), key=lambda k: -alphas[k])
+    coef, failed = _warm_path(solve, gi, alphas, order, len(fi), P["d"], device)
+    risk = torch.bmm(P["X"][fi], coef.unsqueeze(-1)).squeeze(-1)
+    chosen = _choose_by_inner_cv(risk, failed, P, fi, si, alphas, fallback=max(alphas))
     return _torch_refit("coxph", preps, P, chosen, cfg, device, seed)
 
 
@@ -171,21 +186,46 @@ def _torch_fsvm(preps, cfg, device, seed) -> list[FittedModel]:
             survival_ranks(p.train_time, seed), dtype=DTYPE, device=device
         )
     fi, si, gi = _grid_problems(F, S, G, device)
-    a = torch.as_tensor(alphas, dtype=DTYPE, device=device)[gi]
-    res = fit_survival_svm(
-        P["X"][fi],
-        ranks[fi],
-        P["event"][fi].to(DTYPE),
-        a,
-        sample_weight=P["train_w"][fi, si],
-        feature_mask=P["fmask"][fi],
-        max_iter=int(cfg["fsvm"]["torch_max_iter"]),
-        tol=float(cfg["fsvm"]["torch_tol"]),
-        device=device,
-    )
-    risk = -torch.bmm(P["X"][fi], res.coef.unsqueeze(-1)).squeeze(-1)
-    chosen = _choose_by_inner_cv(risk, res.failed, P, fi, si, alphas, fallback=min(alphas))
+
+    def solve(idx, alpha, init):
+        return fit_survival_svm(
+            P["X"][fi[idx]],
+            ranks[fi[idx]],
+            P["event"][fi[idx]].to(DTYPE),
+            alpha,
+            sample_weight=P["train_w"][fi[idx], si[idx]],
+            feature_mask=P["fmask"][fi[idx]],
+            max_iter=int(cfg["fsvm"]["torch_max_iter"]),
+            tol=float(cfg["fsvm"]["torch_tol"]),
+            init=init,
+            device=device,
+        )
+
+    # a small alpha weighs the ranking loss little: its solution is close to 0
+    order = sorted(range(G), key=lambda k: alphas[k])
+    coef, failed = _warm_path(solve, gi, alphas, order, len(fi), P["d"], device)
+    risk = -torch.bmm(P["X"][fi], coef.unsqueeze(-1)).squeeze(-1)
+    chosen = _choose_by_inner_cv(risk, failed, P, fi, si, alphas, fallback=min(alphas))
     return _torch_refit("fsvm", preps, P, chosen, cfg, device, seed)
+
+
+def _warm_path(solve, gi, alphas, order, n_problems, d, device):
+    """Every (fold, inner split, alpha) problem, one alpha after the other: ``(coef, failed)``.
+
+    ``solve(idx, alpha, init)`` fits the problems ``idx`` (all inner splits of every fold,
+    in the same order for each alpha) at ``alpha``, starting from ``init`` -- the solutions
+    at the alpha before (a warm start: fewer Newton steps to the same minimiser). ``order``
+    lists the alpha indices, from the easiest problems (closest to 0) on.
+    """
+    coef = torch.zeros(n_problems, d, dtype=DTYPE, device=device)
+    failed = torch.zeros(n_problems, dtype=torch.bool, device=device)
+    init = None
+    for g in order:
+        idx = torch.nonzero(gi == g).squeeze(1)
+        res = solve(idx, alphas[g], init)
+        coef[idx], failed[idx] = res.coef, res.failed
+        init = torch.where(res.failed.unsqueeze(1), torch.zeros_like(res.coef), res.coef)
+    return coef, failed
 
 
 def _torch_refit(model, preps, P, chosen, cfg, device, seed) -> list[FittedModel]:
@@ -336,7 +376,7 @@ def _torch_coxnet(preps, cfg, device, seed) -> list[FittedModel]:
         si = torch.arange(S, device=device).repeat(T)
         weight = torch.cat([P["weight"][fi[idx]], P["train_w"][fi[idx].repeat_interleave(S), si]])
         res = fit_coxnet_path(
-            P["X"][pf_],
+            P["X"],
             P["time"][pf_],
             P["event"][pf_],
             l1_ratio=pr,
@@ -344,6 +384,7 @@ def _torch_coxnet(preps, cfg, device, seed) -> list[FittedModel]:
             sample_weight=weight,
             feature_mask=P["fmask"][pf_],
             tol=float(c["torch_cv_tol"]),
+            groups=pf_,
             **common,
         )
         X = P["X"][pf_[T:]]

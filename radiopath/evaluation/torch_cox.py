@@ -16,10 +16,12 @@ import torch
 from radiopath.evaluation._cox import (
     DTYPE,
     CoxBatch,
+    GroupedCoxBatch,
     _batch_param,
     _feature_mask,
     as_tensor,
     resolve_device,
+    start_coefficients,
 )
 
 __all__ = ["CoxFit", "CoxnetPath", "fit_cox_ridge", "fit_coxnet_path"]
@@ -48,6 +50,7 @@ def fit_cox_ridge(
     feature_mask=None,
     n_iter: int = 100,
     tol: float = 1e-9,
+    init=None,
     device="auto",
 ) -> CoxFit:
     r"""Ridge-penalised Cox regression for B problems at once, by damped Newton-Raphson.
@@ -73,6 +76,9 @@ def fit_cox_ridge(
         ``[B, n]`` 0/1 membership of samples in each problem (inner folds).
     feature_mask
         ``[p]`` or ``[B, p]`` 0/1: padded features are held at 0.
+    init
+        ``[B, p]`` starting coefficients (e.g. the solution of a neighbouring ``alpha``);
+        None starts at 0.
     """
     device = resolve_device(device)
     X, time, event = as_tensor(X, device), as_tensor(time, device), as_tensor(event, device)
@@ -84,7 +90,10 @@ def fit_cox_ridge(
     # with more features than samples, Newton runs in the n-dimensional span of the samples
     kernel = p > batch.n_samples
     K = torch.bmm(batch.X, batch.X.transpose(1, 2)) if kernel else None
-    coef = torch.zeros(B, batch.n_samples if kernel else p, dtype=DTYPE, device=device)
+    if init is None:
+        coef = torch.zeros(B, batch.n_samples if kernel else p, dtype=DTYPE, device=device)
+    else:
+        coef = start_coefficients(init, batch.X, kernel, fmask)
 
     def loss_of(sub, c, a, k):
         if kernel:
@@ -263,6 +272,7 @@ def fit_coxnet_path(
     chunk: int = 25,
     init=None,
     grid_only: bool = False,
+    groups=None,
     device="auto",
 ) -> CoxnetPath:
     r"""Elastic-net Cox regression along a path of penalties, B problems at once.
@@ -284,13 +294,16 @@ def fit_coxnet_path(
 
     A problem stops at an alpha when the proximal-gradient residual (the KKT violation)
     is below ``tol`` in the infinity norm. ``init`` (``[B, p]``) warm-starts the first
-    alpha; ``grid_only`` returns the alphas without solving anything.
+    alpha; ``grid_only`` returns the alphas without solving anything. With ``groups``
+    (``[B]``), ``X`` is ``[G, n, p]`` and problem b's design is ``X[groups[b]]``
+    (:class:`~radiopath.evaluation._cox.GroupedCoxBatch`: the design is multiplied once for
+    all the problems that share it).
     """
     device = resolve_device(device)
     X, time, event = as_tensor(X, device), as_tensor(time, device), as_tensor(event, device)
     w = None if sample_weight is None else as_tensor(sample_weight, device)
     B = None
-    for t in (X if X.dim() == 3 else None, time if time.dim() == 2 else None, w):
+    for t in (X if X.dim() == 3 else None, time if time.dim() == 2 else None, w, groups):
         if t is not None:
             B = t.shape[0]
     if B is None:
@@ -302,11 +315,15 @@ def fit_coxnet_path(
     if w is None:
         w = torch.ones(B, X.shape[1], dtype=DTYPE, device=device)
     # centre each problem's columns on its own samples, as scikit-survival does
-    n_b = w.sum(1, keepdim=True)
-    mean = (w.unsqueeze(-1) * X).sum(1) / n_b
-    Xc = (X - mean.unsqueeze(1)) * w.unsqueeze(-1)
-    batch = CoxBatch(Xc, time, event, w, batch_size=B)
-    B, n_max, p = batch.X.shape
+    if groups is not None:
+        batch = GroupedCoxBatch(X, torch.as_tensor(groups, device=device), time, event, w)
+        mean = batch.mean
+    else:
+        n_b = w.sum(1, keepdim=True)
+        mean = (w.unsqueeze(-1) * X).sum(1) / n_b
+        Xc = (X - mean.unsqueeze(1)) * w.unsqueeze(-1)
+        batch = CoxBatch(Xc, time, event, w, batch_size=B)
+    B, p = batch.batch_size, batch.n_features
     n = batch.n
     r = _batch_param(l1_ratio, B, device)
     fmask = _feature_mask(feature_mask, B, p, device)

@@ -19,6 +19,7 @@ from radiopath.evaluation._cox import (
     _feature_mask,
     as_tensor,
     resolve_device,
+    start_coefficients,
 )
 
 __all__ = ["SurvivalSVMFit", "fit_survival_svm", "survival_ranks"]
@@ -69,6 +70,8 @@ def fit_survival_svm(
     feature_mask=None,
     max_iter: int = 100,
     tol: float = 1e-10,
+    chunk: int | None = 32,
+    init=None,
     device="auto",
 ) -> SurvivalSVMFit:
     r"""The ranking objective of ``FastSurvivalSVM`` (``rank_ratio=1``) for B problems.
@@ -83,6 +86,9 @@ def fit_survival_svm(
     function -- piecewise quadratic and strongly convex -- is minimised by generalised Newton
     steps, :math:`H = I + \alpha X^\top L X` with L the Laplacian of the active pairs, with
     backtracking, until the gradient's infinity norm is below ``tol`` (relative to 1 + |f|).
+    ``chunk`` solves that many problems at a time: their ``[chunk, n, n]`` pair tensors stay
+    in the CPU's cache, where the whole batch's would not. ``init`` (``[B, p]``) starts
+    Newton from given coefficients, e.g. the solution of a neighbouring ``alpha``.
     """
     device = resolve_device(device)
     X, event = as_tensor(X, device), as_tensor(event, device)
@@ -105,8 +111,31 @@ def fit_survival_svm(
         else as_tensor(sample_weight, device)
     )
     fmask = _feature_mask(feature_mask, B, p, device)
-    X = X * fmask.unsqueeze(1)
     alpha = _batch_param(alpha, B, device)
+    if chunk is not None and B > chunk:
+        parts = [
+            fit_survival_svm(
+                X[s : s + chunk],
+                rank[s : s + chunk],
+                event[s : s + chunk],
+                alpha[s : s + chunk],
+                sample_weight=w[s : s + chunk],
+                feature_mask=fmask[s : s + chunk],
+                max_iter=max_iter,
+                tol=tol,
+                init=None if init is None else init[s : s + chunk],
+                device=device,
+            )
+            for s in range(0, B, chunk)
+        ]
+        return SurvivalSVMFit(
+            *(
+                torch.cat([getattr(f, k) for f in parts])
+                for k in ("coef", "loss", "converged", "failed")
+            ),
+            max(f.n_iter for f in parts),
+        )
+    X = X * fmask.unsqueeze(1)
     pairs = (
         (event * w).unsqueeze(2).bool()
         & w.unsqueeze(1).bool()
@@ -117,7 +146,10 @@ def fit_survival_svm(
     # with more features than samples, Newton runs in the n-dimensional span of the samples
     kernel = p > n
     K = torch.bmm(X, X.transpose(1, 2)) if kernel else None
-    coef = torch.zeros(B, n if kernel else p, dtype=DTYPE, device=device)
+    if init is None:
+        coef = torch.zeros(B, n if kernel else p, dtype=DTYPE, device=device)
+    else:
+        coef = start_coefficients(init, X, kernel, fmask)
 
     def terms(c, Xs, Ks, Ps, a):
         f = torch.bmm(Ks if kernel else Xs, c.unsqueeze(-1)).squeeze(-1)
@@ -149,14 +181,18 @@ def fit_survival_svm(
             ) * fmask[todo]
             grad_norm = q.abs().amax(1)
         done = grad_norm <= tol * (1 + f_old.abs())
-        deg = act.sum(2) + act.sum(1)
-        lap = torch.diag_embed(deg) - act - act.transpose(1, 2)
+        # the Laplacian of the active pairs, L = diag(deg) - S, S = act + act^T
+        sym = act + act.transpose(1, 2)
+        deg = sym.sum(2).unsqueeze(-1)
         if kernel:
             eye = torch.eye(n, dtype=DTYPE, device=device)
-            system = eye + a.view(-1, 1, 1) * torch.bmm(lap, Ks)
+            system = eye + a.view(-1, 1, 1) * (deg * Ks - torch.bmm(sym, Ks))
         else:
             eye = torch.eye(p, dtype=DTYPE, device=device)
-            system = eye + a.view(-1, 1, 1) * torch.bmm(Xs.transpose(1, 2), torch.bmm(lap, Xs))
+            xtlx = torch.bmm((deg * Xs).transpose(1, 2), Xs) - torch.bmm(
+                Xs.transpose(1, 2), torch.bmm(sym, Xs)
+            )
+            system = eye + a.view(-1, 1, 1) * xtlx
         delta, info = torch.linalg.solve_ex(system, q.unsqueeze(-1))
         delta = delta.squeeze(-1)
         bad = ~done & ((info != 0) | ~torch.isfinite(delta).all(1))

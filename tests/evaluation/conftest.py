@@ -37,6 +37,16 @@ def dataset(request):
 
 
 @pytest.fixture(scope="session")
+def whas500_split():
+    """whas500's continuous features (age, BMI, blood pressures, ...: tied split statistics,
+    which two implementations may break differently, are rare), the first 350 patients to
+    train on and the other 150 to test."""
+    X, y, _ = load_dataset("whas500")
+    X = X[:, [j for j in range(X.shape[1]) if len(np.unique(X[:, j])) > 10]]
+    return X[:350], y[:350], X[350:], y[350:]
+
+
+@pytest.fixture(scope="session")
 def small_folds():
     """3 outer folds, 90 patients, 12 features of which 4 carry a strong signal."""
     folds, lp = make_fold_embeddings(90, 12, n_folds=3, n_informative=4, effect=1.5, seed=1)
