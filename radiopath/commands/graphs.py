@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from radiopath.cli import friendly_errors, main, parse_list
+from radiopath.cli import executor_options, executor_setting, friendly_errors, main, parse_list
 
 
 @main.command()
@@ -40,6 +40,7 @@ from radiopath.cli import friendly_errors, main, parse_list
 )
 @click.option("--strict", is_flag=True, help="Stop at the first bad file instead of skipping it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@executor_options
 @friendly_errors
 def graphs(
     cohort: Path,
@@ -49,6 +50,8 @@ def graphs(
     workers: int,
     strict: bool,
     quiet: bool,
+    executor_name: str | None,
+    address: str | None,
 ) -> None:
     """Build the spatial graph of every embedding file of a cohort.
 
@@ -68,6 +71,7 @@ def graphs(
         strict=strict,
         progress=not quiet,
         modalities=parse_list(modalities),
+        executor=executor_setting(executor_name, address),
     )
     failed = manifest.attrs.get("failed")
     for modality, part in manifest.groupby("modality"):
