@@ -78,11 +78,11 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
 
 def connect(config: ExecutorConfig) -> bool:
     """Connect to (or start) Ray as ``config`` says; True when this call started it."""
-    if ray.is_initialized():
-        return False
     address = config.address or os.environ.get("RAY_ADDRESS") or None
     if address not in (None, "auto", "local"):
         check_reachable(address)
+    if ray.is_initialized():
+        return False
     options = {"include_dashboard": False, "logging_level": logging.WARNING}
     try:
         if address is None:

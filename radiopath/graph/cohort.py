@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from radiopath.config import KeysOf, check_known_keys, config_section
 from radiopath.errors import RadiopathInputError
-from radiopath.executors import ExecutorArg, borrowed
+from radiopath.executors import Executor, ExecutorArg, borrowed
 from radiopath.graph.build import build_graph
 from radiopath.graph.config import DEFAULTS, MODALITY_DEFAULTS, config_hash, load_preset
 from radiopath.graph.storage import load_graph, read_graph_meta, save_graph
@@ -183,7 +183,20 @@ def build_cohort_graphs(
         raise RadiopathInputError(f"workers must be >= 1, got {workers}", field="workers")
     modalities = list(modalities) if modalities is not None else cohort.modalities
     configs = resolve_cohort_presets(preset, modalities)
-    out = Path(out_dir)
+    spec = executor if executor is not None else {"name": "local", "workers": workers}
+    with borrowed(spec) as ex:  # a bad executor setting is refused before anything is written
+        return _build_all(cohort, Path(out_dir), configs, modalities, strict, progress, ex)
+
+
+def _build_all(
+    cohort: Cohort,
+    out: Path,
+    configs: Mapping[str, dict],
+    modalities: Sequence[str],
+    strict: bool,
+    progress: bool,
+    ex: Executor,
+) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
     failed: list[dict] = []
 
@@ -259,22 +272,17 @@ def build_cohort_graphs(
     if results:
         log.info("%d graph(s) already built with the same configuration; skipped", len(results))
 
-    spec = executor if executor is not None else {"name": "local", "workers": workers}
-    bar = tqdm(total=len(todo), desc="graphs", unit="file", disable=not progress)
-    try:
-        with borrowed(spec) as ex:
-            units = [(jobs[idx], str(out)) for idx in todo]
-            for done in ex.map_unordered(_build_one, units):
-                idx = todo[done.index]
-                try:
-                    results[idx] = done.result()
-                except WriteError:
-                    raise  # the output folder, not the input: stop, nothing is skipped
-                except (RadiopathInputError, OSError) as exc:
-                    fail_job(jobs[idx], getattr(exc, "reason", str(exc)))
-                bar.update()
-    finally:
-        bar.close()
+    with tqdm(total=len(todo), desc="graphs", unit="file", disable=not progress) as bar:
+        units = [(jobs[idx], str(out)) for idx in todo]
+        for done in ex.map_unordered(_build_one, units):
+            idx = todo[done.index]
+            try:
+                results[idx] = done.result()
+            except WriteError:
+                raise  # the output folder, not the input: stop, nothing is skipped
+            except (RadiopathInputError, OSError) as exc:
+                fail_job(jobs[idx], getattr(exc, "reason", str(exc)))
+            bar.update()
 
     rows = [
         {
