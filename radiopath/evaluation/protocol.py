@@ -295,6 +295,9 @@ def _evaluate(
             for fm in fits:
                 fitted[(fm.model, fm.fold)] = fm
             bar.update(len(fits))
+    # model by model, fold by fold, whatever order the units finished in (the survival table
+    # and the figures are written in this order)
+    fitted = {(m, p.fold): fitted[(m, p.fold)] for m in models for p in preps}
 
     pred_rows, metric_rows, sel_rows = [], [], []
     by_fold = {p.fold: p for p in preps}

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from radiopath.evaluation._cox import torch_threads
 from radiopath.evaluation.fitting import FittedModel
@@ -57,8 +58,13 @@ def fit_unit(
     strategy: str,
     cache=None,
 ) -> list[FittedModel]:
-    """Fit one unit (see :func:`plan_units`) and put its fits in ``cache``."""
-    with torch_threads(cfg["torch_threads"], device):
+    """Fit one unit (see :func:`plan_units`) and put its fits in ``cache``.
+
+    BLAS runs on one thread inside a unit: a multi-threaded BLAS sums in an order that
+    depends on its thread count, so without the limit a fit's last bits would depend on
+    the cores of the process it lands in (a Ray task gets one thread per CPU it asks for).
+    """
+    with threadpool_limits(limits=1, user_api="blas"), torch_threads(cfg["torch_threads"], device):
         if index is None:
             with torch.no_grad():
                 fits = list(BATCHED[model](preps, cfg, device, seed))

@@ -4,12 +4,14 @@ inject a fault at a unit's boundary (a worker killed, a run interrupted)."""
 from __future__ import annotations
 
 import functools
+import io
 import os
 import signal
 from pathlib import Path
 
 import pandas as pd
 
+from radiopath.errors import RadiopathInputError
 from radiopath.executors import Executor
 
 #: Provenance, not results: start/end times, argv, the executor itself.
@@ -26,17 +28,25 @@ def _files(root: Path) -> dict[str, Path]:
     }
 
 
+def _read(path: Path, root: Path) -> bytes:
+    """A file's bytes, its own folder's absolute path (which a report names) made neutral."""
+    return path.read_bytes().replace(str(root.resolve()).encode(), b"<out>")
+
+
 def tree_differences(a, b) -> list[str]:
     """Files that differ between two run folders: present on one side only, or not the same
-    bytes; a CSV with a ``seconds`` column (epoch logs, extraction report) is compared
-    without that column, to exact equality of everything else."""
-    fa, fb = _files(Path(a)), _files(Path(b))
+    bytes (where a file names its own output folder, that folder's path is set aside); a
+    CSV with a ``seconds`` column (epoch logs, extraction report) is compared without that
+    column, to exact equality of everything else."""
+    a, b = Path(a), Path(b)
+    fa, fb = _files(a), _files(b)
     bad = sorted(set(fa) ^ set(fb))
     for rel in sorted(set(fa) & set(fb)):
-        if fa[rel].read_bytes() == fb[rel].read_bytes():
+        if _read(fa[rel], a) == _read(fb[rel], b):
             continue
         if rel.endswith(".csv"):
-            ta, tb = pd.read_csv(fa[rel]), pd.read_csv(fb[rel])
+            ta = pd.read_csv(io.BytesIO(_read(fa[rel], a)))
+            tb = pd.read_csv(io.BytesIO(_read(fb[rel], b)))
             timed = [c for c in ta.columns if c in TIMED]
             if timed and ta.drop(columns=timed).equals(tb.drop(columns=timed)):
                 continue
@@ -90,3 +100,20 @@ def dies_once(marker, after: bool = False):
 
 def counted(log):
     return lambda fn: functools.partial(_counted, str(log), fn)
+
+
+# units of the executor tests
+
+
+def square(x, offset=0):
+    if x < 0:
+        raise RadiopathInputError("negative input", field="x")
+    return x * x + offset
+
+
+def make_state(base):
+    return {"base": base, "pid": os.getpid()}
+
+
+def with_state(state, x):
+    return state["base"] + x, state["pid"]

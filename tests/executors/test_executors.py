@@ -5,12 +5,14 @@ package or an address no cluster answers on."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import time
 
 import pytest
 from click.testing import CliRunner
+from ray_helpers import make_state, square, with_state
 
 from radiopath.cli import main
 from radiopath.errors import RadiopathInputError
@@ -22,18 +24,8 @@ from radiopath.executors import (
 )
 
 
-def square(x, offset=0):
-    if x < 0:
-        raise RadiopathInputError("negative input", field="x")
-    return x * x + offset
-
-
-def make_state(base):
-    return {"base": base, "pid": __import__("os").getpid()}
-
-
-def with_state(state, x):
-    return state["base"] + x, state["pid"]
+def _graphs_command(cohort, out, *flags):
+    return CliRunner().invoke(main, ["graphs", "--cohort", str(cohort), "--out", str(out), *flags])
 
 
 @pytest.mark.parametrize(
@@ -67,18 +59,7 @@ def test_missing_ray_package_is_named_before_any_work(monkeypatch, small_cohort,
     )
     with pytest.raises(RadiopathInputError, match=r"needs the 'ray' package.*radiopath\[ray\]"):
         open_executor("ray")
-    result = CliRunner().invoke(
-        main,
-        [
-            "graphs",
-            "--cohort",
-            str(small_cohort),
-            "--out",
-            str(tmp_path / "g"),
-            "--executor",
-            "ray",
-        ],
-    )
+    result = _graphs_command(small_cohort, tmp_path / "g", "--executor", "ray")
     assert result.exit_code == 2 and "'ray' package" in result.output
     assert not (tmp_path / "g").exists()
 
@@ -96,7 +77,7 @@ def test_local_executor_in_process_and_as_a_pool_agree():
             ex.map_unordered(with_state, [(1,), (2,)], shared={"base": 10}, setup=make_state)
         )
         assert sorted(d.value[0] for d in stateful) == [11, 12]
-        in_this_process = all(d.value[1] == __import__("os").getpid() for d in stateful)
+        in_this_process = all(d.value[1] == os.getpid() for d in stateful)
         assert in_this_process == (workers == 1) and ex.remote == (workers > 1)
 
 
@@ -121,18 +102,7 @@ def test_unreachable_address_is_refused_naming_it(small_cohort, tmp_path):
         open_executor({"name": "ray", "address": "127.0.0.1:1"})
     with pytest.raises(RadiopathInputError, match="HOST:PORT"):
         open_executor({"name": "ray", "address": "nowhere"})
-    result = CliRunner().invoke(
-        main,
-        [
-            "graphs",
-            "--cohort",
-            str(small_cohort),
-            "--out",
-            str(tmp_path / "g"),
-            "--address",
-            "127.0.0.1:1",
-        ],
-    )
+    result = _graphs_command(small_cohort, tmp_path / "g", "--address", "127.0.0.1:1")
     assert result.exit_code == 2 and "127.0.0.1:1" in result.output
     assert not (tmp_path / "g").exists()
     assert time.perf_counter() - tic < 30
