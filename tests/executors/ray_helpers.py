@@ -42,7 +42,7 @@ def tree_differences(a, b) -> list[str]:
     fa, fb = _files(a), _files(b)
     bad = sorted(set(fa) ^ set(fb))
     for rel in sorted(set(fa) & set(fb)):
-        if _read(fa[rel], a) == _read(fb[rel], b):
+        if fa[rel].read_bytes() == fb[rel].read_bytes() or _read(fa[rel], a) == _read(fb[rel], b):
             continue
         if rel.endswith(".csv"):
             ta = pd.read_csv(io.BytesIO(_read(fa[rel], a)))

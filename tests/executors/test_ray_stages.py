@@ -186,3 +186,20 @@ def test_extraction_actors_write_the_local_files(ray_executor, tmp_path):
     report = pd.read_csv(tmp_path / "ray" / "extract_report.csv")
     assert list(report.status) == ["ok", "ok", "ok", "failed"] + ["ok"] * 4
     assert tree_differences(tmp_path / "local", tmp_path / "ray") == []
+
+
+@pytest.mark.slow
+def test_sweep_points_on_ray_write_the_local_files(ray_executor, small_cohort, tmp_path):
+    from radiopath.sweep import run_sweep
+
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(
+        "name: t\nbase:\n  aggregators: [mean]\n  models: [coxph]\n  folds: 3\n"
+        "  train: {epochs: 1, batch_size: 8}\n  evaluation: {backend: torch, cv: {n_splits: 3}}\n"
+        "grid:\n  train.ratio: [0.2, 0.5]\n"
+    )
+    # one output path for both (the points' ledgers hash their shared graph folder's path)
+    run_sweep(exp, small_cohort, tmp_path / "sweep", progress=False)
+    (tmp_path / "sweep").rename(tmp_path / "local")
+    run_sweep(exp, small_cohort, tmp_path / "sweep", progress=False, executor=ray_executor)
+    assert tree_differences(tmp_path / "local", tmp_path / "sweep") == []
