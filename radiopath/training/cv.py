@@ -476,7 +476,17 @@ def train_cross_validated(
                 continue
             tasks.append(FoldTask(k, train, test, exports, repeat_of[k] == first_repeat))
         context = FoldContext(
-            cfg, in_channels, indicator, out, dev, resume, progress, graphs, cache, store
+            cfg,
+            in_channels,
+            indicator,
+            out,
+            dev,
+            str(device),
+            resume,
+            progress,
+            graphs,
+            cache,
+            store,
         )
         bar = tqdm(
             total=len(fold_ids),

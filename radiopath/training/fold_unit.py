@@ -37,7 +37,10 @@ class FoldContext:
     cache
         Whether a worker's store keeps the graphs it loaded in memory.
     device
-        A device or its name (``"auto"`` is resolved by the worker, on its own devices).
+        The device folds run on in this process (in a worker's copy: the requested one).
+    requested_device
+        The device as the caller asked for it (``"auto"``: each worker resolves it on its
+        own devices, a GPU when it was given one).
     store
         The caller's store, used when the folds run in this process; None in workers.
     """
@@ -46,7 +49,8 @@ class FoldContext:
     in_channels: dict[str, int]
     missing_indicator: bool
     out_dir: Path
-    device: str | torch.device
+    device: torch.device | str
+    requested_device: str
     resume: bool
     progress: bool
     graphs: str | os.PathLike | Mapping
@@ -56,7 +60,7 @@ class FoldContext:
     def for_workers(self) -> FoldContext:
         """The context sent to other processes: no store, no per-epoch progress bars, the
         device left for each worker to resolve."""
-        return replace(self, store=None, progress=False, device=str(self.device))
+        return replace(self, store=None, progress=False, device=self.requested_device)
 
 
 @dataclass

@@ -106,3 +106,23 @@ def test_unreachable_address_is_refused_naming_it(small_cohort, tmp_path):
     assert result.exit_code == 2 and "127.0.0.1:1" in result.output
     assert not (tmp_path / "g").exists()
     assert time.perf_counter() - tic < 30
+
+
+@pytest.mark.slow
+def test_training_folds_in_a_local_pool_write_the_same_files(small_cohort, tmp_path):
+    from ray_helpers import tree_differences
+
+    from radiopath.training import train_cross_validated
+
+    for name, executor in (("serial", None), ("pool", {"name": "local", "workers": 2})):
+        train_cross_validated(
+            small_cohort,
+            None,
+            aggregator="mean",
+            modalities="wsi,ct",
+            out_dir=tmp_path / name,
+            config={"epochs": 2, "batch_size": 8, "n_folds": 3},
+            progress=False,
+            executor=executor,
+        )
+    assert tree_differences(tmp_path / "serial", tmp_path / "pool") == []

@@ -113,6 +113,13 @@ def test_training_on_ray_writes_the_local_files(
     assert list(result.fold_c_index) == [0, 1, 2]
 
 
+def test_in_memory_graphs_are_shipped_to_the_workers(ray_executor, small_cohort, tmp_path):
+    local = train(small_cohort, None, tmp_path / "local")
+    on_ray = train(small_cohort, None, tmp_path / "ray", ray_executor)
+    assert local.fold_c_index == on_ray.fold_c_index
+    assert tree_differences(tmp_path / "local", tmp_path / "ray") == []
+
+
 @pytest.mark.slow
 def test_killed_worker_is_retried_with_the_same_files(
     ray_executor, small_cohort, small_graphs, local_run, tmp_path
