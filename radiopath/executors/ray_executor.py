@@ -23,6 +23,7 @@ Imported only when ``executor: ray`` is chosen (``radiopath`` itself never impor
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -98,6 +99,14 @@ def connect(config: ExecutorConfig) -> bool:
     return True
 
 
+def _cancel(pending) -> None:
+    """Cancel the units not finished (the caller stopped early); a unit that finished
+    meanwhile is left alone."""
+    for ref in pending:
+        with contextlib.suppress(ray.exceptions.RayError, ValueError, TypeError):
+            ray.cancel(ref)
+
+
 class RayExecutor(Executor):
     """Units as Ray tasks or actors (see the module docstring)."""
 
@@ -155,8 +164,7 @@ class RayExecutor(Executor):
                     pending[remote.remote(fn, task, **refs)] = i
                     break
         finally:
-            for ref in pending:
-                ray.cancel(ref)
+            _cancel(pending)
 
     def _actors(self, fn, tasks, refs, setup) -> Iterator[Done]:
         retries = self.config.max_retries
@@ -182,8 +190,7 @@ class RayExecutor(Executor):
                 idle.append(actor)
                 yield self._collect(i, ready)
         finally:
-            for ref in pending:
-                ray.cancel(ref)
+            _cancel(pending)
             for actor in actors:
                 ray.kill(actor)
 
