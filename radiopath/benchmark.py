@@ -56,6 +56,13 @@ from radiopath.evaluation.config import DEFAULT_CONFIG as EVALUATION_DEFAULTS
 from radiopath.evaluation.config import MODELS as KNOWN_MODELS
 from radiopath.evaluation.config import resolve_evaluation_config
 from radiopath.evaluation.stats import DEFAULT_STATISTICS, resolve_statistics_config
+from radiopath.executors import (
+    Executor,
+    ExecutorArg,
+    borrowed,
+    check_executor_available,
+    resolve_executor_config,
+)
 from radiopath.io import Cohort, read_cohort
 from radiopath.runkit import (
     digests,
@@ -82,6 +89,10 @@ DEFAULTS: dict = {
     "train": {},
     "evaluation": {"backend": "sksurv"},
     "statistics": dict(DEFAULT_STATISTICS),
+    # where graphs, training folds and evaluation fits run (radiopath.executors): local, ray,
+    # or {name: ray, address: auto, ...}; not part of any stage's configuration, so a run
+    # started on one executor resumes on another
+    "executor": "local",
 }
 
 VARIANTS: dict[str, tuple[str, dict]] = {"abmil_mil": ("abmil", {"use_graph": False})}
@@ -224,6 +235,9 @@ def validate_benchmark_config(cfg: dict, cohort: Cohort) -> None:
     if isinstance(r, bool) or not isinstance(r, int) or r < 1:
         raise RadiopathInputError(f"must be a positive integer, got {r!r}", field="repeats")
     cfg["statistics"] = resolve_statistics_config(cfg.get("statistics"))
+    executor = resolve_executor_config(cfg.get("executor"))
+    check_executor_available(executor)
+    cfg["executor"] = executor.as_dict()
     resolve_evaluation_config({k: v for k, v in cfg["evaluation"].items() if k != "backend"})
     _check_stages(cfg, imaging)
     if n_events < k:
@@ -296,6 +310,7 @@ def run_benchmark(
     strict: bool = False,
     progress: bool = True,
     stage_hook: Callable[[str], None] | None = None,
+    executor: ExecutorArg = None,
 ) -> BenchmarkResult:
     """Run the whole comparison on one cohort.
 
@@ -312,9 +327,11 @@ def run_benchmark(
         Stop on the first unreadable file instead of reporting and skipping it.
     stage_hook
         Called with each stage's name after it finishes (used to test resumption).
+    executor
+        An open executor to run the stages' units on, instead of the configuration's
+        ``executor`` (:mod:`radiopath.executors`).
     """
     from radiopath.evaluation import evaluate_run
-    from radiopath.graph import build_cohort_graphs
 
     cfg = resolve_config(DEFAULTS, None, _benchmark_config_file(config_file))
     cfg = resolve_config(cfg, None, config)
@@ -328,7 +345,10 @@ def run_benchmark(
     ]
     stages.append("report")
 
-    with RunRecord(out, command="benchmark", config=cfg, seed=cfg["seed"]) as run:
+    with (
+        borrowed(executor if executor is not None else cfg["executor"]) as ex,
+        RunRecord(out, command="benchmark", config=cfg, seed=cfg["seed"]) as run,
+    ):
         if cohort.problems:
             run.update(skipped=[str(p) for p in cohort.problems])
         ledger = StageLedger(out)
@@ -381,18 +401,10 @@ def run_benchmark(
                 continue
             started = time.perf_counter()
             if kind == "graphs":
-                manifest = build_cohort_graphs(
-                    cohort,
-                    graph_dir,
-                    preset=cfg["graph"].get("preset"),
-                    workers=cfg["graph"].get("workers", 1),
-                    strict=strict,
-                    progress=progress,
-                    modalities=imaging,
-                )
+                manifest = build_graph_stage(cohort, graph_dir, cfg, strict, progress, ex)
                 run.update(graphs={"built": int(len(manifest))})
             elif kind == "train":
-                _train(agg, cohort, graph_dir, imaging, cfg, out, progress)
+                _train(agg, cohort, graph_dir, imaging, cfg, out, progress, ex)
             elif kind == "evaluate":
                 evaluate_run(
                     out / "runs" / agg,
@@ -401,6 +413,7 @@ def run_benchmark(
                     config={k: v for k, v in cfg["evaluation"].items() if k != "backend"},
                     device=cfg["device"],
                     aggregator=agg,
+                    executor=ex,
                 )
             else:
                 _merge_tables(out, cfg["aggregators"])
@@ -426,6 +439,26 @@ def run_benchmark(
             }
         )
     return BenchmarkResult(out, metrics, predictions, summary)
+
+
+def build_graph_stage(
+    cohort: Cohort, graph_dir: Path, cfg: dict, strict: bool, progress: bool, executor: Executor
+) -> pd.DataFrame:
+    """The benchmark's graph stage (the sweep calls it too, to build each graph folder its
+    points share once): one bag per unit on a parallel executor, else ``graph.workers``
+    local processes."""
+    from radiopath.graph import build_cohort_graphs
+
+    return build_cohort_graphs(
+        cohort,
+        graph_dir,
+        preset=cfg["graph"].get("preset"),
+        workers=cfg["graph"].get("workers", 1),
+        strict=strict,
+        progress=progress,
+        modalities=[m for m in cfg["modalities"] if m != "clinical"],
+        executor=executor if executor.remote else None,
+    )
 
 
 def _stage_outputs(kind: str, agg: str, out: Path, graph_dir: Path) -> list[Path]:
@@ -475,7 +508,7 @@ def _check_folds_file(path: Path, cfg: dict) -> None:
         )
 
 
-def _train(agg, cohort, graph_dir, imaging, cfg, out: Path, progress: bool) -> None:
+def _train(agg, cohort, graph_dir, imaging, cfg, out: Path, progress: bool, executor) -> None:
     """Train (or, for a baseline, compute) one aggregator on the run's shared folds."""
     from radiopath.training import train_cross_validated
     from radiopath.training.baselines import train_raw_mean
@@ -510,6 +543,7 @@ def _train(agg, cohort, graph_dir, imaging, cfg, out: Path, progress: bool) -> N
             resume=True,
             progress=progress,
             repeats=cfg["repeats"],
+            executor=executor,
         )
     if not folds_file.exists():
         write_bytes(folds_file, (run_dir / "folds.csv").read_bytes())

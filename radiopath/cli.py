@@ -14,6 +14,7 @@ import click
 
 from radiopath import __version__
 from radiopath.errors import RadiopathInputError
+from radiopath.executors import ExecutorError
 
 log = logging.getLogger("radiopath")
 
@@ -28,7 +29,7 @@ def friendly_errors(func):
         except RadiopathInputError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
-        except OSError as exc:  # a full disk, a read-only folder, a lost mount
+        except (OSError, ExecutorError) as exc:  # a full disk, a lost mount, a lost cluster
             click.echo(
                 f"error: {exc}\nWhat finished is kept: run the same command again to resume.",
                 err=True,
@@ -36,6 +37,30 @@ def friendly_errors(func):
             sys.exit(1)
 
     return wrapper
+
+
+def executor_options(func):
+    """``--executor local|ray`` and ``--address`` for a command whose stage fans out."""
+    func = click.option(
+        "--address",
+        default=None,
+        help="Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT (implies --executor "
+        "ray; default: RAY_ADDRESS, else a Ray instance on this machine).",
+    )(func)
+    return click.option(
+        "--executor",
+        "executor_name",
+        type=click.Choice(["local", "ray"]),
+        default=None,
+        help="Where the units run: local (this process, the default) or ray.",
+    )(func)
+
+
+def executor_setting(name: str | None, address: str | None) -> dict | None:
+    """The ``executor`` setting the flags ask for (None: the configuration's, or local)."""
+    if name is None and address is None:
+        return None
+    return {"name": name or "ray", "address": address}
 
 
 def parse_list(value: str | None) -> list[str] | None:

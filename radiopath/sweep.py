@@ -23,6 +23,11 @@ paired bootstrap difference of every study with its interval and p-value, the Wi
 test over folds, both Holm-corrected over the 19 studies
 (:func:`radiopath.evaluation.stats.analyse_runs`).
 An experiment without ``grid`` is a single benchmark (the paper's studies are written so).
+
+Each distinct point is one unit of the sweep's executor (``executor`` argument, or the
+``executor`` key of the experiment's ``base``): on Ray the points run side by side, each a
+whole benchmark inside one worker (its own stages in that worker), after the graph folders
+the points share are built once, one bag per unit.
 """
 
 from __future__ import annotations
@@ -40,9 +45,11 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 from matplotlib.figure import Figure
+from tqdm.auto import tqdm
 
 from radiopath.config import RunRecord, deep_merge, load_config_file
 from radiopath.errors import RadiopathInputError
+from radiopath.executors import Executor, ExecutorArg, borrowed
 from radiopath.runkit import write_csv
 
 if TYPE_CHECKING:
@@ -139,39 +146,47 @@ def run_sweep(
     *,
     overrides: dict | None = None,
     progress: bool = True,
+    executor: ExecutorArg = None,
 ) -> pd.DataFrame:
-    """Run every point of an experiment and return the gathered metrics."""
-    from radiopath.benchmark import DEFAULTS, run_benchmark
+    """Run every point of an experiment and return the gathered metrics.
+
+    ``executor`` runs the points (default: the base configuration's ``executor``, local).
+    """
+    from radiopath.benchmark import DEFAULTS
     from radiopath.io import Cohort, read_cohort
 
     exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
     out = Path(out_dir)
     base = deep_merge(deep_merge(DEFAULTS, exp.base), overrides or {})
+    spec = executor if executor is not None else base.get("executor")
+    base["executor"] = "local"  # inside a point, its stages run where the point runs
     # every point is built and checked before the first one runs (or anything is written)
     cohort = cohort_csv if isinstance(cohort_csv, Cohort) else read_cohort(cohort_csv)
     points = [(point, point_name(point), _point_config(base, point, out)) for point in exp.points()]
     for _, name, cfg in points:
         _check_point(name, cfg, cohort)
     frames = []
-    with RunRecord(
-        out,
-        command="sweep",
-        config={"experiment": exp.__dict__, "base": base},
-        seed=base.get("seed"),
+    with (
+        borrowed(spec) as ex,
+        RunRecord(
+            out,
+            command="sweep",
+            config={"experiment": exp.__dict__, "base": base},
+            seed=base.get("seed"),
+        ),
     ):
-        finished: dict[str, pd.DataFrame] = {}  # resolved-config hash -> metrics
+        unique: dict[str, tuple[str, dict]] = {}  # resolved-config hash -> first point
+        for _, name, cfg in points:
+            unique.setdefault(_digest(cfg), (name, cfg))
+        finished = _run_points(cohort_csv, cohort, out, list(unique.values()), ex, progress)
         run_dirs: dict[str, Path] = {}  # point -> its run directory (repeated points: none)
         for point, name, cfg in points:
-            config_key = _digest(cfg)
-            if config_key in finished:  # e.g. each key's default in one_at_a_time mode
-                log.info("sweep %s: point %s repeats an earlier point; reused", exp.name, name)
-                metrics = finished[config_key].copy()
+            first = unique[_digest(cfg)][0]
+            if first != name:  # e.g. each key's default in one_at_a_time mode
+                log.info("sweep %s: point %s repeats point %s; reused", exp.name, name, first)
             else:
-                log.info("sweep %s: point %s", exp.name, name)
-                metrics = run_benchmark(cohort_csv, out / name, cfg, progress=progress).metrics
-                finished[config_key] = metrics
                 run_dirs[name] = out / name
-            metrics = metrics.copy()
+            metrics = finished[first].copy()
             metrics.insert(0, "point", name)
             for key, value in point.items():
                 if key not in metrics.columns:  # e.g. "modalities" is already a column
@@ -193,6 +208,37 @@ def run_sweep(
         alpha = (base.get("statistics") or {}).get("alpha") or 0.05
         write_comparison(sweep=out, alpha=alpha)
     return gathered
+
+
+def run_point(cohort, out_dir: Path, cfg: dict, progress: bool) -> pd.DataFrame:
+    """One sweep point: a whole benchmark (one executor unit); its metrics."""
+    from radiopath.benchmark import run_benchmark
+
+    return run_benchmark(cohort, out_dir, cfg, progress=progress).metrics
+
+
+def _run_points(cohort_csv, cohort, out: Path, points, ex: Executor, progress) -> dict:
+    """Run the distinct points on ``ex``; ``{point name: metrics}``. On a parallel executor
+    the graph folders are built first (each once, one bag per unit), so that points sharing
+    one never build it side by side."""
+    from radiopath.benchmark import build_graph_stage
+
+    if ex.remote:
+        built = set()
+        for name, cfg in points:
+            graph_dir = cfg["graph"].get("dir") or str(out / name / "graphs")
+            if graph_dir not in built:
+                built.add(graph_dir)
+                build_graph_stage(cohort, Path(graph_dir), cfg, False, progress, ex)
+    tasks = [(cohort_csv, out / name, cfg, progress and not ex.remote) for name, cfg in points]
+    finished = {}
+    with tqdm(total=len(tasks), desc="sweep", unit="point", disable=not progress) as bar:
+        for done in ex.map_unordered(run_point, tasks):
+            name = points[done.index][0]
+            finished[name] = done.result()
+            log.info("sweep point %s finished", name)
+            bar.update()
+    return finished
 
 
 def _point_config(base: dict, point: dict[str, object], out: Path) -> dict:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from radiopath.cli import friendly_errors, main, parse_list
+from radiopath.cli import executor_options, executor_setting, friendly_errors, main, parse_list
 
 
 @main.command()
@@ -42,6 +42,7 @@ from radiopath.cli import friendly_errors, main, parse_list
 @click.option("--preset", help="Graph preset name or YAML path (default: each modality's).")
 @click.option("--bootstrap", type=int, help="Bootstrap replicates of the intervals and tests.")
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable file.")
+@executor_options
 @friendly_errors
 def benchmark(
     cohort,
@@ -59,6 +60,8 @@ def benchmark(
     preset,
     bootstrap,
     strict,
+    executor_name,
+    address,
 ):
     """Graphs -> aggregators on the same folds -> downstream models -> metrics and report."""
     from radiopath.benchmark import run_benchmark
@@ -75,6 +78,7 @@ def benchmark(
         "evaluation": {"backend": backend},
         "graph": {"preset": preset},
         "statistics": {"bootstrap": bootstrap},
+        "executor": executor_setting(executor_name, address),
     }
     result = run_benchmark(cohort, out, overrides, config_file=config_file, strict=strict)
     click.echo(result.summary)
@@ -188,13 +192,20 @@ def importance(run_dir, patient, aggregators, cohort, out):
 @click.option("--epochs", type=int, help="Override the training epochs of every point.")
 @click.option("--folds", type=int, help="Override the outer folds of every point.")
 @click.option("--backend", type=click.Choice(["sksurv", "torch"]), help="Downstream backend.")
+@executor_options
 @friendly_errors
-def sweep(experiment, cohort, out, epochs, folds, backend):
+def sweep(experiment, cohort, out, epochs, folds, backend, executor_name, address):
     """Expand an experiment's grid into benchmark runs and gather their metrics."""
     from radiopath.sweep import run_sweep
 
     overrides = {"train": {"epochs": epochs}, "folds": folds, "evaluation": {"backend": backend}}
-    gathered = run_sweep(experiment, cohort, out, overrides=overrides)
+    gathered = run_sweep(
+        experiment,
+        cohort,
+        out,
+        overrides=overrides,
+        executor=executor_setting(executor_name, address),
+    )
     table = gathered[gathered.metric == "c_index"].groupby(["point", "aggregator"]).value.mean()
     click.echo(table.to_string())
     click.echo(f"\nall metrics: {out / 'sweep_metrics.csv'}; curves: {out / 'figures'}")

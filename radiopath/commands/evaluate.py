@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from radiopath.cli import friendly_errors, main, parse_list
+from radiopath.cli import executor_options, executor_setting, friendly_errors, main, parse_list
 from radiopath.config import load_config_file
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,17 @@ log = logging.getLogger(__name__)
 @click.option(
     "--no-resume", is_flag=True, help="Recompute even if this evaluation already finished."
 )
+@executor_options
 @friendly_errors
 def evaluate(
-    run_dir: Path, models: str, backend: str, device: str, config_file: Path | None, no_resume: bool
+    run_dir: Path,
+    models: str,
+    backend: str,
+    device: str,
+    config_file: Path | None,
+    no_resume: bool,
+    executor_name: str | None,
+    address: str | None,
 ) -> None:
     """Fit RSF, CoxPH, Coxnet and FSVM on each fold's embeddings; write metrics and summary."""
     from radiopath.evaluation import evaluate_run, summarize
@@ -62,6 +70,7 @@ def evaluate(
         config=config,
         device=device,
         resume=not no_resume,
+        executor=executor_setting(executor_name, address),
     )
     n_failed = int(result.metrics["value"].isna().sum())
     click.echo(summarize(result.metrics))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from radiopath.cli import friendly_errors, main, parse_list
+from radiopath.cli import executor_options, executor_setting, friendly_errors, main, parse_list
 from radiopath.config import KeysOf, check_known_keys, resolve_config
 from radiopath.errors import RadiopathInputError
 
@@ -30,6 +30,7 @@ DEFAULTS = {
     "ct_min_fraction": 0.25,
     "ct_normalisation": "auto",
     "random_init": False,
+    "executor": "local",
 }
 
 
@@ -149,9 +150,16 @@ def parse_spacing(value: str | None) -> list[float] | None:
     help="YAML/JSON file with these settings (flags override it).",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@executor_options
 @friendly_errors
 def extract(
-    cohort_csv: Path, out: Path, config_file: Path | None, no_progress: bool, **flags
+    cohort_csv: Path,
+    out: Path,
+    config_file: Path | None,
+    no_progress: bool,
+    executor_name: str | None,
+    address: str | None,
+    **flags,
 ) -> None:
     """Image files (cohort columns wsi_image, ct_image, ct_mask) -> embedding files.
 
@@ -164,6 +172,7 @@ def extract(
     flags["encoder"] = parse_per_modality(flags["encoder"], "encoder")
     flags["checkpoint"] = parse_per_modality(flags["checkpoint"], "checkpoint")
     flags["ct_spacing"] = parse_spacing(flags["ct_spacing"])
+    flags["executor"] = executor_setting(executor_name, address)
     cfg = resolve_config(DEFAULTS, config_file, flags)
     check_known_keys(cfg, allowed_keys(), path=config_file)
     new_csv = extract_cohort(cohort_csv, out, progress=not no_progress, **cfg)

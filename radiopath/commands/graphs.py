@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from radiopath.cli import friendly_errors, main, parse_list
+from radiopath.cli import executor_options, executor_setting, friendly_errors, main, parse_list
 
 
 @main.command()
@@ -46,6 +46,7 @@ from radiopath.cli import friendly_errors, main, parse_list
     "clustering of every graph (networkx).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@executor_options
 @friendly_errors
 def graphs(
     cohort: Path,
@@ -56,6 +57,8 @@ def graphs(
     strict: bool,
     stats: bool,
     quiet: bool,
+    executor_name: str | None,
+    address: str | None,
 ) -> None:
     """Build the spatial graph of every embedding file of a cohort.
 
@@ -76,6 +79,7 @@ def graphs(
         strict=strict,
         progress=not quiet,
         modalities=parse_list(modalities),
+        executor=executor_setting(executor_name, address),
     )
     failed = manifest.attrs.get("failed")
     for modality, part in manifest.groupby("modality"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from radiopath.cli import friendly_errors, main, parse_list
+from radiopath.cli import executor_options, executor_setting, friendly_errors, main, parse_list
 from radiopath.config import load_config_file
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ log = logging.getLogger(__name__)
 )
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable file or missing graph.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@executor_options
 @friendly_errors
 def train(
     cohort_csv,
@@ -107,6 +108,8 @@ def train(
     resume,
     strict,
     quiet,
+    executor_name,
+    address,
 ) -> None:
     """Train one aggregator under outer cross-validation.
 
@@ -137,6 +140,7 @@ def train(
         resume=resume,
         progress=not quiet,
         repeats=repeats,
+        executor=executor_setting(executor_name, address),
     )
     for k, c in sorted(result.fold_c_index.items()):
         click.echo(f"fold {k}: test C-index {c:.3f}")

@@ -56,8 +56,9 @@ from radiopath.evaluation.metrics import c_index_random_ties as c_index_random_t
 from radiopath.evaluation.prepare import PreparedFold, prepare_fold
 from radiopath.evaluation.prepare import _follow_up_adjusted as _follow_up_adjusted
 from radiopath.evaluation.prepare import _time_grid as _time_grid
-from radiopath.evaluation.sksurv_backend import _fit_sksurv, _rsf_truncated, forest_depth_risks
-from radiopath.evaluation.torch_backend import _torch_coxnet, _torch_coxph, _torch_fsvm
+from radiopath.evaluation.sksurv_backend import forest_depth_risks
+from radiopath.evaluation.units import fit_unit, plan_units
+from radiopath.executors import ExecutorArg, borrowed
 from radiopath.io import FoldEmbeddings
 from radiopath.runkit import write_bytes
 
@@ -147,6 +148,7 @@ def evaluate_folds(
     device="auto",
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
+    executor: ExecutorArg = None,
 ) -> EvaluationResult:
     """Run the downstream protocol on the per-fold embeddings of one aggregator.
 
@@ -173,6 +175,9 @@ def evaluate_folds(
         predictions, chosen parameters and inner-CV score), keyed by the fold's data, the
         configuration, backend and seed; an evaluation killed part-way resumes from the
         finished units.
+    executor
+        Where the fits run (:mod:`radiopath.executors`; units: :mod:`.units`), default
+        this process. The tables are the same on any executor.
 
     Returns
     -------
@@ -200,7 +205,7 @@ def evaluate_folds(
 
     cache = _UnitCache(cache_dir, folds, aggregator, backend, cfg, seed) if cache_dir else None
     with torch_threads(cfg["torch_threads"], dev):
-        return _evaluate(folds, aggregator, mods, models, backend, cfg, dev, seed, cache)
+        return _evaluate(folds, aggregator, mods, models, backend, cfg, dev, seed, cache, executor)
 
 
 class _UnitCache:
@@ -244,7 +249,7 @@ class _UnitCache:
 
 
 def _evaluate(
-    folds, aggregator, mods, models, backend, cfg, dev, seed, cache=None
+    folds, aggregator, mods, models, backend, cfg, dev, seed, cache=None, executor=None
 ) -> EvaluationResult:
     preps = [prepare_fold(f, aggregator=aggregator, config=cfg, seed=seed) for f in folds]
     for p in preps:
@@ -266,39 +271,38 @@ def _evaluate(
     engine = cfg["rsf"]["engine"]
     if engine == "auto":
         engine = "numba" if backend == "torch" else "sksurv"
-    bar = tqdm(
-        total=len(models) * len(fittable), desc=f"evaluate {aggregator}", leave=False, disable=None
-    )
-    for m in models:
-        if cache is not None:
+    if cache is not None:
+        for m in models:
             for p in fittable:
                 fm = cache.get(m, p.fold)
                 if fm is not None:
                     fitted[(m, p.fold)] = fm
-        todo = [p for p in fittable if (m, p.fold) not in fitted]
-        bar.update(len(fittable) - len(todo))
-        if backend == "torch" and m in ("coxph", "fsvm", "coxnet") and todo:
-            # batched over folds; the batch is what the grid search sees, so a partly cached
-            # model is fitted again on all its folds (identical results, one batch)
-            runner = {"coxph": _torch_coxph, "fsvm": _torch_fsvm, "coxnet": _torch_coxnet}[m]
-            with torch.no_grad():
-                for fm in runner(fittable, cfg, dev, seed):
-                    fitted[(m, fm.fold)] = fm
-                    if cache is not None:
-                        cache.put(fm)
-            bar.update(len(todo))
-            continue
-        for p in todo:
-            # the compiled forest's truncated trees are the shallower trees: no grid needed
-            if m == "rsf" and (strategy == "truncate" or engine == "numba"):
-                fm = _rsf_truncated(p, cfg, seed, engine)
-            else:
-                fm = _fit_sksurv(m, p, cfg, seed)
-            fitted[(m, p.fold)] = fm
-            if cache is not None:
-                cache.put(fm)
-            bar.update(1)
-    bar.close()
+    units = plan_units(models, fittable, set(fitted), backend)
+    bar = tqdm(
+        total=len(models) * len(fittable),
+        initial=sum((m, p.fold) in fitted for m in models for p in fittable),
+        desc=f"evaluate {aggregator}",
+        leave=False,
+        disable=None,
+    )
+    shared = {
+        "preps": fittable,
+        "cfg": cfg,
+        "device": dev,
+        "seed": seed,
+        "strategy": strategy,
+        "engine": engine,
+        "cache": cache,
+    }
+    with borrowed(executor) as ex, bar:
+        for done in ex.map_unordered(fit_unit, units, shared=shared):
+            fits = done.result()
+            for fm in fits:
+                fitted[(fm.model, fm.fold)] = fm
+            bar.update(len(fits))
+    # model by model, fold by fold, whatever order the units finished in (the survival table
+    # and the figures are written in this order)
+    fitted = {(m, p.fold): fitted[(m, p.fold)] for m in models for p in preps}
 
     pred_rows, metric_rows, sel_rows = [], [], []
     by_fold = {p.fold: p for p in preps}

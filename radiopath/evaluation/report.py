@@ -186,6 +186,7 @@ def evaluate_run(
     *,
     resume: bool = True,
     aggregator: str | None = None,
+    executor=None,
 ) -> EvaluationResult:
     """Evaluate a training run directory and write the outputs of ``INTERFACE.md`` into it.
 
@@ -197,13 +198,14 @@ def evaluate_run(
     same models, backend and configuration is read back instead of recomputed.
     ``aggregator`` names the run in the tables (default: the run's own aggregator; the
     benchmark's variants such as ``abmil_mil`` train ``abmil`` under another name).
+    ``executor`` runs the fits (:func:`~radiopath.evaluation.evaluate_folds`).
     """
     run_dir = Path(run_dir)
     with RunLock(run_dir, command="evaluate"):
-        return _evaluate_run(run_dir, models, backend, config, device, resume, aggregator)
+        return _evaluate_run(run_dir, models, backend, config, device, resume, aggregator, executor)
 
 
-def _evaluate_run(run_dir, models, backend, config, device, resume, aggregator):
+def _evaluate_run(run_dir, models, backend, config, device, resume, aggregator, executor):
     record = _read_run(run_dir)
     run_cfg = record["config"]
     aggregator = str(aggregator or run_cfg["aggregator"])
@@ -286,6 +288,7 @@ def _evaluate_run(run_dir, models, backend, config, device, resume, aggregator):
             device=device,
             seed=seed,
             cache_dir=run_dir / ".evaluation_units",
+            executor=executor,
         )
         write_csv(result.predictions[PREDICTION_COLUMNS], run_dir / "predictions.csv")
         write_csv(result.metrics[METRIC_COLUMNS], run_dir / "metrics.csv")

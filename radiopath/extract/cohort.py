@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,16 +34,21 @@ from tqdm.auto import tqdm
 
 from radiopath.config import RunRecord
 from radiopath.errors import RadiopathInputError
-from radiopath.extract.ct import extract_ct
+from radiopath.executors import ExecutorArg, borrowed
 from radiopath.extract.encoders import PatchEncoder, get_encoder, get_encoder_spec, resolve_device
-from radiopath.extract.wsi import extract_slide
-from radiopath.io import MODALITIES, RESERVED_COLUMNS, read_survival_table, write_embeddings
+from radiopath.extract.units import (
+    IMAGE_COLUMNS,
+    EncoderSetup,
+    ExtractJob,
+    build_encoders,
+    encoders_as_given,
+    extract_unit,
+)
+from radiopath.io import MODALITIES, RESERVED_COLUMNS, read_survival_table
 from radiopath.runkit import safe_filename, write_csv
 
 log = logging.getLogger(__name__)
 
-#: Image columns of the cohort table, by modality.
-IMAGE_COLUMNS: dict[str, str] = {"wsi": "wsi_image", "ct": "ct_image"}
 MASK_COLUMN = "ct_mask"
 #: Bumped when the embedding-file layout written here changes (invalidates resumed files).
 FORMAT_VERSION = 1
@@ -201,16 +205,6 @@ def stored_fingerprint(path: Path) -> str | None:
 # --------------------------------------------------------------------------- the run
 
 
-@dataclass
-class _Job:
-    patient: ImagePatient
-    modality: str
-    index: int
-    image: Path
-    mask: Path | None
-    output: Path
-
-
 def _per_modality(value, modalities: Sequence[str], name: str) -> dict:
     """``"x"`` -> the same for every modality; ``{"wsi": .., "ct": ..}`` as is."""
     if isinstance(value, Mapping):
@@ -242,6 +236,7 @@ def extract_cohort(
     ct_min_fraction: float = 0.25,
     ct_normalisation: str = "auto",
     batch_size: int = 64,
+    executor: ExecutorArg = None,
     **encoder_kwargs,
 ) -> Path:
     """Turn a cohort of slides and CT scans into embedding files and a new cohort CSV.
@@ -281,6 +276,10 @@ def extract_cohort(
         ``"auto"`` (the encoder's), ``"none"`` (HU) or ``"med3d"``.
     batch_size
         Patches per encoder call.
+    executor
+        Where the images are extracted, one image per unit (:mod:`radiopath.executors`):
+        default this process; on Ray, one actor per worker (per GPU with
+        ``gpus_per_task: 1``) holds the encoders, built once.
     **encoder_kwargs
         Passed to every encoder's constructor.
 
@@ -296,150 +295,91 @@ def extract_cohort(
         raise RadiopathInputError("no patient lists an image", path=cohort.path)
     names = _per_modality(encoder, modalities, "encoder")
     ckpts = _per_modality(checkpoint, modalities, "checkpoint")
-    dev = resolve_device(device)
-    # Build every encoder before any long work, so a wrong name or checkpoint fails at once.
-    encoders: dict[str, PatchEncoder] = {}
     for m in modalities:
         if names[m] is None:
             raise RadiopathInputError(f"no encoder given for modality {m!r}", field="encoder")
         get_encoder_spec(names[m])
-        encoders[m] = get_encoder(
-            names[m], m, checkpoint=ckpts[m], random_init=random_init, device=dev, **encoder_kwargs
-        )
-    params = {
-        "wsi": {
-            "mpp": float(mpp),
-            "patch_size": int(patch_size),
-            "slide_mpp": slide_mpp,
-            "min_tissue": float(min_tissue),
-        },
-        "ct": {
-            "spacing": [float(s) for s in ct_spacing],
-            "patch_size": int(ct_patch_size),
-            "margin_mm": float(ct_margin_mm),
-            "min_fraction": float(ct_min_fraction),
-            "normalisation": ct_normalisation,
-        },
-    }
-    config = {
-        "cohort": str(Path(cohort_csv).resolve()),
-        "out": str(out.resolve()),
-        "encoders": {m: encoders[m].config() for m in modalities},
-        "params": {m: params[m] for m in modalities},
-        "strict": strict,
-        "workers": int(workers),
-        "device": str(dev),
-        "batch_size": int(batch_size),
-        "random_init": bool(random_init),
-        "encoder_kwargs": dict(encoder_kwargs),
-    }
-    jobs = []
-    for p in cohort.patients:
+    with borrowed(executor) as ex:
+        # Build every encoder before any long work, so a wrong name or checkpoint fails at
+        # once (for workers in other processes: on the CPU here, for the check and the
+        # encoders' configuration; each worker builds its own on its device).
+        dev = resolve_device("cpu" if ex.remote else device)
+        encoders: dict[str, PatchEncoder] = {}
         for m in modalities:
-            for k, image in enumerate(p.images.get(m, [])):
-                suffix = "" if k == 0 else f".{k}"
-                name = f"{safe_filename(p.patient_id)}.{m}{suffix}.h5"
-                mask = p.masks[k] if m == "ct" else None
-                jobs.append(_Job(p, m, k, image, mask, out / "embeddings" / name))
-
-    # A missing file is known before any work: report it (or stop, when strict) up front.
-    missing = {}
-    for job in jobs:
-        for kind, f in (("image", job.image), ("mask", job.mask)):
-            if f is not None and not f.exists():
-                col = IMAGE_COLUMNS[job.modality] if kind == "image" else MASK_COLUMN
-                err = RadiopathInputError(
-                    f"{kind} file does not exist",
-                    path=f,
-                    patient_id=job.patient.patient_id,
-                    field=col,
-                )
-                if strict:
-                    raise err
-                missing.setdefault(id(job), err)
-
-    report: list[dict] = []
-    done: dict[tuple[str, str], list[Path]] = {}
-    with RunRecord(out, command="extract", config=config, seed=None) as run:
-        bar = tqdm(jobs, desc="extract", unit="image", disable=not progress)
-        for job in bar:
-            pid = job.patient.patient_id
-            row = {
-                "patient_id": pid,
-                "modality": job.modality,
-                "image": str(job.image),
-                "mask": "" if job.mask is None else str(job.mask),
-                "output": "",
-                "status": "",
-                "n_patches": 0,
-                "seconds": 0.0,
-                "message": "",
-            }
-            report.append(row)
-            if id(job) in missing:
-                row.update(status="failed", message=str(missing[id(job)]))
-                log.warning("skipped: %s", missing[id(job)])
-                continue
-            job_config = {
-                "format": FORMAT_VERSION,
-                "modality": job.modality,
-                "encoder": encoders[job.modality].config(),
-                "params": params[job.modality],
-                "image": file_identity(job.image),
-                "mask": file_identity(job.mask),
-                "encoder_kwargs": dict(encoder_kwargs),
-            }
-            fp = fingerprint(job_config)
-            if stored_fingerprint(job.output) == fp:
-                row.update(status="resumed", output=str(job.output))
-                done.setdefault((pid, job.modality), []).append(job.output)
-                continue
-            start = time.perf_counter()
-            try:
-                bag = _extract_one(
-                    job,
-                    encoders[job.modality],
-                    params[job.modality],
-                    workers=workers,
-                    batch_size=batch_size,
-                    progress=progress,
-                )
-            except Exception as exc:  # one bad image must not stop the cohort
-                if isinstance(exc, RadiopathInputError):
-                    err = RadiopathInputError(
-                        exc.reason, path=exc.path or job.image, patient_id=pid, field=exc.field
-                    )
-                else:
-                    err = RadiopathInputError(
-                        f"extraction failed ({type(exc).__name__}: {exc})",
-                        path=job.image,
-                        patient_id=pid,
-                        field=IMAGE_COLUMNS[job.modality],
-                    )
-                if strict:
-                    raise err from exc
-                log.warning("skipped: %s", err)
-                row.update(
-                    status="failed", message=str(err), seconds=round(time.perf_counter() - start, 3)
-                )
-                continue
-            bag.extra_attrs["extract_fingerprint"] = fp
-            bag.extra_attrs["extract_config"] = json.dumps(job_config, sort_keys=True, default=str)
-            bag.extra_attrs["source_image"] = str(job.image)
-            write_embeddings(job.output, bag)
-            row.update(
-                status="ok",
-                output=str(job.output),
-                n_patches=bag.num_patches,
-                seconds=round(time.perf_counter() - start, 3),
+            encoders[m] = get_encoder(
+                names[m],
+                m,
+                checkpoint=ckpts[m],
+                random_init=random_init,
+                device=dev,
+                **encoder_kwargs,
             )
-            done.setdefault((pid, job.modality), []).append(job.output)
-        new_csv = _write_new_cohort(cohort, out / "cohort.csv", done)
-        report_path = write_csv(
-            pd.DataFrame(report, columns=list(_REPORT_COLUMNS)), out / "extract_report.csv"
+        params = _parameters(
+            mpp,
+            patch_size,
+            slide_mpp,
+            min_tissue,
+            ct_spacing,
+            ct_patch_size,
+            ct_margin_mm,
+            ct_min_fraction,
+            ct_normalisation,
         )
-        counts = {s: sum(r["status"] == s for r in report) for s in ("ok", "resumed", "failed")}
-        run.update(outputs={"cohort": str(new_csv), "report": str(report_path)}, images=counts)
+        config = {
+            "cohort": str(Path(cohort_csv).resolve()),
+            "out": str(out.resolve()),
+            "encoders": {m: encoders[m].config() for m in modalities},
+            "params": {m: params[m] for m in modalities},
+            "strict": strict,
+            "workers": int(workers),
+            "device": device if ex.remote else str(dev),
+            "batch_size": int(batch_size),
+            "random_init": bool(random_init),
+            "encoder_kwargs": dict(encoder_kwargs),
+            "executor": ex.config.as_dict(),
+        }
+        jobs = _jobs(cohort, modalities, out)
+        missing = _missing_files(jobs, strict)
+        if ex.remote:
+            spec = EncoderSetup(names, ckpts, random_init, device, dict(encoder_kwargs))
+            setup, shared = build_encoders, {"spec": spec}
+        else:
+            setup, shared = encoders_as_given, {"encoders": encoders}
+        options = {"workers": workers, "batch_size": batch_size, "progress": progress}
+        with RunRecord(out, command="extract", config=config, seed=None) as run:
+            report, todo = _plan(jobs, missing, encoders, params, encoder_kwargs)
+            bar = tqdm(
+                total=len(jobs),
+                initial=len(jobs) - len(todo),
+                desc="extract",
+                unit="image",
+                disable=not progress,
+            )
+            tasks = [
+                (
+                    jobs[i],
+                    params[jobs[i].modality],
+                    cfg,
+                    fp,
+                    {**options, "progress": progress and not ex.remote},
+                )
+                for i, cfg, fp in todo
+            ]
+            with bar:
+                for unit in ex.map_unordered(extract_unit, tasks, shared=shared, setup=setup):
+                    i = todo[unit.index][0]
+                    _record(report[i], jobs[i], unit.result(), strict)
+                    bar.update()
+            done: dict[tuple[str, str], list[Path]] = {}
+            for job, row in zip(jobs, report):
+                if row["status"] in ("ok", "resumed"):
+                    done.setdefault((job.patient.patient_id, job.modality), []).append(job.output)
+            new_csv = _write_new_cohort(cohort, out / "cohort.csv", done)
+            report_path = write_csv(
+                pd.DataFrame(report, columns=list(_REPORT_COLUMNS)), out / "extract_report.csv"
+            )
+            counts = {s: sum(r["status"] == s for r in report) for s in ("ok", "resumed", "failed")}
+            run.update(outputs={"cohort": str(new_csv), "report": str(report_path)}, images=counts)
     if counts["failed"]:
         log.warning("%d of %d image(s) failed; see %s", counts["failed"], len(report), report_path)
     log.info(
@@ -465,39 +405,111 @@ _REPORT_COLUMNS = (
 )
 
 
-def _extract_one(
-    job: _Job,
-    encoder: PatchEncoder,
-    params: Mapping,
-    *,
-    workers: int,
-    batch_size: int,
-    progress: bool,
-):
-    if job.modality == "wsi":
-        return extract_slide(
-            job.image,
-            encoder,
-            mpp=params["mpp"],
-            patch_size=params["patch_size"],
-            slide_mpp_override=params["slide_mpp"],
-            min_tissue=params["min_tissue"],
-            batch_size=batch_size,
-            workers=workers,
-            progress=progress,
+def _parameters(
+    mpp, patch_size, slide_mpp, min_tissue, spacing, ct_patch_size, margin_mm, min_fraction, norm
+) -> dict[str, dict]:
+    return {
+        "wsi": {
+            "mpp": float(mpp),
+            "patch_size": int(patch_size),
+            "slide_mpp": slide_mpp,
+            "min_tissue": float(min_tissue),
+        },
+        "ct": {
+            "spacing": [float(s) for s in spacing],
+            "patch_size": int(ct_patch_size),
+            "margin_mm": float(margin_mm),
+            "min_fraction": float(min_fraction),
+            "normalisation": norm,
+        },
+    }
+
+
+def _jobs(cohort: ImageCohort, modalities: Sequence[str], out: Path) -> list[ExtractJob]:
+    jobs = []
+    for p in cohort.patients:
+        for m in modalities:
+            for k, image in enumerate(p.images.get(m, [])):
+                suffix = "" if k == 0 else f".{k}"
+                name = f"{safe_filename(p.patient_id)}.{m}{suffix}.h5"
+                mask = p.masks[k] if m == "ct" else None
+                jobs.append(ExtractJob(p, m, k, image, mask, out / "embeddings" / name))
+    return jobs
+
+
+def _missing_files(jobs: Sequence[ExtractJob], strict: bool) -> dict[int, RadiopathInputError]:
+    """A missing file is known before any work: reported up front (raised when strict),
+    by job position."""
+    missing = {}
+    for i, job in enumerate(jobs):
+        for kind, f in (("image", job.image), ("mask", job.mask)):
+            if f is not None and not f.exists():
+                col = IMAGE_COLUMNS[job.modality] if kind == "image" else MASK_COLUMN
+                err = RadiopathInputError(
+                    f"{kind} file does not exist",
+                    path=f,
+                    patient_id=job.patient.patient_id,
+                    field=col,
+                )
+                if strict:
+                    raise err
+                missing.setdefault(i, err)
+    return missing
+
+
+def _plan(jobs, missing, encoders, params, encoder_kwargs) -> tuple[list[dict], list[tuple]]:
+    """The report's rows (missing files failed, files with the same fingerprint resumed)
+    and ``(job position, job config, fingerprint)`` of every image still to extract."""
+    report, todo = [], []
+    for i, job in enumerate(jobs):
+        row = {
+            "patient_id": job.patient.patient_id,
+            "modality": job.modality,
+            "image": str(job.image),
+            "mask": "" if job.mask is None else str(job.mask),
+            "output": "",
+            "status": "",
+            "n_patches": 0,
+            "seconds": 0.0,
+            "message": "",
+        }
+        report.append(row)
+        if i in missing:
+            row.update(status="failed", message=str(missing[i]))
+            log.warning("skipped: %s", missing[i])
+            continue
+        job_config = {
+            "format": FORMAT_VERSION,
+            "modality": job.modality,
+            "encoder": encoders[job.modality].config(),
+            "params": params[job.modality],
+            "image": file_identity(job.image),
+            "mask": file_identity(job.mask),
+            "encoder_kwargs": dict(encoder_kwargs),
+        }
+        fp = fingerprint(job_config)
+        if stored_fingerprint(job.output) == fp:
+            row.update(status="resumed", output=str(job.output))
+        else:
+            todo.append((i, job_config, fp))
+    return report, todo
+
+
+def _record(row: dict, job: ExtractJob, result: Mapping, strict: bool) -> None:
+    """Enter a unit's outcome in its report row (a failed image: raised when strict)."""
+    if result["status"] == "failed":
+        err = result["error"]
+        if strict:
+            raise err
+        log.warning("skipped: %s", err)
+        row.update(status="failed", message=str(err), seconds=result["seconds"])
+    else:
+        row.update(
+            status="ok",
+            output=str(job.output),
+            n_patches=result["n_patches"],
+            seconds=result["seconds"],
         )
-    return extract_ct(
-        job.image,
-        encoder,
-        mask=job.mask,
-        spacing=params["spacing"],
-        patch_size=params["patch_size"],
-        margin_mm=params["margin_mm"],
-        min_fraction=params["min_fraction"],
-        normalisation=params["normalisation"],
-        batch_size=batch_size,
-        progress=progress,
-    )
 
 
 def _write_new_cohort(

@@ -1,4 +1,4 @@
-"""Graphs for a whole cohort: parallel across files, resumable, with a manifest.
+"""Graphs for a whole cohort: parallel across files (any executor), resumable, with a manifest.
 
 Layout of the output folder::
 
@@ -15,21 +15,19 @@ configuration (same :func:`~radiopath.graph.config.config_hash`) is not rebuilt.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import torch
 from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
 from radiopath.config import KeysOf, check_known_keys, config_section
 from radiopath.errors import RadiopathInputError
+from radiopath.executors import Executor, ExecutorArg, borrowed
 from radiopath.graph.build import build_graph
 from radiopath.graph.config import DEFAULTS, MODALITY_DEFAULTS, config_hash, load_preset
 from radiopath.graph.storage import load_graph, read_graph_meta, save_graph
@@ -133,11 +131,6 @@ def _up_to_date(job: _Job, out_dir: Path) -> dict | None:
     }
 
 
-def _worker_init() -> None:
-    # One process per core: keep each single-threaded so workers do not oversubscribe.
-    torch.set_num_threads(1)
-
-
 def build_cohort_graphs(
     cohort: Cohort | str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -146,6 +139,7 @@ def build_cohort_graphs(
     strict: bool = False,
     progress: bool = True,
     modalities: Sequence[str] | None = None,
+    executor: ExecutorArg = None,
 ) -> pd.DataFrame:
     """Build the graph of every embedding file of a cohort.
 
@@ -159,13 +153,18 @@ def build_cohort_graphs(
         None for each modality's default, a preset (name, path or mapping), a list of
         presets, or ``{modality: preset}`` (see :func:`resolve_cohort_presets`).
     workers
-        Processes building graphs in parallel (one file per task).
+        Processes building graphs in parallel (one file per task), when no ``executor``
+        is given.
     strict
         Raise on the first bad file instead of reporting it and going on.
     progress
         Show a progress bar.
     modalities
         Imaging modalities to build (default: all the cohort has).
+    executor
+        Where the graphs are built, one file per unit (:mod:`radiopath.executors`):
+        ``"local"``, ``"ray"``, a mapping such as ``{"name": "ray", "address": "auto"}``, or
+        an open executor. Default: this process, or ``workers`` local processes.
 
     Returns
     -------
@@ -179,7 +178,20 @@ def build_cohort_graphs(
         raise RadiopathInputError(f"workers must be >= 1, got {workers}", field="workers")
     modalities = list(modalities) if modalities is not None else cohort.modalities
     configs = resolve_cohort_presets(preset, modalities)
-    out = Path(out_dir)
+    spec = executor if executor is not None else {"name": "local", "workers": workers}
+    with borrowed(spec) as ex:  # a bad executor setting is refused before anything is written
+        return _build_all(cohort, Path(out_dir), configs, modalities, strict, progress, ex)
+
+
+def _build_all(
+    cohort: Cohort,
+    out: Path,
+    configs: Mapping[str, dict],
+    modalities: Sequence[str],
+    strict: bool,
+    progress: bool,
+    ex: Executor,
+) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
     failed: list[dict] = []
 
@@ -255,39 +267,17 @@ def build_cohort_graphs(
     if results:
         log.info("%d graph(s) already built with the same configuration; skipped", len(results))
 
-    bar = tqdm(total=len(todo), desc="graphs", unit="file", disable=not progress)
-    try:
-        if workers == 1 or len(todo) <= 1:
-            for idx in todo:
-                try:
-                    results[idx] = _build_one(jobs[idx], str(out))
-                except WriteError:
-                    raise  # the output folder, not the input: stop, nothing is skipped
-                except (RadiopathInputError, OSError) as exc:
-                    fail_job(jobs[idx], getattr(exc, "reason", str(exc)))
-                bar.update()
-        else:
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(
-                max_workers=workers, mp_context=context, initializer=_worker_init
-            ) as pool:
-                futures = {pool.submit(_build_one, jobs[idx], str(out)): idx for idx in todo}
-                try:
-                    for future in as_completed(futures):
-                        idx = futures[future]
-                        try:
-                            results[idx] = future.result()
-                        except WriteError:
-                            raise
-                        except (RadiopathInputError, OSError) as exc:
-                            fail_job(jobs[idx], getattr(exc, "reason", str(exc)))
-                        bar.update()
-                except BaseException:
-                    for future in futures:
-                        future.cancel()
-                    raise
-    finally:
-        bar.close()
+    with tqdm(total=len(todo), desc="graphs", unit="file", disable=not progress) as bar:
+        units = [(jobs[idx], str(out)) for idx in todo]
+        for done in ex.map_unordered(_build_one, units):
+            idx = todo[done.index]
+            try:
+                results[idx] = done.result()
+            except WriteError:
+                raise  # the output folder, not the input: stop, nothing is skipped
+            except (RadiopathInputError, OSError) as exc:
+                fail_job(jobs[idx], getattr(exc, "reason", str(exc)))
+            bar.update()
 
     rows = [
         {

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from radiopath.config import RunRecord
 from radiopath.errors import RadiopathInputError
+from radiopath.executors import ExecutorArg, borrowed
 from radiopath.io import (
     Cohort,
     FoldEmbeddings,
@@ -42,7 +43,7 @@ from radiopath.io import (
     read_fold_embeddings,
     write_fold_embeddings,
 )
-from radiopath.runkit import digests, read_json, verify_digests, write_csv, write_json
+from radiopath.runkit import read_json, verify_digests, write_csv
 from radiopath.runtime import resolve_device
 from radiopath.training.config import resolve_training_config
 from radiopath.training.data import (
@@ -53,6 +54,7 @@ from radiopath.training.data import (
     mapping_source,
     patch_importance,
 )
+from radiopath.training.fold_unit import FoldContext, FoldTask, run_fold
 from radiopath.training.folds import (
     check_folds,
     fold_repeats,
@@ -60,7 +62,7 @@ from radiopath.training.folds import (
     read_folds,
     write_folds,
 )
-from radiopath.training.loop import c_index, fit_fold, predict
+from radiopath.training.loop import c_index, predict
 
 log = logging.getLogger(__name__)
 
@@ -108,20 +110,22 @@ def modalities_label(modalities: Sequence[str]) -> str:
 
 
 def _graph_source(graphs_dir, cohort: Cohort, cfg: Mapping, progress: bool):
+    """``load, available, source, graphs``: ``graphs`` is the graph folder or the in-memory
+    mapping (what a worker in another process builds its own store from)."""
     if graphs_dir is None:
         built = build_in_memory(
             cohort, cfg["modalities"], cfg["graph_preset"], strict=cfg["strict"], progress=progress
         )
         load, available = mapping_source(built)
-        return load, available, "memory", True
+        return load, available, "memory", built
     if isinstance(graphs_dir, Mapping):
         load, available = mapping_source(graphs_dir)
-        return load, available, "memory", True
+        return load, available, "memory", graphs_dir
     graphs_dir = Path(graphs_dir)
     if not graphs_dir.is_dir():
         raise RadiopathInputError("graphs folder does not exist", path=graphs_dir)
     load, available = manifest_source(graphs_dir)
-    return load, available, graphs_dir / "manifest.csv", False
+    return load, available, graphs_dir / "manifest.csv", graphs_dir
 
 
 def _want_cache(cfg: Mapping, store: GraphStore, records: Sequence[PatientRecord]) -> bool:
@@ -305,6 +309,33 @@ def _fold_exports(fold: int, aggregator: str, test, modalities) -> list[str]:
     return files
 
 
+def _finished_fold(out: Path, k: int, exports: list[str], cfg: Mapping) -> float | None:
+    """The test C-index of a fold that finished with intact exports, or None when the fold
+    must run (again)."""
+    finished = read_json(out / "checkpoints" / f"fold_{k}.done.json")
+    if finished is None:
+        return None
+    bad = verify_digests(out, finished.get("digests") or {}) or [
+        e for e in exports[:1] if not (out / e).is_file()
+    ]
+    if bad:
+        # A file of a finished fold was truncated, removed or altered since:
+        # the fold's exports are written again from its checkpoint.
+        log.warning(
+            "fold %d: %s missing, truncated or changed since the fold finished; written again",
+            k,
+            ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""),
+        )
+        return None
+    if finished.get("importance", "selection") != cfg["importance"]:
+        # Another importance mode: the finished model is loaded from its checkpoint (not
+        # retrained) and its exports are written again.
+        log.info("fold %d: importance re-traced as %s", k, cfg["importance"])
+        return None
+    log.info("fold %d already finished; skipped", k)
+    return finished["test_c_index"]
+
+
 def collect_risks(
     out_dir: Path, folds: Sequence[int], aggregator: str, modalities, repeat_of=None
 ) -> pd.DataFrame:
@@ -343,6 +374,7 @@ def train_cross_validated(
     resume: bool = True,
     progress: bool = True,
     repeats: int = 1,
+    executor: ExecutorArg = None,
 ) -> TrainingResult:
     """Train one aggregator under outer k-fold cross-validation and export its outputs.
 
@@ -383,6 +415,10 @@ def train_cross_validated(
     repeats
         Repeated cross-validation: R stratified splits with seeds ``seed .. seed+R-1``
         (when no ``folds`` are given); every one of the R x K folds is trained.
+    executor
+        Where the folds run, one fold per unit (:mod:`radiopath.executors`): default this
+        process, one fold after the other; ``"ray"`` or ``{"name": "ray", ...}`` for Ray
+        workers. Each fold is seeded by itself, so the files are the same either way.
 
     Examples
     --------
@@ -401,15 +437,15 @@ def train_cross_validated(
     )
     cohort.require_modalities(modalities)
 
-    load, available, source, in_memory = _graph_source(graphs_dir, cohort, cfg, progress)
+    load, available, source, graphs = _graph_source(graphs_dir, cohort, cfg, progress)
     records = _patient_records(cohort, available, modalities, source, cfg["strict"])
     store = GraphStore(load, cache=True)
     in_channels = {}
     for m in modalities:
         first = next(r for r in records if m in r.modalities)
         in_channels[m] = store.feature_width(first.patient_id, m)
-    if not in_memory:
-        store.cache = _want_cache(cfg, store, records)
+    cache = isinstance(graphs, Mapping) or _want_cache(cfg, store, records)
+    store.cache = cache
     missing = any(len(r.modalities) < len(modalities) for r in records)
     indicator = missing if cfg["missing_indicator"] == "auto" else bool(cfg["missing_indicator"])
 
@@ -430,64 +466,44 @@ def train_cross_validated(
     }
     fold_c: dict[int, float] = {}
     with RunRecord(out, command="train", config=record_cfg, seed=cfg["seed"]) as run:
-        for k in tqdm(
-            fold_ids, desc=f"{cfg['aggregator']} folds", unit="fold", disable=not progress
-        ):
-            done = out / "checkpoints" / f"fold_{k}.done.json"
+        tasks = []
+        for k in fold_ids:
             train = [r for r in records if r.patient_id not in in_fold[k]]
             test = [r for r in records if r.patient_id in in_fold[k]]
             exports = _fold_exports(k, cfg["aggregator"], test, modalities)
-            finished = read_json(done) if resume else None
+            finished = _finished_fold(out, k, exports, cfg) if resume else None
             if finished is not None:
-                bad = verify_digests(out, finished.get("digests") or {}) or [
-                    e for e in exports[:1] if not (out / e).is_file()
-                ]
-                if bad:
-                    # A file of a finished fold was truncated, removed or altered since:
-                    # the fold's exports are written again from its checkpoint.
-                    log.warning(
-                        "fold %d: %s missing, truncated or changed since the fold finished; "
-                        "written again",
-                        k,
-                        ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""),
-                    )
-                elif finished.get("importance", "selection") == cfg["importance"]:
-                    fold_c[k] = finished["test_c_index"]
-                    log.info("fold %d already finished; skipped", k)
-                    continue
-                else:
-                    # Another importance mode: the finished model is loaded from its
-                    # checkpoint (not retrained) and its exports are written again.
-                    log.info("fold %d: importance re-traced as %s", k, cfg["importance"])
-            model = fit_fold(
-                k,
-                train,
-                test,
-                store,
-                cfg,
-                in_channels=in_channels,
-                missing_indicator=indicator,
-                out_dir=out,
-                device=dev,
-                resume=resume,
-                progress=progress,
-            )
-            fold_c[k] = export_fold(
-                model, k, train, test, store, cfg, out, dev, repeat_of[k] == first_repeat
-            )
-            write_json(
-                done,
-                {
-                    "fold": k,
-                    "test_c_index": fold_c[k],
-                    "n_train": len(train),
-                    "n_test": len(test),
-                    "importance": cfg["importance"],
-                    # what the fold wrote, so a later truncation is detected on resume
-                    "digests": digests(out, exports),
-                },
-            )
-            log.info("fold %d: test C-index %.3f", k, fold_c[k])
+                fold_c[k] = finished
+                continue
+            tasks.append(FoldTask(k, train, test, exports, repeat_of[k] == first_repeat))
+        context = FoldContext(
+            cfg,
+            in_channels,
+            indicator,
+            out,
+            dev,
+            str(device),
+            resume,
+            progress,
+            graphs,
+            cache,
+            store,
+        )
+        bar = tqdm(
+            total=len(fold_ids),
+            initial=len(fold_ids) - len(tasks),
+            desc=f"{cfg['aggregator']} folds",
+            unit="fold",
+            disable=not progress,
+        )
+        with borrowed(executor) as ex, bar:
+            shared = {"ctx": context.for_workers() if ex.remote else context}
+            for done in ex.map_unordered(run_fold, [(t,) for t in tasks], shared=shared):
+                k = tasks[done.index].fold
+                fold_c[k] = done.result()
+                log.info("fold %d: test C-index %.3f", k, fold_c[k])
+                bar.update()
+        fold_c = dict(sorted(fold_c.items()))
         _merge_risk_offsets(
             out, cfg["aggregator"], [k for k in fold_ids if repeat_of[k] == first_repeat]
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time as _time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -361,8 +362,11 @@ def _fit_fold(
     ckpt_path.parent.mkdir(parents=True, exist_ok=True)
     fingerprint = config_fingerprint(cfg)
     seed = int(cfg["seed"]) * 1000 + fold
+    # every generator a checkpoint saves, so a fold's checkpoint is the same file whichever
+    # process (or executor worker) trained it
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
+    random.seed(seed)
     val_cfg = cfg["validation"]
     train, inner_val = validation_split(train, float(val_cfg["fraction"]), seed)
     n_epochs = schedule_epochs(cfg, len(train))

@@ -160,7 +160,7 @@ def test_corrupt_ledger_is_not_trusted(finished_run):
 def test_interrupted_evaluation_resumes_from_finished_units(finished_run, monkeypatch, tmp_path):
     import shutil
 
-    import radiopath.evaluation.protocol as protocol
+    import radiopath.evaluation.units as units
     from radiopath.evaluation import evaluate_run
 
     run, out = finished_run
@@ -170,7 +170,7 @@ def test_interrupted_evaluation_resumes_from_finished_units(finished_run, monkey
     models = ["coxph", "fsvm"]
     clean = evaluate_run(clean_dir, models=models, backend="sksurv")
 
-    real_fit = protocol._fit_sksurv
+    real_fit = units._fit_sksurv
     calls = []
 
     def dies_on_third(model, prep, cfg, seed):
@@ -179,7 +179,7 @@ def test_interrupted_evaluation_resumes_from_finished_units(finished_run, monkey
             raise KeyboardInterrupt  # a kill in the middle of the grid search
         return real_fit(model, prep, cfg, seed)
 
-    monkeypatch.setattr(protocol, "_fit_sksurv", dies_on_third)
+    monkeypatch.setattr(units, "_fit_sksurv", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
         evaluate_run(out, models=models, backend="sksurv")
     assert len(list((out / ".evaluation_units").glob("*.pkl"))) == 2

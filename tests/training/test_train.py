@@ -144,7 +144,7 @@ def test_resume_skips_finished_folds(sparra_run, small_cohort, small_graphs, mon
     def boom(*args, **kwargs):
         raise AssertionError("a finished fold was trained again")
 
-    monkeypatch.setattr("radiopath.training.cv.fit_fold", boom)
+    monkeypatch.setattr("radiopath.training.fold_unit.fit_fold", boom)
     again = train_cross_validated(
         small_cohort,
         small_graphs,

@@ -1,0 +1,140 @@
+"""One fold of cross-validated training as a unit of work, runnable on any executor.
+
+:func:`train_cross_validated` decides which folds still need training (a fold whose
+``done.json`` and exports are intact is never submitted) and hands each of the others to its
+executor as :func:`run_fold` with one shared :class:`FoldContext`. The unit trains the fold
+(resuming its own checkpoint), writes its exports and its ``done.json`` itself, through
+:mod:`radiopath.runkit` (atomically), and returns the fold's test C-index.
+
+In this process the context carries the caller's :class:`GraphStore` (its cache included);
+a worker in another process builds its own from the graph folder's manifest (reading the
+graph files from their paths) or from the in-memory graphs shipped once with the context,
+and keeps it for the next fold it is given.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from radiopath.runkit import digests, write_json
+from radiopath.runtime import resolve_device
+from radiopath.training.data import GraphStore, PatientRecord, manifest_source, mapping_source
+from radiopath.training.loop import fit_fold
+
+
+@dataclass
+class FoldContext:
+    """What every fold of one training run shares.
+
+    Attributes
+    ----------
+    graphs
+        The graph folder (with ``manifest.csv``) or ``{(patient_id, modality): graphs}``.
+    cache
+        Whether a worker's store keeps the graphs it loaded in memory.
+    device
+        The device folds run on in this process (in a worker's copy: the requested one).
+    requested_device
+        The device as the caller asked for it (``"auto"``: each worker resolves it on its
+        own devices, a GPU when it was given one).
+    store
+        The caller's store, used when the folds run in this process; None in workers.
+    """
+
+    cfg: dict
+    in_channels: dict[str, int]
+    missing_indicator: bool
+    out_dir: Path
+    device: torch.device | str
+    requested_device: str
+    resume: bool
+    progress: bool
+    graphs: str | os.PathLike | Mapping
+    cache: bool
+    store: GraphStore | None = None
+
+    def for_workers(self) -> FoldContext:
+        """The context sent to other processes: no store, no per-epoch progress bars, the
+        device left for each worker to resolve."""
+        return replace(self, store=None, progress=False, device=self.requested_device)
+
+
+@dataclass
+class FoldTask:
+    """One fold: its patients, the files it exports (for its ledger) and whether it traces
+    importance maps (the first repeat only)."""
+
+    fold: int
+    train: Sequence[PatientRecord]
+    test: Sequence[PatientRecord]
+    exports: list[str]
+    write_importance: bool
+
+
+_worker_store: dict[tuple, GraphStore] = {}  # the last graph folder's store of this process
+
+
+def _store(ctx: FoldContext) -> GraphStore:
+    if ctx.store is not None:
+        return ctx.store
+    if isinstance(ctx.graphs, Mapping):
+        return GraphStore(mapping_source(ctx.graphs)[0], cache=True)
+    manifest = Path(ctx.graphs) / "manifest.csv"
+    st = manifest.stat()  # a rebuilt graph folder rewrites its manifest: a new store
+    key = (str(manifest.resolve()), st.st_mtime_ns, st.st_size, ctx.cache)
+    if key not in _worker_store:
+        _worker_store.clear()
+        _worker_store[key] = GraphStore(manifest_source(ctx.graphs)[0], cache=ctx.cache)
+    return _worker_store[key]
+
+
+def run_fold(task: FoldTask, ctx: FoldContext) -> float:
+    """Train one fold, write its exports and ``checkpoints/fold_<k>.done.json``; return its
+    test C-index."""
+    # cv imports this module; its export step is looked up when a fold runs
+    from radiopath.training.cv import export_fold
+
+    store = _store(ctx)
+    device = resolve_device(ctx.device)
+    model = fit_fold(
+        task.fold,
+        task.train,
+        task.test,
+        store,
+        ctx.cfg,
+        in_channels=ctx.in_channels,
+        missing_indicator=ctx.missing_indicator,
+        out_dir=ctx.out_dir,
+        device=device,
+        resume=ctx.resume,
+        progress=ctx.progress,
+    )
+    c_index = export_fold(
+        model,
+        task.fold,
+        task.train,
+        task.test,
+        store,
+        ctx.cfg,
+        ctx.out_dir,
+        device,
+        task.write_importance,
+    )
+    write_json(
+        ctx.out_dir / "checkpoints" / f"fold_{task.fold}.done.json",
+        {
+            "fold": task.fold,
+            "test_c_index": c_index,
+            "n_train": len(task.train),
+            "n_test": len(task.test),
+            "importance": ctx.cfg["importance"],
+            # what the fold wrote, so a later truncation is detected on resume
+            "digests": digests(ctx.out_dir, task.exports),
+        },
+    )
+    return c_index

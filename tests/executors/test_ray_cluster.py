@@ -1,0 +1,48 @@
+"""A whole benchmark on a simulated two-node Ray cluster (``ray.cluster_utils.Cluster``, one
+CPU per node) writes the files of a local run."""
+
+from __future__ import annotations
+
+import pytest
+from ray_helpers import tree_differences
+
+from radiopath.benchmark import run_benchmark
+
+ray = pytest.importorskip("ray")
+
+FAST = {
+    "aggregators": ["sparra", "mean"],
+    "models": ["coxph", "fsvm"],
+    "folds": 3,
+    "train": {"epochs": 2, "batch_size": 8},
+    "evaluation": {"backend": "torch", "cv": {"n_splits": 3}},
+}
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+    )
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    yield cluster
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.mark.slow
+def test_benchmark_on_two_nodes_writes_the_local_files(two_nodes, small_cohort, tmp_path):
+    # same folder names: the report is titled by its folder's name
+    local = run_benchmark(small_cohort, tmp_path / "local" / "run", FAST, progress=False)
+    executor = {"name": "ray", "address": two_nodes.address}
+    on_ray = run_benchmark(
+        small_cohort, tmp_path / "ray" / "run", {**FAST, "executor": executor}, progress=False
+    )
+    assert len(two_nodes.list_all_nodes()) == 2
+    assert not ray.is_initialized()  # the benchmark connected, and disconnected at its end
+    assert local.metrics.equals(on_ray.metrics)
+    assert tree_differences(tmp_path / "local" / "run", tmp_path / "ray" / "run") == []
