@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import os
 import signal
 from pathlib import Path
@@ -14,10 +15,26 @@ import pandas as pd
 from radiopath.errors import RadiopathInputError
 from radiopath.executors import Executor
 
-#: Provenance, not results: start/end times, argv, the executor itself.
-PROVENANCE = {"run.json", ".radiopath.lock"}
-#: Tables with a wall-time column: compared without it.
+#: Provenance, not results: start/end times, argv, the executor itself; the report page,
+#: whose provenance section shows each stage's seconds (its tables and figures come from
+#: files compared here).
+PROVENANCE = {"run.json", ".radiopath.lock", "report.html"}
+#: Tables and ledgers with a wall-time field: compared without it.
 TIMED = {"seconds"}
+
+
+def _untimed(value):
+    """A JSON value without its ``seconds`` fields and the digests of provenance files
+    (keys naming one), at any depth."""
+    if isinstance(value, dict):
+        return {
+            k: _untimed(v)
+            for k, v in value.items()
+            if k not in TIMED and Path(k).name not in PROVENANCE
+        }
+    if isinstance(value, list):
+        return [_untimed(v) for v in value]
+    return value
 
 
 def _files(root: Path) -> dict[str, Path]:
@@ -37,7 +54,8 @@ def tree_differences(a, b) -> list[str]:
     """Files that differ between two run folders: present on one side only, or not the same
     bytes (where a file names its own output folder, that folder's path is set aside); a
     CSV with a ``seconds`` column (epoch logs, extraction report) is compared without that
-    column, to exact equality of everything else."""
+    column, a JSON file (the stage ledger) without its ``seconds`` fields, to exact
+    equality of everything else."""
     a, b = Path(a), Path(b)
     fa, fb = _files(a), _files(b)
     bad = sorted(set(fa) ^ set(fb))
@@ -49,6 +67,10 @@ def tree_differences(a, b) -> list[str]:
             tb = pd.read_csv(io.BytesIO(_read(fb[rel], b)))
             timed = [c for c in ta.columns if c in TIMED]
             if timed and ta.drop(columns=timed).equals(tb.drop(columns=timed)):
+                continue
+        if rel.endswith(".json"):
+            ja, jb = (json.loads(_read(f, root)) for f, root in ((fa[rel], a), (fb[rel], b)))
+            if _untimed(ja) == _untimed(jb):
                 continue
         bad.append(rel)
     return bad
