@@ -69,8 +69,9 @@ def tree_differences(a, b) -> list[str]:
             if timed and ta.drop(columns=timed).equals(tb.drop(columns=timed)):
                 continue
         if rel.endswith(".json"):
-            ja, jb = (json.loads(_read(f, root)) for f, root in ((fa[rel], a), (fb[rel], b)))
-            if _untimed(ja) == _untimed(jb):
+            raw = [json.loads(fa[rel].read_bytes()), json.loads(fb[rel].read_bytes())]
+            neutral = [json.loads(_read(f, root)) for f, root in ((fa[rel], a), (fb[rel], b))]
+            if any(_untimed(x) == _untimed(y) for x, y in (raw, neutral)):
                 continue
         bad.append(rel)
     return bad
