@@ -287,12 +287,12 @@ class MultimodalSurvivalModel(nn.Module):
         first product and its gradient shrink by the same factor. The same network reads
         raw or mapped features alike (equal up to float rounding).
         """
-        from radiopath.models.encoders import _apply_input_map
+        from radiopath.models.encoders import _apply_input_map, _graph_mean
 
         z = _apply_input_map(x.float(), self.input_map(modality))
         if self.encoders[modality].center:
-            w = torch.ones(len(z), device=z.device) if node_weight is None else node_weight.float()
-            z = z - (w[:, None] * z).sum(0) / w.sum().clamp(min=torch.finfo(z.dtype).tiny)
+            one_graph = torch.zeros(len(z), dtype=torch.long, device=z.device)
+            z = z - _graph_mean(z, one_graph, 1, node_weight)
         return z
 
     def linear_head(self) -> tuple[Tensor, Tensor]:
