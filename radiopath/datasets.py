@@ -88,6 +88,13 @@ class SyntheticConfig:
     clinical
         Add clinical columns: ``age`` and ``sex`` (pure noise) and ``stage`` (1-4, weakly
         related to the hazard, as a real stage would be).
+    clinical_effect
+        Log-hazard ratio per standard deviation of a third latent factor, independent of the
+        imaging ones and seen only in two clinical columns: ``marker`` (a numeric reading of
+        it with noise of standard deviation 0.5, like a laboratory value) and ``grade``
+        (``G1``-``G4``, a coarse ordinal reading). 0 (the default): no such factor and no such
+        columns. It is drawn from its own random stream, so the rest of the cohort is the
+        one drawn without it, apart from the outcomes.
     n_tissue_types
         Spatial tissue-type structure (Voronoi regions with their own mean embedding),
         independent of the outcome.
@@ -118,6 +125,7 @@ class SyntheticConfig:
     censoring: float = 0.3
     missing_rate: float = 0.0
     clinical: bool = True
+    clinical_effect: float = 0.0
     n_tissue_types: int = 4
     marker: float = 1.5
     confounder: float = 0.5
@@ -157,6 +165,10 @@ class SyntheticConfig:
             bad("confounder", f"must be >= 0, got {self.confounder}")
         if self.marker < 0:
             bad("marker", f"must be >= 0, got {self.marker}")
+        if self.clinical_effect < 0:
+            bad("clinical_effect", f"must be >= 0, got {self.clinical_effect}")
+        if self.clinical_effect > 0 and not self.clinical:
+            bad("clinical_effect", "a clinical factor needs clinical columns (clinical=True)")
 
 
 # ------------------------------------------------------------------ geometry
@@ -353,6 +365,14 @@ def latent_factors(
     return factors, effect * z1
 
 
+def clinical_factor_columns(rng: np.random.Generator, factor: float) -> dict:
+    """``marker`` (the factor plus noise of sd 0.5) and ``grade`` (G1-G4 from the factor plus
+    noise of sd 0.7, cut at the standard normal's quartiles) for one patient."""
+    coarse = factor + rng.normal(0, 0.7)
+    grade = 1 + int(np.searchsorted([-0.674, 0.0, 0.674], coarse / math.sqrt(1.49)))
+    return {"marker": round(float(factor + rng.normal(0, 0.5)), 3), "grade": f"G{grade}"}
+
+
 def clinical_columns(rng: np.random.Generator, eta: float, effect: float) -> dict:
     """``age`` and ``sex`` (noise) and ``stage`` (1-4, a noisy, coarse reading of the
     hazard, as in real cohorts) for one patient."""
@@ -470,7 +490,6 @@ def make_synthetic_cohort(
     progress
         Show a progress bar.
     """
-    from radiopath.training.loop import c_index
 
     cfg = config or SyntheticConfig()
     if overrides:
@@ -490,6 +509,10 @@ def make_synthetic_cohort(
     spans = {"wsi": cfg.wsi_patches, "ct": cfg.ct_patches}
 
     factors, eta = latent_factors(rng, P, cfg.signal, cfg.effect)
+    clinical_rng = np.random.default_rng([cfg.seed, 3])
+    clinical_factor = clinical_rng.normal(size=P) if cfg.clinical_effect > 0 else None
+    if clinical_factor is not None:
+        eta = eta + cfg.clinical_effect * clinical_factor
     time, event = simulate_outcomes(rng, eta, cfg)
 
     missing = np.full(P, "", dtype=object)
@@ -532,25 +555,48 @@ def make_synthetic_cohort(
             row[modality] = f"embeddings/{name}.h5"
         if cfg.clinical:
             row.update(clinical_columns(rng, float(eta[i]), cfg.effect))
+        if clinical_factor is not None:
+            row.update(clinical_factor_columns(clinical_rng, float(clinical_factor[i])))
+            truth["clinical_factor"] = float(clinical_factor[i])
         rows.append(row)
         truth_rows.append(truth)
-    ceilings = {
-        "true_risk": c_index(time, event, eta),
-        "oracle_region_mean": cross_validated_cox_c(_joined(region_mean, cfg), time, event),
-        "mean_pooling": cross_validated_cox_c(_joined(bag_mean, cfg), time, event),
-        "folds": 5,
-        "note": "C-index of the true linear predictor; 5-fold ridge-Cox C-index (mean over "
-        "folds) on the planted regions' mean and on the bag mean of the signal modalities",
-    }
+    ceilings = _ceilings(time, event, eta, region_mean, bag_mean, rows, cfg)
     (out / "ceilings.json").write_text(json.dumps(ceilings, indent=2))
     columns = ["patient_id", "time", "event", "wsi", "ct"] + (
         ["age", "sex", "stage"] if cfg.clinical else []
     )
+    if clinical_factor is not None:
+        columns += ["marker", "grade"]
     pd.DataFrame(rows, columns=columns).to_csv(out / "cohort.csv", index=False)
     pd.DataFrame(truth_rows).to_csv(out / "truth.csv", index=False)
     (out / "synthetic_config.json").write_text(pd.Series(asdict(cfg)).to_json(indent=2))
     log.info("wrote %d patients to %s", P, out)
     return out / "cohort.csv"
+
+
+def _ceilings(time, event, eta, region_mean, bag_mean, rows, cfg: SyntheticConfig) -> dict:
+    """``ceilings.json``: the C-index of the true risk, and 5-fold ridge-Cox C-indices on the
+    planted regions' mean and on the bag mean (plus, with a clinical factor, on its marker
+    alone and on the regions' mean with the marker)."""
+    from radiopath.training.loop import c_index
+
+    regions = _joined(region_mean, cfg)
+    ceilings = {
+        "true_risk": c_index(time, event, eta),
+        "oracle_region_mean": cross_validated_cox_c(regions, time, event),
+        "mean_pooling": cross_validated_cox_c(_joined(bag_mean, cfg), time, event),
+    }
+    if cfg.clinical_effect > 0:
+        marker = np.array([[r["marker"]] for r in rows], dtype=float)
+        ceilings["clinical_marker"] = cross_validated_cox_c(marker, time, event)
+        both = np.concatenate([regions, marker], 1)
+        ceilings["oracle_region_mean_and_marker"] = cross_validated_cox_c(both, time, event)
+    ceilings["folds"] = 5
+    ceilings["note"] = (
+        "C-index of the true linear predictor; 5-fold ridge-Cox C-index (mean over folds) on "
+        "the planted regions' mean and on the bag mean of the signal modalities"
+    )
+    return ceilings
 
 
 def load_planted_mask(cohort_dir: str | os.PathLike, patient_id: str, modality: str) -> np.ndarray:

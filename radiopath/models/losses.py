@@ -229,3 +229,34 @@ def discrete_time_risk(logits: Tensor) -> Tensor:
     r"""A scalar risk from hazard logits: :math:`-\sum_k S_k` (minus the expected bin count)."""
     log_1mh = F.logsigmoid(-logits.float())
     return -torch.exp(torch.cumsum(log_1mh, 1)).sum(1)
+
+
+def horizon_labels(time: Tensor, event: Tensor, horizon: float) -> tuple[Tensor, Tensor]:
+    """``(label, usable)`` of a fixed-horizon binary endpoint: 1 for an event by the horizon,
+    0 for a patient followed beyond it; a patient censored before the horizon is not usable
+    (its status at the horizon is unknown)."""
+    time = time.reshape(-1)
+    event = event.reshape(-1).bool()
+    positive = event & (time <= horizon)
+    return positive, positive | (time > horizon)
+
+
+def binary_horizon_loss(
+    logit: Tensor, time: Tensor, event: Tensor, horizon: float, pos_weight: float = 1.0
+) -> Tensor:
+    """Class-weighted binary cross-entropy of an event by ``horizon`` (MMDLM's 5-year head),
+    over the patients whose status at the horizon is known (:func:`horizon_labels`).
+
+    Patients censored before the horizon are left out of the loss rather than counted as
+    survivors. ``pos_weight`` multiplies the loss of the positives
+    (:func:`torch.nn.functional.binary_cross_entropy_with_logits`); a batch without a usable
+    patient gives a zero loss that still reaches every parameter of the graph.
+    """
+    label, usable = horizon_labels(time, event, horizon)
+    logit = logit.float().reshape(-1)
+    if not bool(usable.any()):
+        return logit.sum() * 0.0
+    weight = torch.tensor(float(pos_weight), device=logit.device)
+    return F.binary_cross_entropy_with_logits(
+        logit[usable], label[usable].float(), pos_weight=weight
+    )

@@ -1,8 +1,11 @@
 r"""The multimodal survival model: one graph encoder and aggregator per modality, one head.
 
-A patient's vector is the concatenation of its modality vectors, as in SPARRA
+A patient's vector is, by default, the concatenation of its modality vectors, as in SPARRA
 (:math:`\mathbf{x} = [\hat v_r^\top f_{pool}(X_r), \hat v_p^\top f_{pool}(X_p)]`, Gao et al.
-2025, Sec. 2.2); a single-modality model simply has one branch.
+2025, Sec. 2.2); ``fusion="mean"`` or ``"attention"`` fuse them otherwise
+(:mod:`radiopath.models.fusion`). A single-modality model simply has one branch. The
+``clinical`` modality is a patient's encoded clinical variables, read by an MLP
+(:class:`~radiopath.models.fusion.ClinicalBranch`) instead of a graph encoder.
 
 **Missing modalities.** A patient without a graph for modality ``m`` gets, in ``m``'s slot,
 a *learned* vector ``missing[m]`` (one per modality, trained with the rest of the model),
@@ -24,9 +27,17 @@ from torch_geometric.data import Batch
 
 from radiopath.models.aggregators import AggregationOutput, make_aggregator
 from radiopath.models.encoders import GraphEncoder
-from radiopath.models.losses import cox_loss, discrete_time_nll, discrete_time_risk, time_to_bin
+from radiopath.models.fusion import ClinicalBranch, ModalityFusion
+from radiopath.models.losses import (
+    binary_horizon_loss,
+    cox_loss,
+    discrete_time_nll,
+    discrete_time_risk,
+    time_to_bin,
+)
 
-HEADS = ("cox", "discrete")
+HEADS = ("cox", "discrete", "binary")
+CLINICAL = "clinical"
 
 
 @dataclass
@@ -54,11 +65,31 @@ class ModalityBatch:
 
 
 @dataclass
+class FeatureBatch:
+    """The clinical vectors of the patients of a batch that have clinical data.
+
+    Attributes
+    ----------
+    x
+        ``[G, F]`` the encoded clinical variables (imputed and scaled on the training fold).
+    patient_index
+        ``[G]`` long: the row of each vector's patient in the batch.
+    """
+
+    x: Tensor
+    patient_index: Tensor
+
+    def to(self, device) -> FeatureBatch:
+        return FeatureBatch(self.x.to(device), self.patient_index.to(device))
+
+
+@dataclass
 class PatientBatch:
-    """A batch of patients: graphs per modality plus the survival outcome."""
+    """A batch of patients: graphs per modality (a :class:`FeatureBatch` for ``clinical``)
+    plus the survival outcome."""
 
     patient_id: list[str]
-    modalities: dict[str, ModalityBatch]
+    modalities: dict[str, ModalityBatch | FeatureBatch]
     time: Tensor
     event: Tensor
 
@@ -81,7 +112,8 @@ class ModelOutput:
     Attributes
     ----------
     risk
-        ``[B]`` risk score (higher = earlier event).
+        ``[B]`` risk score (higher = earlier event; the logit of an event before the
+        horizon for the binary head).
     embedding
         ``[B, E]`` the patient vectors fed to the head (the exported embeddings).
     logits
@@ -105,7 +137,11 @@ class ModelOutput:
         importance :math:`s` of each input node that survived pooling (NaN elsewhere).
     risk_offset
         ``[B]`` the part of each risk that no node carries (the head's constant, the
-        learned vectors of missing modalities and the presence columns).
+        learned vectors of missing modalities, the clinical branch, the fusion's
+        projection constants and the presence columns).
+    fusion_weight
+        ``[B, M]`` the weight of each modality in each patient's vector (``concat``: 1;
+        ``mean``: 1 / the modalities present; ``attention``: the softmax over modalities).
     """
 
     risk: Tensor
@@ -118,6 +154,7 @@ class ModelOutput:
     node_contribution: dict[str, Tensor] = field(default_factory=dict)
     node_posterior: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
     risk_offset: Tensor | None = None
+    fusion_weight: Tensor | None = None
 
 
 def _per_modality(value, modality: str, default):
@@ -137,10 +174,11 @@ def reduced_width(width: int, components: int | str | None) -> int:
 
 
 class MultimodalSurvivalModel(nn.Module):
-    r"""Graph encoders and aggregators per modality, concatenated, then a linear head.
+    r"""Graph encoders and aggregators per modality, fused, then a linear head.
 
     Args:
-        in_channels: input feature width per modality, e.g. ``{"wsi": 1024, "ct": 768}``.
+        in_channels: input feature width per modality, e.g. ``{"wsi": 1024, "ct": 768}``;
+            ``"clinical"``: the width of the encoded clinical vector (an MLP branch).
         aggregator: ``"mean"``, ``"abmil"`` or ``"sparra"``.
         hidden_channels: hidden width :math:`n_h` of every branch.
         ratio: top-k ratio, one number or one per modality.
@@ -149,9 +187,17 @@ class MultimodalSurvivalModel(nn.Module):
         dropout: dropout after the input projection and before the head (paper: 0.5).
         aggregator_options: keyword options of the aggregator (see
             :mod:`radiopath.models.aggregators`).
-        head: ``"cox"`` (one linear output, the log relative hazard; Eq. 7) or
-            ``"discrete"`` (``n_bins`` hazard logits, Patch-GCN / PORPOISE style).
+        head: ``"cox"`` (one linear output, the log relative hazard; Eq. 7),
+            ``"discrete"`` (``n_bins`` hazard logits, Patch-GCN / PORPOISE style) or
+            ``"binary"`` (the logit of an event by a fixed horizon, MMDLM's 5-year head;
+            :meth:`set_horizon`).
         n_bins: intervals of the discrete-time head.
+        fusion: ``"concat"``, ``"mean"`` or ``"attention"``
+            (:class:`~radiopath.models.fusion.ModalityFusion`).
+        fusion_hidden: the common width of ``mean`` / ``attention`` fusion (default
+            ``hidden_channels``).
+        clinical_hidden: the layer widths of the clinical MLP.
+        clinical_dropout: its dropout.
         missing_indicator: append a presence column per modality to the patient vector.
         embedding_norm: batch-normalise the patient vector before the head (the exported
             embedding is the vector before normalisation).
@@ -184,6 +230,10 @@ class MultimodalSurvivalModel(nn.Module):
         embedding_norm: bool = True,
         encoder_options: Mapping | None = None,
         input_components: int | str | None = None,
+        fusion: str = "concat",
+        fusion_hidden: int | None = None,
+        clinical_hidden: tuple[int, ...] = (256, 128, 64),
+        clinical_dropout: float = 0.3,
     ) -> None:
         super().__init__()
         if head not in HEADS:
@@ -191,6 +241,7 @@ class MultimodalSurvivalModel(nn.Module):
         if not in_channels:
             raise ValueError("need at least one modality")
         self.modalities = list(in_channels)
+        self.graph_modalities = [m for m in self.modalities if m != CLINICAL]
         self.aggregator_name = aggregator
         self.hidden_channels = hidden_channels
         self.head_kind = head
@@ -200,7 +251,14 @@ class MultimodalSurvivalModel(nn.Module):
         self.aggregators = nn.ModuleDict()
         self.missing = nn.ParameterDict()
         self.input_components = input_components
+        widths = {}
         for m, width in in_channels.items():
+            if m == CLINICAL:
+                self.clinical = ClinicalBranch(width, clinical_hidden, clinical_dropout)
+                widths[m] = self.clinical.out_channels
+                self.missing[m] = nn.Parameter(torch.empty(widths[m]))
+                continue
+            widths[m] = hidden_channels
             reduced = reduced_width(width, input_components)
             self.encoders[m] = GraphEncoder(
                 reduced,
@@ -217,7 +275,10 @@ class MultimodalSurvivalModel(nn.Module):
             self.register_buffer(f"feature_std_{m}", torch.ones(width))
             if input_components is not None:
                 self.register_buffer(f"feature_components_{m}", torch.eye(width, reduced))
-        self.embedding_dim = len(self.modalities) * hidden_channels + (
+        self.fusion = ModalityFusion(
+            [widths[m] for m in self.modalities], fusion, fusion_hidden or hidden_channels
+        )
+        self.embedding_dim = self.fusion.out_channels + (
             len(self.modalities) if missing_indicator else 0
         )
         # Batch normalisation of the patient vector: at inference an affine map, so the risk
@@ -230,12 +291,13 @@ class MultimodalSurvivalModel(nn.Module):
         self.head_dropout = nn.Dropout(dropout)
         # The Cox partial likelihood is invariant to a shift of the risk, so a bias would
         # never be trained: the Cox head has none.
-        self.head = (
-            nn.Linear(self.embedding_dim, 1, bias=False)
-            if head == "cox"
-            else nn.Linear(self.embedding_dim, n_bins)
+        self.head = nn.Linear(
+            self.embedding_dim, n_bins if head == "discrete" else 1, bias=head != "cox"
         )
         self.register_buffer("bin_edges", torch.zeros(n_bins + 1))
+        # the binary head's horizon and the weight of its positive class
+        self.register_buffer("horizon", torch.tensor(float("nan")))
+        self.register_buffer("pos_weight", torch.tensor(1.0))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -244,6 +306,13 @@ class MultimodalSurvivalModel(nn.Module):
         if isinstance(self.embedding_norm, nn.BatchNorm1d):
             self.embedding_norm.reset_parameters()
         self.head.reset_parameters()
+
+    def set_horizon(self, horizon: float, pos_weight: float = 1.0) -> None:
+        """The binary head's horizon (in the cohort's time unit) and the loss weight of the
+        patients with an event by then (``n_negative / n_positive`` of the training fold
+        balances the classes)."""
+        self.horizon.fill_(float(horizon))
+        self.pos_weight.fill_(float(pos_weight))
 
     def set_feature_scaling(self, modality: str, mean: Tensor, std: Tensor) -> None:
         """Standardise ``modality``'s input features as ``(x - mean) / std`` (training-set
@@ -296,11 +365,11 @@ class MultimodalSurvivalModel(nn.Module):
         return z
 
     def linear_head(self) -> tuple[Tensor, Tensor]:
-        r"""The Cox head in evaluation mode as one affine map of the patient vector:
-        ``risk = embedding @ coef + bias``, with the batch normalisation's running
+        r"""The Cox or binary head in evaluation mode as one affine map of the patient
+        vector: ``risk = embedding @ coef + bias``, with the batch normalisation's running
         statistics folded in (:math:`c_j = w_j\gamma_j/\sqrt{\sigma^2_j + \epsilon}`)."""
-        if self.head_kind != "cox":
-            raise ValueError("only the Cox head is linear in the patient vector")
+        if self.head_kind == "discrete":
+            raise ValueError("the discrete-time head is not linear in the patient vector")
         w = self.head.weight[0]
         bias = self.head.bias[0] if self.head.bias is not None else w.new_zeros(())
         norm = self.embedding_norm
@@ -342,7 +411,7 @@ class MultimodalSurvivalModel(nn.Module):
         weights back to the input nodes (``ModelOutput.node_weight`` stays empty)."""
         n = len(batch)
         device = self.head.weight.device
-        parts, present_cols = [], []
+        vectors, present_cols = [], []
         aux = torch.zeros((), device=device)
         losses: dict[str, Tensor] = {}
         node_weight: dict[str, Tensor] = {}
@@ -352,73 +421,110 @@ class MultimodalSurvivalModel(nn.Module):
             present = torch.zeros(n, dtype=torch.bool, device=device)
             mb = batch.modalities.get(m)
             if mb is not None and mb.patient_index.numel() > 0:
-                agg, weight, enc = self._encode(m, mb, node_weights)
-                explained[m] = (agg, enc)
-                vec = vec.index_copy(0, mb.patient_index, agg.out.to(vec.dtype))
+                if m == CLINICAL:
+                    out = self.clinical(mb.x.to(vec.dtype))
+                else:
+                    agg, weight, enc = self._encode(m, mb, node_weights)
+                    explained[m] = (agg, enc, mb.patient_index)
+                    out = agg.out
+                    aux = aux + agg.aux_loss
+                    losses.update({f"{m}/{k}": v for k, v in agg.losses.items()})
+                    if weight is not None:
+                        node_weight[m] = weight
+                vec = vec.index_copy(0, mb.patient_index, out.to(vec.dtype))
                 present = present.index_fill(0, mb.patient_index, True)
-                aux = aux + agg.aux_loss
-                losses.update({f"{m}/{k}": v for k, v in agg.losses.items()})
-                if weight is not None:
-                    node_weight[m] = weight
-            parts.append(vec)
+            vectors.append(vec)
             present_cols.append(present)
         present = torch.stack(present_cols, 1)
+        fused, alpha = self.fusion(vectors, present)
+        parts = [fused]
         if self.missing_indicator:
-            parts.append(present.to(parts[0].dtype))
+            parts.append(present.to(fused.dtype))
         embedding = torch.cat(parts, 1)
         out = self.head(self.head_dropout(self.embedding_norm(embedding)))
-        if self.head_kind == "cox":
-            risk, logits = out.squeeze(-1), None
-        else:
+        if self.head_kind == "discrete":
             risk, logits = discrete_time_risk(out), out
+        else:
+            risk, logits = out.squeeze(-1), None
         result = ModelOutput(risk, embedding, logits, aux, losses, node_weight, present)
+        result.fusion_weight = alpha
         if node_weights and not self.training:
-            self._explain(result, explained, batch)
+            self._explain(result, explained, vectors, batch)
         return result
 
-    def _explain(self, result: ModelOutput, explained: dict, batch: PatientBatch) -> None:
-        """Signed node contributions, the risk offset and SPARRA's posterior (evaluation)."""
+    def _explain(self, result: ModelOutput, explained: dict, vectors, batch: PatientBatch) -> None:
+        """Signed node contributions, the risk offset and SPARRA's posterior (evaluation).
+
+        With the head's coefficients ``c`` on the fused vector, the fusion weights
+        :math:`\alpha_{bm}` and modality ``m``'s projection ``(W_m, b_m)`` (identity for
+        ``concat``), patient ``b``'s risk is
+        :math:`\\sum_m \alpha_{bm} (W_m v_{bm} + b_m)^\top c + \text{bias}` (plus the presence
+        columns), and a pooled vector :math:`v_{bm} = \\sum_i w_i x_i` is linear in its nodes:
+        node ``i`` contributes :math:`\alpha_{bm} w_i\\, x_i^\top W_m^\top c`. The clinical
+        branch, learned vectors of missing modalities and the constants go to the offset.
+        """
         from radiopath.models.aggregators import SparraAggregation
 
-        H = self.hidden_channels
-        coef, bias = self.linear_head() if self.head_kind == "cox" else (None, None)
-        for i, m in enumerate(self.modalities):
-            if m not in explained:
-                continue
-            agg, enc = explained[m]
-            aggregator, mode = self.aggregators[m], self.encoders[m].importance
-            if isinstance(aggregator, SparraAggregation):
-                mu_s, var_s, _, _ = aggregator.posterior(enc.x)
+        for m, (_agg, enc, _) in explained.items():
+            if isinstance(self.aggregators[m], SparraAggregation):
+                mu_s, var_s, _, _ = self.aggregators[m].posterior(enc.x)
                 nan = torch.full((enc.num_input_nodes,), float("nan"), device=mu_s.device)
                 result.node_posterior[m] = (
                     nan.index_copy(0, enc.node_map, mu_s.float()),
                     nan.index_copy(0, enc.node_map, var_s.float().sqrt()),
                 )
-            if coef is not None:
-                part = agg.weight.float() * (enc.x.float() @ coef[i * H : (i + 1) * H].float())
-                result.node_contribution[m] = enc.input_node_weights(part, mode)
-        if coef is None:
+        if self.head_kind == "discrete":
             return
-        offset = result.risk.new_full((len(batch),), float(bias))
+        coef, bias = (t.float() for t in self.linear_head())
+        alpha = result.fusion_weight.float()
+        offset = result.risk.new_full((len(batch),), float(bias)).float()
+        start = 0
         for i, m in enumerate(self.modalities):
-            absent = ~result.present[:, i]
-            offset = offset + absent.float() * (self.missing[m] @ coef[i * H : (i + 1) * H])
+            affine = self.fusion.linear_map(i, vectors[i].float())
+            if affine is None:  # concat: this modality's slice of the coefficients
+                width = vectors[i].size(1)
+                c_m, const = coef[start : start + width], 0.0
+                scale = torch.ones_like(offset)
+                start += width
+            else:
+                weight, shift, scale = affine
+                c_f = coef[: self.fusion.out_channels]
+                c_m, const = weight.float().t() @ c_f, float(shift.float() @ c_f)
+            # per patient: the fusion weight over the normalisation's scale
+            factor = alpha[:, i] / scale
+            offset = offset + factor * const
+            if m in explained:
+                agg, enc, patient_index = explained[m]
+                rows = patient_index[enc.batch]
+                part = factor[rows] * agg.weight.float() * (enc.x.float() @ c_m)
+                result.node_contribution[m] = enc.input_node_weights(
+                    part, self.encoders[m].importance
+                )
+            # vectors the nodes do not carry: the clinical branch, learned missing vectors
+            carried = result.present[:, i] & (m != CLINICAL)
+            offset = offset + torch.where(carried, 0.0, factor * (vectors[i].float() @ c_m))
         if self.missing_indicator:
-            ind = coef[len(self.modalities) * H :]
+            ind = coef[self.fusion.out_channels :]
             offset = offset + result.present.float() @ ind
         result.risk_offset = offset
 
     def survival_loss(
         self, output: ModelOutput, time: Tensor, event: Tensor, ties: str = "efron"
     ) -> Tensor:
-        """Negative Cox partial log-likelihood, or the discrete-time NLL for that head."""
+        """Negative Cox partial log-likelihood, the discrete-time NLL, or the class-weighted
+        cross-entropy of an event by the horizon (binary head), as the head asks."""
         if self.head_kind == "cox":
             return cox_loss(output.risk, time, event, ties=ties)
+        if self.head_kind == "binary":
+            return binary_horizon_loss(
+                output.risk, time, event, float(self.horizon), float(self.pos_weight)
+            )
         bins = time_to_bin(time.to(self.bin_edges.dtype), self.bin_edges)
         return discrete_time_nll(output.logits, bins, event)
 
     def __repr__(self) -> str:
         return (
             f"{self.__class__.__name__}(modalities={self.modalities}, "
-            f"aggregator={self.aggregator_name!r}, hidden={self.hidden_channels}, head={self.head_kind!r})"
+            f"aggregator={self.aggregator_name!r}, hidden={self.hidden_channels}, "
+            f"fusion={self.fusion.fusion!r}, head={self.head_kind!r})"
         )

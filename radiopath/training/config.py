@@ -16,10 +16,13 @@ from radiopath.config import KeysOf, check_known_keys, config_section, deep_merg
 from radiopath.errors import RadiopathInputError
 from radiopath.models.aggregators import AGGREGATORS, KL_VARIANTS, RECONSTRUCTIONS
 from radiopath.models.encoders import CONVS, DROPOUT_POSITIONS, IMPORTANCE_MODES
+from radiopath.models.fusion import FUSIONS
 from radiopath.models.losses import TIES
-from radiopath.models.multimodal import HEADS
+from radiopath.models.multimodal import CLINICAL, HEADS
 
 GRAPH_MODALITIES = ("wsi", "ct")
+TRAINABLE_MODALITIES = (*GRAPH_MODALITIES, CLINICAL)
+LATE_WEIGHTS = ("equal", "c_index", "cox")
 VALIDATION_METRICS = ("c_index", "loss")
 
 DEFAULT_CONFIG: dict = {
@@ -70,7 +73,38 @@ DEFAULT_CONFIG: dict = {
     # through each convolution's propagation coefficients; see GraphEncoder).
     "importance": "selection",
     "embedding_norm": True,
+    # How the modality vectors become one patient vector (radiopath.models.fusion):
+    # "concat" (SPARRA), "mean" or "attention" (each modality projected to
+    # ``fusion_hidden``, default ``hidden``), or "late": one model per modality on the same
+    # folds, their risks z-scored on the training fold and combined by ``late.weights``
+    # ("equal"; "c_index": proportional to each model's inner-validation C-index above
+    # 0.5; "cox": a Cox model fitted on the training fold's risks).
+    "fusion": "concat",
+    "fusion_hidden": None,
+    # learning-rate factor of the modality-attention network of "attention" fusion: at 1
+    # its weights stay near uniform within a few hundred steps (benchmarks/bench_fusion.py)
+    "fusion_lr_scale": 10.0,
+    "late": {"weights": "equal"},
+    # The clinical modality's MLP (MeD-3D's EHR branch) and how its columns are encoded:
+    # scaling fitted on the training fold ("minmax" or "standard"); ``columns`` the cohort
+    # columns to use (null: all of them).
+    "clinical": {
+        "hidden": [256, 128, 64],
+        "dropout": 0.3,
+        "scaling": "minmax",
+        "columns": None,
+    },
+    # In training, drop each modality of a patient with this probability (never the last
+    # one it has), so the model learns to predict from what a patient has.
+    "modality_dropout": 0.0,
+    # MMDLM's schedule: the first ``unimodal_fraction`` of the epochs train on one
+    # modality at a time (the others muted, in turn per batch), the rest jointly.
+    "staged": {"unimodal_fraction": 0.0},
+    # "cox", "discrete" (n_bins hazard logits) or "binary": an event by ``horizon`` (in the
+    # cohort's time unit), patients censored before it left out of the loss, the
+    # positives weighted n_negative / n_positive of the training fold.
     "head": "cox",
+    "horizon": None,
     "ties": "efron",
     # Cox head: each event's risk set spans the whole training fold (the batch's risks
     # with gradient, the other patients' most recent risks from a memory bank) instead of
@@ -252,10 +286,10 @@ def validate_training_config(cfg: Mapping) -> None:
     if not mods:
         _bad("modalities", "no modality given")
     for m in mods:
-        if m not in GRAPH_MODALITIES:
+        if m not in TRAINABLE_MODALITIES:
             _bad(
                 "modalities",
-                f"modality {m!r} cannot be trained here; graph modalities are {list(GRAPH_MODALITIES)}",
+                f"modality {m!r} cannot be trained; expected some of {list(TRAINABLE_MODALITIES)}",
             )
     if len(set(mods)) != len(mods):
         _bad("modalities", f"modality listed twice: {mods}")
@@ -287,7 +321,7 @@ def validate_training_config(cfg: Mapping) -> None:
         _bad("lr", f"must be positive, got {cfg['lr']}")
     if not 0.0 <= cfg["dropout"] < 1.0:
         _bad("dropout", f"must be in [0, 1), got {cfg['dropout']}")
-    for m in mods:
+    for m in (m for m in mods if m in GRAPH_MODALITIES):
         r = cfg["ratio"].get(m)
         if r is None or not 0.0 < float(r) <= 1.0:
             _bad("ratio", f"top-k ratio for {m!r} must be in (0, 1], got {r!r}")
@@ -317,6 +351,7 @@ def validate_training_config(cfg: Mapping) -> None:
         _bad("importance", f"must be one of {IMPORTANCE_MODES}, got {cfg['importance']!r}")
     if cfg["head"] not in HEADS:
         _bad("head", f"must be one of {HEADS}, got {cfg['head']!r}")
+    _validate_fusion(cfg, mods)
     if cfg["ties"] not in TIES:
         _bad("ties", f"must be one of {TIES}, got {cfg['ties']!r}")
     sp = cfg["sparra"]
@@ -339,6 +374,51 @@ def validate_training_config(cfg: Mapping) -> None:
 
         with config_section("graph_preset", whole="preset"):
             resolve_cohort_presets(cfg["graph_preset"], mods)
+
+
+def _validate_fusion(cfg: Mapping, mods) -> None:
+    """The fusion, clinical branch, binary head and schedule keys."""
+    if cfg["fusion"] not in (*FUSIONS, "late"):
+        _bad("fusion", f"must be one of {[*FUSIONS, 'late']}, got {cfg['fusion']!r}")
+    if cfg["fusion"] == "late" and len(mods) < 2:
+        _bad("fusion", "late fusion needs at least two modalities")
+    if not float(cfg["fusion_lr_scale"]) > 0:
+        _bad("fusion_lr_scale", f"must be positive, got {cfg['fusion_lr_scale']!r}")
+    fh = cfg["fusion_hidden"]
+    if fh is not None and (not isinstance(fh, int) or isinstance(fh, bool) or fh < 1):
+        _bad("fusion_hidden", f"must be a positive integer or null, got {fh!r}")
+    if cfg["late"]["weights"] not in LATE_WEIGHTS:
+        _bad("late.weights", f"must be one of {LATE_WEIGHTS}, got {cfg['late']['weights']!r}")
+    clin = cfg["clinical"]
+    hidden = clin["hidden"]
+    if (
+        not isinstance(hidden, (list, tuple))
+        or not hidden
+        or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden)
+    ):
+        _bad("clinical.hidden", f"must be a non-empty list of positive integers, got {hidden!r}")
+    if not 0.0 <= float(clin["dropout"]) < 1.0:
+        _bad("clinical.dropout", f"must be in [0, 1), got {clin['dropout']!r}")
+    if clin["scaling"] not in ("minmax", "standard"):
+        _bad("clinical.scaling", f"must be 'minmax' or 'standard', got {clin['scaling']!r}")
+    cols = clin["columns"]
+    if cols is not None and (
+        not isinstance(cols, (list, tuple)) or not all(isinstance(c, str) for c in cols)
+    ):
+        _bad("clinical.columns", f"must be a list of column names or null, got {cols!r}")
+    if not 0.0 <= float(cfg["modality_dropout"]) < 1.0:
+        _bad("modality_dropout", f"must be in [0, 1), got {cfg['modality_dropout']!r}")
+    if not 0.0 <= float(cfg["staged"]["unimodal_fraction"]) < 1.0:
+        _bad(
+            "staged.unimodal_fraction",
+            f"must be in [0, 1), got {cfg['staged']['unimodal_fraction']!r}",
+        )
+    h = cfg["horizon"]
+    if cfg["head"] == "binary":
+        if isinstance(h, bool) or not isinstance(h, (int, float)) or not h > 0:
+            _bad("horizon", f"the binary head needs a positive horizon, got {h!r}")
+    elif h is not None:
+        _bad("horizon", "is read by the binary head only (head: binary)")
 
 
 def aggregator_options(cfg: Mapping) -> dict:

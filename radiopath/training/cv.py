@@ -43,6 +43,7 @@ from radiopath.io import (
     read_fold_embeddings,
     write_fold_embeddings,
 )
+from radiopath.models.multimodal import CLINICAL
 from radiopath.runkit import read_json, verify_digests, write_csv
 from radiopath.runtime import resolve_device
 from radiopath.training.config import resolve_training_config
@@ -112,9 +113,12 @@ def modalities_label(modalities: Sequence[str]) -> str:
 def _graph_source(graphs_dir, cohort: Cohort, cfg: Mapping, progress: bool):
     """``load, available, source, graphs``: ``graphs`` is the graph folder or the in-memory
     mapping (what a worker in another process builds its own store from)."""
+    graph_mods = [m for m in cfg["modalities"] if m != CLINICAL]
+    if not graph_mods:  # a clinical-only model reads no graph
+        return mapping_source({})[0], set(), "memory", {}
     if graphs_dir is None:
         built = build_in_memory(
-            cohort, cfg["modalities"], cfg["graph_preset"], strict=cfg["strict"], progress=progress
+            cohort, graph_mods, cfg["graph_preset"], strict=cfg["strict"], progress=progress
         )
         load, available = mapping_source(built)
         return load, available, "memory", built
@@ -128,12 +132,36 @@ def _graph_source(graphs_dir, cohort: Cohort, cfg: Mapping, progress: bool):
     return load, available, graphs_dir / "manifest.csv", graphs_dir
 
 
+def clinical_table(cohort: Cohort, cfg: Mapping) -> pd.DataFrame:
+    """The cohort's clinical columns the ``clinical`` modality reads (``clinical.columns``,
+    default all), indexed by patient id; refused by name when there are none."""
+    frame = cohort.clinical_frame()
+    wanted = cfg["clinical"]["columns"]
+    if wanted is not None:
+        unknown = [c for c in wanted if c not in frame.columns]
+        if unknown:
+            raise RadiopathInputError(
+                f"unknown clinical column(s) {unknown}; the cohort has {list(frame.columns)}",
+                path=cohort.path,
+                field="clinical.columns",
+            )
+        frame = frame[list(wanted)]
+    if frame.shape[1] == 0:
+        raise RadiopathInputError(
+            "the clinical modality was asked for but the cohort has no clinical column",
+            path=cohort.path,
+            field="clinical",
+        )
+    return frame
+
+
 def _want_cache(cfg: Mapping, store: GraphStore, records: Sequence[PatientRecord]) -> bool:
     """``cache_graphs``: true / false, or "auto": cache when the graphs fit in ``cache_limit_gb``
     (estimated from the first graph's size)."""
     if cfg["cache_graphs"] != "auto":
         return bool(cfg["cache_graphs"])
-    first = store.get(records[0].patient_id, records[0].modalities[0])
+    graph_mod = next(m for m in records[0].modalities if m != CLINICAL)
+    first = store.get(records[0].patient_id, graph_mod)
     estimate = first.x.element_size() * first.x.numel() * sum(len(r.modalities) for r in records)
     keep = estimate < float(cfg["cache_limit_gb"]) * 2**30
     log.info(
@@ -142,9 +170,23 @@ def _want_cache(cfg: Mapping, store: GraphStore, records: Sequence[PatientRecord
     return keep
 
 
+def _has_clinical(patient, columns: Sequence[str]) -> bool:
+    return any(not pd.isna(patient.clinical.get(c)) for c in columns)
+
+
 def _patient_records(
-    cohort: Cohort, available: set, modalities: Sequence[str], source, strict: bool
+    cohort: Cohort,
+    available: set,
+    modalities: Sequence[str],
+    source,
+    strict: bool,
+    clinical_columns: Sequence[str] = (),
 ):
+    available = set(available) | {
+        (p.patient_id, CLINICAL)
+        for p in cohort.patients
+        if CLINICAL in modalities and _has_clinical(p, clinical_columns)
+    }
     present_anywhere = {m for (_, m) in available}
     for m in modalities:
         if m not in present_anywhere:
@@ -222,19 +264,33 @@ def _fold_offsets_path(out_dir: Path, fold: int) -> Path:
     return out_dir / "checkpoints" / f"fold_{fold}.risk_offsets.csv"
 
 
+def _fold_fusion_path(out_dir: Path, fold: int) -> Path:
+    return out_dir / "checkpoints" / f"fold_{fold}.fusion_weights.csv"
+
+
+def _gather_fold_tables(paths: Sequence[Path], target: Path) -> None:
+    """The folds' own tables (those that exist) as one, sorted by fold and patient, written
+    again on every run, so a damaged copy never survives a resume."""
+    parts = [pd.read_csv(p, dtype={"patient_id": str}) for p in paths if p.is_file()]
+    if parts:
+        table = pd.concat(parts, ignore_index=True).sort_values(["fold", "patient_id"])
+        write_csv(table, target)
+
+
+def _merge_fusion_weights(out_dir: Path, folds: Sequence[int]) -> None:
+    """``fusion_weights.csv``: ``patient_id, fold, weight_<modality>...``, each test
+    patient's modality weights (``mean`` / ``attention`` fusion), gathered from the folds."""
+    paths = [_fold_fusion_path(out_dir, k) for k in folds]
+    _gather_fold_tables(paths, out_dir / "fusion_weights.csv")
+
+
 def _merge_risk_offsets(out_dir: Path, aggregator: str, folds: Sequence[int]) -> None:
     """``importance/<aggregator>.risk_offsets.csv``: ``patient_id, fold, risk, risk_offset`` of
     every test patient (a patient's risk is the sum of its patches' ``contribution`` plus
     ``risk_offset``), gathered from the folds' own files (checksummed with each fold's
-    exports) and written again on every run, so a damaged copy never survives a resume."""
-    parts = [
-        pd.read_csv(p, dtype={"patient_id": str})
-        for k in folds
-        if (p := _fold_offsets_path(out_dir, k)).is_file()
-    ]
-    if parts:
-        table = pd.concat(parts, ignore_index=True).sort_values(["fold", "patient_id"])
-        write_csv(table, out_dir / "importance" / f"{aggregator}.risk_offsets.csv")
+    exports)."""
+    paths = [_fold_offsets_path(out_dir, k) for k in folds]
+    _gather_fold_tables(paths, out_dir / "importance" / f"{aggregator}.risk_offsets.csv")
 
 
 def export_fold(
@@ -258,7 +314,7 @@ def export_fold(
     risk, embedding, _ = predict(
         model, train, store, device, cfg["batch_size"], amp, num_threads=threads
     )
-    t_risk, t_embedding, weights = predict(
+    t_risk, t_embedding, weights, t_fusion = predict(
         model,
         test,
         store,
@@ -267,7 +323,13 @@ def export_fold(
         amp,
         node_weights=write_importance,
         num_threads=threads,
+        fusion_weights=True,
     )
+    if cfg["fusion"] != "concat":
+        table = pd.DataFrame(t_fusion, columns=[f"weight_{m}" for m in model.modalities])
+        table.insert(0, "fold", fold)
+        table.insert(0, "patient_id", [r.patient_id for r in test])
+        write_csv(table, _fold_fusion_path(out_dir, fold))
     test_risk = dict(zip((r.patient_id for r in test), t_risk))
     offsets = {}
     for (pid, m), node in weights.items():
@@ -304,8 +366,17 @@ def _fold_exports(fold: int, aggregator: str, test, modalities) -> list[str]:
     """The files a fold's export may write on its own (relative to the run folder): its
     embeddings and its test patients' importance maps (a repeat after the first writes no
     maps; :func:`radiopath.runkit.digests` keeps those that exist)."""
-    files = [f"embeddings/fold_{fold}.npz", f"checkpoints/fold_{fold}.risk_offsets.csv"]
-    files += [f"importance/{aggregator}/{r.patient_id}.{m}.csv" for r in test for m in modalities]
+    files = [
+        f"embeddings/fold_{fold}.npz",
+        f"checkpoints/fold_{fold}.risk_offsets.csv",
+        f"checkpoints/fold_{fold}.fusion_weights.csv",
+    ]
+    files += [
+        f"importance/{aggregator}/{r.patient_id}.{m}.csv"
+        for r in test
+        for m in modalities
+        if m != CLINICAL
+    ]
     return files
 
 
@@ -436,15 +507,42 @@ def train_cross_validated(
         else read_cohort(cohort_or_csv, strict=cfg["strict"])
     )
     cohort.require_modalities(modalities)
+    clinical = clinical_table(cohort, cfg) if CLINICAL in modalities else None
+    if cfg["fusion"] == "late":
+        from radiopath.training.late import train_late_fusion
+
+        return train_late_fusion(
+            cohort,
+            graphs_dir,
+            cfg,
+            out,
+            folds=folds,
+            device=device,
+            resume=resume,
+            progress=progress,
+            repeats=repeats,
+            executor=executor,
+        )
 
     load, available, source, graphs = _graph_source(graphs_dir, cohort, cfg, progress)
-    records = _patient_records(cohort, available, modalities, source, cfg["strict"])
+    records = _patient_records(
+        cohort,
+        available,
+        modalities,
+        source,
+        cfg["strict"],
+        () if clinical is None else list(clinical.columns),
+    )
     store = GraphStore(load, cache=True)
     in_channels = {}
     for m in modalities:
-        first = next(r for r in records if m in r.modalities)
-        in_channels[m] = store.feature_width(first.patient_id, m)
-    cache = isinstance(graphs, Mapping) or _want_cache(cfg, store, records)
+        if m != CLINICAL:
+            first = next(r for r in records if m in r.modalities)
+            in_channels[m] = store.feature_width(first.patient_id, m)
+    graph_records = [r for r in records if set(r.modalities) - {CLINICAL}]
+    cache = (
+        isinstance(graphs, Mapping) or not graph_records or _want_cache(cfg, store, graph_records)
+    )
     store.cache = cache
     missing = any(len(r.modalities) < len(modalities) for r in records)
     indicator = missing if cfg["missing_indicator"] == "auto" else bool(cfg["missing_indicator"])
@@ -488,6 +586,7 @@ def train_cross_validated(
             graphs,
             cache,
             store,
+            clinical,
         )
         bar = tqdm(
             total=len(fold_ids),
@@ -507,12 +606,21 @@ def train_cross_validated(
         _merge_risk_offsets(
             out, cfg["aggregator"], [k for k in fold_ids if repeat_of[k] == first_repeat]
         )
-        risks = collect_risks(out, fold_ids, cfg["aggregator"], modalities, repeat_of)
-        write_csv(risks, out / "risks.csv")
-        run.update(
-            results={
-                "fold_c_index": fold_c,
-                "mean_c_index": float(np.nanmean(list(fold_c.values()))),
-            }
-        )
+        _merge_fusion_weights(out, fold_ids)
+        risks = finish_run(run, out, fold_ids, cfg, repeat_of, fold_c)
     return TrainingResult(out, cfg, table, risks, fold_c)
+
+
+def finish_run(
+    run: RunRecord, out: Path, fold_ids, cfg: Mapping, repeat_of, fold_c
+) -> pd.DataFrame:
+    """``risks.csv`` from the folds' embeddings, and the fold C-indices in ``run.json``."""
+    risks = collect_risks(out, fold_ids, cfg["aggregator"], cfg["modalities"], repeat_of)
+    write_csv(risks, out / "risks.csv")
+    run.update(
+        results={
+            "fold_c_index": fold_c,
+            "mean_c_index": float(np.nanmean(list(fold_c.values()))),
+        }
+    )
+    return risks

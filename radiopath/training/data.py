@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from radiopath.errors import RadiopathInputError
 from radiopath.io import Cohort, load_patient_bags
-from radiopath.models.multimodal import ModalityBatch, PatientBatch
+from radiopath.models.multimodal import CLINICAL, FeatureBatch, ModalityBatch, PatientBatch
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,29 @@ class GraphStore:
         return int(self.get(patient_id, modality).x.size(1))
 
 
+class ClinicalStore:
+    """A graph store with the fold's encoded clinical vectors beside it.
+
+    ``clinical`` maps each patient with clinical data to its ``[F]`` float tensor (encoded by
+    a :class:`~radiopath.clinical.preprocess.ClinicalPreprocessor` fitted on the fold's
+    training patients); graphs come from ``store``.
+    """
+
+    def __init__(self, store, clinical: Mapping[str, torch.Tensor]) -> None:
+        self.store = store
+        self.clinical = dict(clinical)
+
+    @property
+    def mapped(self) -> bool:
+        return getattr(self.store, "mapped", False)
+
+    def get(self, patient_id: str, modality: str) -> Data:
+        return self.store.get(patient_id, modality)
+
+    def feature_width(self, patient_id: str, modality: str) -> int:
+        return self.store.feature_width(patient_id, modality)
+
+
 class MappedGraphStore:
     """A fold's view of a :class:`GraphStore` whose node features went through the
     model's fixed input map once (:meth:`MultimodalSurvivalModel.map_input`).
@@ -212,6 +235,7 @@ class MappedGraphStore:
     def __init__(self, store: GraphStore, model) -> None:
         self.store = store
         self.model = model
+        self.clinical = getattr(store, "clinical", None)
         self._cache: dict[tuple[str, str], Data] = {}
 
     def get(self, patient_id: str, modality: str) -> Data:
@@ -262,11 +286,22 @@ def collate(
     modalities: Sequence[str],
 ) -> PatientBatch:
     """A :class:`~radiopath.models.PatientBatch` of ``records`` (graphs batched per modality
-    with :func:`batch_graphs`; ``mapped`` when ``store`` is a :class:`MappedGraphStore`)."""
-    per_modality: dict[str, ModalityBatch] = {}
+    with :func:`batch_graphs`; ``mapped`` when ``store`` is a :class:`MappedGraphStore`; the
+    ``clinical`` modality's vectors from ``store.clinical``, see :class:`ClinicalStore`)."""
+    per_modality: dict[str, ModalityBatch | FeatureBatch] = {}
     for m in modalities:
         rows = [row for row, rec in enumerate(records) if m in rec.modalities]
-        if rows:
+        if rows and m == CLINICAL:
+            table = getattr(store, "clinical", None)
+            if table is None:
+                raise RadiopathInputError(
+                    "the model reads clinical data but the graph store holds none", field=m
+                )
+            per_modality[m] = FeatureBatch(
+                torch.stack([table[records[row].patient_id] for row in rows]),
+                torch.tensor(rows, dtype=torch.long),
+            )
+        elif rows:
             per_modality[m] = ModalityBatch(
                 batch_graphs([store.get(records[row].patient_id, m) for row in rows]),
                 torch.tensor(rows, dtype=torch.long),

@@ -19,11 +19,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pandas as pd
 import torch
 
+from radiopath.models.multimodal import CLINICAL
 from radiopath.runkit import digests, write_json
 from radiopath.runtime import resolve_device
-from radiopath.training.data import GraphStore, PatientRecord, manifest_source, mapping_source
+from radiopath.training.data import (
+    ClinicalStore,
+    GraphStore,
+    PatientRecord,
+    manifest_source,
+    mapping_source,
+)
 from radiopath.training.loop import fit_fold
 
 
@@ -44,6 +52,10 @@ class FoldContext:
         own devices, a GPU when it was given one).
     store
         The caller's store, used when the folds run in this process; None in workers.
+    clinical
+        The cohort's clinical columns (indexed by patient id) when the model reads the
+        ``clinical`` modality: each fold encodes them with a preprocessor fitted on its
+        training patients (:func:`fold_clinical`).
     """
 
     cfg: dict
@@ -57,6 +69,7 @@ class FoldContext:
     graphs: str | os.PathLike | Mapping
     cache: bool
     store: GraphStore | None = None
+    clinical: pd.DataFrame | None = None
 
     def for_workers(self) -> FoldContext:
         """The context sent to other processes: no store, no per-epoch progress bars, the
@@ -93,6 +106,21 @@ def _store(ctx: FoldContext) -> GraphStore:
     return _worker_store[key]
 
 
+def fold_clinical(
+    store, frame: pd.DataFrame, train: Sequence[PatientRecord], cfg: Mapping
+) -> tuple[ClinicalStore, int]:
+    """``store`` with the fold's encoded clinical vectors, and their width: the
+    preprocessor (imputation, ordinal codes, one-hot, scaling) is fitted on the fold's
+    training patients that have clinical data, then encodes every patient."""
+    from radiopath.clinical.preprocess import ClinicalPreprocessor
+
+    train_ids = [r.patient_id for r in train if CLINICAL in r.modalities]
+    pre = ClinicalPreprocessor(scaling=cfg["clinical"]["scaling"])
+    pre.fit(frame.loc[train_ids])
+    x = torch.as_tensor(pre.transform(frame), dtype=torch.float32)
+    return ClinicalStore(store, dict(zip(frame.index.astype(str), x))), int(x.shape[1])
+
+
 def run_fold(task: FoldTask, ctx: FoldContext) -> float:
     """Train one fold, write its exports and ``checkpoints/fold_<k>.done.json``; return its
     test C-index."""
@@ -100,6 +128,9 @@ def run_fold(task: FoldTask, ctx: FoldContext) -> float:
     from radiopath.training.cv import export_fold
 
     store = _store(ctx)
+    in_channels = dict(ctx.in_channels)
+    if ctx.clinical is not None:
+        store, in_channels[CLINICAL] = fold_clinical(store, ctx.clinical, task.train, ctx.cfg)
     device = resolve_device(ctx.device)
     model = fit_fold(
         task.fold,
@@ -107,7 +138,7 @@ def run_fold(task: FoldTask, ctx: FoldContext) -> float:
         task.test,
         store,
         ctx.cfg,
-        in_channels=ctx.in_channels,
+        in_channels=in_channels,
         missing_indicator=ctx.missing_indicator,
         out_dir=ctx.out_dir,
         device=device,
@@ -133,6 +164,8 @@ def run_fold(task: FoldTask, ctx: FoldContext) -> float:
             "n_train": len(task.train),
             "n_test": len(task.test),
             "importance": ctx.cfg["importance"],
+            "selected_epoch": getattr(model, "selected_epoch", None),
+            "inner_validation_c_index": getattr(model, "inner_validation_c_index", None),
             # what the fold wrote, so a later truncation is detected on resume
             "digests": digests(ctx.out_dir, task.exports),
         },

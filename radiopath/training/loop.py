@@ -14,7 +14,7 @@ import math
 import random
 import time as _time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from sksurv.metrics import concordance_index_censored
 from tqdm.auto import tqdm
 
 from radiopath.errors import RadiopathInputError
-from radiopath.models.losses import cox_loss_with_memory, discrete_time_bins
+from radiopath.models.losses import cox_loss_with_memory, discrete_time_bins, horizon_labels
 from radiopath.models.multimodal import ModelOutput, MultimodalSurvivalModel
 from radiopath.runkit import torch_save, write_csv
 from radiopath.runtime import intra_op_threads
@@ -84,6 +84,10 @@ def build_model(
             "importance": cfg["importance"],
             "center": cfg["center"],
         },
+        fusion=cfg["fusion"],
+        fusion_hidden=cfg["fusion_hidden"],
+        clinical_hidden=tuple(cfg["clinical"]["hidden"]),
+        clinical_dropout=float(cfg["clinical"]["dropout"]),
     )
 
 
@@ -92,23 +96,28 @@ def parameter_groups(
     lr: float,
     pool_lr_scale: float = 1.0,
     attention_lr_scale: float = 1.0,
+    fusion_lr_scale: float = 1.0,
 ):
     """Adam parameter groups: the top-k pooling projections at ``lr * pool_lr_scale``, the
     aggregators' scoring networks (SPARRA's ``score_*``, ABMIL's ``attention_*``) at
-    ``lr * attention_lr_scale``, the rest at ``lr``."""
-    pool, attention, rest = [], [], []
+    ``lr * attention_lr_scale``, the modality-attention network of ``attention`` fusion at
+    ``lr * fusion_lr_scale``, the rest at ``lr``."""
+    pool, attention, fusion, rest = [], [], [], []
     for name, param in model.named_parameters():
         if ".pools." in name:
             pool.append(param)
         elif name.startswith("aggregators.") and (".score_" in name or ".attention_" in name):
             attention.append(param)
+        elif name.startswith("fusion.attention_"):
+            fusion.append(param)
         else:
             rest.append(param)
     groups = [{"params": rest, "lr": lr}]
-    if pool:
-        groups.append({"params": pool, "lr": lr * pool_lr_scale})
-    if attention:
-        groups.append({"params": attention, "lr": lr * attention_lr_scale})
+    for params, scale in ((pool, pool_lr_scale), (attention, attention_lr_scale)):
+        if params:
+            groups.append({"params": params, "lr": lr * scale})
+    if fusion:
+        groups.append({"params": fusion, "lr": lr * fusion_lr_scale})
     return groups
 
 
@@ -196,8 +205,10 @@ def predict(
     amp: bool = False,
     node_weights: bool = False,
     num_threads: int | None = 1,
+    fusion_weights: bool = False,
 ):
-    """Risks and embeddings of ``records`` (evaluation mode), optionally node weights.
+    """Risks and embeddings of ``records`` (evaluation mode), optionally node weights and
+    the fusion's modality weights.
 
     ``num_threads`` torch intra-op threads are used on the CPU (:func:`intra_op_threads`;
     ``None``: torch's default).
@@ -210,20 +221,25 @@ def predict(
         ``{(patient_id, modality): NodeExplanation}`` per input node: the aggregator's
         weight, the signed risk contribution and SPARRA's posterior of ``s`` (only when
         ``node_weights``).
+    fusion : ndarray [n, M]
+        With ``fusion_weights`` only, a fourth value: each modality's weight in each
+        patient's vector (:attr:`ModelOutput.fusion_weight`).
     """
     with intra_op_threads(num_threads, device):
-        return _predict(model, records, store, device, batch_size, amp, node_weights)
+        out = _predict(model, records, store, device, batch_size, amp, node_weights)
+    return out if fusion_weights else out[:3]
 
 
 def _predict(model, records, store, device, batch_size, amp, node_weights):
     model.eval()
-    risks, embeddings, weights = [], [], {}
+    risks, embeddings, weights, fusion = [], [], {}, []
     for chunk in _batches(records, batch_size, None):
         batch = collate(chunk, store, model.modalities).to(device)
         with _autocast(device, amp):
             out: ModelOutput = model(batch, node_weights=node_weights)
         risks.append(out.risk.float().cpu())
         embeddings.append(out.embedding.float().cpu())
+        fusion.append(out.fusion_weight.float().cpu())
         if node_weights:
             offset = None if out.risk_offset is None else out.risk_offset.float().cpu().numpy()
             for m, w in out.node_weight.items():
@@ -242,7 +258,7 @@ def _predict(model, records, store, device, batch_size, amp, node_weights):
                     )
     risk = torch.cat(risks).numpy().astype(np.float64)
     embedding = torch.cat(embeddings).numpy()
-    return risk, embedding, weights
+    return risk, embedding, weights, torch.cat(fusion).numpy()
 
 
 def fit_fold(
@@ -292,7 +308,7 @@ def fit_fold(
 def _fit_input_map(model: MultimodalSurvivalModel, train, store, cfg) -> None:
     """Fit each modality's input map on the training patients: standardisation, then (with
     ``pca.components``) the principal components, as many as the model's encoder reads."""
-    for m in model.modalities:
+    for m in model.graph_modalities:
         if cfg["standardize"]:
             model.set_feature_scaling(m, *feature_statistics(train, store, m))
         scale = model.input_map(m)
@@ -327,6 +343,7 @@ class _FoldRun:
     best: dict = field(default_factory=lambda: {"epoch": -1, "score": -math.inf, "model": None})
     rows: list = field(default_factory=list)
     start_epoch: int = 0
+    n_epochs: int = 1
 
     def checkpoint(self, epoch: int, fingerprint: str, finished: bool) -> dict:
         return {
@@ -381,6 +398,7 @@ def _fit_fold(
     run = _start_fold(
         fold, cfg, train, store, in_channels, missing_indicator, device, n_epochs, state is None
     )
+    run.n_epochs = n_epochs
     if state is not None:
         _restore(run, state, log_path)
     # the input map is fixed now: apply it once per graph rather than at every step
@@ -418,6 +436,12 @@ def _fit_fold(
             run.best["score"],
         )
     model.selected_epoch = run.best["epoch"] if inner_val else n_epochs - 1
+    # the inner-validation C-index of the kept state (late fusion's "c_index" weights)
+    model.inner_validation_c_index = (
+        float(run.best["score"])
+        if inner_val and run.best["model"] is not None and val_cfg["metric"] == "c_index"
+        else None
+    )
     model.eval()
     return model
 
@@ -435,6 +459,8 @@ def _start_fold(
         model.bin_edges.copy_(
             discrete_time_bins([r.time for r in train], [r.event for r in train], cfg["n_bins"])
         )
+    if cfg["head"] == "binary":
+        model.set_horizon(*horizon_weighting(train, float(cfg["horizon"])))
     model.to(device)
     amp = bool(cfg["amp"]) and device.type == "cuda"
     optimizer = torch.optim.Adam(
@@ -443,6 +469,7 @@ def _start_fold(
             cfg["lr"],
             float(cfg["pooling"]["lr_scale"]),
             float(cfg["attention_lr_scale"]),
+            float(cfg["fusion_lr_scale"]),
         ),
         lr=cfg["lr"],
         weight_decay=cfg["weight_decay"],
@@ -489,20 +516,65 @@ def _restore(run: _FoldRun, state: dict, log_path: Path) -> None:
     log.info("fold %d: resuming after epoch %d", run.fold, run.start_epoch - 1)
 
 
+def horizon_weighting(train: Sequence[PatientRecord], horizon: float) -> tuple[float, float]:
+    """``(horizon, pos_weight)`` of the binary head on a training fold: the positives'
+    loss weight ``n_negative / n_positive`` among the patients whose status at the horizon
+    is known. Weighting rather than oversampling (MeD-3D used SMOTE on tabular data): the
+    patient vectors are learned inside the model, so there is no fixed feature vector to
+    interpolate, and weighting equals resampling in expectation without synthetic patients.
+    """
+    time = torch.tensor([r.time for r in train], dtype=torch.float64)
+    event = torch.tensor([r.event for r in train])
+    label, usable = horizon_labels(time, event, horizon)
+    positives, negatives = int(label.sum()), int((usable & ~label).sum())
+    if positives == 0 or negatives == 0:
+        raise RadiopathInputError(
+            f"the training fold has {positives} event(s) by the horizon {horizon:g} and "
+            f"{negatives} patient(s) followed beyond it; the binary head needs both",
+            field="horizon",
+        )
+    return horizon, negatives / positives
+
+
+def _muted(chunk, cfg: Mapping, modalities, step: int, generator: torch.Generator):
+    """The batch's records as training sees them: in the unimodal stage of staged training
+    one modality only (in turn per step), with modality dropout each modality of a patient
+    dropped with that probability (never its last one)."""
+    if cfg["_stage"] == "unimodal":
+        keep = modalities[step % len(modalities)]
+        return [replace(r, modalities=tuple(m for m in r.modalities if m == keep)) for r in chunk]
+    p = float(cfg["modality_dropout"])
+    if p <= 0:
+        return chunk
+    out = []
+    for r in chunk:
+        drop = (torch.rand(len(r.modalities), generator=generator) < p).tolist()
+        if all(drop):
+            drop[int(torch.randint(len(drop), (1,), generator=generator))] = False
+        out.append(replace(r, modalities=tuple(m for m, d in zip(r.modalities, drop) if not d)))
+    return out
+
+
 def _train_epoch(run: _FoldRun, train, store, epoch: int, seed: int) -> dict:
     """One pass over the training patients in a seeded order; the log row of the epoch
     (learning rate, mean loss parts, training C-index)."""
     model, cfg = run.model, run.cfg
     model.train()
     gen = torch.Generator().manual_seed(seed * 10_000 + epoch)
+    # modality dropout draws from its own stream, so the batch order is that of a run
+    # without it
+    drop_gen = torch.Generator().manual_seed(seed * 10_000 + epoch + 7_919)
+    unimodal = epoch < int(float(cfg["staged"]["unimodal_fraction"]) * run.n_epochs)
+    view = {**cfg, "_stage": "unimodal" if unimodal else "joint"}
     sums: dict[str, float] = {}
     n_seen = 0
     seen_time, seen_event, seen_risk = [], [], []
-    for chunk in _batches(train, cfg["batch_size"], gen):
+    for step, chunk in enumerate(_batches(train, cfg["batch_size"], gen)):
         if len(chunk) < 2:
             # A lone patient is its own risk set: its Cox partial likelihood is 0, and
             # batch normalisation needs two patients. Skipping it loses nothing.
             continue
+        chunk = _muted(chunk, view, model.modalities, step, drop_gen)
         batch = collate(chunk, store, model.modalities).to(run.device)
         parts, risk = _train_step(run, chunk, batch, epoch)
         for k, v in parts.items():
@@ -579,9 +651,14 @@ def _validation_score(model, records, store, device, cfg, amp) -> tuple[float, f
     risk, _, _ = predict(model, records, store, device, cfg["batch_size"], amp, num_threads=None)
     time = torch.tensor([r.time for r in records], dtype=torch.float32)
     event = torch.tensor([r.event for r in records], dtype=torch.long)
-    from radiopath.models.losses import cox_loss
+    from radiopath.models.losses import binary_horizon_loss, cox_loss
 
-    loss = float(
-        cox_loss(torch.as_tensor(risk, dtype=torch.float32), time, event, ties=cfg["ties"])
-    )
+    scores = torch.as_tensor(risk, dtype=torch.float32)
+    if cfg["head"] == "binary":
+        loss = binary_horizon_loss(
+            scores, time, event, float(model.horizon), float(model.pos_weight)
+        )
+    else:
+        loss = cox_loss(scores, time, event, ties=cfg["ties"])
+    loss = float(loss)
     return c_index(time.numpy(), event.numpy(), risk), loss
