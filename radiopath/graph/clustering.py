@@ -54,8 +54,8 @@ def single_thread():
     """Run torch on one thread inside the block (restored after;
     :func:`radiopath.runtime.intra_op_threads`).
 
-    The graph kernels are memory-bound gathers and small sorts: a second thread gains
-    little, and on shared cores torch's thread pool can make them several times slower.
+    The graph kernels are memory-bound gathers and small sorts, which more threads barely
+    speed up, while on cores shared with other processes torch's thread pool slows them down.
     """
     return intra_op_threads(1)
 
@@ -63,8 +63,8 @@ def single_thread():
 def pair_feature_distances(features: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Euclidean distances ``|f_i - f_j|`` for the given pairs, in blocks (no N x N matrix).
 
-    Gathering rows dominates the cost. torch's ``index_select`` on one thread is the
-    fastest here and, unlike several threads, does not collapse when the cores are shared.
+    Gathering rows dominates the cost, so it is done with ``index_select`` (a contiguous
+    row gather) on one thread, for the reason given in :func:`single_thread`.
     """
     table = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
     left, right = torch.from_numpy(i), torch.from_numpy(j)
