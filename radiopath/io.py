@@ -259,65 +259,13 @@ def read_cohort(
             f"no modality column: expected some of {list(modalities)} or clinical columns",
             path=path,
         )
-    ids = table["patient_id"]
-    times, events = table["time"], table["event"]
-
     clinical_columns = [c for c in table.columns if c not in RESERVED_COLUMNS]
-    root = path.parent
-    problems: list[Problem] = []
-
-    def report(pid, file, fld, msg):
-        if strict:
-            raise RadiopathInputError(msg, path=file, patient_id=pid, field=fld)
-        problem = Problem(pid, None if file is None else str(file), fld, msg)
-        log.warning("skipped: %s", problem)
-        problems.append(problem)
-
-    widths: dict[str, dict[int, str]] = {m: {} for m in modalities}
+    reader = _PatientReader(path.parent, modalities, clinical_columns, strict, check_files)
     patients: list[Patient] = []
-    for i, pid in enumerate(ids):
-        row = table.iloc[i]
-        files: dict[str, list[Path]] = {}
-        for m in modalities:
-            if m not in table.columns:
-                continue
-            kept = []
-            for rel in _split_paths(row[m]):
-                f = Path(rel) if Path(rel).is_absolute() else root / rel
-                if check_files:
-                    if not f.exists():
-                        report(pid, f, m, "embedding file does not exist")
-                        continue
-                    try:
-                        width = embedding_width(f)
-                    except RadiopathInputError as exc:
-                        report(pid, f, m, exc.reason)
-                        continue
-                    seen = widths[m]
-                    if seen and width not in seen:
-                        other_w, other_f = next(iter(seen.items()))
-                        report(
-                            pid,
-                            f,
-                            m,
-                            f"embedding width {width} differs from {other_w} in '{other_f}' "
-                            f"(files of one modality must share one encoder)",
-                        )
-                        continue
-                    seen.setdefault(width, str(f))
-                kept.append(f)
-            if kept:
-                files[m] = kept
-        clinical = {c: row[c] for c in clinical_columns}
-        has_clinical = any(not pd.isna(v) for v in clinical.values())
-        if not files and not has_clinical:
-            report(
-                pid, None, "modality", "patient has no usable modality (no file, no clinical data)"
-            )
-            continue
-        patients.append(
-            Patient(str(pid), float(times.iloc[i]), int(events.iloc[i]), files, clinical)
-        )
+    for i, pid in enumerate(table["patient_id"]):
+        patient = reader.patient(table.iloc[i], pid, table["time"].iloc[i], table["event"].iloc[i])
+        if patient is not None:
+            patients.append(patient)
     if not patients:
         raise RadiopathInputError("no usable patient left after validation", path=path)
     if not any(p.event == 1 for p in patients):
@@ -327,8 +275,79 @@ def read_cohort(
             field="event",
         )
     return Cohort(
-        path=path, patients=patients, clinical_columns=clinical_columns, problems=problems
+        path=path, patients=patients, clinical_columns=clinical_columns, problems=reader.problems
     )
+
+
+class _PatientReader:
+    """The rows of a cohort table as :class:`Patient` records, row by row.
+
+    Unusable files are reported (logged and kept in ``problems``; raised when ``strict``)
+    and left out; ``widths`` holds, per modality, the first embedding width met and its
+    file, against which the later files are checked.
+    """
+
+    def __init__(self, root: Path, modalities, clinical_columns, strict: bool, check_files: bool):
+        self.root = root
+        self.modalities = modalities
+        self.clinical_columns = clinical_columns
+        self.strict = strict
+        self.check_files = check_files
+        self.widths: dict[str, dict[int, str]] = {m: {} for m in modalities}
+        self.problems: list[Problem] = []
+
+    def report(self, pid, file, fld, msg) -> None:
+        if self.strict:
+            raise RadiopathInputError(msg, path=file, patient_id=pid, field=fld)
+        problem = Problem(pid, None if file is None else str(file), fld, msg)
+        log.warning("skipped: %s", problem)
+        self.problems.append(problem)
+
+    def patient(self, row: pd.Series, pid, time, event) -> Patient | None:
+        """One row's patient, or None when it has neither a usable file nor clinical data."""
+        files: dict[str, list[Path]] = {}
+        for m in self.modalities:
+            if m not in row.index:
+                continue
+            kept = []
+            for rel in _split_paths(row[m]):
+                f = Path(rel) if Path(rel).is_absolute() else self.root / rel
+                if not self.check_files or self._usable_file(f, pid, m):
+                    kept.append(f)
+            if kept:
+                files[m] = kept
+        clinical = {c: row[c] for c in self.clinical_columns}
+        has_clinical = any(not pd.isna(v) for v in clinical.values())
+        if not files and not has_clinical:
+            self.report(
+                pid, None, "modality", "patient has no usable modality (no file, no clinical data)"
+            )
+            return None
+        return Patient(str(pid), float(time), int(event), files, clinical)
+
+    def _usable_file(self, f: Path, pid, modality: str) -> bool:
+        """Whether embedding file ``f`` exists, is readable and has its modality's width."""
+        if not f.exists():
+            self.report(pid, f, modality, "embedding file does not exist")
+            return False
+        try:
+            width = embedding_width(f)
+        except RadiopathInputError as exc:
+            self.report(pid, f, modality, exc.reason)
+            return False
+        seen = self.widths[modality]
+        if seen and width not in seen:
+            other_w, other_f = next(iter(seen.items()))
+            self.report(
+                pid,
+                f,
+                modality,
+                f"embedding width {width} differs from {other_w} in '{other_f}' "
+                f"(files of one modality must share one encoder)",
+            )
+            return False
+        seen.setdefault(width, str(f))
+        return True
 
 
 def write_cohort(

@@ -339,31 +339,21 @@ def make_synthetic_image_cohort(
     grid = 8
     rows, truth_rows = [], []
     ids = [f"SYNI{i:04d}" for i in range(P)]
+    fw, fc = factors["wsi"], factors["ct"]
     for i in tqdm(range(P), desc="synthetic images", disable=not progress, unit="patient"):
-        pid = ids[i]
-        row = {"patient_id": pid, "time": round(float(time[i]), 4), "event": int(event[i])}
-        truth = {"patient_id": pid, "eta": float(eta[i])}
-        fw, fc = factors["wsi"], factors["ct"]
-        frac_w = None if fw is None else _planted_fraction(float(fw[i]), cfg.extent)
-        rgb, tissue, planted = synthetic_slide(rng, cfg.slide_size, frac_w, grid=grid)
-        write_pyramidal_tiff(out / "images" / f"{pid}.wsi.tiff", rgb, cfg.slide_mpp)
-        np.save(out / "truth" / f"{pid}.wsi_planted.npy", planted)
-        truth["wsi_factor"] = None if fw is None else float(fw[i])
-        truth["wsi_planted_fraction"] = float(planted.sum() / max(tissue.sum(), 1))
-        frac_c = None if fc is None else _planted_fraction(float(fc[i]), cfg.extent)
-        hu, tumour, planted_ct = synthetic_ct(rng, cfg.ct_shape, frac_c)
-        _save_nifti(out / "images" / f"{pid}.ct.nii.gz", hu, affine)
-        _save_nifti(out / "truth" / f"{pid}.ct_planted.nii.gz", planted_ct.astype(np.uint8), affine)
-        truth["ct_factor"] = None if fc is None else float(fc[i])
-        truth["ct_planted_fraction"] = float(planted_ct.sum() / max(tumour.sum(), 1))
-        row["wsi_image"] = f"images/{pid}.wsi.tiff"
-        row["ct_image"] = f"images/{pid}.ct.nii.gz"
-        row["ct_mask"] = ""
-        if has_mask[i]:
-            _save_nifti(out / "images" / f"{pid}.ct_mask.nii.gz", tumour.astype(np.uint8), affine)
-            row["ct_mask"] = f"images/{pid}.ct_mask.nii.gz"
-        if cfg.clinical:
-            row.update(clinical_columns(rng, float(eta[i]), cfg.effect))
+        row, truth = _write_patient(
+            rng,
+            out,
+            cfg,
+            ids[i],
+            {"patient_id": ids[i], "time": round(float(time[i]), 4), "event": int(event[i])},
+            float(eta[i]),
+            None if fw is None else float(fw[i]),
+            None if fc is None else float(fc[i]),
+            bool(has_mask[i]),
+            affine,
+            grid,
+        )
         rows.append(row)
         truth_rows.append(truth)
     columns = ["patient_id", "time", "event", "wsi_image", "ct_image", "ct_mask"]
@@ -381,6 +371,37 @@ def make_synthetic_image_cohort(
     (out / "truth" / "image_truth.json").write_text(json.dumps(meta, indent=2))
     log.info("wrote %d synthetic image patients to %s", P, out)
     return out / "cohort.csv"
+
+
+def _write_patient(rng, out, cfg, pid, row, eta, wsi_factor, ct_factor, has_mask, affine, grid):
+    """Write one patient's slide, CT (and tumour mask) and truth files.
+
+    ``row`` holds the patient's outcome columns; returns it with the image paths (and
+    clinical columns), and the patient's truth row. The draws from ``rng`` come in a fixed
+    order: slide, CT, clinical columns.
+    """
+    truth = {"patient_id": pid, "eta": eta}
+    frac_w = None if wsi_factor is None else _planted_fraction(wsi_factor, cfg.extent)
+    rgb, tissue, planted = synthetic_slide(rng, cfg.slide_size, frac_w, grid=grid)
+    write_pyramidal_tiff(out / "images" / f"{pid}.wsi.tiff", rgb, cfg.slide_mpp)
+    np.save(out / "truth" / f"{pid}.wsi_planted.npy", planted)
+    truth["wsi_factor"] = wsi_factor
+    truth["wsi_planted_fraction"] = float(planted.sum() / max(tissue.sum(), 1))
+    frac_c = None if ct_factor is None else _planted_fraction(ct_factor, cfg.extent)
+    hu, tumour, planted_ct = synthetic_ct(rng, cfg.ct_shape, frac_c)
+    _save_nifti(out / "images" / f"{pid}.ct.nii.gz", hu, affine)
+    _save_nifti(out / "truth" / f"{pid}.ct_planted.nii.gz", planted_ct.astype(np.uint8), affine)
+    truth["ct_factor"] = ct_factor
+    truth["ct_planted_fraction"] = float(planted_ct.sum() / max(tumour.sum(), 1))
+    row["wsi_image"] = f"images/{pid}.wsi.tiff"
+    row["ct_image"] = f"images/{pid}.ct.nii.gz"
+    row["ct_mask"] = ""
+    if has_mask:
+        _save_nifti(out / "images" / f"{pid}.ct_mask.nii.gz", tumour.astype(np.uint8), affine)
+        row["ct_mask"] = f"images/{pid}.ct_mask.nii.gz"
+    if cfg.clinical:
+        row.update(clinical_columns(rng, eta, cfg.effect))
+    return row, truth
 
 
 def planted_patch_fraction(

@@ -256,6 +256,57 @@ def _evaluate(
         for problem in (p.train_problem, p.test_problem):
             if problem:
                 log.warning("%s", problem)
+    fitted = _fit_models(preps, aggregator, models, backend, cfg, dev, seed, cache, executor)
+
+    pred_rows, metric_rows, sel_rows = [], [], []
+    by_fold = {p.fold: p for p in preps}
+    for m in models:
+        for p in preps:
+            fm = fitted[(m, p.fold)]
+            key = {"aggregator": aggregator, "modalities": mods, "model": m, "fold": p.fold}
+            if fm.test_risk is not None:
+                for pid, t, e, r in zip(
+                    p.test_ids, p.y_test["time"], p.y_test["event"], fm.test_risk
+                ):
+                    pred_rows.append(
+                        {
+                            **key,
+                            "patient_id": pid,
+                            "time": float(t),
+                            "event": int(e),
+                            "risk": float(r),
+                        }
+                    )
+            for name, value, status, message in _metric_values(
+                by_fold[p.fold], fm, backend, cfg, dev, seed
+            ):
+                metric_rows.append(
+                    {
+                        **key,
+                        "metric": name,
+                        "value": value,
+                        "status": status,
+                        "message": message or "",
+                    }
+                )
+            sel_rows.append(_selection_row(key, p, fm))
+    return EvaluationResult(
+        predictions=pd.DataFrame(pred_rows, columns=PREDICTION_COLUMNS),
+        metrics=pd.DataFrame(metric_rows, columns=METRIC_COLUMNS),
+        selection=pd.DataFrame(sel_rows, columns=SELECTION_COLUMNS),
+        fitted=fitted,
+        prepared=preps,
+    )
+
+
+def _fit_models(
+    preps, aggregator, models, backend, cfg, dev, seed, cache, executor
+) -> dict[tuple[str, int], FittedModel]:
+    """``{(model, fold): FittedModel}`` of every model on every fold, model by model.
+
+    A fold whose training split cannot be fitted gets a failed record for each model;
+    finished units are read from ``cache``; the rest run as units on ``executor``.
+    """
     fittable = [p for p in preps if p.train_problem is None]
     fitted: dict[tuple[str, int], FittedModel] = {}
     for p in preps:
@@ -302,59 +353,22 @@ def _evaluate(
             bar.update(len(fits))
     # model by model, fold by fold, whatever order the units finished in (the survival table
     # and the figures are written in this order)
-    fitted = {(m, p.fold): fitted[(m, p.fold)] for m in models for p in preps}
+    return {(m, p.fold): fitted[(m, p.fold)] for m in models for p in preps}
 
-    pred_rows, metric_rows, sel_rows = [], [], []
-    by_fold = {p.fold: p for p in preps}
-    for m in models:
-        for p in preps:
-            fm = fitted[(m, p.fold)]
-            key = {"aggregator": aggregator, "modalities": mods, "model": m, "fold": p.fold}
-            if fm.test_risk is not None:
-                for pid, t, e, r in zip(
-                    p.test_ids, p.y_test["time"], p.y_test["event"], fm.test_risk
-                ):
-                    pred_rows.append(
-                        {
-                            **key,
-                            "patient_id": pid,
-                            "time": float(t),
-                            "event": int(e),
-                            "risk": float(r),
-                        }
-                    )
-            for name, value, status, message in _metric_values(
-                by_fold[p.fold], fm, backend, cfg, dev, seed
-            ):
-                metric_rows.append(
-                    {
-                        **key,
-                        "metric": name,
-                        "value": value,
-                        "status": status,
-                        "message": message or "",
-                    }
-                )
-            sel_rows.append(
-                {
-                    **key,
-                    "n_features": int(len(p.features)),
-                    "params": json.dumps(fm.params, sort_keys=True, default=str),
-                    "cv_score": fm.cv_score,
-                    "status": fm.status,
-                    "message": fm.message,
-                    "train_risk_mean": float(np.mean(fm.train_risk))
-                    if fm.train_risk is not None
-                    else float("nan"),
-                    "train_risk_median": float(np.median(fm.train_risk))
-                    if fm.train_risk is not None
-                    else float("nan"),
-                }
-            )
-    return EvaluationResult(
-        predictions=pd.DataFrame(pred_rows, columns=PREDICTION_COLUMNS),
-        metrics=pd.DataFrame(metric_rows, columns=METRIC_COLUMNS),
-        selection=pd.DataFrame(sel_rows, columns=SELECTION_COLUMNS),
-        fitted=fitted,
-        prepared=preps,
-    )
+
+def _selection_row(key: dict, p: PreparedFold, fm: FittedModel) -> dict:
+    """The selection-table row of one (model, fold)."""
+    return {
+        **key,
+        "n_features": int(len(p.features)),
+        "params": json.dumps(fm.params, sort_keys=True, default=str),
+        "cv_score": fm.cv_score,
+        "status": fm.status,
+        "message": fm.message,
+        "train_risk_mean": float(np.mean(fm.train_risk))
+        if fm.train_risk is not None
+        else float("nan"),
+        "train_risk_median": float(np.median(fm.train_risk))
+        if fm.train_risk is not None
+        else float("nan"),
+    }

@@ -82,29 +82,63 @@ def univariate_cox_pvalues(
     sd_safe = np.where(constant, 1.0, sd)
     Z = (X - mean) / sd_safe
 
-    order = np.argsort(-time, kind="mergesort")
-    t = time[order]
-    d = event[order].astype(np.float64)
-    x = torch.as_tensor(Z[order], dtype=DTYPE, device=device)  # [n, p]
-    dt = torch.as_tensor(d, dtype=DTYPE, device=device)
-    key = torch.as_tensor(-t, dtype=DTYPE, device=device)
-    # tie groups are contiguous runs of the decreasing-time order: [start, end]
-    end = torch.searchsorted(key, key, right=True) - 1
-    start = torch.searchsorted(key, key, right=False)
-    ev_idx = torch.nonzero(dt > 0).squeeze(1)
-    ev_end, ev_start = end[ev_idx], start[ev_idx]
-    # l = position of each event among the events of its tie group, d_k = their number
-    n_ev_cum = torch.cumsum(dt, 0)
-    before = torch.where(
-        ev_start > 0, n_ev_cum[(ev_start - 1).clamp_min(0)], torch.zeros_like(ev_start, dtype=DTYPE)
-    )
-    d_k = n_ev_cum[ev_end] - before
-    ell = n_ev_cum[ev_idx] - 1 - before
-    frac = (ell / d_k).unsqueeze(1)  # [m, 1]
-    sum_dx = x[ev_idx].sum(0)
-    zero_row = torch.zeros(1, p, dtype=DTYPE, device=device)
+    b, info, converged = _newton_raphson(_EfronColumns(Z, time, event, device), max_iter, tol)
+    b_np = b.cpu().numpy()
+    info_np = info.cpu().numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se_std = np.where(info_np > 0, 1.0 / np.sqrt(info_np), np.inf)
+        z = b_np / se_std
+    z = np.where(constant | ~np.isfinite(z), 0.0, z)
+    pvalue = 2.0 * norm.sf(np.abs(z))
+    pvalue[constant] = 1.0
+    coef = np.where(constant, 0.0, b_np / sd_safe)
+    se = np.where(constant, np.inf, se_std / sd_safe)
+    n_bad = int((~converged.cpu().numpy() & ~constant).sum())
+    if n_bad:
+        log.info("univariate Cox screening: %d of %d features did not converge", n_bad, p)
+    return ScreeningResult(coef, se, z, pvalue, converged.cpu().numpy() | constant)
 
-    def parts(b):
+
+class _EfronColumns:
+    """Efron log-likelihood, gradient and information of one Cox model per column of ``Z``.
+
+    The samples are sorted once by decreasing time, so each risk set is a prefix and each
+    group of tied times a contiguous run; calling the object with ``b`` (``[p]``, one
+    coefficient per column) returns ``(loglik, grad, info)``, each ``[p]``.
+    """
+
+    def __init__(self, Z: np.ndarray, time: np.ndarray, event: np.ndarray, device) -> None:
+        order = np.argsort(-time, kind="mergesort")
+        t = time[order]
+        d = event[order].astype(np.float64)
+        self.x = x = torch.as_tensor(Z[order], dtype=DTYPE, device=device)  # [n, p]
+        self.dt = dt = torch.as_tensor(d, dtype=DTYPE, device=device)
+        key = torch.as_tensor(-t, dtype=DTYPE, device=device)
+        # tie groups are contiguous runs of the decreasing-time order: [start, end]
+        end = torch.searchsorted(key, key, right=True) - 1
+        start = torch.searchsorted(key, key, right=False)
+        ev_idx = torch.nonzero(dt > 0).squeeze(1)
+        self.ev_end, self.ev_start = ev_end, ev_start = end[ev_idx], start[ev_idx]
+        # l = position of each event among the events of its tie group, d_k = their number
+        n_ev_cum = torch.cumsum(dt, 0)
+        before = torch.where(
+            ev_start > 0,
+            n_ev_cum[(ev_start - 1).clamp_min(0)],
+            torch.zeros_like(ev_start, dtype=DTYPE),
+        )
+        d_k = n_ev_cum[ev_end] - before
+        ell = n_ev_cum[ev_idx] - 1 - before
+        self.frac = (ell / d_k).unsqueeze(1)  # [m, 1]
+        self.sum_dx = x[ev_idx].sum(0)
+        self.zero_row = torch.zeros(1, x.shape[1], dtype=DTYPE, device=device)
+
+    def _tied(self, v: torch.Tensor) -> torch.Tensor:
+        """Sum of ``v`` over the events of each event's tie group."""
+        cs = torch.cat([self.zero_row, torch.cumsum(self.dt.unsqueeze(1) * v, 0)])
+        return cs[self.ev_end + 1] - cs[self.ev_start]
+
+    def __call__(self, b: torch.Tensor):
+        x, ev_end, frac = self.x, self.ev_end, self.frac
         eta = x * b
         shift = eta.amax(0, keepdim=True)
         w = torch.exp(eta - shift)
@@ -112,23 +146,25 @@ def univariate_cox_pvalues(
         s0 = torch.cumsum(w, 0)[ev_end]
         s1 = torch.cumsum(wx, 0)[ev_end]
         s2 = torch.cumsum(wxx, 0)[ev_end]
-
-        def tied(v):
-            # sum of v over the events of each event's tie group
-            cs = torch.cat([zero_row, torch.cumsum(dt.unsqueeze(1) * v, 0)])
-            return cs[ev_end + 1] - cs[ev_start]
-
-        a0, a1, a2 = tied(w), tied(wx), tied(wxx)
+        a0, a1, a2 = self._tied(w), self._tied(wx), self._tied(wxx)
         phi = s0 - frac * a0
         m1 = (s1 - frac * a1) / phi
-        loglik = (b * sum_dx) - (torch.log(phi) + shift).sum(0)
-        grad = sum_dx - m1.sum(0)
+        loglik = (b * self.sum_dx) - (torch.log(phi) + shift).sum(0)
+        grad = self.sum_dx - m1.sum(0)
         info = ((s2 - frac * a2) / phi - m1 * m1).sum(0)
         return loglik, grad, info
 
-    b = torch.zeros(p, dtype=DTYPE, device=device)
+
+def _newton_raphson(parts: _EfronColumns, max_iter: int, tol: float):
+    """Maximise every column's log-likelihood from 0, halving steps that lower it.
+
+    A column stops once its step is below ``tol`` relative to 1 + |b|. Returns ``(b, info,
+    converged)``, each ``[p]``, ``info`` at the last iterate.
+    """
+    p = parts.x.shape[1]
+    b = torch.zeros(p, dtype=DTYPE, device=parts.x.device)
     loglik, grad, info = parts(b)
-    converged = torch.zeros(p, dtype=torch.bool, device=device)
+    converged = torch.zeros(p, dtype=torch.bool, device=parts.x.device)
     for _ in range(max_iter):
         step = torch.where(info > 0, grad / info, torch.zeros_like(grad))
         step = torch.where(converged, torch.zeros_like(step), step)
@@ -147,20 +183,7 @@ def univariate_cox_pvalues(
         loglik, grad, info = parts(b)
         if bool(converged.all()):
             break
-    b_np = b.cpu().numpy()
-    info_np = info.cpu().numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        se_std = np.where(info_np > 0, 1.0 / np.sqrt(info_np), np.inf)
-        z = b_np / se_std
-    z = np.where(constant | ~np.isfinite(z), 0.0, z)
-    pvalue = 2.0 * norm.sf(np.abs(z))
-    pvalue[constant] = 1.0
-    coef = np.where(constant, 0.0, b_np / sd_safe)
-    se = np.where(constant, np.inf, se_std / sd_safe)
-    n_bad = int((~converged.cpu().numpy() & ~constant).sum())
-    if n_bad:
-        log.info("univariate Cox screening: %d of %d features did not converge", n_bad, p)
-    return ScreeningResult(coef, se, z, pvalue, converged.cpu().numpy() | constant)
+    return b, info, converged
 
 
 def select_features(

@@ -177,14 +177,10 @@ def _torch_coxph(preps, cfg, device, seed) -> list[FittedModel]:
 
 def _torch_fsvm(preps, cfg, device, seed) -> list[FittedModel]:
     P = _pad(preps, device)
-    F, S, n = P["F"], P["S"], P["n"]
+    F, S = P["F"], P["S"]
     alphas = [float(a) for a in cfg["fsvm"]["alpha"]]
     G = len(alphas)
-    ranks = torch.zeros(F, n, dtype=DTYPE, device=device)
-    for f, p in enumerate(preps):
-        ranks[f, : len(p.y_train)] = torch.as_tensor(
-            survival_ranks(p.train_time, seed), dtype=DTYPE, device=device
-        )
+    ranks = _train_ranks(preps, P, seed, device)
     fi, si, gi = _grid_problems(F, S, G, device)
 
     def solve(idx, alpha, init):
@@ -228,6 +224,16 @@ def _warm_path(solve, gi, alphas, order, n_problems, d, device):
     return coef, failed
 
 
+def _train_ranks(preps, P, seed, device) -> torch.Tensor:
+    """``[F, n]`` survival ranks of each fold's training times (ties broken with ``seed``)."""
+    ranks = torch.zeros(P["F"], P["n"], dtype=DTYPE, device=device)
+    for f, p in enumerate(preps):
+        ranks[f, : len(p.y_train)] = torch.as_tensor(
+            survival_ranks(p.train_time, seed), dtype=DTYPE, device=device
+        )
+    return ranks
+
+
 def _torch_refit(model, preps, P, chosen, cfg, device, seed) -> list[FittedModel]:
     """Refit each fold at its chosen penalty on the whole training split, batched; retry failures."""
     F = P["F"]
@@ -238,42 +244,11 @@ def _torch_refit(model, preps, P, chosen, cfg, device, seed) -> list[FittedModel
     todo = np.arange(F)
     coef = [None] * F
     status = ["ok"] * F
-    ranks = None
-    if model == "fsvm":
-        ranks = torch.zeros(F, P["n"], dtype=DTYPE, device=device)
-        for f, p in enumerate(preps):
-            ranks[f, : len(p.y_train)] = torch.as_tensor(
-                survival_ranks(p.train_time, seed), dtype=DTYPE, device=device
-            )
+    ranks = _train_ranks(preps, P, seed, device) if model == "fsvm" else None
     for attempt in range(int(retry["max_retries"]) + 1):
         if todo.size == 0:
             break
-        idx = torch.as_tensor(todo, device=device)
-        a = torch.as_tensor(alpha[todo], dtype=DTYPE, device=device)
-        if model == "coxph":
-            res = fit_cox_ridge(
-                P["X"][idx],
-                P["time"][idx],
-                P["event"][idx],
-                a,
-                sample_weight=P["weight"][idx],
-                feature_mask=P["fmask"][idx],
-                n_iter=int(cfg["coxph"]["n_iter"]),
-                tol=float(cfg["coxph"]["tol"]),
-                device=device,
-            )
-        else:
-            res = fit_survival_svm(
-                P["X"][idx],
-                ranks[idx],
-                P["event"][idx].to(DTYPE),
-                a,
-                sample_weight=P["weight"][idx],
-                feature_mask=P["fmask"][idx],
-                max_iter=int(cfg["fsvm"]["torch_max_iter"]),
-                tol=float(cfg["fsvm"]["torch_tol"]),
-                device=device,
-            )
+        res = _refit_solve(model, P, todo, alpha, ranks, cfg, device)
         again = []
         for j, f in enumerate(todo):
             failed, conv = bool(res.failed[j]), bool(res.converged[j])
@@ -320,6 +295,35 @@ def _torch_refit(model, preps, P, chosen, cfg, device, seed) -> list[FittedModel
     return out
 
 
+def _refit_solve(model, P, todo, alpha, ranks, cfg, device):
+    """Fit the folds ``todo`` on their whole training split at their ``alpha``, in one call."""
+    idx = torch.as_tensor(todo, device=device)
+    a = torch.as_tensor(alpha[todo], dtype=DTYPE, device=device)
+    if model == "coxph":
+        return fit_cox_ridge(
+            P["X"][idx],
+            P["time"][idx],
+            P["event"][idx],
+            a,
+            sample_weight=P["weight"][idx],
+            feature_mask=P["fmask"][idx],
+            n_iter=int(cfg["coxph"]["n_iter"]),
+            tol=float(cfg["coxph"]["tol"]),
+            device=device,
+        )
+    return fit_survival_svm(
+        P["X"][idx],
+        ranks[idx],
+        P["event"][idx].to(DTYPE),
+        a,
+        sample_weight=P["weight"][idx],
+        feature_mask=P["fmask"][idx],
+        max_iter=int(cfg["fsvm"]["torch_max_iter"]),
+        tol=float(cfg["fsvm"]["torch_tol"]),
+        device=device,
+    )
+
+
 def _torch_coxnet(preps, cfg, device, seed) -> list[FittedModel]:
     """Coxnet on every fold at once: alpha grids, one batched path call, then a polish.
 
@@ -334,14 +338,30 @@ def _torch_coxnet(preps, cfg, device, seed) -> list[FittedModel]:
     """
     c = cfg["coxnet"]
     P = _pad(preps, device)
-    F, S = P["F"], P["S"]
+    F = P["F"]
     ratios = [float(r) for r in c["l1_ratio"]]
-    R = len(ratios)
-    retry = cfg["retry"]
-    A = int(c["n_alphas"])
+    paths, scores, notes = _coxnet_cv_paths(P, ratios, cfg, device)
+    chosen = _choose_coxnet(scores, paths, len(ratios), int(c["n_alphas"]))
+    out = _polish_coxnet(preps, P, chosen, paths, ratios, notes, cfg, device)
+    for f in range(F):
+        if out[f] is None:
+            out[f] = _failed(
+                "coxnet", preps[f], {}, float("nan"), "; ".join(notes[f]) or "no alpha path"
+            )
+    return out
+
+
+def _coxnet_cv_paths(P, ratios, cfg, device):
+    """Steps 1 and 2 of :func:`_torch_coxnet` for every (fold, l1_ratio), retrying failed paths.
+
+    Problem ``b = fold * R + ratio index``. Returns ``(paths, scores, notes)``: per problem
+    the alphas ``[k]`` and coefficients ``[k, p]`` of its training-split path (None if it
+    failed), the mean inner-CV C ``[F, R, A]``, and per fold the retry notes.
+    """
+    c, retry = cfg["coxnet"], cfg["retry"]
+    F, R, A = P["F"], len(ratios), int(c["n_alphas"])
     fi = torch.arange(F, device=device).repeat_interleave(R)
     ri = torch.as_tensor(ratios, dtype=DTYPE, device=device).repeat(F)
-    common = dict(max_iter=int(c["torch_max_iter"]), device=device)
     min_ratio = np.full(F * R, float(c["alpha_min_ratio"]))
     notes = [[] for _ in range(F)]
     paths: list = [None] * (F * R)  # (alphas [k], coefs [k, p]) of the training split
@@ -351,55 +371,7 @@ def _torch_coxnet(preps, cfg, device, seed) -> list[FittedModel]:
         if todo.size == 0:
             break
         idx = torch.as_tensor(todo, device=device)
-        grid = torch.cat(
-            [
-                fit_coxnet_path(
-                    P["X"][fi[idx[j : j + 1]]],
-                    P["time"][fi[idx[j : j + 1]]],
-                    P["event"][fi[idx[j : j + 1]]],
-                    l1_ratio=ri[idx[j : j + 1]],
-                    n_alphas=A,
-                    alpha_min_ratio=float(min_ratio[b]),
-                    sample_weight=P["weight"][fi[idx[j : j + 1]]],
-                    feature_mask=P["fmask"][fi[idx[j : j + 1]]],
-                    grid_only=True,
-                    device=device,
-                ).alphas
-                for j, b in enumerate(todo)
-            ]
-        )  # [T, A]
-        T = len(todo)
-        # problems: T training splits, then T x S inner-CV training subsets
-        pf_ = torch.cat([fi[idx], fi[idx].repeat_interleave(S)])
-        pr = torch.cat([ri[idx], ri[idx].repeat_interleave(S)])
-        pg = torch.cat([grid, grid.repeat_interleave(S, 0)])
-        si = torch.arange(S, device=device).repeat(T)
-        weight = torch.cat([P["weight"][fi[idx]], P["train_w"][fi[idx].repeat_interleave(S), si]])
-        res = fit_coxnet_path(
-            P["X"],
-            P["time"][pf_],
-            P["event"][pf_],
-            l1_ratio=pr,
-            alphas=pg,
-            sample_weight=weight,
-            feature_mask=P["fmask"][pf_],
-            tol=float(c["torch_cv_tol"]),
-            groups=pf_,
-            **common,
-        )
-        X = P["X"][pf_[T:]]
-        risk = torch.einsum("bnp,bap->ban", X, res.coef[T:])  # [T*S, A, n]
-        Bn = risk.shape[0]
-        t = P["time"][pf_[T:]].unsqueeze(1).expand(-1, A, -1).reshape(Bn * A, -1)
-        e = P["event"][pf_[T:]].unsqueeze(1).expand(-1, A, -1).reshape(Bn * A, -1)
-        m = P["val_m"][pf_[T:], si].unsqueeze(1).expand(-1, A, -1).reshape(Bn * A, -1)
-        sc = _harrell_cv(risk.reshape(Bn * A, -1), t, e, m).view(T, S, A)
-        sc = torch.where(res.failed[T:].view(T, S, 1), torch.full_like(sc, torch.nan), sc)
-        ok = P["split_ok"][fi[idx]].unsqueeze(-1).expand(-1, -1, A)
-        sc = torch.where(ok, sc, torch.full_like(sc, torch.nan))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(sc.cpu().numpy(), axis=1)  # [T, A]
+        res, mean = _coxnet_solve_paths(P, fi[idx], ri[idx], min_ratio[todo], cfg, device)
         again = []
         for j, b in enumerate(todo):
             if bool(res.failed[j]):
@@ -414,71 +386,153 @@ def _torch_coxnet(preps, cfg, device, seed) -> list[FittedModel]:
             paths[b] = (res.alphas[j, :k], res.coef[j, :k])
             scores[b // R, b % R, :k] = mean[j, :k]
         todo = np.array(again, dtype=int)
+    return paths, scores, notes
 
-    # choose per fold, then polish the chosen alpha from its path solution
+
+def _coxnet_solve_paths(P, folds, l1_ratio, min_ratio, cfg, device):
+    """One batched path solve of T (fold, l1_ratio) problems and their inner-CV subsets.
+
+    Each problem's grid is scikit-survival's on its whole training split, down to its
+    ``min_ratio``; the problems solved are the T training splits, then the T x S inner-CV
+    training subsets, to the loose ``torch_cv_tol`` (the subsets only rank alphas).
+    Returns the :class:`CoxnetPath` and the mean inner-CV Harrell's C, ``[T, A]``.
+    """
+    c = cfg["coxnet"]
+    S, A, T = P["S"], int(c["n_alphas"]), len(folds)
+    grid = torch.cat(
+        [
+            fit_coxnet_path(
+                P["X"][folds[j : j + 1]],
+                P["time"][folds[j : j + 1]],
+                P["event"][folds[j : j + 1]],
+                l1_ratio=l1_ratio[j : j + 1],
+                n_alphas=A,
+                alpha_min_ratio=float(min_ratio[j]),
+                sample_weight=P["weight"][folds[j : j + 1]],
+                feature_mask=P["fmask"][folds[j : j + 1]],
+                grid_only=True,
+                device=device,
+            ).alphas
+            for j in range(T)
+        ]
+    )  # [T, A]
+    pf_ = torch.cat([folds, folds.repeat_interleave(S)])
+    pr = torch.cat([l1_ratio, l1_ratio.repeat_interleave(S)])
+    pg = torch.cat([grid, grid.repeat_interleave(S, 0)])
+    si = torch.arange(S, device=device).repeat(T)
+    weight = torch.cat([P["weight"][folds], P["train_w"][folds.repeat_interleave(S), si]])
+    res = fit_coxnet_path(
+        P["X"],
+        P["time"][pf_],
+        P["event"][pf_],
+        l1_ratio=pr,
+        alphas=pg,
+        sample_weight=weight,
+        feature_mask=P["fmask"][pf_],
+        tol=float(c["torch_cv_tol"]),
+        groups=pf_,
+        max_iter=int(c["torch_max_iter"]),
+        device=device,
+    )
+    return res, _coxnet_inner_cv_score(P, res, pf_, si, T, A)
+
+
+def _coxnet_inner_cv_score(P, res, pf_, si, T: int, A: int) -> np.ndarray:
+    """Mean validation C over the inner splits of each of T paths, ``[T, A]``.
+
+    ``res`` holds T training-split paths, then the T x S inner-CV paths of problems ``pf_``
+    (fold index) and ``si`` (split index); failed paths and unusable splits score NaN.
+    """
+    S = P["S"]
+    X = P["X"][pf_[T:]]
+    risk = torch.einsum("bnp,bap->ban", X, res.coef[T:])  # [T*S, A, n]
+    Bn = risk.shape[0]
+    t = P["time"][pf_[T:]].unsqueeze(1).expand(-1, A, -1).reshape(Bn * A, -1)
+    e = P["event"][pf_[T:]].unsqueeze(1).expand(-1, A, -1).reshape(Bn * A, -1)
+    m = P["val_m"][pf_[T:], si].unsqueeze(1).expand(-1, A, -1).reshape(Bn * A, -1)
+    sc = _harrell_cv(risk.reshape(Bn * A, -1), t, e, m).view(T, S, A)
+    sc = torch.where(res.failed[T:].view(T, S, 1), torch.full_like(sc, torch.nan), sc)
+    ok = P["split_ok"][pf_[:T]].unsqueeze(-1).expand(-1, -1, A)
+    sc = torch.where(ok, sc, torch.full_like(sc, torch.nan))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(sc.cpu().numpy(), axis=1)
+
+
+def _choose_coxnet(scores, paths, R: int, A: int) -> list:
+    """Per fold ``(problem, alpha index, cv score)`` with the best mean inner-CV C, or None.
+
+    A fold whose paths all scored NaN takes the largest alpha of its first path that did
+    not fail (the most penalised model); a fold with no path at all gets None.
+    """
     chosen = []
-    for f in range(F):
+    for f in range(scores.shape[0]):
         best, cv = _select(scores[f].reshape(-1))
         if best < 0:
             alive = [b for b in range(f * R, f * R + R) if paths[b] is not None]
             if not alive:
                 chosen.append(None)
                 continue
-            b, k = alive[0], 0  # the largest alpha of the first path: the most penalised model
+            b, k = alive[0], 0
         else:
             r_idx, k = divmod(best, A)
             b = f * R + r_idx
         chosen.append((b, k, cv))
-    live = [f for f in range(F) if chosen[f] is not None]
-    out: list[FittedModel | None] = [None] * F
-    if live:
-        lf = torch.as_tensor(live, device=device)
-        alphas = torch.stack([paths[chosen[f][0]][0][chosen[f][1]] for f in live]).view(-1, 1)
-        init = torch.stack([paths[chosen[f][0]][1][chosen[f][1]] for f in live])
-        l1 = torch.as_tensor([ratios[chosen[f][0] % R] for f in live], dtype=DTYPE, device=device)
-        fin = fit_coxnet_path(
-            P["X"][lf],
-            P["time"][lf],
-            P["event"][lf],
-            l1_ratio=l1,
-            alphas=alphas,
-            sample_weight=P["weight"][lf],
-            feature_mask=P["fmask"][lf],
-            tol=float(c["torch_tol"]),
-            init=init,
-            **common,
-        )
-        for j, f in enumerate(live):
-            p = preps[f]
-            b, k, cv = chosen[f]
-            q = p.X_train.shape[1]
-            alpha = float(alphas[j, 0])
-            params = {"l1_ratio": ratios[b % R], "alpha": alpha}
-            if bool(fin.failed[j]):
-                out[f] = _failed(
-                    "coxnet", p, params, cv, "; ".join([*notes[f], f"alpha={alpha:.4g}: overflow"])
-                )
-                continue
-            est = TorchCoxnet.from_path(
-                fin.coef[j, :1, :q].cpu().numpy(),
-                [alpha],
-                p.X_train,
-                p.train_event,
-                p.train_time,
-                l1_ratio=ratios[b % R],
-                fit_baseline_model=True,
-                device=str(device),
-            )
-            status = "ok" if bool(fin.converged[j, 0]) else "not_converged"
-            msg = list(notes[f])
-            if status == "not_converged":
-                msg.append(f"alpha={alpha:.4g} reached torch_max_iter")
-            elif msg:
-                status = "retried"
-            out[f] = _finish("coxnet", p, est, params, cv, status, "; ".join(msg))
-    for f in range(F):
-        if out[f] is None:
+    return chosen
+
+
+def _polish_coxnet(preps, P, chosen, paths, ratios, notes, cfg, device) -> list:
+    """Step 3 of :func:`_torch_coxnet`: each chosen (l1_ratio, alpha) re-solved to
+    ``torch_tol`` from its path solution, in one call; None for folds with nothing chosen."""
+    c = cfg["coxnet"]
+    R = len(ratios)
+    live = [f for f in range(P["F"]) if chosen[f] is not None]
+    out: list[FittedModel | None] = [None] * P["F"]
+    if not live:
+        return out
+    lf = torch.as_tensor(live, device=device)
+    alphas = torch.stack([paths[chosen[f][0]][0][chosen[f][1]] for f in live]).view(-1, 1)
+    init = torch.stack([paths[chosen[f][0]][1][chosen[f][1]] for f in live])
+    l1 = torch.as_tensor([ratios[chosen[f][0] % R] for f in live], dtype=DTYPE, device=device)
+    fin = fit_coxnet_path(
+        P["X"][lf],
+        P["time"][lf],
+        P["event"][lf],
+        l1_ratio=l1,
+        alphas=alphas,
+        sample_weight=P["weight"][lf],
+        feature_mask=P["fmask"][lf],
+        tol=float(c["torch_tol"]),
+        init=init,
+        max_iter=int(c["torch_max_iter"]),
+        device=device,
+    )
+    for j, f in enumerate(live):
+        p = preps[f]
+        b, k, cv = chosen[f]
+        q = p.X_train.shape[1]
+        alpha = float(alphas[j, 0])
+        params = {"l1_ratio": ratios[b % R], "alpha": alpha}
+        if bool(fin.failed[j]):
             out[f] = _failed(
-                "coxnet", preps[f], {}, float("nan"), "; ".join(notes[f]) or "no alpha path"
+                "coxnet", p, params, cv, "; ".join([*notes[f], f"alpha={alpha:.4g}: overflow"])
             )
+            continue
+        est = TorchCoxnet.from_path(
+            fin.coef[j, :1, :q].cpu().numpy(),
+            [alpha],
+            p.X_train,
+            p.train_event,
+            p.train_time,
+            l1_ratio=ratios[b % R],
+            fit_baseline_model=True,
+            device=str(device),
+        )
+        status = "ok" if bool(fin.converged[j, 0]) else "not_converged"
+        msg = list(notes[f])
+        if status == "not_converged":
+            msg.append(f"alpha={alpha:.4g} reached torch_max_iter")
+        elif msg:
+            status = "retried"
+        out[f] = _finish("coxnet", p, est, params, cv, status, "; ".join(msg))
     return out

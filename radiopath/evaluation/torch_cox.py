@@ -95,13 +95,7 @@ def fit_cox_ridge(
     else:
         coef = start_coefficients(init, batch.X, kernel, fmask)
 
-    def loss_of(sub, c, a, k):
-        if kernel:
-            eta = torch.bmm(k, c.unsqueeze(-1)).squeeze(-1)
-            return (sub.nll_from_eta(eta) + 0.5 * a * (c * eta).sum(1)) / sub.n
-        return (sub.neg_log_likelihood(c) + 0.5 * a * (c * c).sum(1)) / sub.n
-
-    loss = loss_of(batch, coef, alpha, K)
+    loss = _ridge_loss(batch, coef, alpha, K)
     converged = torch.zeros(B, dtype=torch.bool, device=device)
     failed = ~torch.isfinite(loss)
     todo = torch.nonzero(~failed).squeeze(1)
@@ -109,34 +103,53 @@ def fit_cox_ridge(
     for it in range(1, n_iter + 1):  # noqa: B007 (the count is returned)
         if todo.numel() == 0:
             break
-        # only the problems still running are computed
-        sub = batch.select(todo)
-        c, a, f_old = coef[todo], alpha[todo], loss[todo]
-        k = K[todo] if kernel else None
-        delta = _ridge_newton_step(sub, c, a, fmask[todo], k)
-        bad = ~torch.isfinite(delta).all(1)
-        step = torch.ones_like(a)
-        new_c = c - delta
-        new_loss = loss_of(sub, new_c, a, k)
-        for _ in range(40):
-            worse = ~bad & ~(new_loss <= f_old)
-            if not bool(worse.any()):
-                break
-            step = torch.where(worse, step * 0.5, step)
-            cand = c - step.unsqueeze(1) * delta
-            new_c = torch.where(worse.unsqueeze(1), cand, new_c)
-            new_loss = torch.where(worse, loss_of(sub, cand, a, k), new_loss)
-        bad |= ~torch.isfinite(new_loss)
-        ok = ~bad
-        coef[todo] = torch.where(ok.unsqueeze(1), new_c, c)
-        loss[todo] = torch.where(ok, new_loss, f_old)
-        done = ok & ((torch.abs(1 - new_loss / f_old) < tol) | (new_loss == f_old))
-        failed[todo] = bad
+        ok, done = _ridge_newton_update(batch, todo, coef, loss, alpha, fmask, K, tol)
+        failed[todo] = ~ok
         converged[todo] = done
         todo = todo[ok & ~done]
     beta = torch.bmm(batch.X.transpose(1, 2), coef.unsqueeze(-1)).squeeze(-1) if kernel else coef
     beta = beta * fmask
     return CoxFit(beta, loss, converged, failed, it)
+
+
+def _ridge_loss(sub: CoxBatch, c, alpha, K) -> torch.Tensor:
+    """The penalised loss / n of each problem, at ``c`` in feature space or, with ``K``, sample space."""
+    if K is not None:
+        eta = torch.bmm(K, c.unsqueeze(-1)).squeeze(-1)
+        return (sub.nll_from_eta(eta) + 0.5 * alpha * (c * eta).sum(1)) / sub.n
+    return (sub.neg_log_likelihood(c) + 0.5 * alpha * (c * c).sum(1)) / sub.n
+
+
+def _ridge_newton_update(batch: CoxBatch, todo, coef, loss, alpha, fmask, K, tol: float):
+    """One damped Newton step of the problems ``todo``, written into ``coef`` and ``loss``.
+
+    Only the problems still running are computed. The step is halved until the loss does
+    not increase; a problem whose step or new loss is not finite keeps its coefficients.
+    Returns ``(ok, done)`` over ``todo``: the step was finite, and the relative change of
+    the loss fell below ``tol``.
+    """
+    sub = batch.select(todo)
+    c, a, f_old = coef[todo], alpha[todo], loss[todo]
+    k = None if K is None else K[todo]
+    delta = _ridge_newton_step(sub, c, a, fmask[todo], k)
+    bad = ~torch.isfinite(delta).all(1)
+    step = torch.ones_like(a)
+    new_c = c - delta
+    new_loss = _ridge_loss(sub, new_c, a, k)
+    for _ in range(40):
+        worse = ~bad & ~(new_loss <= f_old)
+        if not bool(worse.any()):
+            break
+        step = torch.where(worse, step * 0.5, step)
+        cand = c - step.unsqueeze(1) * delta
+        new_c = torch.where(worse.unsqueeze(1), cand, new_c)
+        new_loss = torch.where(worse, _ridge_loss(sub, cand, a, k), new_loss)
+    bad |= ~torch.isfinite(new_loss)
+    ok = ~bad
+    coef[todo] = torch.where(ok.unsqueeze(1), new_c, c)
+    loss[todo] = torch.where(ok, new_loss, f_old)
+    done = ok & ((torch.abs(1 - new_loss / f_old) < tol) | (new_loss == f_old))
+    return ok, done
 
 
 def _ridge_newton_step(sub: CoxBatch, c, alpha, fmask, K) -> torch.Tensor:
@@ -300,6 +313,45 @@ def fit_coxnet_path(
     all the problems that share it).
     """
     device = resolve_device(device)
+    batch, mean = _centred_batch(X, time, event, sample_weight, groups, l1_ratio, alphas, device)
+    B, p = batch.batch_size, batch.n_features
+    r = _batch_param(l1_ratio, B, device)
+    fmask = _feature_mask(feature_mask, B, p, device)
+    if penalty_factor is None:
+        pf = fmask.clone()
+    else:
+        pf = _feature_mask(penalty_factor, B, p, device) * fmask
+    pf = pf * fmask.sum(1, keepdim=True) / pf.sum(1, keepdim=True).clamp_min(1e-300)
+    if alphas is None:
+        grid = _coxnet_alpha_grid(batch, pf, fmask, r, n_alphas, alpha_min_ratio)
+    else:
+        a = as_tensor(alphas, device)
+        grid = a.unsqueeze(0).expand(B, -1).clone() if a.dim() == 1 else a
+    A = grid.shape[1]
+    if grid_only:
+        coefs = torch.zeros(B, A, p, dtype=DTYPE, device=device)
+        dev_ratio = torch.zeros(B, A, dtype=DTYPE, device=device)
+        conv = torch.zeros(B, A, dtype=torch.bool, device=device)
+        failed = torch.zeros(B, dtype=torch.bool, device=device)
+        n_all = torch.full((B,), A, dtype=torch.long, device=device)
+        return CoxnetPath(coefs, grid, dev_ratio, n_all, mean, conv, failed, 0)
+    beta = torch.zeros(B, p, dtype=DTYPE, device=device)
+    if init is not None:
+        beta = as_tensor(init, device).reshape(B, p) * fmask
+    coefs, dev_ratio, conv, failed, n_iter = _coxnet_walk_path(
+        batch, beta, grid, r, pf, fmask, alphas is None, tol, max_iter, chunk
+    )
+    n_used = _coxnet_path_length(dev_ratio)
+    return CoxnetPath(coefs, grid, dev_ratio, n_used, mean, conv, failed, n_iter)
+
+
+def _centred_batch(X, time, event, sample_weight, groups, l1_ratio, alphas, device):
+    """The Cox batch of :func:`fit_coxnet_path` on column-centred designs, and the means.
+
+    B is read off the first batched input (``X`` ``[B, n, p]``, ``time`` ``[B, n]``,
+    ``sample_weight``, ``groups``), else off ``l1_ratio`` and ``alphas``; each problem's
+    columns are centred on its own samples, as scikit-survival does.
+    """
     X, time, event = as_tensor(X, device), as_tensor(time, device), as_tensor(event, device)
     w = None if sample_weight is None else as_tensor(sample_weight, device)
     B = None
@@ -314,110 +366,121 @@ def fit_coxnet_path(
         X = X.unsqueeze(0).expand(B, -1, -1)
     if w is None:
         w = torch.ones(B, X.shape[1], dtype=DTYPE, device=device)
-    # centre each problem's columns on its own samples, as scikit-survival does
     if groups is not None:
         batch = GroupedCoxBatch(X, torch.as_tensor(groups, device=device), time, event, w)
-        mean = batch.mean
-    else:
-        n_b = w.sum(1, keepdim=True)
-        mean = (w.unsqueeze(-1) * X).sum(1) / n_b
-        Xc = (X - mean.unsqueeze(1)) * w.unsqueeze(-1)
-        batch = CoxBatch(Xc, time, event, w, batch_size=B)
-    B, p = batch.batch_size, batch.n_features
-    n = batch.n
-    r = _batch_param(l1_ratio, B, device)
-    fmask = _feature_mask(feature_mask, B, p, device)
-    if penalty_factor is None:
-        pf = fmask.clone()
-    else:
-        pf = _feature_mask(penalty_factor, B, p, device) * fmask
-    pf = pf * fmask.sum(1, keepdim=True) / pf.sum(1, keepdim=True).clamp_min(1e-300)
+        return batch, batch.mean
+    n_b = w.sum(1, keepdim=True)
+    mean = (w.unsqueeze(-1) * X).sum(1) / n_b
+    Xc = (X - mean.unsqueeze(1)) * w.unsqueeze(-1)
+    return CoxBatch(Xc, time, event, w, batch_size=B), mean
 
+
+def _coxnet_alpha_grid(batch: CoxBatch, pf, fmask, r, n_alphas: int, alpha_min_ratio):
+    r"""scikit-survival's alpha path, ``[B, n_alphas]``, from alpha_max down on a log scale.
+
+    :math:`\alpha_{max} = \max_j |\nabla_j \ell(0)/n| / (r w_j)` is the smallest alpha
+    at which every coefficient is 0; ``"auto"`` ends the path at 1e-4 of it with more
+    samples than features, else at 1e-2.
+    """
+    n = batch.n
+    beta = torch.zeros(batch.batch_size, batch.n_features, dtype=DTYPE, device=n.device)
+    _, grad0, _ = batch.derivatives(beta, hessian=False)
+    inv_pf = torch.where(pf > 0, 1.0 / pf.clamp_min(1e-300), torch.zeros_like(pf))
+    alpha_max = ((grad0.abs() / n.unsqueeze(1)) * inv_pf * fmask).amax(1) / r
+    if isinstance(alpha_min_ratio, str):
+        ratio = 0.0001 if int(n.max()) > int(fmask.sum(1).max()) else 0.01
+    else:
+        ratio = float(alpha_min_ratio)
+    A = int(n_alphas)
+    factor = ratio ** (1.0 / (A - 1)) if A > 1 else 1.0
+    return alpha_max.unsqueeze(1) * factor ** torch.arange(A, dtype=DTYPE, device=n.device)
+
+
+def _coxnet_walk_path(batch: CoxBatch, beta, grid, r, pf, fmask, from_max, tol, max_iter, chunk):
+    """Solve every problem at each alpha of ``grid`` in turn, warm-started from the one before.
+
+    ``from_max``: the grid starts at alpha_max, which scikit-survival solves as a huge alpha.
+    Returns ``(coef [B, A, p], deviance_ratio [B, A], converged [B, A], failed [B],
+    iterations)``.
+    """
+    B, A = grid.shape
+    coefs = torch.zeros(B, A, batch.n_features, dtype=DTYPE, device=beta.device)
+    dev_ratio = torch.zeros(B, A, dtype=DTYPE, device=beta.device)
+    conv_all = torch.zeros(B, A, dtype=torch.bool, device=beta.device)
+    failed = torch.zeros(B, dtype=torch.bool, device=beta.device)
     loglik_sat, loglik_null = batch.null_deviance_terms()
     dev_null = loglik_sat - loglik_null
-
-    beta = torch.zeros(B, p, dtype=DTYPE, device=device)
-    if alphas is None:
-        _, grad0, _ = batch.derivatives(beta, hessian=False)
-        inv_pf = torch.where(pf > 0, 1.0 / pf.clamp_min(1e-300), torch.zeros_like(pf))
-        alpha_max = ((grad0.abs() / n.unsqueeze(1)) * inv_pf * fmask).amax(1) / r
-        if isinstance(alpha_min_ratio, str):
-            ratio = 0.0001 if int(n.max()) > int(fmask.sum(1).max()) else 0.01
-        else:
-            ratio = float(alpha_min_ratio)
-        A = int(n_alphas)
-        factor = ratio ** (1.0 / (A - 1)) if A > 1 else 1.0
-        grid = alpha_max.unsqueeze(1) * factor ** torch.arange(A, dtype=DTYPE, device=device)
-        first_is_max = True
-    else:
-        a = as_tensor(alphas, device)
-        grid = a.unsqueeze(0).expand(B, -1).clone() if a.dim() == 1 else a
-        A = grid.shape[1]
-        first_is_max = False
-
-    coefs = torch.zeros(B, A, p, dtype=DTYPE, device=device)
-    dev_ratio = torch.zeros(B, A, dtype=DTYPE, device=device)
-    conv_all = torch.zeros(B, A, dtype=torch.bool, device=device)
-    failed = torch.zeros(B, dtype=torch.bool, device=device)
+    n = batch.n
     total_iter = 0
-    if grid_only:
-        n_all = torch.full((B,), A, dtype=torch.long, device=device)
-        return CoxnetPath(coefs, grid, dev_ratio, n_all, mean, conv_all, failed, 0)
-    if init is not None:
-        beta = as_tensor(init, device).reshape(B, p) * fmask
-
     for k in range(A):
         alpha = grid[:, k]
-        if first_is_max and k == 0:
+        if from_max and k == 0:
             # scikit-survival evaluates the first point with a huge alpha: all coefficients 0
             alpha_eff = torch.full_like(alpha, 1e35)
         else:
             alpha_eff = alpha
         l1 = (alpha_eff * r).unsqueeze(1) * pf
         l2 = (alpha_eff * (1 - r)).unsqueeze(1) * pf
-        # step 1/L from a bound on the local curvature; backtracking guards the rest
-        step = 1.0 / (batch.curvature_bound(beta) / n + l2.amax(1)).clamp_min(1e-12)
-        conv = torch.zeros(B, dtype=torch.bool, device=device)
-        y = beta.clone()
-        t_mom = torch.ones(B, dtype=DTYPE, device=device)
-        todo = torch.nonzero(~failed).squeeze(1)
-        used = 0
-        while todo.numel() and used < max_iter:
-            # solve only the problems still running, a chunk of iterations at a time
-            rounds = min(chunk, max_iter - used)
-            sub = batch.select(todo)
-            b_new, y_new, t_new, s_new, done, bad, it = _fista(
-                sub,
-                beta[todo],
-                y[todo],
-                t_mom[todo],
-                step[todo],
-                l1[todo],
-                l2[todo],
-                fmask[todo],
-                n[todo],
-                tol,
-                rounds,
-            )
-            beta[todo] = b_new
-            y[todo] = y_new
-            t_mom[todo] = t_new
-            step[todo] = s_new
-            conv[todo] = done
-            failed[todo] = failed[todo] | bad
-            total_iter += it
-            used += rounds
-            todo = todo[~done & ~bad]
+        conv, it = _coxnet_solve_alpha(batch, beta, failed, l1, l2, fmask, tol, max_iter, chunk)
+        total_iter += it
         coefs[:, k] = beta
         conv_all[:, k] = conv
         loglik = -batch.neg_log_likelihood(beta) / n + batch.event.sum(1) / n * torch.log(n)
         dev_ratio[:, k] = 1.0 - (loglik_sat - loglik) / dev_null
-    # scikit-survival stops a path once the deviance ratio changes by < 0.1 % over 5 alphas
-    n_used = torch.full((B,), A, dtype=torch.long, device=device)
+    return coefs, dev_ratio, conv_all, failed, total_iter
+
+
+def _coxnet_solve_alpha(batch: CoxBatch, beta, failed, l1, l2, fmask, tol, max_iter, chunk):
+    """Solve every problem at one alpha from ``beta``, updating ``beta`` and ``failed`` in place.
+
+    Only the problems still running are solved, ``chunk`` FISTA iterations at a time, up to
+    ``max_iter``. Returns ``(converged [B], iterations)``.
+    """
+    n = batch.n
+    # step 1/L from a bound on the local curvature; backtracking guards the rest
+    step = 1.0 / (batch.curvature_bound(beta) / n + l2.amax(1)).clamp_min(1e-12)
+    conv = torch.zeros_like(failed)
+    y = beta.clone()
+    t_mom = torch.ones(batch.batch_size, dtype=DTYPE, device=beta.device)
+    todo = torch.nonzero(~failed).squeeze(1)
+    used = total = 0
+    while todo.numel() and used < max_iter:
+        rounds = min(chunk, max_iter - used)
+        sub = batch.select(todo)
+        b_new, y_new, t_new, s_new, done, bad, it = _fista(
+            sub,
+            beta[todo],
+            y[todo],
+            t_mom[todo],
+            step[todo],
+            l1[todo],
+            l2[todo],
+            fmask[todo],
+            n[todo],
+            tol,
+            rounds,
+        )
+        beta[todo] = b_new
+        y[todo] = y_new
+        t_mom[todo] = t_new
+        step[todo] = s_new
+        conv[todo] = done
+        failed[todo] = failed[todo] | bad
+        total += it
+        used += rounds
+        todo = todo[~done & ~bad]
+    return conv, total
+
+
+def _coxnet_path_length(dev_ratio: torch.Tensor) -> torch.Tensor:
+    """``[B]`` path lengths: scikit-survival stops a path once the deviance ratio changes by
+    less than 0.1 % over 5 alphas (``coxnet.h``)."""
+    B, A = dev_ratio.shape
+    n_used = torch.full((B,), A, dtype=torch.long, device=dev_ratio.device)
     if A > 5:
         ratio = dev_ratio[:, 1 : A - 4] / dev_ratio[:, 5:]
         stop = ratio > 0.999
         has = stop.any(1)
         first = torch.argmax(stop.to(torch.int64), dim=1) + 5 + 1
         n_used = torch.where(has, first, n_used)
-    return CoxnetPath(coefs, grid, dev_ratio, n_used, mean, conv_all, failed, total_iter)
+    return n_used

@@ -457,15 +457,10 @@ def extract_ct(
             path=path,
             field="ct_image",
         )
-    fill = volume.from_hu(HU_RANGE[0])
-    feats = []
-    starts = range(0, len(coords), batch_size)
-    for s in tqdm(starts, desc=Path(path).name, disable=not progress, leave=False, unit="batch"):
-        batch = gather_patches(volume.image, coords[s : s + batch_size], patch_size, fill)
-        feats.append(encoder.encode(batch).cpu().numpy())
+    features = _embed_patches(volume, coords, patch_size, encoder, batch_size, progress, path)
     log.info("%s: %d patches of %d voxels at %s mm", path, len(coords), patch_size, volume.spacing)
     return EmbeddingBag(
-        features=np.concatenate(feats).astype(np.float32, copy=False),
+        features=features,
         coords=coords,
         modality="ct",
         patch_size=int(patch_size),
@@ -479,3 +474,17 @@ def extract_ct(
             "margin_mm": float(margin_mm),
         },
     )
+
+
+def _embed_patches(volume: CTVolume, coords, patch_size, encoder, batch_size, progress, path):
+    """``[N, D]`` float32 embeddings of the patches at ``coords``, ``batch_size`` at a time.
+
+    Patches reaching outside the volume are filled with air (the bottom of ``HU_RANGE``).
+    """
+    fill = volume.from_hu(HU_RANGE[0])
+    feats = []
+    starts = range(0, len(coords), batch_size)
+    for s in tqdm(starts, desc=Path(path).name, disable=not progress, leave=False, unit="batch"):
+        batch = gather_patches(volume.image, coords[s : s + batch_size], patch_size, fill)
+        feats.append(encoder.encode(batch).cpu().numpy())
+    return np.concatenate(feats).astype(np.float32, copy=False)

@@ -438,6 +438,42 @@ def extract_slide(
         raise RadiopathInputError(
             f"need mpp > 0 and patch_size >= 8, got {mpp}, {patch_size}", field="patch_size"
         )
+    mpp0, tile0, tissue, coords, dims = _tile_slide(
+        path, mpp, patch_size, slide_mpp_override, min_tissue, mask_options
+    )
+    dataset = TileDataset(path, coords, tile0, patch_size)
+    features = _embed_tiles(dataset, encoder, batch_size, workers, progress, Path(path).name)
+    log.info(
+        "%s: %d tiles of %d level-0 px (%.1f%% tissue)",
+        path,
+        len(coords),
+        tile0,
+        100 * tissue.fraction,
+    )
+    return EmbeddingBag(
+        features=features,
+        coords=coords,
+        modality="wsi",
+        patch_size=tile0,
+        mpp=mpp0,
+        encoder=encoder.name,
+        extra_attrs={
+            "target_mpp": float(mpp),
+            "target_patch_size": int(patch_size),
+            "read_level": int(dataset.level),
+            "slide_dimensions": np.asarray(dims, dtype=np.int64),
+            "tissue_fraction": float(tissue.fraction),
+        },
+    )
+
+
+def _tile_slide(path, mpp, patch_size, slide_mpp_override, min_tissue, mask_options):
+    """The tissue tiles of a slide: ``(mpp0, tile0, tissue, coords, dims)``.
+
+    ``mpp0`` is the level-0 resolution, ``tile0`` the tile side in level-0 pixels,
+    ``tissue`` the :class:`TissueMask`, ``coords`` the tiles' level-0 top-left corners and
+    ``dims`` the level-0 size. Raises when the slide cannot be read or has no tissue tile.
+    """
     slide = open_slide(path)
     try:
         mpp0 = slide_mpp(slide, path, slide_mpp_override)
@@ -465,7 +501,11 @@ def extract_slide(
             path=path,
             field="wsi_image",
         )
-    dataset = TileDataset(path, coords, tile0, patch_size)
+    return mpp0, tile0, tissue, coords, dims
+
+
+def _embed_tiles(dataset, encoder, batch_size: int, workers: int, progress: bool, name: str):
+    """``[N, D]`` embeddings of the tiles of ``dataset``, read in order by a ``DataLoader``."""
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -473,28 +513,4 @@ def extract_slide(
         num_workers=int(workers),
         pin_memory=encoder.device.type == "cuda",
     )
-    features = encode_batches(
-        loader, encoder, progress=progress, desc=Path(path).name, total=len(loader)
-    )
-    log.info(
-        "%s: %d tiles of %d level-0 px (%.1f%% tissue)",
-        path,
-        len(coords),
-        tile0,
-        100 * tissue.fraction,
-    )
-    return EmbeddingBag(
-        features=features,
-        coords=coords,
-        modality="wsi",
-        patch_size=tile0,
-        mpp=mpp0,
-        encoder=encoder.name,
-        extra_attrs={
-            "target_mpp": float(mpp),
-            "target_patch_size": int(patch_size),
-            "read_level": int(dataset.level),
-            "slide_dimensions": np.asarray(dims, dtype=np.int64),
-            "tissue_fraction": float(tissue.fraction),
-        },
-    )
+    return encode_batches(loader, encoder, progress=progress, desc=name, total=len(loader))

@@ -54,8 +54,8 @@ def single_thread():
     """Run torch on one thread inside the block (restored after;
     :func:`radiopath.runtime.intra_op_threads`).
 
-    The graph kernels are memory-bound gathers and small sorts: a second thread gains
-    little, and on shared cores torch's thread pool can make them several times slower.
+    The graph kernels are memory-bound gathers and small sorts, which more threads barely
+    speed up, while on cores shared with other processes torch's thread pool slows them down.
     """
     return intra_op_threads(1)
 
@@ -63,8 +63,8 @@ def single_thread():
 def pair_feature_distances(features: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Euclidean distances ``|f_i - f_j|`` for the given pairs, in blocks (no N x N matrix).
 
-    Gathering rows dominates the cost. torch's ``index_select`` on one thread is the
-    fastest here and, unlike several threads, does not collapse when the cores are shared.
+    Gathering rows dominates the cost, so it is done with ``index_select`` (a contiguous
+    row gather) on one thread, for the reason given in :func:`single_thread`.
     """
     table = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
     left, right = torch.from_numpy(i), torch.from_numpy(j)
@@ -135,23 +135,7 @@ def sparse_average_linkage(
         if not near.any():
             break
         rounds += 1
-        ca, cb, cl = a[near], b[near], linkage[near]
-        src = np.concatenate([ca, cb])
-        dst = np.concatenate([cb, ca])
-        dd = np.concatenate([cl, cl])
-        # Nearest neighbour of each cluster: smallest linkage, then lowest priority.
-        best = np.full(n_clusters, np.inf)
-        np.minimum.at(best, src, dd)
-        tied = dd == best[src]
-        src, dst = src[tied], dst[tied]
-        best_prio = np.full(n_clusters, np.inf)
-        np.minimum.at(best_prio, src, prio[dst])
-        chosen = prio[dst] == best_prio[src]
-        nearest = np.full(n_clusters, -1, dtype=np.int64)
-        nearest[src[chosen]] = dst[chosen]
-        has = np.nonzero(nearest >= 0)[0]
-        partner = nearest[has]
-        mutual = has[(nearest[partner] == has) & (has < partner)]
+        nearest, mutual = _mutual_nearest(a[near], b[near], linkage[near], prio, n_clusters)
         # Merge each reciprocal pair into its lower-numbered member, then renumber.
         target = np.arange(n_clusters, dtype=np.int64)
         target[nearest[mutual]] = mutual
@@ -164,21 +148,57 @@ def sparse_average_linkage(
         np.minimum.at(new_prio, remap, prio)
         prio = new_prio
         labels = remap[labels]
-        ra, rb = remap[a], remap[b]
-        external = ra != rb
-        ra, rb = ra[external], rb[external]
-        lo, hi = np.minimum(ra, rb), np.maximum(ra, rb)
-        key, inverse = np.unique(lo * n_new + hi, return_inverse=True)
-        total = np.bincount(inverse, weights=total[external], minlength=len(key))
-        count = np.bincount(inverse, weights=count[external], minlength=len(key))
-        a, b = key // n_new, key % n_new
+        a, b, total, count = _contract_pairs(a, b, total, count, remap, n_new)
         n_clusters = n_new
-    # Number clusters by their first patch so the labelling does not depend on merge order.
+    return _number_by_first_point(labels), rounds
+
+
+def _mutual_nearest(ca, cb, cl, prio, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each cluster's nearest neighbour among the pairs ``(ca, cb)`` at linkage ``cl``, and
+    the reciprocal pairs.
+
+    The nearest has the smallest linkage, then the lowest priority. Returns ``(nearest,
+    mutual)``: ``[n_clusters]`` neighbour (-1 for none), and the lower member of each
+    reciprocal pair.
+    """
+    src = np.concatenate([ca, cb])
+    dst = np.concatenate([cb, ca])
+    dd = np.concatenate([cl, cl])
+    best = np.full(n_clusters, np.inf)
+    np.minimum.at(best, src, dd)
+    tied = dd == best[src]
+    src, dst = src[tied], dst[tied]
+    best_prio = np.full(n_clusters, np.inf)
+    np.minimum.at(best_prio, src, prio[dst])
+    chosen = prio[dst] == best_prio[src]
+    nearest = np.full(n_clusters, -1, dtype=np.int64)
+    nearest[src[chosen]] = dst[chosen]
+    has = np.nonzero(nearest >= 0)[0]
+    partner = nearest[has]
+    mutual = has[(nearest[partner] == has) & (has < partner)]
+    return nearest, mutual
+
+
+def _contract_pairs(a, b, total, count, remap, n_new: int):
+    """The cluster graph after a merge: pairs between distinct new clusters, their summed
+    dissimilarity ``total`` and neighbour-pair ``count`` added up; ``(a, b, total, count)``."""
+    ra, rb = remap[a], remap[b]
+    external = ra != rb
+    ra, rb = ra[external], rb[external]
+    lo, hi = np.minimum(ra, rb), np.maximum(ra, rb)
+    key, inverse = np.unique(lo * n_new + hi, return_inverse=True)
+    total = np.bincount(inverse, weights=total[external], minlength=len(key))
+    count = np.bincount(inverse, weights=count[external], minlength=len(key))
+    return key // n_new, key % n_new, total, count
+
+
+def _number_by_first_point(labels: np.ndarray) -> np.ndarray:
+    """Clusters renumbered by their first point, so the labelling does not depend on merge order."""
     _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
     order = np.argsort(first, kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
-    return rank[inverse.ravel()].astype(np.int64), rounds
+    return rank[inverse.ravel()].astype(np.int64)
 
 
 @dataclass

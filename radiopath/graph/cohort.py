@@ -193,24 +193,59 @@ def _build_all(
     ex: Executor,
 ) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
-    failed: list[dict] = []
+    failures = _Failures(strict)
+    for problem in cohort.problems:
+        if problem.field in modalities:
+            failures.add(problem.patient_id, problem.field, problem.path, problem.message)
+    jobs = _plan_jobs(cohort, configs, modalities)
+    jobs = _drop_odd_widths(jobs, modalities, failures)
+    results = _run_jobs(jobs, out, ex, progress, failures)
 
-    def fail(patient_id: str | None, modality: str | None, source: str | None, message: str):
+    rows = [
+        {
+            "patient_id": job.patient_id,
+            "modality": job.modality,
+            "source": job.source,
+            "graph": job.graph,
+            **results[idx],
+        }
+        for idx, job in enumerate(jobs)
+        if idx in results
+    ]
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    failed_frame = pd.DataFrame(failures.rows, columns=FAILED_COLUMNS)
+    write_csv(manifest, out / "manifest.csv")
+    write_csv(failed_frame, out / "failed.csv")
+    manifest.attrs["failed"] = failed_frame
+    manifest.attrs["root"] = str(out.resolve())
+    return manifest
+
+
+class _Failures:
+    """The files that could not be built: raised at once when ``strict``, else logged and kept."""
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+        self.rows: list[dict] = []
+
+    def add(self, patient_id: str | None, modality: str | None, source: str | None, message: str):
         exc = RadiopathInputError(message, path=source, patient_id=patient_id, field=modality)
-        if strict:
+        if self.strict:
             raise exc
         log.warning("skipped: %s", exc)
-        failed.append(
+        self.rows.append(
             {"patient_id": patient_id, "modality": modality, "source": source, "error": message}
         )
 
-    def fail_job(job: _Job, message: str):
-        fail(job.patient_id, job.modality, job.source, message)
+    def add_job(self, job: _Job, message: str):
+        self.add(job.patient_id, job.modality, job.source, message)
 
-    for problem in cohort.problems:
-        if problem.field in modalities:
-            fail(problem.patient_id, problem.field, problem.path, problem.message)
 
+def _plan_jobs(
+    cohort: Cohort, configs: Mapping[str, dict], modalities: Sequence[str]
+) -> list[_Job]:
+    """One job per embedding file, in cohort order; a patient's files of one modality with
+    the same name get ``-2``, ``-3``, ... graph names."""
     jobs: list[_Job] = []
     for patient in cohort.patients:
         for m in modalities:
@@ -233,14 +268,22 @@ def _build_all(
                         config_hash(cfg),
                     )
                 )
+    return jobs
 
-    # The embedding width of each modality is the one most files have; others are bad files.
+
+def _drop_odd_widths(
+    jobs: list[_Job], modalities: Sequence[str], failures: _Failures
+) -> list[_Job]:
+    """The jobs whose file is readable and has its modality's embedding width.
+
+    The width of each modality is the one most files have; others are bad files.
+    """
     widths: dict[int, int] = {}
     for idx, job in enumerate(jobs):
         try:
             widths[idx] = embedding_width(job.source)
         except RadiopathInputError as exc:
-            fail_job(job, exc.reason)
+            failures.add_job(job, exc.reason)
     for m in modalities:
         counts = Counter(w for idx, w in widths.items() if jobs[idx].modality == m)
         if not counts:
@@ -248,14 +291,19 @@ def _build_all(
         majority = max(sorted(counts), key=lambda w: counts[w])
         for idx, w in list(widths.items()):
             if jobs[idx].modality == m and w != majority:
-                fail_job(
+                failures.add_job(
                     jobs[idx],
                     f"embedding width {w} differs from the {majority} of the other "
                     f"{counts[majority]} {m} file(s) (one modality, one encoder)",
                 )
                 del widths[idx]
-    jobs = [job for idx, job in enumerate(jobs) if idx in widths]
+    return [job for idx, job in enumerate(jobs) if idx in widths]
 
+
+def _run_jobs(
+    jobs: list[_Job], out: Path, ex: Executor, progress: bool, failures: _Failures
+) -> dict[int, dict]:
+    """Build the graphs not already up to date on ``ex``: ``{job index: manifest counts}``."""
     results: dict[int, dict] = {}
     todo = []
     for idx, job in enumerate(jobs):
@@ -276,27 +324,9 @@ def _build_all(
             except WriteError:
                 raise  # the output folder, not the input: stop, nothing is skipped
             except (RadiopathInputError, OSError) as exc:
-                fail_job(jobs[idx], getattr(exc, "reason", str(exc)))
+                failures.add_job(jobs[idx], getattr(exc, "reason", str(exc)))
             bar.update()
-
-    rows = [
-        {
-            "patient_id": job.patient_id,
-            "modality": job.modality,
-            "source": job.source,
-            "graph": job.graph,
-            **results[idx],
-        }
-        for idx, job in enumerate(jobs)
-        if idx in results
-    ]
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-    failed_frame = pd.DataFrame(failed, columns=FAILED_COLUMNS)
-    write_csv(manifest, out / "manifest.csv")
-    write_csv(failed_frame, out / "failed.csv")
-    manifest.attrs["failed"] = failed_frame
-    manifest.attrs["root"] = str(out.resolve())
-    return manifest
+    return results
 
 
 def load_graph_manifest(out_dir: str | os.PathLike) -> pd.DataFrame:
