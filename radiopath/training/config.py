@@ -38,6 +38,8 @@ DEFAULT_CONFIG: dict = {
     "batch_size": 32,
     "lr": 3e-4,
     "weight_decay": 1e-5,
+    # "adam" (the paper) or "sgd" with this momentum (MMDLM: SGD, lr 0.004, momentum 0.9)
+    "optimizer": {"name": "adam", "momentum": 0.9},
     "dropout": 0.5,
     "hidden": 128,
     "conv": {"wsi": "gcn", "ct": "gcn"},
@@ -382,6 +384,10 @@ def _validate_fusion(cfg: Mapping, mods) -> None:
         _bad("fusion", f"must be one of {[*FUSIONS, 'late']}, got {cfg['fusion']!r}")
     if cfg["fusion"] == "late" and len(mods) < 2:
         _bad("fusion", "late fusion needs at least two modalities")
+    if cfg["optimizer"]["name"] not in ("adam", "sgd"):
+        _bad("optimizer.name", f"must be 'adam' or 'sgd', got {cfg['optimizer']['name']!r}")
+    if not 0.0 <= float(cfg["optimizer"]["momentum"]) < 1.0:
+        _bad("optimizer.momentum", f"must be in [0, 1), got {cfg['optimizer']['momentum']!r}")
     if not float(cfg["fusion_lr_scale"]) > 0:
         _bad("fusion_lr_scale", f"must be positive, got {cfg['fusion_lr_scale']!r}")
     fh = cfg["fusion_hidden"]

@@ -463,17 +463,22 @@ def _start_fold(
         model.set_horizon(*horizon_weighting(train, float(cfg["horizon"])))
     model.to(device)
     amp = bool(cfg["amp"]) and device.type == "cuda"
-    optimizer = torch.optim.Adam(
-        parameter_groups(
-            model,
-            cfg["lr"],
-            float(cfg["pooling"]["lr_scale"]),
-            float(cfg["attention_lr_scale"]),
-            float(cfg["fusion_lr_scale"]),
-        ),
-        lr=cfg["lr"],
-        weight_decay=cfg["weight_decay"],
+    groups = parameter_groups(
+        model,
+        cfg["lr"],
+        float(cfg["pooling"]["lr_scale"]),
+        float(cfg["attention_lr_scale"]),
+        float(cfg["fusion_lr_scale"]),
     )
+    if cfg["optimizer"]["name"] == "sgd":
+        optimizer = torch.optim.SGD(
+            groups,
+            lr=cfg["lr"],
+            momentum=float(cfg["optimizer"]["momentum"]),
+            weight_decay=cfg["weight_decay"],
+        )
+    else:
+        optimizer = torch.optim.Adam(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     run = _FoldRun(
         fold,
         cfg,
