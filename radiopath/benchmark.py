@@ -74,6 +74,7 @@ from radiopath.executors import (
 )
 from radiopath.io import Cohort, read_cohort
 from radiopath.runkit import (
+    WriteError,
     digests,
     read_json,
     verify_digests,
@@ -482,7 +483,9 @@ def _clinical_stage(out: Path, cohort: Cohort, cfg: dict, run: RunRecord) -> str
         written, notes = write_clinical_outputs(
             out, cohort, cfg["aggregators"], cfg["clinical"], cfg["endpoint"], seed=cfg["seed"]
         )
-    except Exception as exc:  # an optional stage: any failure is reported, not raised
+    except WriteError:
+        raise  # a full disk or read-only folder stops every stage alike (README: faults)
+    except Exception as exc:  # an optional stage: any other failure is reported, not raised
         log.warning("the clinical stage failed (the benchmark goes on): %s", exc, exc_info=True)
         error = f"{type(exc).__name__}: {exc}"
         run.update(clinical={"status": "failed", "error": error})

@@ -243,8 +243,9 @@ def run_horizon_metrics(
 
     Each fold's test risks (``risks.csv``) are thresholded by the rule of ``kind`` applied
     to that fold's training risks (``embeddings/fold_<k>.npz``); a row per fold and, per
-    repeat, a ``fold = "all"`` row of the folds' test patients pooled (each scored with
-    its own fold's threshold).
+    repeat, a ``fold = "all"`` row of the folds' test patients pooled: each patient's risk
+    minus its own fold's threshold, so the pooled predictions are the folds' own and the
+    pooled AUCs rank risks on a scale shared across folds.
 
     Returns
     -------
