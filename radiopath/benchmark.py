@@ -13,6 +13,9 @@ One run directory holds the whole comparison::
     OUT/intervals.csv        bootstrap interval of every study of every aggregator
     OUT/comparisons.csv      paired differences of every two aggregators (bootstrap, Wilcoxon, Holm)
     OUT/importance/<aggregator>/<patient_id>.<modality>.csv
+    OUT/clinical/baselines.csv, OUT/clinical/cox.csv   clinical baselines (cohorts with
+                             clinical columns; :mod:`radiopath.clinical.stage`)
+    OUT/horizon_metrics.csv  fixed-horizon classification metrics (``endpoint.horizon``)
     OUT/summary.md, OUT/figures/, OUT/report.html
 
 ``repeats: R`` runs R stratified outer splits (seeds ``seed .. seed+R-1``); every table and
@@ -43,6 +46,12 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from radiopath.clinical.stage import (
+    CLINICAL_DEFAULTS,
+    ENDPOINT_DEFAULTS,
+    resolve_clinical_config,
+    resolve_endpoint_config,
+)
 from radiopath.config import (
     RunRecord,
     check_known_keys,
@@ -65,6 +74,7 @@ from radiopath.executors import (
 )
 from radiopath.io import Cohort, read_cohort
 from radiopath.runkit import (
+    WriteError,
     digests,
     read_json,
     verify_digests,
@@ -89,6 +99,11 @@ DEFAULTS: dict = {
     "train": {},
     "evaluation": {"backend": "sksurv"},
     "statistics": dict(DEFAULT_STATISTICS),
+    # the optional clinical stage (radiopath.clinical.stage): clinical baselines when the
+    # cohort has clinical columns, fixed-horizon metrics when endpoint.horizon is set. Their
+    # own sections, not keys of `evaluation`, so that setting them re-runs no evaluation
+    "clinical": copy.deepcopy(CLINICAL_DEFAULTS),
+    "endpoint": dict(ENDPOINT_DEFAULTS),
     # where graphs, training folds and evaluation fits run (radiopath.executors): local, ray,
     # or {name: ray, address: auto, ...}; not part of any stage's configuration, so a run
     # started on one executor resumes on another
@@ -239,6 +254,8 @@ def validate_benchmark_config(cfg: dict, cohort: Cohort) -> None:
     check_executor_available(executor)
     cfg["executor"] = executor.as_dict()
     resolve_evaluation_config({k: v for k, v in cfg["evaluation"].items() if k != "backend"})
+    cfg["clinical"] = resolve_clinical_config(cfg.get("clinical"))
+    cfg["endpoint"] = resolve_endpoint_config(cfg.get("endpoint"), cohort)
     _check_stages(cfg, imaging)
     if n_events < k:
         raise RadiopathInputError(
@@ -343,6 +360,8 @@ def run_benchmark(
     stages = ["graphs"] + [
         f"{kind}:{a}" for a in cfg["aggregators"] for kind in ("train", "evaluate")
     ]
+    if (cohort.clinical_columns and cfg["clinical"]["enabled"]) or cfg["endpoint"]["horizon"]:
+        stages.append("clinical")
     stages.append("report")
 
     with (
@@ -353,6 +372,7 @@ def run_benchmark(
             run.update(skipped=[str(p) for p in cohort.problems])
         ledger = StageLedger(out)
         bar = tqdm(stages, desc="benchmark", unit="stage", disable=not progress)
+        clinical_failure: str | None = None
         graph_dir = Path(cfg["graph"]["dir"]) if cfg["graph"].get("dir") else out / "graphs"
         for stage in bar:
             bar.set_postfix_str(stage)
@@ -380,6 +400,11 @@ def run_benchmark(
                     "seed": cfg["seed"],
                     "modalities": cfg["modalities"],
                 }
+            elif kind == "clinical":
+                stage_cfg = {
+                    "inputs": [ledger.digest(f"train:{a}") for a in cfg["aggregators"]],
+                    **{k: cfg[k] for k in ("clinical", "endpoint", "seed", "cohort")},
+                }
             else:
                 stage_cfg = {
                     k: cfg[k]
@@ -394,6 +419,7 @@ def run_benchmark(
                     )
                 }
                 stage_cfg["inputs"] = [ledger.digest(f"evaluate:{a}") for a in cfg["aggregators"]]
+                stage_cfg["clinical"] = [ledger.digest("clinical"), clinical_failure]
             record = out / "runs" / agg / "run.json"
             damaged = kind in ("train", "evaluate") and record.exists() and not read_json(record)
             if not damaged and ledger.finished(stage, stage_cfg):
@@ -405,6 +431,10 @@ def run_benchmark(
                 run.update(graphs={"built": int(len(manifest))})
             elif kind == "train":
                 _train(agg, cohort, graph_dir, imaging, cfg, out, progress, ex)
+            elif kind == "clinical":
+                clinical_failure = _clinical_stage(out, cohort, cfg, run)
+                if clinical_failure is not None:
+                    continue  # reported in run.json and the report; tried again next run
             elif kind == "evaluate":
                 evaluate_run(
                     out / "runs" / agg,
@@ -439,6 +469,37 @@ def run_benchmark(
             }
         )
     return BenchmarkResult(out, metrics, predictions, summary)
+
+
+def _clinical_stage(out: Path, cohort: Cohort, cfg: dict, run: RunRecord) -> str | None:
+    """The optional clinical stage (:func:`radiopath.clinical.stage.write_clinical_outputs`);
+    returns None, or the error of a failure. A failure is logged, recorded in ``run.json``
+    (``clinical.status: failed`` with the error, shown in the report's provenance), the
+    stage's earlier files are removed (the report shows no stale tables) and the
+    benchmark goes on."""
+    from radiopath.clinical.stage import write_clinical_outputs
+
+    try:
+        written, notes = write_clinical_outputs(
+            out, cohort, cfg["aggregators"], cfg["clinical"], cfg["endpoint"], seed=cfg["seed"]
+        )
+    except WriteError:
+        raise  # a full disk or read-only folder stops every stage alike (README: faults)
+    except Exception as exc:  # an optional stage: any other failure is reported, not raised
+        log.warning("the clinical stage failed (the benchmark goes on): %s", exc, exc_info=True)
+        error = f"{type(exc).__name__}: {exc}"
+        run.update(clinical={"status": "failed", "error": error})
+        for stale in _stage_outputs("clinical", "", out, out):
+            stale.unlink(missing_ok=True)
+        return error
+    run.update(
+        clinical={
+            "status": "finished",
+            "files": [p.relative_to(out).as_posix() for p in written],
+            "notes": notes,
+        }
+    )
+    return None
 
 
 def build_graph_stage(
@@ -476,6 +537,8 @@ def _stage_outputs(kind: str, agg: str, out: Path, graph_dir: Path) -> list[Path
         ]
     if kind == "evaluate":
         return [run_dir / f"{n}.csv" for n in ("predictions", "metrics", "selection", "survival")]
+    if kind == "clinical":
+        return [*sorted((out / "clinical").glob("*.csv")), *out.glob("horizon_metrics.csv")]
     return [out / n for n in ("metrics.csv", "predictions.csv", "summary.md", "report.html")]
 
 

@@ -79,7 +79,7 @@ def test_resumed_run_equals_uninterrupted_and_report_matches(small_cohort, tmp_p
         small_cohort, tmp_path / "resumed", FAST, progress=False, stage_hook=done.append
     )
     assert "train:sparra" not in done and "graphs" not in done  # finished work is not redone
-    assert done == ["train:mean", "evaluate:mean", "report"]
+    assert done == ["train:mean", "evaluate:mean", "clinical", "report"]
     key = ["aggregator", "model", "fold", "metric"]
     a = whole.metrics.sort_values(key).reset_index(drop=True)
     b = resumed.metrics.sort_values(key).reset_index(drop=True)
@@ -201,6 +201,11 @@ def test_new_keys_are_checked_before_any_work(small_cohort, tmp_path):
         ({"statistics": {"bootstrap": -1}}, "statistics.bootstrap"),
         ({"statistics": {"level": 0.9}}, "statistics.level"),
         ({"evaluation": {"metrics": {"horizons": ["5y"]}}}, "evaluation.metrics.horizons"),
+        ({"clinical": {"tie_drawz": 5}}, "clinical.tie_drawz"),
+        ({"clinical": {"cox_penalizer": -1}}, "clinical.cox_penalizer"),
+        ({"endpoint": {"horizon": "5 parsecs"}}, "endpoint.horizon"),
+        ({"endpoint": {"horizon": 10_000}}, "endpoint.horizon"),  # beyond the follow-up
+        ({"endpoint": {"score": "logistic"}}, "endpoint.score"),
     ):
         with pytest.raises(RadiopathInputError, match=f"field '{field}'"):
             run_benchmark(small_cohort, out, {**FAST, **bad}, progress=False)
@@ -282,3 +287,85 @@ def test_repeats_baselines_intervals_and_comparisons(small_cohort, tmp_path):
     # resuming with other folds is refused, naming the key
     with pytest.raises(RadiopathInputError, match="field 'repeats'"):
         run_benchmark(small_cohort, out, {**cfg, "repeats": 3}, progress=False)
+
+
+def test_clinical_baselines_and_horizon_endpoint(small_cohort, tmp_path, monkeypatch):
+    """A cohort with clinical columns (and the Leibovich inputs) gets clinical/baselines.csv,
+    clinical/cox.csv and horizon_metrics.csv, checked against lifelines and sklearn, and the
+    report shows them; a failure of this optional stage is recorded, not raised."""
+    from lifelines.utils import concordance_index
+
+    from radiopath.clinical.baselines import leibovich_score
+    from radiopath.evaluation.horizon import binary_horizon_metrics
+
+    table = pd.read_csv(small_cohort)
+    rng = np.random.default_rng(0)
+    n = len(table)
+    table = table.assign(
+        pT=rng.choice(["pT1a", "pT1b", "pT2", "pT3a"], n),
+        pN=rng.choice(["pN0", "pNX", "pN1"], n),
+        tumor_size=rng.uniform(2, 14, n).round(1),
+        grade=rng.choice([1, 2, 3, 4], n),
+        necrosis=rng.choice(["yes", "no"], n),
+    )
+    cohort = small_cohort.parent / "cohort_leibovich.csv"
+    table.to_csv(cohort, index=False)
+    out = tmp_path / "run"
+    cfg = {**FAST, "endpoint": {"horizon": 30}}
+    run_benchmark(cohort, out, cfg, progress=False)
+
+    baselines = pd.read_csv(out / "clinical" / "baselines.csv").set_index("column")
+    assert {"age", "sex", "stage", "pT", "leibovich"} <= set(baselines.index)
+    assert baselines.loc["stage", "c_index"] == pytest.approx(
+        concordance_index(table.time, -table.stage, table.event)
+    )
+    score = leibovich_score(table.set_index("patient_id"))
+    assert baselines.loc["leibovich", "c_index"] == pytest.approx(
+        concordance_index(table.time, -score.to_numpy(), table.event)
+    )
+    cox = pd.read_csv(out / "clinical" / "cox.csv")
+    assert set(cox.aggregator) == {"sparra", "mean"}
+    risk_rows = cox[cox.term == "risk"]
+    assert len(risk_rows) == 2 and risk_rows.lr_p.between(0, 1).all()
+
+    horizon = pd.read_csv(out / "horizon_metrics.csv", dtype={"fold": str})
+    assert set(horizon.aggregator) == {"sparra", "mean"}
+    assert set(horizon.fold) == {"0", "1", "2", "all"}
+    risks = pd.read_csv(out / "runs" / "sparra" / "risks.csv")
+    row = horizon[(horizon.aggregator == "sparra") & (horizon.fold == "0")].iloc[0]
+    fold0 = risks[risks.fold == 0]
+    again = binary_horizon_metrics(fold0.time, fold0.event, fold0.risk, 30.0, row.threshold)
+    assert row.roc_auc == pytest.approx(again["roc_auc"], nan_ok=True)
+    assert row.accuracy == pytest.approx(again["accuracy"])
+    pooled = horizon[(horizon.aggregator == "sparra") & (horizon.fold == "all")].iloc[0]
+    assert pooled.n_used + pooled.n_excluded == n
+
+    summary = (out / "summary.md").read_text()
+    assert "## Clinical baselines" in summary and "## Fixed-horizon endpoint" in summary
+    html = (out / "report.html").read_text()
+    assert 'id="clinical"' in html and "Fixed-horizon endpoint" in html
+    record = json.loads((out / "run.json").read_text())
+    assert record["clinical"]["status"] == "finished"
+    assert "clinical/cox.csv" in record["clinical"]["files"]
+
+    # a failure of the optional stage is recorded and shown, the benchmark still finishes
+    import radiopath.clinical.stage as stage
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("lifelines did not converge")
+
+    monkeypatch.setattr(stage, "write_clinical_outputs", broken)
+    done = []
+    again = run_benchmark(
+        cohort,
+        out,
+        {**cfg, "clinical": {"tie_draws": 7}},
+        progress=False,
+        stage_hook=done.append,
+    )
+    assert "clinical" not in done and "report" in done
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "finished" and record["clinical"]["status"] == "failed"
+    assert "lifelines did not converge" in (out / "report.html").read_text()
+    assert not (out / "clinical" / "cox.csv").exists()  # no stale table beside the failure
+    assert not again.metrics.empty

@@ -115,6 +115,15 @@ def c_index_random_ties(
     Risks within ``tied_tol`` form one tie group; within it the order is a random
     permutation per draw. The expectation equals Harrell's C with ties counted 1/2.
     """
+    draws = c_index_random_tie_draws(event, time, risk, n_draws, seed=seed, tied_tol=tied_tol)
+    return float(draws.mean())
+
+
+def c_index_random_tie_draws(
+    event, time, risk, n_draws: int = 100, *, seed: int = 0, tied_tol: float = 1e-8
+) -> np.ndarray:
+    """The ``[n_draws]`` C-indices of :func:`c_index_random_ties`, one per random order of
+    the tied risks (their spread says how much the ties alone move the C-index)."""
     rng = np.random.default_rng(seed)
     risk = np.asarray(risk, dtype=np.float64)
     order = np.argsort(risk, kind="mergesort")
@@ -128,4 +137,4 @@ def c_index_random_ties(
     c = torch_metrics.concordance_index_censored(
         np.asarray(event, bool), time, draws, tied_tol=0.0
     )[0]
-    return float(c.mean())
+    return np.asarray(c, dtype=np.float64)

@@ -31,6 +31,7 @@ from radiopath.evaluation.report import (
     summarize,
 )
 from radiopath.evaluation.stats import Analysis, analyse_run
+from radiopath.report.clinical import clinical_markdown, read_clinical_section
 from radiopath.report.gallery import build_gallery, colour_stops
 from radiopath.report.page import Figure, figure, render
 from radiopath.report.provenance import read_provenance
@@ -221,6 +222,9 @@ def write_report(
     intervals = None if analysis is None else analysis.intervals
     comparisons = None if analysis is None else analysis.comparisons
     summary = summarize(metrics, intervals, comparisons, alpha=alpha, design=design)
+    clinical = read_clinical_section(run_dir)
+    if not clinical.empty:
+        summary = summary.rstrip("\n") + "\n\n" + clinical_markdown(clinical)
     write_text(run_dir / "summary.md", summary)
     extra = None
     if reference is not None:
@@ -241,6 +245,7 @@ def write_report(
         alpha=alpha,
         design=design,
         reference=extra,
+        clinical=clinical,
         figures=_figures(run_dir, metrics, analysis, predictions, horizon),
         gallery=[]
         if predictions is None

@@ -38,6 +38,7 @@ class Provenance:
     timings: list[dict] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     resumed: int = 0
+    clinical: dict = field(default_factory=dict)
 
 
 def flatten(config: Mapping, prefix: str = "") -> dict[str, object]:
@@ -125,4 +126,5 @@ def read_provenance(run_dir: str | Path) -> Provenance:
         timings=stage_timings(run_dir),
         skipped=[str(s) for s in record.get("skipped") or []],
         resumed=len(record.get("history") or []),
+        clinical=dict(record.get("clinical") or {}),
     )
