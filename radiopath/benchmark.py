@@ -255,7 +255,14 @@ def validate_benchmark_config(cfg: dict, cohort: Cohort) -> None:
     cfg["executor"] = executor.as_dict()
     resolve_evaluation_config({k: v for k, v in cfg["evaluation"].items() if k != "backend"})
     cfg["clinical"] = resolve_clinical_config(cfg.get("clinical"))
-    cfg["endpoint"] = resolve_endpoint_config(cfg.get("endpoint"), cohort)
+    endpoint = dict(cfg.get("endpoint") or {})
+    train = cfg.get("train") or {}
+    if train.get("head") == "binary" and endpoint.get("horizon") is None:
+        # the binary head's own horizon is the endpoint its risks are scored at
+        endpoint.update(
+            horizon=train.get("horizon"), time_unit=train.get("time_unit", "days"), score="binary"
+        )
+    cfg["endpoint"] = resolve_endpoint_config(endpoint, cohort)
     _check_stages(cfg, imaging)
     if n_events < k:
         raise RadiopathInputError(

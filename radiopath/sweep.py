@@ -70,12 +70,17 @@ class Experiment:
         """The grid's points (one empty point without a grid).
 
         ``mode: product`` runs every combination; ``mode: one_at_a_time`` varies one key at
-        a time while the others keep the base configuration's values.
+        a time while the others keep the base configuration's values; ``mode: zip`` takes
+        the i-th value of every key together (lists of one length), for settings that only
+        make sense in pairs (a binary head and its horizon).
         """
         if not self.grid:
             return [{}]
         if self.mode == "one_at_a_time":
             return [{key: value} for key, values in self.grid.items() for value in values]
+        if self.mode == "zip":
+            keys = list(self.grid)
+            return [dict(zip(keys, values)) for values in zip(*self.grid.values())]
         keys = list(self.grid)
         return [dict(zip(keys, values)) for values in itertools.product(*self.grid.values())]
 
@@ -92,9 +97,11 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
             field=sorted(unknown)[0],
         )
     mode = data.get("mode", "product")
-    if mode not in ("product", "one_at_a_time"):
+    if mode not in ("product", "one_at_a_time", "zip"):
         raise RadiopathInputError(
-            f"mode must be 'product' or 'one_at_a_time', got {mode!r}", path=path, field="mode"
+            f"mode must be 'product', 'one_at_a_time' or 'zip', got {mode!r}",
+            path=path,
+            field="mode",
         )
     grid = data.get("grid") or {}
     for key, values in grid.items():
@@ -102,6 +109,13 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
             raise RadiopathInputError(
                 "a grid entry must be a non-empty list of values", path=path, field=f"grid.{key}"
             )
+    if mode == "zip" and len({len(v) for v in grid.values()}) > 1:
+        raise RadiopathInputError(
+            "mode zip needs lists of one length: "
+            + ", ".join(f"{k} has {len(v)}" for k, v in grid.items()),
+            path=path,
+            field="grid",
+        )
     return Experiment(
         name=str(data.get("name", path.stem)),
         description=str(data.get("description", "")),

@@ -102,11 +102,13 @@ DEFAULT_CONFIG: dict = {
     # MMDLM's schedule: the first ``unimodal_fraction`` of the epochs train on one
     # modality at a time (the others muted, in turn per batch), the rest jointly.
     "staged": {"unimodal_fraction": 0.0},
-    # "cox", "discrete" (n_bins hazard logits) or "binary": an event by ``horizon`` (in the
-    # cohort's time unit), patients censored before it left out of the loss, the
+    # "cox", "discrete" (n_bins hazard logits) or "binary": an event by ``horizon`` (a
+    # number in the cohort's time unit, or text such as "5y" / "60m" read in ``time_unit``:
+    # days, months or years), patients censored before it left out of the loss, the
     # positives weighted n_negative / n_positive of the training fold.
     "head": "cox",
     "horizon": None,
+    "time_unit": "days",
     "ties": "efron",
     # Cox head: each event's risk set spans the whole training fold (the batch's risks
     # with gradient, the other patients' most recent risks from a memory bank) instead of
@@ -421,10 +423,20 @@ def _validate_fusion(cfg: Mapping, mods) -> None:
         )
     h = cfg["horizon"]
     if cfg["head"] == "binary":
-        if isinstance(h, bool) or not isinstance(h, (int, float)) or not h > 0:
-            _bad("horizon", f"the binary head needs a positive horizon, got {h!r}")
+        if h is None:
+            _bad("horizon", "the binary head needs a horizon, e.g. 1826 or '5y'")
+        if not training_horizon(cfg) > 0:
+            _bad("horizon", f"must be positive, got {h!r}")
     elif h is not None:
         _bad("horizon", "is read by the binary head only (head: binary)")
+
+
+def training_horizon(cfg: Mapping) -> float:
+    """The binary head's horizon in the cohort's time unit (``horizon`` read in
+    ``time_unit``, :func:`radiopath.evaluation.horizon.parse_horizon`)."""
+    from radiopath.evaluation.horizon import parse_horizon
+
+    return parse_horizon(cfg["horizon"], cfg["time_unit"])
 
 
 def aggregator_options(cfg: Mapping) -> dict:

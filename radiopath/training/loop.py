@@ -28,7 +28,7 @@ from radiopath.models.losses import cox_loss_with_memory, discrete_time_bins, ho
 from radiopath.models.multimodal import ModelOutput, MultimodalSurvivalModel
 from radiopath.runkit import torch_save, write_csv
 from radiopath.runtime import intra_op_threads
-from radiopath.training.config import aggregator_options
+from radiopath.training.config import aggregator_options, training_horizon
 from radiopath.training.data import (
     GraphStore,
     MappedGraphStore,
@@ -460,7 +460,7 @@ def _start_fold(
             discrete_time_bins([r.time for r in train], [r.event for r in train], cfg["n_bins"])
         )
     if cfg["head"] == "binary":
-        model.set_horizon(*horizon_weighting(train, float(cfg["horizon"])))
+        model.set_horizon(*horizon_weighting(train, training_horizon(cfg)))
     model.to(device)
     amp = bool(cfg["amp"]) and device.type == "cuda"
     groups = parameter_groups(

@@ -252,3 +252,26 @@ def test_binary_head_trains_and_its_risk_is_a_logit(clinical_cohort, tmp_path):
     assert np.isfinite(result.risks["risk"]).all()
     log = pd.read_csv(tmp_path / "binary" / "logs" / "fold_0.csv")
     assert np.isfinite(log["survival_loss"]).all()
+
+
+def test_horizon_given_as_text_and_the_two_label_rules_agree():
+    cfg = resolve_training_config({"head": "binary", "horizon": "5y", "time_unit": "months"})
+    from radiopath.training.config import training_horizon
+
+    assert training_horizon(cfg) == pytest.approx(60.0)
+    with pytest.raises(RadiopathInputError) as err:
+        resolve_training_config({"head": "binary", "horizon": "5 parsecs"})
+    assert err.value.field == "horizon"
+    with pytest.raises(RadiopathInputError) as err:
+        resolve_training_config({"head": "binary", "horizon": "5y", "time_unit": "weeks"})
+    assert err.value.field == "time_unit"
+    # the loss's labels (torch) and the evaluation's (numpy) follow one rule
+    from radiopath.evaluation.horizon import horizon_labels as numpy_labels
+    from radiopath.models.losses import horizon_labels as torch_labels
+
+    rng = np.random.default_rng(0)
+    time = np.round(rng.exponential(10, 200), 0)
+    event = rng.uniform(size=200) < 0.6
+    label, usable = numpy_labels(time, event, 10.0)
+    t_label, t_usable = torch_labels(torch.tensor(time), torch.tensor(event), 10.0)
+    assert (t_usable.numpy() == usable).all() and (t_label.numpy() == label.astype(bool)).all()
