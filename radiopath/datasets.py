@@ -46,6 +46,8 @@ from scipy.spatial import cKDTree
 from scipy.special import ndtr
 from tqdm.auto import tqdm
 
+from radiopath.ceilings import cohort_ceilings
+from radiopath.ceilings import cross_validated_cox_c as cross_validated_cox_c
 from radiopath.errors import RadiopathInputError
 from radiopath.io import EmbeddingBag, write_embeddings
 
@@ -383,71 +385,6 @@ def clinical_columns(rng: np.random.Generator, eta: float, effect: float) -> dic
     }
 
 
-CEILING_ALPHAS = (1.0, 10.0, 100.0, 1000.0)
-
-
-def cross_validated_cox_c(
-    features: np.ndarray,
-    time,
-    event,
-    *,
-    folds: int = 5,
-    alphas=CEILING_ALPHAS,
-    seed: int = 0,
-) -> float:
-    """Mean test C-index of a ridge Cox model (:class:`sksurv.linear_model.CoxPHSurvivalAnalysis`)
-    on standardised ``features`` over ``folds`` event-stratified folds, its penalty chosen
-    among ``alphas`` by 3-fold inner cross-validation of the training fold.
-
-    Missing rows (NaN, e.g. a missing modality) are filled with the training fold's column
-    means. This is the yardstick of the cohort's ceilings: what a linear model reaches from
-    a given per-patient summary.
-    """
-    from sklearn.model_selection import StratifiedKFold
-    from sksurv.linear_model import CoxPHSurvivalAnalysis
-    from sksurv.util import Surv
-
-    from radiopath.training.loop import c_index
-
-    time, event = np.asarray(time, float), np.asarray(event, bool)
-    y = Surv.from_arrays(event, time)
-    folds = min(folds, int(np.bincount(event.astype(int), minlength=2).min()) // 2)
-    if folds < 2:  # too few events (or censored patients) to cross-validate
-        return float("nan")
-
-    def fit_score(x, train, test, alpha):
-        mu = np.nanmean(x[train], 0)
-        x = np.where(np.isnan(x), mu, x)
-        x = (x - mu) / (x[train].std(0) + 1e-8)
-        model = CoxPHSurvivalAnalysis(alpha=alpha).fit(x[train], y[train])
-        if not event[test].any():
-            return np.nan
-        return c_index(time[test], event[test], model.predict(x[test]))
-
-    scores = []
-    outer = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    inner = StratifiedKFold(3, shuffle=True, random_state=seed + 1)
-    for train, test in outer.split(features, event):
-        inner_c = [
-            np.nanmean(
-                [
-                    fit_score(features, train[a], train[b], alpha)
-                    for a, b in inner.split(train, event[train])
-                ]
-            )
-            for alpha in alphas
-        ]
-        alpha = alphas[int(np.nanargmax(inner_c))]
-        scores.append(fit_score(features, train, test, alpha))
-    return float(np.nanmean(scores))
-
-
-def _joined(per_modality: dict[str, np.ndarray], cfg: SyntheticConfig) -> np.ndarray:
-    """The per-patient summaries of the modalities that carry the signal, side by side."""
-    keep = [m for m in MODALITIES if cfg.signal in (m, "both", "split")]
-    return np.concatenate([per_modality[m] for m in keep], 1)
-
-
 def simulate_outcomes(rng: np.random.Generator, eta: np.ndarray, cfg: SyntheticConfig):
     """Exponential proportional-hazards event times with independent exponential censoring."""
     hazards = cfg.baseline_hazard * np.exp(eta)
@@ -521,38 +458,12 @@ def make_synthetic_cohort(
 
     ids = [f"SYN{i:04d}" for i in range(P)]
     rows, truth_rows = [], []
-    region_mean = {m: np.full((P, dims[m]), np.nan) for m in MODALITIES}
-    bag_mean = {m: np.full((P, dims[m]), np.nan) for m in MODALITIES}
+    bags = _BagWriter(out, cfg, directions, dims, spans, ids)
     for i in tqdm(range(P), desc="synthetic cohort", disable=not progress, unit="patient"):
         row = {"patient_id": ids[i], "time": round(float(time[i]), 4), "event": int(event[i])}
         truth = {"patient_id": ids[i], "eta": float(eta[i])}
         for modality in MODALITIES:
-            factor = factors[modality]
-            f = None if factor is None else float(factor[i])
-            bag, planted, decoy = _make_bag(
-                rng,
-                modality=modality,
-                n_patches=int(rng.integers(spans[modality][0], spans[modality][1] + 1)),
-                dim=dims[modality],
-                directions=directions[modality],
-                factor=f,
-                cfg=cfg,
-            )
-            truth[f"{modality}_factor"] = f
-            truth[f"{modality}_planted_fraction"] = float(planted.mean())
-            if missing[i] == modality:
-                row[modality] = ""
-                truth[f"{modality}_planted_fraction"] = None
-                continue
-            bag_mean[modality][i] = bag.features.mean(0)
-            if planted.any():
-                region_mean[modality][i] = bag.features[planted].mean(0)
-            name = f"{ids[i]}.{modality}"
-            write_embeddings(out / "embeddings" / f"{name}.h5", bag)
-            np.save(out / "truth" / f"{name}.npy", planted)
-            if cfg.decoy:
-                np.save(out / "truth" / f"{name}.decoy.npy", decoy)
-            row[modality] = f"embeddings/{name}.h5"
+            bags.write(rng, i, modality, factors[modality], missing[i] == modality, row, truth)
         if cfg.clinical:
             row.update(clinical_columns(rng, float(eta[i]), cfg.effect))
         if clinical_factor is not None:
@@ -560,7 +471,7 @@ def make_synthetic_cohort(
             truth["clinical_factor"] = float(clinical_factor[i])
         rows.append(row)
         truth_rows.append(truth)
-    ceilings = _ceilings(time, event, eta, region_mean, bag_mean, rows, cfg)
+    ceilings = cohort_ceilings(time, event, eta, bags.region_mean, bags.bag_mean, rows, cfg)
     (out / "ceilings.json").write_text(json.dumps(ceilings, indent=2))
     columns = ["patient_id", "time", "event", "wsi", "ct"] + (
         ["age", "sex", "stage"] if cfg.clinical else []
@@ -574,29 +485,47 @@ def make_synthetic_cohort(
     return out / "cohort.csv"
 
 
-def _ceilings(time, event, eta, region_mean, bag_mean, rows, cfg: SyntheticConfig) -> dict:
-    """``ceilings.json``: the C-index of the true risk, and 5-fold ridge-Cox C-indices on the
-    planted regions' mean and on the bag mean (plus, with a clinical factor, on its marker
-    alone and on the regions' mean with the marker)."""
-    from radiopath.training.loop import c_index
+class _BagWriter:
+    """Draws and writes one patient's bag of one modality, keeping the per-patient summaries
+    the ceilings are computed from (the mean of the planted patches and of the whole bag)."""
 
-    regions = _joined(region_mean, cfg)
-    ceilings = {
-        "true_risk": c_index(time, event, eta),
-        "oracle_region_mean": cross_validated_cox_c(regions, time, event),
-        "mean_pooling": cross_validated_cox_c(_joined(bag_mean, cfg), time, event),
-    }
-    if cfg.clinical_effect > 0:
-        marker = np.array([[r["marker"]] for r in rows], dtype=float)
-        ceilings["clinical_marker"] = cross_validated_cox_c(marker, time, event)
-        both = np.concatenate([regions, marker], 1)
-        ceilings["oracle_region_mean_and_marker"] = cross_validated_cox_c(both, time, event)
-    ceilings["folds"] = 5
-    ceilings["note"] = (
-        "C-index of the true linear predictor; 5-fold ridge-Cox C-index (mean over folds) on "
-        "the planted regions' mean and on the bag mean of the signal modalities"
-    )
-    return ceilings
+    def __init__(self, out: Path, cfg: SyntheticConfig, directions, dims, spans, ids) -> None:
+        self.out, self.cfg, self.ids = out, cfg, ids
+        self.directions, self.dims, self.spans = directions, dims, spans
+        P = len(ids)
+        self.region_mean = {m: np.full((P, dims[m]), np.nan) for m in MODALITIES}
+        self.bag_mean = {m: np.full((P, dims[m]), np.nan) for m in MODALITIES}
+
+    def write(self, rng, i: int, modality: str, factor, missing: bool, row, truth) -> None:
+        """Patient ``i``'s bag (drawn even when ``missing``, so the random stream does not
+        depend on which bags are missing), its file and truth masks, its cells of ``row``
+        and ``truth``."""
+        cfg, span = self.cfg, self.spans[modality]
+        f = None if factor is None else float(factor[i])
+        bag, planted, decoy = _make_bag(
+            rng,
+            modality=modality,
+            n_patches=int(rng.integers(span[0], span[1] + 1)),
+            dim=self.dims[modality],
+            directions=self.directions[modality],
+            factor=f,
+            cfg=cfg,
+        )
+        truth[f"{modality}_factor"] = f
+        truth[f"{modality}_planted_fraction"] = float(planted.mean())
+        if missing:
+            row[modality] = ""
+            truth[f"{modality}_planted_fraction"] = None
+            return
+        self.bag_mean[modality][i] = bag.features.mean(0)
+        if planted.any():
+            self.region_mean[modality][i] = bag.features[planted].mean(0)
+        name = f"{self.ids[i]}.{modality}"
+        write_embeddings(self.out / "embeddings" / f"{name}.h5", bag)
+        np.save(self.out / "truth" / f"{name}.npy", planted)
+        if cfg.decoy:
+            np.save(self.out / "truth" / f"{name}.decoy.npy", decoy)
+        row[modality] = f"embeddings/{name}.h5"
 
 
 def load_planted_mask(cohort_dir: str | os.PathLike, patient_id: str, modality: str) -> np.ndarray:

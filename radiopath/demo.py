@@ -27,7 +27,14 @@ from radiopath.viz.importance import planted_importance_auc, read_importance
 log = logging.getLogger(__name__)
 
 # Small enough for about five minutes on two CPU cores, large enough for stable folds.
-DEMO_COHORT = dict(n_patients=80, dim=32, wsi_patches=(1000, 2500), ct_patches=(500, 1200))
+DEMO_COHORT = dict(
+    n_patients=80,
+    dim=32,
+    wsi_patches=(1000, 2500),
+    ct_patches=(500, 1200),
+    # a clinical marker and grade with a known, moderate effect (the clinical baselines)
+    clinical_effect=0.7,
+)
 # The demo trains the paper's architecture (GCN + two top-k pooling layers per modality)
 # with the default training recipe (the ``learned`` preset, radiopath.training.config) on
 # the confounded synthetic cohort, where mean pooling cannot see the signal.

@@ -256,25 +256,19 @@ class MultimodalSurvivalModel(nn.Module):
             if m == CLINICAL:
                 self.clinical = ClinicalBranch(width, clinical_hidden, clinical_dropout)
                 widths[m] = self.clinical.out_channels
-                self.missing[m] = nn.Parameter(torch.empty(widths[m]))
-                continue
-            widths[m] = hidden_channels
-            reduced = reduced_width(width, input_components)
-            self.encoders[m] = GraphEncoder(
-                reduced,
-                hidden_channels,
-                ratio=float(_per_modality(ratio, m, 0.2)),
-                conv=str(_per_modality(conv, m, "gcn")),
-                dropout=dropout,
-                use_graph=use_graph,
-                **dict(encoder_options or {}),
-            )
-            self.aggregators[m] = make_aggregator(aggregator, hidden_channels, reduced, **options)
-            self.missing[m] = nn.Parameter(torch.empty(hidden_channels))
-            self.register_buffer(f"feature_mean_{m}", torch.zeros(width))
-            self.register_buffer(f"feature_std_{m}", torch.ones(width))
-            if input_components is not None:
-                self.register_buffer(f"feature_components_{m}", torch.eye(width, reduced))
+            else:
+                encoder = GraphEncoder(
+                    reduced_width(width, input_components),
+                    hidden_channels,
+                    ratio=float(_per_modality(ratio, m, 0.2)),
+                    conv=str(_per_modality(conv, m, "gcn")),
+                    dropout=dropout,
+                    use_graph=use_graph,
+                    **dict(encoder_options or {}),
+                )
+                self._add_graph_branch(m, width, encoder, aggregator, options)
+                widths[m] = hidden_channels
+            self.missing[m] = nn.Parameter(torch.empty(widths[m]))
         self.fusion = ModalityFusion(
             [widths[m] for m in self.modalities], fusion, fusion_hidden or hidden_channels
         )
@@ -299,6 +293,17 @@ class MultimodalSurvivalModel(nn.Module):
         self.register_buffer("horizon", torch.tensor(float("nan")))
         self.register_buffer("pos_weight", torch.tensor(1.0))
         self.reset_parameters()
+
+    def _add_graph_branch(self, m: str, width: int, encoder: GraphEncoder, aggregator, options):
+        """Modality ``m``'s encoder, aggregator and input-map buffers (standardisation and,
+        with input components, the projection)."""
+        reduced = reduced_width(width, self.input_components)
+        self.encoders[m] = encoder
+        self.aggregators[m] = make_aggregator(aggregator, self.hidden_channels, reduced, **options)
+        self.register_buffer(f"feature_mean_{m}", torch.zeros(width))
+        self.register_buffer(f"feature_std_{m}", torch.ones(width))
+        if self.input_components is not None:
+            self.register_buffer(f"feature_components_{m}", torch.eye(width, reduced))
 
     def reset_parameters(self) -> None:
         for m in self.modalities:

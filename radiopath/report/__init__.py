@@ -32,6 +32,7 @@ from radiopath.evaluation.report import (
 )
 from radiopath.evaluation.stats import Analysis, analyse_run
 from radiopath.report.clinical import clinical_markdown, read_clinical_section
+from radiopath.report.fusion import fusion_markdown, read_fusion_weights
 from radiopath.report.gallery import build_gallery, colour_stops
 from radiopath.report.page import Figure, figure, render
 from radiopath.report.provenance import read_provenance
@@ -225,6 +226,9 @@ def write_report(
     clinical = read_clinical_section(run_dir)
     if not clinical.empty:
         summary = summary.rstrip("\n") + "\n\n" + clinical_markdown(clinical)
+    fusion = read_fusion_weights(run_dir)
+    if fusion:
+        summary = summary.rstrip("\n") + "\n\n" + fusion_markdown(fusion)
     write_text(run_dir / "summary.md", summary)
     extra = None
     if reference is not None:
@@ -246,6 +250,7 @@ def write_report(
         design=design,
         reference=extra,
         clinical=clinical,
+        fusion=fusion,
         figures=_figures(run_dir, metrics, analysis, predictions, horizon),
         gallery=[]
         if predictions is None

@@ -9,12 +9,7 @@ See :mod:`radiopath.training.cv` for the files a run writes.
 
 from radiopath.runtime import resolve_device
 from radiopath.training.config import DEFAULT_CONFIG, PRESETS, resolve_training_config
-from radiopath.training.cv import (
-    TrainingResult,
-    export_fold,
-    modalities_label,
-    train_cross_validated,
-)
+from radiopath.training.cv import TrainingResult, train_cross_validated
 from radiopath.training.data import (
     GraphStore,
     PatientRecord,
@@ -22,8 +17,10 @@ from radiopath.training.data import (
     merge_graphs,
     patch_importance,
 )
+from radiopath.training.export import export_fold, modalities_label
 from radiopath.training.folds import check_folds, make_folds, read_folds, write_folds
-from radiopath.training.loop import build_model, c_index, fit_fold, predict
+from radiopath.training.loop import build_model, fit_fold
+from radiopath.training.predict import c_index, predict
 
 __all__ = [
     "DEFAULT_CONFIG",

@@ -281,6 +281,15 @@ def _bad(field: str, message: str):
 
 def validate_training_config(cfg: Mapping) -> None:
     """Raise :class:`RadiopathInputError` naming the first bad field."""
+    mods = _validate_modalities(cfg)
+    _validate_schedule(cfg)
+    _validate_encoder(cfg, mods)
+    _validate_fusion(cfg, mods)
+    _validate_prior(cfg, mods)
+
+
+def _validate_modalities(cfg: Mapping) -> list[str]:
+    """The aggregator and the modalities (returned as a list)."""
     if cfg["aggregator"] not in AGGREGATORS:
         _bad(
             "aggregator",
@@ -297,6 +306,11 @@ def validate_training_config(cfg: Mapping) -> None:
             )
     if len(set(mods)) != len(mods):
         _bad("modalities", f"modality listed twice: {mods}")
+    return mods
+
+
+def _validate_schedule(cfg: Mapping) -> None:
+    """Sizes, the schedule, input projection, unknown keys, inner validation, optimiser."""
     for key in ("epochs", "batch_size", "n_folds", "hidden", "n_bins"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             _bad(key, f"must be a positive integer, got {cfg[key]!r}")
@@ -325,6 +339,11 @@ def validate_training_config(cfg: Mapping) -> None:
         _bad("lr", f"must be positive, got {cfg['lr']}")
     if not 0.0 <= cfg["dropout"] < 1.0:
         _bad("dropout", f"must be in [0, 1), got {cfg['dropout']}")
+
+
+def _validate_encoder(cfg: Mapping, mods: list[str]) -> None:
+    """Each graph modality's pooling ratio and convolution, threads, top-k pooling,
+    importance tracing and the head."""
     for m in (m for m in mods if m in GRAPH_MODALITIES):
         r = cfg["ratio"].get(m)
         if r is None or not 0.0 < float(r) <= 1.0:
@@ -355,7 +374,10 @@ def validate_training_config(cfg: Mapping) -> None:
         _bad("importance", f"must be one of {IMPORTANCE_MODES}, got {cfg['importance']!r}")
     if cfg["head"] not in HEADS:
         _bad("head", f"must be one of {HEADS}, got {cfg['head']!r}")
-    _validate_fusion(cfg, mods)
+
+
+def _validate_prior(cfg: Mapping, mods: list[str]) -> None:
+    """Cox ties, SPARRA's prior, presence columns and in-memory graph presets."""
     if cfg["ties"] not in TIES:
         _bad("ties", f"must be one of {TIES}, got {cfg['ties']!r}")
     sp = cfg["sparra"]

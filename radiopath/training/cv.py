@@ -41,10 +41,8 @@ from radiopath.io import (
     FoldEmbeddings,
     read_cohort,
     read_fold_embeddings,
-    write_fold_embeddings,
 )
 from radiopath.models.multimodal import CLINICAL
-from radiopath.runkit import read_json, verify_digests, write_csv
 from radiopath.runtime import resolve_device
 from radiopath.training.config import resolve_training_config
 from radiopath.training.data import (
@@ -53,7 +51,13 @@ from radiopath.training.data import (
     build_in_memory,
     manifest_source,
     mapping_source,
-    patch_importance,
+)
+from radiopath.training.export import (
+    finish_run,
+    finished_fold,
+    fold_exports,
+    merge_fusion_weights,
+    merge_risk_offsets,
 )
 from radiopath.training.fold_unit import FoldContext, FoldTask, run_fold
 from radiopath.training.folds import (
@@ -63,7 +67,6 @@ from radiopath.training.folds import (
     read_folds,
     write_folds,
 )
-from radiopath.training.loop import c_index, predict
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +106,6 @@ class TrainingResult:
         return (
             self.out_dir / "importance" / self.config["aggregator"] / f"{patient_id}.{modality}.csv"
         )
-
-
-def modalities_label(modalities: Sequence[str]) -> str:
-    """How ``risks.csv`` names a modality set: ``"wsi+ct"``."""
-    return "+".join(modalities)
 
 
 def _graph_source(graphs_dir, cohort: Cohort, cfg: Mapping, progress: bool):
@@ -260,178 +258,6 @@ def _resolve_folds(
     return table
 
 
-def _fold_offsets_path(out_dir: Path, fold: int) -> Path:
-    return out_dir / "checkpoints" / f"fold_{fold}.risk_offsets.csv"
-
-
-def _fold_fusion_path(out_dir: Path, fold: int) -> Path:
-    return out_dir / "checkpoints" / f"fold_{fold}.fusion_weights.csv"
-
-
-def _gather_fold_tables(paths: Sequence[Path], target: Path) -> None:
-    """The folds' own tables (those that exist) as one, sorted by fold and patient, written
-    again on every run, so a damaged copy never survives a resume."""
-    parts = [pd.read_csv(p, dtype={"patient_id": str}) for p in paths if p.is_file()]
-    if parts:
-        table = pd.concat(parts, ignore_index=True).sort_values(["fold", "patient_id"])
-        write_csv(table, target)
-
-
-def _merge_fusion_weights(out_dir: Path, folds: Sequence[int]) -> None:
-    """``fusion_weights.csv``: ``patient_id, fold, weight_<modality>...``, each test
-    patient's modality weights (``mean`` / ``attention`` fusion), gathered from the folds."""
-    paths = [_fold_fusion_path(out_dir, k) for k in folds]
-    _gather_fold_tables(paths, out_dir / "fusion_weights.csv")
-
-
-def _merge_risk_offsets(out_dir: Path, aggregator: str, folds: Sequence[int]) -> None:
-    """``importance/<aggregator>.risk_offsets.csv``: ``patient_id, fold, risk, risk_offset`` of
-    every test patient (a patient's risk is the sum of its patches' ``contribution`` plus
-    ``risk_offset``), gathered from the folds' own files (checksummed with each fold's
-    exports)."""
-    paths = [_fold_offsets_path(out_dir, k) for k in folds]
-    _gather_fold_tables(paths, out_dir / "importance" / f"{aggregator}.risk_offsets.csv")
-
-
-def export_fold(
-    model,
-    fold: int,
-    train: Sequence[PatientRecord],
-    test: Sequence[PatientRecord],
-    store: GraphStore,
-    cfg: Mapping,
-    out_dir: Path,
-    device,
-    write_importance: bool = True,
-) -> float:
-    """Write the fold's embeddings and its test patients' importance maps; return test C-index.
-
-    ``write_importance=False`` (folds of repeats after the first) skips tracing the maps.
-    """
-    amp = bool(cfg["amp"]) and device.type == "cuda"
-    records = list(train) + list(test)
-    threads = cfg.get("num_threads", 1)
-    risk, embedding, _ = predict(
-        model, train, store, device, cfg["batch_size"], amp, num_threads=threads
-    )
-    t_risk, t_embedding, weights, t_fusion = predict(
-        model,
-        test,
-        store,
-        device,
-        cfg["batch_size"],
-        amp,
-        node_weights=write_importance,
-        num_threads=threads,
-        fusion_weights=True,
-    )
-    if cfg["fusion"] != "concat":
-        table = pd.DataFrame(t_fusion, columns=[f"weight_{m}" for m in model.modalities])
-        table.insert(0, "fold", fold)
-        table.insert(0, "patient_id", [r.patient_id for r in test])
-        write_csv(table, _fold_fusion_path(out_dir, fold))
-    test_risk = dict(zip((r.patient_id for r in test), t_risk))
-    offsets = {}
-    for (pid, m), node in weights.items():
-        extra = {k: v for k, v in node.columns.items() if k != "importance"}
-        cols = patch_importance(store.get(pid, m), node.importance, extra)
-        write_csv(pd.DataFrame(cols), out_dir / "importance" / cfg["aggregator"] / f"{pid}.{m}.csv")
-        offsets[pid] = {
-            "patient_id": pid,
-            "fold": fold,
-            "risk": test_risk[pid],
-            "risk_offset": node.risk_offset,
-        }
-    if offsets:
-        write_csv(
-            pd.DataFrame(list(offsets.values())).sort_values("patient_id"),
-            _fold_offsets_path(out_dir, fold),
-        )
-    write_fold_embeddings(
-        out_dir / "embeddings" / f"fold_{fold}.npz",
-        FoldEmbeddings(
-            fold=fold,
-            patient_id=np.array([r.patient_id for r in records]),
-            split=np.array(["train"] * len(train) + ["test"] * len(test)),
-            time=np.array([r.time for r in records], dtype=np.float64),
-            event=np.array([r.event for r in records], dtype=np.int64),
-            embedding=np.concatenate([embedding, t_embedding]),
-            risk=np.concatenate([risk, t_risk]),
-        ),
-    )
-    return c_index([r.time for r in test], [r.event for r in test], t_risk)
-
-
-def _fold_exports(fold: int, aggregator: str, test, modalities) -> list[str]:
-    """The files a fold's export may write on its own (relative to the run folder): its
-    embeddings and its test patients' importance maps (a repeat after the first writes no
-    maps; :func:`radiopath.runkit.digests` keeps those that exist)."""
-    files = [
-        f"embeddings/fold_{fold}.npz",
-        f"checkpoints/fold_{fold}.risk_offsets.csv",
-        f"checkpoints/fold_{fold}.fusion_weights.csv",
-    ]
-    files += [
-        f"importance/{aggregator}/{r.patient_id}.{m}.csv"
-        for r in test
-        for m in modalities
-        if m != CLINICAL
-    ]
-    return files
-
-
-def _finished_fold(out: Path, k: int, exports: list[str], cfg: Mapping) -> float | None:
-    """The test C-index of a fold that finished with intact exports, or None when the fold
-    must run (again)."""
-    finished = read_json(out / "checkpoints" / f"fold_{k}.done.json")
-    if finished is None:
-        return None
-    bad = verify_digests(out, finished.get("digests") or {}) or [
-        e for e in exports[:1] if not (out / e).is_file()
-    ]
-    if bad:
-        # A file of a finished fold was truncated, removed or altered since:
-        # the fold's exports are written again from its checkpoint.
-        log.warning(
-            "fold %d: %s missing, truncated or changed since the fold finished; written again",
-            k,
-            ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""),
-        )
-        return None
-    if finished.get("importance", "selection") != cfg["importance"]:
-        # Another importance mode: the finished model is loaded from its checkpoint (not
-        # retrained) and its exports are written again.
-        log.info("fold %d: importance re-traced as %s", k, cfg["importance"])
-        return None
-    log.info("fold %d already finished; skipped", k)
-    return finished["test_c_index"]
-
-
-def collect_risks(
-    out_dir: Path, folds: Sequence[int], aggregator: str, modalities, repeat_of=None
-) -> pd.DataFrame:
-    """Test-fold risks of every fold, from ``embeddings/fold_<k>.npz``."""
-    frames = []
-    repeat_of = repeat_of or {}
-    for k in folds:
-        emb = read_fold_embeddings(out_dir / "embeddings" / f"fold_{k}.npz").part("test")
-        frames.append(
-            pd.DataFrame(
-                {
-                    "aggregator": aggregator,
-                    "modalities": modalities_label(modalities),
-                    "repeat": repeat_of.get(k, 0),
-                    "fold": k,
-                    "patient_id": emb.patient_id,
-                    "time": emb.time,
-                    "event": emb.event,
-                    "risk": emb.risk,
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
-
-
 def train_cross_validated(
     cohort_or_csv: Cohort | str | os.PathLike,
     graphs_dir: str | os.PathLike | Mapping | None,
@@ -449,10 +275,11 @@ def train_cross_validated(
 ) -> TrainingResult:
     """Train one aggregator under outer k-fold cross-validation and export its outputs.
 
-    For each fold a fresh model (graph encoder and aggregator per modality, linear Cox head)
-    is trained on the other folds with the configured number of epochs, then exports the
-    embeddings of all patients, the test risks and the test patients' importance maps (see
-    the module docstring for the files). Finished folds are skipped when ``resume``; an
+    For each fold a fresh model (graph encoder and aggregator per modality, fused, a linear
+    head) is trained on the other folds, then exports the embeddings of all patients, the
+    test risks and the test patients' importance maps (see the module docstring for the
+    files); with ``fusion: late`` one model per modality, combined
+    (:mod:`radiopath.training.late`). Finished folds are skipped when ``resume``; an
     interrupted fold continues from its last checkpoint.
 
     Parameters
@@ -466,7 +293,8 @@ def train_cross_validated(
     aggregator
         ``"sparra"``, ``"abmil"`` or ``"mean"``.
     modalities
-        Graph modalities to use, e.g. ``["wsi", "ct"]`` or ``"wsi,ct"``.
+        Modalities to use, e.g. ``["wsi", "ct"]`` or ``"wsi,ct,clinical"`` (``clinical``:
+        the cohort's clinical columns, read by an MLP branch).
     out_dir
         The run directory.
     config
@@ -490,16 +318,10 @@ def train_cross_validated(
         Where the folds run, one fold per unit (:mod:`radiopath.executors`): default this
         process, one fold after the other; ``"ray"`` or ``{"name": "ray", ...}`` for Ray
         workers. Each fold is seeded by itself, so the files are the same either way.
-
-    Examples
-    --------
-    >>> result = train_cross_validated("cohort.csv", "graphs", aggregator="sparra",
-    ...                                modalities="wsi,ct", out_dir="runs/sparra")
-    >>> result.mean_c_index
     """
     cfg = resolve_training_config(config, aggregator=aggregator, modalities=modalities)
     modalities = list(cfg["modalities"])
-    dev = resolve_device(device)
+    resolve_device(device)  # a bad device is refused before any work
     out = Path(out_dir)
     cohort = (
         cohort_or_csv
@@ -508,22 +330,95 @@ def train_cross_validated(
     )
     cohort.require_modalities(modalities)
     clinical = clinical_table(cohort, cfg) if CLINICAL in modalities else None
-    if cfg["fusion"] == "late":
-        from radiopath.training.late import train_late_fusion
+    run = _train_late if cfg["fusion"] == "late" else _train_joint
+    return run(
+        cohort, graphs_dir, cfg, out, folds, device, resume, progress, repeats, executor, clinical
+    )
 
-        return train_late_fusion(
-            cohort,
-            graphs_dir,
+
+def _train_late(
+    cohort, graphs_dir, cfg, out, folds, device, resume, progress, repeats, executor, clinical
+):
+    from radiopath.training.late import train_late_fusion
+
+    return train_late_fusion(
+        cohort,
+        graphs_dir,
+        cfg,
+        out,
+        folds=folds,
+        device=device,
+        resume=resume,
+        progress=progress,
+        repeats=repeats,
+        executor=executor,
+    )
+
+
+def _train_joint(
+    cohort, graphs_dir, cfg, out: Path, folds, device, resume, progress, repeats, executor, clinical
+) -> TrainingResult:
+    """One model over every modality of ``cfg``, fold by fold on the executor."""
+    dev = resolve_device(device)
+    inputs = _training_inputs(cohort, graphs_dir, cfg, progress, clinical)
+    out.mkdir(parents=True, exist_ok=True)
+    table = _resolve_folds(folds, inputs.records, cfg, out, resume, repeats)
+    repeat_of = fold_repeats(table)
+    fold_ids = sorted(repeat_of)
+    record_cfg = {
+        **cfg,
+        "cohort": str(cohort.path),
+        "graphs": str(inputs.source),
+        "device": str(dev),
+        "missing_indicator_used": inputs.indicator,
+        "n_patients": len(inputs.records),
+    }
+    fold_c: dict[int, float] = {}
+    with RunRecord(out, command="train", config=record_cfg, seed=cfg["seed"]) as run:
+        tasks = _pending_folds(inputs.records, table, cfg, out, resume, fold_c)
+        context = FoldContext(
             cfg,
+            inputs.in_channels,
+            inputs.indicator,
             out,
-            folds=folds,
-            device=device,
-            resume=resume,
-            progress=progress,
-            repeats=repeats,
-            executor=executor,
+            dev,
+            str(device),
+            resume,
+            progress,
+            inputs.graphs,
+            inputs.cache,
+            inputs.store,
+            clinical,
         )
+        _run_folds(tasks, context, executor, len(fold_ids), fold_c)
+        fold_c = dict(sorted(fold_c.items()))
+        first_repeat = min(repeat_of.values())
+        merge_risk_offsets(
+            out, cfg["aggregator"], [k for k in fold_ids if repeat_of[k] == first_repeat]
+        )
+        merge_fusion_weights(out, fold_ids)
+        risks = finish_run(run, out, fold_ids, cfg, repeat_of, fold_c)
+    return TrainingResult(out, cfg, table, risks, fold_c)
 
+
+@dataclass
+class _TrainingInputs:
+    """The patients a run trains on and where their graphs come from."""
+
+    records: list[PatientRecord]
+    store: GraphStore
+    in_channels: dict[str, int]
+    cache: bool
+    indicator: bool
+    graphs: object
+    source: object
+
+
+def _training_inputs(cohort, graphs_dir, cfg, progress, clinical) -> _TrainingInputs:
+    """The patients with at least one requested modality, a store of their graphs, the
+    input width of each graph modality, whether graphs stay cached and whether the model
+    gets presence columns (``missing_indicator: auto``: when some patient lacks one)."""
+    modalities = list(cfg["modalities"])
     load, available, source, graphs = _graph_source(graphs_dir, cohort, cfg, progress)
     records = _patient_records(
         cohort,
@@ -546,81 +441,44 @@ def train_cross_validated(
     store.cache = cache
     missing = any(len(r.modalities) < len(modalities) for r in records)
     indicator = missing if cfg["missing_indicator"] == "auto" else bool(cfg["missing_indicator"])
+    return _TrainingInputs(records, store, in_channels, cache, indicator, graphs, source)
 
-    out.mkdir(parents=True, exist_ok=True)
-    table = _resolve_folds(folds, records, cfg, out, resume, repeats)
+
+def _pending_folds(records, table, cfg, out: Path, resume: bool, fold_c: dict) -> list[FoldTask]:
+    """The folds still to train; a fold that finished with intact exports has its test
+    C-index put in ``fold_c`` instead."""
     # each repeat covers the cohort: a fold's training patients are all the others
     in_fold = {int(k): set(ids) for k, ids in table.groupby("fold")["patient_id"]}
     repeat_of = fold_repeats(table)
     first_repeat = min(repeat_of.values())
-    fold_ids = sorted(in_fold)
-    record_cfg = {
-        **cfg,
-        "cohort": str(cohort.path),
-        "graphs": str(source),
-        "device": str(dev),
-        "missing_indicator_used": indicator,
-        "n_patients": len(records),
-    }
-    fold_c: dict[int, float] = {}
-    with RunRecord(out, command="train", config=record_cfg, seed=cfg["seed"]) as run:
-        tasks = []
-        for k in fold_ids:
-            train = [r for r in records if r.patient_id not in in_fold[k]]
-            test = [r for r in records if r.patient_id in in_fold[k]]
-            exports = _fold_exports(k, cfg["aggregator"], test, modalities)
-            finished = _finished_fold(out, k, exports, cfg) if resume else None
-            if finished is not None:
-                fold_c[k] = finished
-                continue
-            tasks.append(FoldTask(k, train, test, exports, repeat_of[k] == first_repeat))
-        context = FoldContext(
-            cfg,
-            in_channels,
-            indicator,
-            out,
-            dev,
-            str(device),
-            resume,
-            progress,
-            graphs,
-            cache,
-            store,
-            clinical,
-        )
-        bar = tqdm(
-            total=len(fold_ids),
-            initial=len(fold_ids) - len(tasks),
-            desc=f"{cfg['aggregator']} folds",
-            unit="fold",
-            disable=not progress,
-        )
-        with borrowed(executor) as ex, bar:
-            shared = {"ctx": context.for_workers() if ex.remote else context}
-            for done in ex.map_unordered(run_fold, [(t,) for t in tasks], shared=shared):
-                k = tasks[done.index].fold
-                fold_c[k] = done.result()
-                log.info("fold %d: test C-index %.3f", k, fold_c[k])
-                bar.update()
-        fold_c = dict(sorted(fold_c.items()))
-        _merge_risk_offsets(
-            out, cfg["aggregator"], [k for k in fold_ids if repeat_of[k] == first_repeat]
-        )
-        _merge_fusion_weights(out, fold_ids)
-        risks = finish_run(run, out, fold_ids, cfg, repeat_of, fold_c)
-    return TrainingResult(out, cfg, table, risks, fold_c)
+    tasks = []
+    for k in sorted(in_fold):
+        train = [r for r in records if r.patient_id not in in_fold[k]]
+        test = [r for r in records if r.patient_id in in_fold[k]]
+        exports = fold_exports(k, cfg["aggregator"], test, cfg["modalities"])
+        finished = finished_fold(out, k, exports, cfg) if resume else None
+        if finished is not None:
+            fold_c[k] = finished
+            continue
+        tasks.append(FoldTask(k, train, test, exports, repeat_of[k] == first_repeat))
+    return tasks
 
 
-def finish_run(
-    run: RunRecord, out: Path, fold_ids, cfg: Mapping, repeat_of, fold_c
-) -> pd.DataFrame:
-    """``risks.csv`` from the folds' embeddings, and the fold C-indices in ``run.json``."""
-    risks = collect_risks(out, fold_ids, cfg["aggregator"], cfg["modalities"], repeat_of)
-    write_csv(risks, out / "risks.csv")
-    run.update(
-        results={
-            "fold_c_index": fold_c,
-            "mean_c_index": float(np.nanmean(list(fold_c.values()))),
-        }
+def _run_folds(tasks, context: FoldContext, executor, n_folds: int, fold_c: dict) -> None:
+    """Train ``tasks`` on the executor, one fold per unit, under one progress bar; each
+    fold's test C-index goes to ``fold_c``."""
+    cfg = context.cfg
+    bar = tqdm(
+        total=n_folds,
+        initial=n_folds - len(tasks),
+        desc=f"{cfg['aggregator']} folds",
+        unit="fold",
+        disable=not context.progress,
     )
-    return risks
+    with borrowed(executor) as ex, bar:
+        shared = {"ctx": context.for_workers() if ex.remote else context}
+        for done in ex.map_unordered(run_fold, [(t,) for t in tasks], shared=shared):
+            k = tasks[done.index].fold
+            fold_c[k] = done.result()
+            log.info("fold %d: test C-index %.3f", k, fold_c[k])
+            bar.update()

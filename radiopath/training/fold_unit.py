@@ -125,7 +125,7 @@ def run_fold(task: FoldTask, ctx: FoldContext) -> float:
     """Train one fold, write its exports and ``checkpoints/fold_<k>.done.json``; return its
     test C-index."""
     # cv imports this module; its export step is looked up when a fold runs
-    from radiopath.training.cv import export_fold
+    from radiopath.training.export import export_fold
 
     store = _store(ctx)
     in_channels = dict(ctx.in_channels)

@@ -70,7 +70,7 @@ def train_late_fusion(
         finish_run,
         train_cross_validated,
     )
-    from radiopath.training.loop import c_index
+    from radiopath.training.predict import c_index
 
     modalities = list(cfg["modalities"])
     out.mkdir(parents=True, exist_ok=True)
@@ -116,7 +116,7 @@ def train_late_fusion(
 def _selection_c_index(run_dir: Path, fold: int, emb: FoldEmbeddings) -> float:
     """The C-index a unimodal fold model was selected on: its inner-validation score
     (``done.json``), else its training patients' C-index."""
-    from radiopath.training.loop import c_index
+    from radiopath.training.predict import c_index
 
     done = read_json(run_dir / "checkpoints" / f"fold_{fold}.done.json") or {}
     score = done.get("inner_validation_c_index")

@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sksurv.metrics import concordance_index_censored
 from tqdm.auto import tqdm
 
 from radiopath.errors import RadiopathInputError
 from radiopath.models.losses import cox_loss_with_memory, discrete_time_bins, horizon_labels
-from radiopath.models.multimodal import ModelOutput, MultimodalSurvivalModel
+from radiopath.models.multimodal import MultimodalSurvivalModel
 from radiopath.runkit import torch_save, write_csv
 from radiopath.runtime import intra_op_threads
 from radiopath.training.config import aggregator_options, training_horizon
@@ -38,6 +37,7 @@ from radiopath.training.data import (
     principal_components,
 )
 from radiopath.training.memory import tune_cpu_malloc
+from radiopath.training.predict import _autocast, _batches, c_index, predict
 from radiopath.training.state import (
     RiskMemory,
     config_fingerprint,
@@ -47,18 +47,6 @@ from radiopath.training.state import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def c_index(time, event, risk) -> float:
-    """Harrell's C-index (:func:`sksurv.metrics.concordance_index_censored`); NaN if undefined."""
-    event = np.asarray(event).astype(bool)
-    risk = np.asarray(risk, dtype=np.float64)
-    if not event.any() or len(risk) < 2 or not np.isfinite(risk).all():
-        return float("nan")
-    try:
-        return float(concordance_index_censored(event, np.asarray(time, dtype=np.float64), risk)[0])
-    except ValueError:  # no comparable pair
-        return float("nan")
 
 
 def build_model(
@@ -155,110 +143,6 @@ def schedule_epochs(cfg: Mapping, n_train: int) -> int:
         return int(cfg["epochs"])
     per_epoch = n_train // cfg["batch_size"] + (1 if n_train % cfg["batch_size"] >= 2 else 0)
     return max(1, math.ceil(int(steps) / max(per_epoch, 1)))
-
-
-def _batches(records: Sequence[PatientRecord], batch_size: int, generator: torch.Generator | None):
-    order = (
-        torch.randperm(len(records), generator=generator).tolist()
-        if generator is not None
-        else list(range(len(records)))
-    )
-    for start in range(0, len(order), batch_size):
-        yield [records[i] for i in order[start : start + batch_size]]
-
-
-def _autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.float16, enabled=enabled)
-
-
-@dataclass
-class NodeExplanation:
-    """One patient's graph of one modality, explained per input node.
-
-    Attributes
-    ----------
-    columns
-        ``importance`` (the aggregator's weight traced back to the input nodes),
-        ``contribution`` (signed share of the risk; Cox head only) and, for SPARRA,
-        ``s_mean`` / ``s_sd`` (posterior of the spatial importance; NaN for nodes dropped
-        by pooling), each ``[n_nodes]``.
-    risk_offset
-        The part of the risk no node carries: ``risk = sum of every modality's
-        contributions + risk_offset`` (None without a Cox head).
-    """
-
-    columns: dict
-    risk_offset: float | None
-
-    @property
-    def importance(self) -> np.ndarray:
-        return self.columns["importance"]
-
-
-@torch.no_grad()
-def predict(
-    model: MultimodalSurvivalModel,
-    records: Sequence[PatientRecord],
-    store: GraphStore,
-    device: torch.device,
-    batch_size: int = 32,
-    amp: bool = False,
-    node_weights: bool = False,
-    num_threads: int | None = 1,
-    fusion_weights: bool = False,
-):
-    """Risks and embeddings of ``records`` (evaluation mode), optionally node weights and
-    the fusion's modality weights.
-
-    ``num_threads`` torch intra-op threads are used on the CPU (:func:`intra_op_threads`;
-    ``None``: torch's default).
-
-    Returns
-    -------
-    risk : ndarray [n]
-    embedding : ndarray [n, E]
-    weights : dict
-        ``{(patient_id, modality): NodeExplanation}`` per input node: the aggregator's
-        weight, the signed risk contribution and SPARRA's posterior of ``s`` (only when
-        ``node_weights``).
-    fusion : ndarray [n, M]
-        With ``fusion_weights`` only, a fourth value: each modality's weight in each
-        patient's vector (:attr:`ModelOutput.fusion_weight`).
-    """
-    with intra_op_threads(num_threads, device):
-        out = _predict(model, records, store, device, batch_size, amp, node_weights)
-    return out if fusion_weights else out[:3]
-
-
-def _predict(model, records, store, device, batch_size, amp, node_weights):
-    model.eval()
-    risks, embeddings, weights, fusion = [], [], {}, []
-    for chunk in _batches(records, batch_size, None):
-        batch = collate(chunk, store, model.modalities).to(device)
-        with _autocast(device, amp):
-            out: ModelOutput = model(batch, node_weights=node_weights)
-        risks.append(out.risk.float().cpu())
-        embeddings.append(out.embedding.float().cpu())
-        fusion.append(out.fusion_weight.float().cpu())
-        if node_weights:
-            offset = None if out.risk_offset is None else out.risk_offset.float().cpu().numpy()
-            for m, w in out.node_weight.items():
-                mb = batch.modalities[m]
-                ptr = mb.graphs.ptr.cpu().numpy()
-                columns = {"importance": w}
-                if m in out.node_contribution:
-                    columns["contribution"] = out.node_contribution[m]
-                if m in out.node_posterior:
-                    columns["s_mean"], columns["s_sd"] = out.node_posterior[m]
-                columns = {k: v.float().cpu().numpy() for k, v in columns.items()}
-                for g, row in enumerate(mb.patient_index.cpu().numpy()):
-                    part = {k: v[ptr[g] : ptr[g + 1]] for k, v in columns.items()}
-                    weights[(chunk[row].patient_id, m)] = NodeExplanation(
-                        part, None if offset is None else float(offset[row])
-                    )
-    risk = torch.cat(risks).numpy().astype(np.float64)
-    embedding = torch.cat(embeddings).numpy()
-    return risk, embedding, weights, torch.cat(fusion).numpy()
 
 
 def fit_fold(
@@ -425,25 +309,30 @@ def _fit_fold(
             c_train=f"{row['train_c_index']:.3f}",
             c_val=f"{row.get('val_c_index', math.nan):.3f}",
         )
-    if inner_val and run.best["model"] is not None:
-        # Model selection on the inner validation split: the state of the best epoch.
+    _keep_selected(run, fold, bool(inner_val), n_epochs)
+    model.eval()
+    return model
+
+
+def _keep_selected(run: _FoldRun, fold: int, inner_val: bool, n_epochs: int) -> None:
+    """With an inner validation split, load the best eligible epoch's state (model selection
+    never sees the test fold); record which epoch the model is and its validation C-index
+    (late fusion's ``c_index`` weights)."""
+    model, metric = run.model, run.cfg["validation"]["metric"]
+    selected = inner_val and run.best["model"] is not None
+    if selected:
         model.load_state_dict(run.best["model"])
         log.info(
             "fold %d: selected epoch %d (inner validation %s %.3f)",
             fold,
             run.best["epoch"],
-            val_cfg["metric"],
+            metric,
             run.best["score"],
         )
     model.selected_epoch = run.best["epoch"] if inner_val else n_epochs - 1
-    # the inner-validation C-index of the kept state (late fusion's "c_index" weights)
     model.inner_validation_c_index = (
-        float(run.best["score"])
-        if inner_val and run.best["model"] is not None and val_cfg["metric"] == "c_index"
-        else None
+        float(run.best["score"]) if selected and metric == "c_index" else None
     )
-    model.eval()
-    return model
 
 
 def _start_fold(
