@@ -29,7 +29,17 @@ log = logging.getLogger(__name__)
     help="Folder written by `radiopath graphs`; omit to build graphs in memory.",
 )
 @click.option("--aggregator", required=True, help="sparra, abmil or mean.")
-@click.option("--modalities", default="wsi,ct", show_default=True, help="Comma-separated: wsi,ct.")
+@click.option(
+    "--modalities",
+    default="wsi,ct",
+    show_default=True,
+    help="Comma-separated: wsi, ct, clinical (the cohort's clinical columns).",
+)
+@click.option(
+    "--fusion",
+    default=None,
+    help="How modality vectors are combined: concat (default), mean, attention or late.",
+)
 @click.option(
     "--out",
     "out_dir",
@@ -95,6 +105,7 @@ def train(
     graphs_dir,
     aggregator,
     modalities,
+    fusion,
     out_dir,
     config_file,
     preset,
@@ -121,6 +132,7 @@ def train(
     config = load_config_file(config_file) if config_file is not None else {}
     overrides = {
         "preset": preset,
+        "fusion": fusion,
         "importance": importance,
         "epochs": epochs,
         "n_folds": n_folds,
