@@ -28,11 +28,13 @@ Every stage is resumable: graphs and training folds already done are skipped by 
 themselves, and a stage whose configuration has not changed since it finished is not run
 again (``OUT/stages.json`` keeps a hash of each finished stage's configuration). A killed
 run started again with the same command continues where it stopped.
+
+The configuration (:data:`DEFAULTS`, the checks of :func:`validate_benchmark_config`) lives
+in :mod:`radiopath.benchmark_config`; its public names are importable from here too.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -46,32 +48,19 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from radiopath.clinical.stage import (
-    CLINICAL_DEFAULTS,
-    ENDPOINT_DEFAULTS,
-    resolve_clinical_config,
-    resolve_endpoint_config,
+from radiopath.benchmark_config import (
+    DEFAULTS,
+    VARIANTS,
+    _benchmark_config_file,
+    _train_config,
+    _trained,
+    allowed_keys,
+    known_aggregators,
+    validate_benchmark_config,
 )
-from radiopath.config import (
-    RunRecord,
-    check_known_keys,
-    config_section,
-    load_config_file,
-    resolve_config,
-)
+from radiopath.config import RunRecord, resolve_config
 from radiopath.errors import RadiopathInputError
-from radiopath.evaluation.config import BACKENDS as KNOWN_BACKENDS
-from radiopath.evaluation.config import DEFAULT_CONFIG as EVALUATION_DEFAULTS
-from radiopath.evaluation.config import MODELS as KNOWN_MODELS
-from radiopath.evaluation.config import resolve_evaluation_config
-from radiopath.evaluation.stats import DEFAULT_STATISTICS, resolve_statistics_config
-from radiopath.executors import (
-    Executor,
-    ExecutorArg,
-    borrowed,
-    check_executor_available,
-    resolve_executor_config,
-)
+from radiopath.executors import Executor, ExecutorArg, borrowed
 from radiopath.io import Cohort, read_cohort
 from radiopath.runkit import (
     WriteError,
@@ -84,68 +73,19 @@ from radiopath.runkit import (
 )
 from radiopath.training.baselines import BASELINES
 
+__all__ = [
+    "DEFAULTS",
+    "VARIANTS",
+    "BenchmarkResult",
+    "StageLedger",
+    "allowed_keys",
+    "build_graph_stage",
+    "known_aggregators",
+    "run_benchmark",
+    "validate_benchmark_config",
+]
+
 log = logging.getLogger(__name__)
-
-
-DEFAULTS: dict = {
-    "seed": 0,
-    "folds": 5,
-    "repeats": 1,
-    "aggregators": ["sparra", "abmil", "mean"],
-    "models": list(KNOWN_MODELS),
-    "modalities": ["wsi", "ct"],
-    "device": "auto",
-    "graph": {"preset": None, "workers": 1, "dir": None},
-    "train": {},
-    "evaluation": {"backend": "sksurv"},
-    "statistics": dict(DEFAULT_STATISTICS),
-    # the optional clinical stage (radiopath.clinical.stage): clinical baselines when the
-    # cohort has clinical columns, fixed-horizon metrics when endpoint.horizon is set. Their
-    # own sections, not keys of `evaluation`, so that setting them re-runs no evaluation
-    "clinical": copy.deepcopy(CLINICAL_DEFAULTS),
-    "endpoint": dict(ENDPOINT_DEFAULTS),
-    # where graphs, training folds and evaluation fits run (radiopath.executors): local, ray,
-    # or {name: ray, address: auto, ...}; not part of any stage's configuration, so a run
-    # started on one executor resumes on another
-    "executor": "local",
-}
-
-VARIANTS: dict[str, tuple[str, dict]] = {"abmil_mil": ("abmil", {"use_graph": False})}
-"""Benchmark names of trained aggregators with a fixed training override: name -> (the
-aggregator trained, the ``train`` keys it sets). ``abmil_mil`` is ABMIL without the graph
-encoder (the paper's ABMIL baseline)."""
-
-
-# ``train`` keys the benchmark sets itself from its own sections (they would be overridden)
-_SET_BY_BENCHMARK = {
-    "aggregator": "aggregators",
-    "modalities": "modalities",
-    "seed": "seed",
-    "n_folds": "folds",
-    "graph_preset": "graph.preset",
-}
-
-
-def allowed_keys() -> dict:
-    """Every key a benchmark configuration may set, at every depth (for
-    :func:`radiopath.config.check_known_keys`): :data:`DEFAULTS`, the ``train`` section as
-    the training stage takes it (less the keys the benchmark sets itself), the ``evaluation``
-    section as the evaluation stage takes it, plus ``backend``. ``graph.preset`` is checked
-    by the graph stage's own resolver (a name, a path, a preset's keys or one per modality)."""
-    from radiopath.training.config import allowed_keys as training_keys
-
-    train = {k: v for k, v in training_keys().items() if k not in _SET_BY_BENCHMARK}
-    return {
-        **DEFAULTS,
-        "train": train,
-        "evaluation": {**EVALUATION_DEFAULTS, **DEFAULTS["evaluation"]},
-    }
-
-
-def known_aggregators() -> tuple[str, ...]:
-    from radiopath.models import AGGREGATORS
-
-    return (*AGGREGATORS, *VARIANTS, *BASELINES)
 
 
 def _hash(obj) -> str:
@@ -204,112 +144,6 @@ class StageLedger:
         return (self.done.get(name) or {}).get("outputs") or {}
 
 
-def validate_benchmark_config(cfg: dict, cohort: Cohort) -> None:
-    """Refuse bad flags before any work starts, naming the flag and the bad value.
-
-    Every key at any depth is checked (:func:`allowed_keys`), then each section by its
-    stage's resolver: ``train`` for every aggregator the benchmark trains, ``evaluation``,
-    ``statistics`` and the graph presets; an error names the dotted key
-    (``train.sparra.alpah0``)."""
-    for key, top in _SET_BY_BENCHMARK.items():
-        if isinstance(cfg.get("train"), dict) and key in cfg["train"]:
-            raise RadiopathInputError(
-                f"the benchmark sets this from its {top!r} setting; set {top} instead",
-                field=f"train.{key}",
-            )
-    check_known_keys(cfg, allowed_keys())
-    aggs = known_aggregators()
-    for a in cfg["aggregators"]:
-        if a not in aggs:
-            raise RadiopathInputError(
-                f"unknown aggregator {a!r}; choose from {list(aggs)}", field="aggregators"
-            )
-    for m in cfg["models"]:
-        if m not in KNOWN_MODELS:
-            raise RadiopathInputError(
-                f"unknown model {m!r}; choose from {list(KNOWN_MODELS)}", field="models"
-            )
-    if not cfg["aggregators"] or not cfg["models"] or not cfg["modalities"]:
-        raise RadiopathInputError("aggregators, models and modalities must not be empty")
-    backend = cfg["evaluation"].get("backend", "sksurv")
-    if backend not in KNOWN_BACKENDS:
-        raise RadiopathInputError(
-            f"unknown backend {backend!r}; choose from {list(KNOWN_BACKENDS)}", field="backend"
-        )
-    imaging = [m for m in cfg["modalities"] if m != "clinical"]
-    cohort.require_modalities(cfg["modalities"])
-    if not imaging:
-        raise RadiopathInputError(
-            "the benchmark needs at least one imaging modality (wsi, ct)", field="modalities"
-        )
-    k = int(cfg["folds"])
-    n_events = int(cohort.events.sum())
-    if k < 2:
-        raise RadiopathInputError(f"need at least 2 folds, got {k}", field="folds")
-    r = cfg["repeats"]
-    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-        raise RadiopathInputError(f"must be a positive integer, got {r!r}", field="repeats")
-    cfg["statistics"] = resolve_statistics_config(cfg.get("statistics"))
-    executor = resolve_executor_config(cfg.get("executor"))
-    check_executor_available(executor)
-    cfg["executor"] = executor.as_dict()
-    resolve_evaluation_config({k: v for k, v in cfg["evaluation"].items() if k != "backend"})
-    cfg["clinical"] = resolve_clinical_config(cfg.get("clinical"))
-    endpoint = dict(cfg.get("endpoint") or {})
-    train = cfg.get("train") or {}
-    if train.get("head") == "binary" and endpoint.get("horizon") is None:
-        # the binary head's own horizon is the endpoint its risks are scored at
-        endpoint.update(
-            horizon=train.get("horizon"), time_unit=train.get("time_unit", "days"), score="binary"
-        )
-    cfg["endpoint"] = resolve_endpoint_config(endpoint, cohort)
-    _check_stages(cfg, imaging)
-    if n_events < k:
-        raise RadiopathInputError(
-            f"{n_events} events cannot be spread over {k} folds; use fewer folds",
-            path=cohort.path,
-            field="folds",
-        )
-
-
-def _check_stages(cfg: dict, imaging: list[str]) -> None:
-    """Resolve the graph presets and every trained aggregator's training configuration as
-    the stages will, so that a bad value fails now rather than after the graphs are built."""
-    from radiopath.graph.cohort import resolve_cohort_presets
-    from radiopath.training.config import resolve_training_config
-
-    with config_section("graph.preset", whole="preset"):
-        resolve_cohort_presets(cfg["graph"].get("preset"), imaging)
-    for agg in cfg["aggregators"]:
-        if agg in BASELINES:
-            continue
-        try:
-            with config_section("train"):
-                resolve_training_config(
-                    _train_config(agg, cfg), aggregator=_trained(agg), modalities=cfg["modalities"]
-                )
-        except RadiopathInputError as exc:
-            top = _SET_BY_BENCHMARK.get((exc.field or "").removeprefix("train."))
-            if top is None:
-                raise
-            # a value the benchmark passes to training from its own setting: name that one
-            raise RadiopathInputError(f"training {agg}: {exc.reason}", field=top) from exc
-
-
-def _benchmark_config_file(path: str | os.PathLike | None) -> dict:
-    """A benchmark configuration file, or an experiment file without a grid (its ``base``)."""
-    if path is None:
-        return {}
-    data = load_config_file(path)
-    if "base" in data:
-        if data.get("grid"):
-            raise RadiopathInputError(
-                "this experiment has a grid: run it with `radiopath sweep`", path=path, field="grid"
-            )
-        return dict(data["base"])
-    return data
-
-
 def _link_tree(src: Path, dst: Path) -> None:
     """Hard-link (or copy) every file of ``src`` under ``dst``."""
     for f in src.rglob("*"):
@@ -355,22 +189,13 @@ def run_benchmark(
         An open executor to run the stages' units on, instead of the configuration's
         ``executor`` (:mod:`radiopath.executors`).
     """
-    from radiopath.evaluation import evaluate_run
-
     cfg = resolve_config(DEFAULTS, None, _benchmark_config_file(config_file))
     cfg = resolve_config(cfg, None, config)
     cohort = cohort if isinstance(cohort, Cohort) else read_cohort(cohort, strict=strict)
     validate_benchmark_config(cfg, cohort)
     out = Path(out_dir)
-    imaging = [m for m in cfg["modalities"] if m != "clinical"]
     cfg["cohort"] = str(Path(cohort.path).resolve())
-    stages = ["graphs"] + [
-        f"{kind}:{a}" for a in cfg["aggregators"] for kind in ("train", "evaluate")
-    ]
-    if (cohort.clinical_columns and cfg["clinical"]["enabled"]) or cfg["endpoint"]["horizon"]:
-        stages.append("clinical")
-    stages.append("report")
-
+    stages = _stage_names(cfg, cohort)
     with (
         borrowed(executor if executor is not None else cfg["executor"]) as ex,
         RunRecord(out, command="benchmark", config=cfg, seed=cfg["seed"]) as run,
@@ -379,103 +204,161 @@ def run_benchmark(
             run.update(skipped=[str(p) for p in cohort.problems])
         ledger = StageLedger(out)
         bar = tqdm(stages, desc="benchmark", unit="stage", disable=not progress)
-        clinical_failure: str | None = None
         graph_dir = Path(cfg["graph"]["dir"]) if cfg["graph"].get("dir") else out / "graphs"
+        state = _BenchmarkRun(cohort, cfg, out, graph_dir, strict, progress, ex, run, ledger)
         for stage in bar:
             bar.set_postfix_str(stage)
-            kind, _, agg = stage.partition(":")
-            if kind == "graphs":
-                stage_cfg = {"graph": cfg["graph"], "modalities": imaging, "cohort": cfg["cohort"]}
-            elif kind == "train":
-                stage_cfg = {
-                    # what the stage read: the graphs as built (a rebuilt graph reruns it)
-                    "inputs": ledger.digest("graphs"),
-                    "train": _train_config(agg, cfg),
-                    "modalities": cfg["modalities"],
-                    "seed": cfg["seed"],
-                    "folds": cfg["folds"],
-                    "repeats": cfg["repeats"],
-                    "graph": cfg["graph"],
-                    "cohort": cfg["cohort"],
-                }
-            elif kind == "evaluate":
-                stage_cfg = {
-                    "inputs": ledger.digest(f"train:{agg}"),
-                    "train": cfg["train"],
-                    "evaluation": cfg["evaluation"],
-                    "models": cfg["models"],
-                    "seed": cfg["seed"],
-                    "modalities": cfg["modalities"],
-                }
-            elif kind == "clinical":
-                stage_cfg = {
-                    "inputs": [ledger.digest(f"train:{a}") for a in cfg["aggregators"]],
-                    **{k: cfg[k] for k in ("clinical", "endpoint", "seed", "cohort")},
-                }
-            else:
-                stage_cfg = {
-                    k: cfg[k]
-                    for k in (
-                        "aggregators",
-                        "models",
-                        "modalities",
-                        "evaluation",
-                        "train",
-                        "repeats",
-                        "statistics",
-                    )
-                }
-                stage_cfg["inputs"] = [ledger.digest(f"evaluate:{a}") for a in cfg["aggregators"]]
-                stage_cfg["clinical"] = [ledger.digest("clinical"), clinical_failure]
-            record = out / "runs" / agg / "run.json"
-            damaged = kind in ("train", "evaluate") and record.exists() and not read_json(record)
-            if not damaged and ledger.finished(stage, stage_cfg):
-                log.info("stage %s already finished; skipped", stage)
-                continue
-            started = time.perf_counter()
-            if kind == "graphs":
-                manifest = build_graph_stage(cohort, graph_dir, cfg, strict, progress, ex)
-                run.update(graphs={"built": int(len(manifest))})
-            elif kind == "train":
-                _train(agg, cohort, graph_dir, imaging, cfg, out, progress, ex)
-            elif kind == "clinical":
-                clinical_failure = _clinical_stage(out, cohort, cfg, run)
-                if clinical_failure is not None:
-                    continue  # reported in run.json and the report; tried again next run
-            elif kind == "evaluate":
-                evaluate_run(
-                    out / "runs" / agg,
-                    models=cfg["models"],
-                    backend=cfg["evaluation"].get("backend", "sksurv"),
-                    config={k: v for k, v in cfg["evaluation"].items() if k != "backend"},
-                    device=cfg["device"],
-                    aggregator=agg,
-                    executor=ex,
-                )
-            else:
-                _merge_tables(out, cfg["aggregators"])
-                from radiopath.report import write_report
-
-                write_report(out, statistics=cfg["statistics"])
-            ledger.mark(
-                stage,
-                stage_cfg,
-                _stage_outputs(kind, agg, out, graph_dir),
-                seconds=time.perf_counter() - started,
-            )
-            if stage_hook is not None:
+            if state.run_stage(stage) and stage_hook is not None:
                 stage_hook(stage)
-        metrics = pd.read_csv(out / "metrics.csv")
-        predictions = pd.read_csv(out / "predictions.csv")
-        summary = (out / "summary.md").read_text()
-        run.update(
-            result={
-                "metrics": "metrics.csv",
-                "predictions": "predictions.csv",
-                "summary": "summary.md",
-            }
-        )
+        result = _read_result(out, run)
+    return result
+
+
+def _stage_names(cfg: dict, cohort: Cohort) -> list[str]:
+    """The benchmark's stages in order: ``graphs``, ``train:<agg>`` and ``evaluate:<agg>``
+    per aggregator, ``clinical`` when it has something to do, ``report``."""
+    stages = ["graphs"] + [
+        f"{kind}:{a}" for a in cfg["aggregators"] for kind in ("train", "evaluate")
+    ]
+    if (cohort.clinical_columns and cfg["clinical"]["enabled"]) or cfg["endpoint"]["horizon"]:
+        stages.append("clinical")
+    stages.append("report")
+    return stages
+
+
+def _read_result(out: Path, run: RunRecord) -> BenchmarkResult:
+    """The merged tables of a finished run, recorded in ``run.json``."""
+    metrics = pd.read_csv(out / "metrics.csv")
+    predictions = pd.read_csv(out / "predictions.csv")
+    summary = (out / "summary.md").read_text()
+    run.update(
+        result={
+            "metrics": "metrics.csv",
+            "predictions": "predictions.csv",
+            "summary": "summary.md",
+        }
+    )
     return BenchmarkResult(out, metrics, predictions, summary)
+
+
+@dataclass
+class _BenchmarkRun:
+    """One benchmark run as its stages see it: the cohort, the resolved configuration, the
+    run directory, the executor, ``run.json`` and the ledger of finished stages."""
+
+    cohort: Cohort
+    cfg: dict
+    out: Path
+    graph_dir: Path
+    strict: bool
+    progress: bool
+    ex: Executor
+    run: RunRecord
+    ledger: StageLedger
+    clinical_failure: str | None = None  # the clinical stage's error in this run, if any
+
+    @property
+    def imaging(self) -> list[str]:
+        return [m for m in self.cfg["modalities"] if m != "clinical"]
+
+    def run_stage(self, stage: str) -> bool:
+        """Run ``stage`` unless it finished before with the same configuration and intact
+        outputs; True when it ran and finished (a failed clinical stage is not finished)."""
+        kind, _, agg = stage.partition(":")
+        stage_cfg = self.stage_config(kind, agg)
+        record = self.out / "runs" / agg / "run.json"
+        damaged = kind in ("train", "evaluate") and record.exists() and not read_json(record)
+        if not damaged and self.ledger.finished(stage, stage_cfg):
+            log.info("stage %s already finished; skipped", stage)
+            return False
+        started = time.perf_counter()
+        if kind == "clinical":
+            self.clinical_failure = _clinical_stage(self.out, self.cohort, self.cfg, self.run)
+            if self.clinical_failure is not None:
+                return False  # reported in run.json and the report; tried again next run
+        else:
+            self.execute(kind, agg)
+        self.ledger.mark(
+            stage,
+            stage_cfg,
+            _stage_outputs(kind, agg, self.out, self.graph_dir),
+            seconds=time.perf_counter() - started,
+        )
+        return True
+
+    def stage_config(self, kind: str, agg: str) -> dict:
+        """What a stage depends on: its part of the configuration and the digests of the
+        files it reads (a changed input reruns it)."""
+        cfg, ledger = self.cfg, self.ledger
+        if kind == "graphs":
+            return {"graph": cfg["graph"], "modalities": self.imaging, "cohort": cfg["cohort"]}
+        if kind == "train":
+            return {
+                # what the stage read: the graphs as built (a rebuilt graph reruns it)
+                "inputs": ledger.digest("graphs"),
+                "train": _train_config(agg, cfg),
+                "modalities": cfg["modalities"],
+                "seed": cfg["seed"],
+                "folds": cfg["folds"],
+                "repeats": cfg["repeats"],
+                "graph": cfg["graph"],
+                "cohort": cfg["cohort"],
+            }
+        if kind == "evaluate":
+            return {
+                "inputs": ledger.digest(f"train:{agg}"),
+                "train": cfg["train"],
+                "evaluation": cfg["evaluation"],
+                "models": cfg["models"],
+                "seed": cfg["seed"],
+                "modalities": cfg["modalities"],
+            }
+        if kind == "clinical":
+            return {
+                "inputs": [ledger.digest(f"train:{a}") for a in cfg["aggregators"]],
+                **{k: cfg[k] for k in ("clinical", "endpoint", "seed", "cohort")},
+            }
+        keys = (
+            "aggregators",
+            "models",
+            "modalities",
+            "evaluation",
+            "train",
+            "repeats",
+            "statistics",
+        )
+        stage_cfg = {k: cfg[k] for k in keys}
+        stage_cfg["inputs"] = [ledger.digest(f"evaluate:{a}") for a in cfg["aggregators"]]
+        stage_cfg["clinical"] = [ledger.digest("clinical"), self.clinical_failure]
+        return stage_cfg
+
+    def execute(self, kind: str, agg: str) -> None:
+        """Run a ``graphs``, ``train``, ``evaluate`` or ``report`` stage."""
+        cfg, out = self.cfg, self.out
+        if kind == "graphs":
+            manifest = build_graph_stage(
+                self.cohort, self.graph_dir, cfg, self.strict, self.progress, self.ex
+            )
+            self.run.update(graphs={"built": int(len(manifest))})
+        elif kind == "train":
+            _train(agg, self.cohort, self.graph_dir, self.imaging, cfg, out, self.progress, self.ex)
+        elif kind == "evaluate":
+            from radiopath.evaluation import evaluate_run
+
+            evaluate_run(
+                out / "runs" / agg,
+                models=cfg["models"],
+                backend=cfg["evaluation"].get("backend", "sksurv"),
+                config={k: v for k, v in cfg["evaluation"].items() if k != "backend"},
+                device=cfg["device"],
+                aggregator=agg,
+                executor=self.ex,
+            )
+        else:
+            _merge_tables(out, cfg["aggregators"])
+            from radiopath.report import write_report
+
+            write_report(out, statistics=cfg["statistics"])
 
 
 def _clinical_stage(out: Path, cohort: Cohort, cfg: dict, run: RunRecord) -> str | None:
@@ -547,19 +430,6 @@ def _stage_outputs(kind: str, agg: str, out: Path, graph_dir: Path) -> list[Path
     if kind == "clinical":
         return [*sorted((out / "clinical").glob("*.csv")), *out.glob("horizon_metrics.csv")]
     return [out / n for n in ("metrics.csv", "predictions.csv", "summary.md", "report.html")]
-
-
-def _trained(agg: str) -> str:
-    """The aggregator a benchmark name trains (a variant's base aggregator)."""
-    return VARIANTS.get(agg, (agg, {}))[0]
-
-
-def _train_config(agg: str, cfg: dict) -> dict:
-    """The training configuration of one benchmark aggregator (its variant's keys applied)."""
-    if agg in BASELINES:
-        return {}
-    _, override = VARIANTS.get(agg, (agg, {}))
-    return {**copy.deepcopy(cfg["train"]), **override, "seed": cfg["seed"], "n_folds": cfg["folds"]}
 
 
 def _check_folds_file(path: Path, cfg: dict) -> None:

@@ -494,57 +494,78 @@ def clinical_cox(
         ``risk``), the likelihood-ratio test on every row of the aggregator.
     """
     time, event = _check_outcome(frame, time, event)
+    design = _clinical_design(frame)
+    outcome = pd.DataFrame({"time": time, "event": event}, index=design.index)
+    tables = []
+    for aggregator, risks in risk_by_aggregator.items():
+        tables.extend(_cox_with_and_without_risk(design, outcome, aggregator, risks, penalizer))
+    if not tables:
+        return pd.DataFrame(columns=_COX_COLUMNS)
+    return pd.concat(tables, ignore_index=True)[_COX_COLUMNS]
+
+
+_COX_COLUMNS = [
+    "aggregator",
+    "model",
+    "term",
+    "coef",
+    "hazard_ratio",
+    "hr_ci_low",
+    "hr_ci_high",
+    "p",
+    "n",
+    "n_events",
+    "lr_chi2",
+    "lr_df",
+    "lr_p",
+]
+
+
+def _clinical_design(frame: pd.DataFrame) -> pd.DataFrame:
+    """The clinical columns standardised and one-hot encoded (:class:`ClinicalPreprocessor`
+    fitted on the whole cohort), each categorical column's first level dropped as its
+    reference; indexed by patient id (as text)."""
     pre = ClinicalPreprocessor(scaling="standard").fit(frame)
     encoded = pd.DataFrame(
         pre.transform(frame), index=frame.index.astype(str), columns=pre.feature_names_
     )
     references = [c.features[0] for c in pre.columns_.values() if c.kind == "categorical"]
-    design = encoded.drop(columns=references).astype(np.float64)
-    outcome = pd.DataFrame({"time": time, "event": event}, index=design.index)
-    tables = []
-    for aggregator, risks in risk_by_aggregator.items():
-        risk = risks if isinstance(risks, pd.Series) else zscore_by_fold(risks)
-        risk.index = risk.index.astype(str)
-        unknown = risk.index.difference(design.index)
-        if len(unknown):
-            raise RadiopathInputError(
-                f"risk of a patient without a clinical row ({len(unknown)} such)",
-                patient_id=str(unknown[0]),
-                field=f"risk:{aggregator}",
-            )
-        ids = risk.index
-        t, e = outcome.loc[ids, "time"].to_numpy(), outcome.loc[ids, "event"].to_numpy()
-        base = design.loc[ids]
-        clinical = _fit_cox(base, t, e, penalizer)
-        full = _fit_cox(base.assign(risk=risk.to_numpy()), t, e, penalizer)
-        lr = max(2.0 * (full.log_likelihood - clinical.log_likelihood), 0.0)
-        for name, fit in (("clinical", clinical), ("clinical+risk", full)):
-            tables.append(
-                fit.terms.assign(
-                    aggregator=aggregator,
-                    model=name,
-                    n=len(ids),
-                    n_events=int(e.sum()),
-                    lr_chi2=lr,
-                    lr_df=1,
-                    lr_p=float(chi2.sf(lr, 1)),
-                )
-            )
-    columns = [
-        "aggregator",
-        "model",
-        "term",
-        "coef",
-        "hazard_ratio",
-        "hr_ci_low",
-        "hr_ci_high",
-        "p",
-        "n",
-        "n_events",
-        "lr_chi2",
-        "lr_df",
-        "lr_p",
+    return encoded.drop(columns=references).astype(np.float64)
+
+
+def _cox_with_and_without_risk(
+    design: pd.DataFrame,
+    outcome: pd.DataFrame,
+    aggregator: str,
+    risks: pd.DataFrame | pd.Series,
+    penalizer: float,
+) -> list[pd.DataFrame]:
+    """The clinical-only and the clinical+risk Cox fits of one aggregator on the patients
+    with a risk, each fit's terms with the likelihood-ratio test between them."""
+    risk = risks if isinstance(risks, pd.Series) else zscore_by_fold(risks)
+    risk.index = risk.index.astype(str)
+    unknown = risk.index.difference(design.index)
+    if len(unknown):
+        raise RadiopathInputError(
+            f"risk of a patient without a clinical row ({len(unknown)} such)",
+            patient_id=str(unknown[0]),
+            field=f"risk:{aggregator}",
+        )
+    ids = risk.index
+    t, e = outcome.loc[ids, "time"].to_numpy(), outcome.loc[ids, "event"].to_numpy()
+    base = design.loc[ids]
+    clinical = _fit_cox(base, t, e, penalizer)
+    full = _fit_cox(base.assign(risk=risk.to_numpy()), t, e, penalizer)
+    lr = max(2.0 * (full.log_likelihood - clinical.log_likelihood), 0.0)
+    return [
+        fit.terms.assign(
+            aggregator=aggregator,
+            model=name,
+            n=len(ids),
+            n_events=int(e.sum()),
+            lr_chi2=lr,
+            lr_df=1,
+            lr_p=float(chi2.sf(lr, 1)),
+        )
+        for name, fit in (("clinical", clinical), ("clinical+risk", full))
     ]
-    if not tables:
-        return pd.DataFrame(columns=columns)
-    return pd.concat(tables, ignore_index=True)[columns]

@@ -218,50 +218,14 @@ def _evaluate_run(run_dir, models, backend, config, device, resume, aggregator, 
     models = list(models or MODELS)
     files = _fold_files(run_dir)
     settings = {"models": models, "backend": backend, "config": cfg, "aggregator": aggregator}
-    previous = record.get("evaluation") or {}
     outputs = [
         run_dir / n for n in ("predictions.csv", "metrics.csv", "selection.csv", "survival.csv")
     ]
     inputs = digests(run_dir, files)
-    same_settings = json.loads(json.dumps(previous.get("settings"), default=str)) == json.loads(
-        json.dumps(settings, default=str)
-    )
-    reusable = resume and previous.get("status") == "finished" and same_settings
-    if reusable and "inputs" in previous:
-        # Fold embeddings re-exported since (a retrained fold, another importance trace):
-        # the evaluation depends on them, so it runs again.
-        changed = sorted(set(previous["inputs"].items()) ^ set(inputs.items()))
-        if changed:
-            log.warning(
-                "%s: the fold embeddings changed since the evaluation (%s); evaluating again",
-                run_dir,
-                ", ".join(sorted({k for k, _ in changed})),
-            )
-            reusable = False
-    if reusable:
-        recorded = previous.get("digests") or {}
-        bad = (
-            verify_digests(run_dir, recorded)
-            if recorded
-            else [str(p.relative_to(run_dir)) for p in outputs if not p.exists()]
-        )
-        if bad:
-            log.warning(
-                "%s: %s missing, truncated or changed since the evaluation finished; "
-                "evaluating again",
-                run_dir,
-                ", ".join(bad),
-            )
-            reusable = False
-    if reusable:
-        log.info(
-            "evaluation of %s already finished with the same settings; reading it back", run_dir
-        )
-        pred = pd.read_csv(outputs[0], dtype={"patient_id": str, "modalities": str})
-        met = pd.read_csv(outputs[1], dtype={"modalities": str}, keep_default_na=True)
-        sel = pd.read_csv(outputs[2], dtype={"modalities": str})
-        met["message"] = met["message"].fillna("")
-        return EvaluationResult(pred, met, sel)
+    if resume:
+        previous = _finished_evaluation(run_dir, record, settings, inputs, outputs)
+        if previous is not None:
+            return previous
 
     folds = []
     for f in files:
@@ -290,28 +254,7 @@ def _evaluate_run(run_dir, models, backend, config, device, resume, aggregator, 
             cache_dir=run_dir / ".evaluation_units",
             executor=executor,
         )
-        write_csv(result.predictions[PREDICTION_COLUMNS], run_dir / "predictions.csv")
-        write_csv(result.metrics[METRIC_COLUMNS], run_dir / "metrics.csv")
-        write_csv(result.selection[SELECTION_COLUMNS], run_dir / "selection.csv")
-        write_csv(
-            survival_table(result, aggregator, mods, cfg["metrics"]["horizons"]),
-            run_dir / "survival.csv",
-        )
-        write_text(run_dir / "summary.md", summarize(result.metrics))
-        fig_dir = run_dir / "figures"
-        fig_dir.mkdir(exist_ok=True)
-        figures = []
-        for m in models:
-            pred = result.predictions[result.predictions["model"] == m]
-            if pred.empty:
-                continue
-            path = fig_dir / f"km_{aggregator}_{m}.png"
-            fig = _km_figure(
-                pred, result.selection, f"{aggregator} ({mods}), {MODEL_LABELS.get(m, m)}"
-            )
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, dpi=120, format="png")
-            figures.append(str(path.relative_to(run_dir)))
+        figures = _write_evaluation(run_dir, result, aggregator, mods, models, cfg)
     except Exception as exc:
         evaluation.update(status="failed", finished=_now(), error=f"{type(exc).__name__}: {exc}")
         _write_record(run_dir, evaluation)
@@ -335,3 +278,80 @@ def _evaluate_run(run_dir, models, backend, config, device, resume, aggregator, 
     _write_record(run_dir, evaluation)
     shutil.rmtree(run_dir / ".evaluation_units", ignore_errors=True)  # finished: not needed
     return result
+
+
+def _finished_evaluation(
+    run_dir: Path, record: dict, settings: dict, inputs: dict, outputs: Sequence[Path]
+) -> EvaluationResult | None:
+    """The evaluation recorded in ``run.json``, read back from its tables when it finished
+    with the same ``settings`` on the same fold embeddings (``inputs``) and its ``outputs``
+    are intact; None (evaluate again) otherwise."""
+    previous = record.get("evaluation") or {}
+    same_settings = json.loads(json.dumps(previous.get("settings"), default=str)) == json.loads(
+        json.dumps(settings, default=str)
+    )
+    if previous.get("status") != "finished" or not same_settings:
+        return None
+    if "inputs" in previous:
+        # Fold embeddings re-exported since (a retrained fold, another importance trace):
+        # the evaluation depends on them, so it runs again.
+        changed = sorted(set(previous["inputs"].items()) ^ set(inputs.items()))
+        if changed:
+            log.warning(
+                "%s: the fold embeddings changed since the evaluation (%s); evaluating again",
+                run_dir,
+                ", ".join(sorted({k for k, _ in changed})),
+            )
+            return None
+    recorded = previous.get("digests") or {}
+    bad = (
+        verify_digests(run_dir, recorded)
+        if recorded
+        else [str(p.relative_to(run_dir)) for p in outputs if not p.exists()]
+    )
+    if bad:
+        log.warning(
+            "%s: %s missing, truncated or changed since the evaluation finished; evaluating again",
+            run_dir,
+            ", ".join(bad),
+        )
+        return None
+    log.info("evaluation of %s already finished with the same settings; reading it back", run_dir)
+    pred = pd.read_csv(outputs[0], dtype={"patient_id": str, "modalities": str})
+    met = pd.read_csv(outputs[1], dtype={"modalities": str}, keep_default_na=True)
+    sel = pd.read_csv(outputs[2], dtype={"modalities": str})
+    met["message"] = met["message"].fillna("")
+    return EvaluationResult(pred, met, sel)
+
+
+def _write_evaluation(
+    run_dir: Path,
+    result: EvaluationResult,
+    aggregator: str,
+    mods: str,
+    models: Sequence[str],
+    cfg: Mapping,
+) -> list[str]:
+    """Write the evaluation's tables, ``summary.md`` and one Kaplan-Meier figure per model
+    with predictions; returns the figures' paths relative to ``run_dir``."""
+    write_csv(result.predictions[PREDICTION_COLUMNS], run_dir / "predictions.csv")
+    write_csv(result.metrics[METRIC_COLUMNS], run_dir / "metrics.csv")
+    write_csv(result.selection[SELECTION_COLUMNS], run_dir / "selection.csv")
+    write_csv(
+        survival_table(result, aggregator, mods, cfg["metrics"]["horizons"]),
+        run_dir / "survival.csv",
+    )
+    write_text(run_dir / "summary.md", summarize(result.metrics))
+    fig_dir = run_dir / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    figures = []
+    for m in models:
+        pred = result.predictions[result.predictions["model"] == m]
+        if pred.empty:
+            continue
+        path = fig_dir / f"km_{aggregator}_{m}.png"
+        fig = _km_figure(pred, result.selection, f"{aggregator} ({mods}), {MODEL_LABELS.get(m, m)}")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+        figures.append(str(path.relative_to(run_dir)))
+    return figures

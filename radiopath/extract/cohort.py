@@ -30,11 +30,12 @@ from pathlib import Path
 
 import h5py
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from radiopath.config import RunRecord
 from radiopath.errors import RadiopathInputError
-from radiopath.executors import ExecutorArg, borrowed
+from radiopath.executors import Executor, ExecutorArg, borrowed
 from radiopath.extract.encoders import PatchEncoder, get_encoder, get_encoder_spec, resolve_device
 from radiopath.extract.units import (
     IMAGE_COLUMNS,
@@ -243,39 +244,25 @@ def extract_cohort(
 
     Parameters
     ----------
-    cohort_csv
+    cohort_csv, out_dir
         Cohort table with ``wsi_image`` / ``ct_image`` / ``ct_mask`` columns (see
-        :func:`read_image_cohort`).
-    out_dir
-        Output folder (created); rerunning into it resumes.
-    encoder
-        Registry name for every modality, or ``{"wsi": name, "ct": name}``.
+        :func:`read_image_cohort`); output folder (created; rerunning into it resumes).
+    encoder, checkpoint, random_init
+        Registry name for every modality, or ``{"wsi": name, "ct": name}``; local weights
+        (one path, or one per modality) for encoders that need them; allow random weights
+        instead (tests, timing only).
     strict
         Raise on the first missing or unreadable image instead of reporting and skipping it.
-    workers
-        ``DataLoader`` worker processes for slide tiles (0 = read in this process).
-    device
-        ``"auto"``, ``"cpu"``, ``"cuda"``, ...
-    progress
-        Progress bars.
-    checkpoint
-        Local weights (one path, or one per modality) for encoders that need them.
-    random_init
-        Allow random weights for encoders that need a checkpoint (tests, timing only).
-    mpp, patch_size
-        WSI tiles: target microns per pixel and side in pixels at that resolution.
-    slide_mpp
-        Level-0 mpp for slides that do not record it.
-    min_tissue
-        Smallest tissue fraction of a kept tile.
-    ct_spacing, ct_patch_size
-        CT target spacing (mm) and cube side (voxels).
-    ct_margin_mm, ct_min_fraction
-        Margin around the tumour mask; smallest region fraction of a kept cube.
-    ct_normalisation
-        ``"auto"`` (the encoder's), ``"none"`` (HU) or ``"med3d"``.
-    batch_size
-        Patches per encoder call.
+    workers, device, progress, batch_size
+        ``DataLoader`` worker processes for slide tiles (0 = read in this process);
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ...; progress bars; patches per encoder call.
+    mpp, patch_size, slide_mpp, min_tissue
+        WSI tiles: target microns per pixel, side in pixels at that resolution, level-0 mpp
+        for slides that do not record it, smallest tissue fraction of a kept tile.
+    ct_spacing, ct_patch_size, ct_margin_mm, ct_min_fraction, ct_normalisation
+        CT cubes: target spacing (mm), side (voxels), margin around the tumour mask,
+        smallest region fraction of a kept cube, and ``"auto"`` (the encoder's), ``"none"``
+        (HU) or ``"med3d"``.
     executor
         Where the images are extracted, one image per unit (:mod:`radiopath.executors`):
         default this process; on Ray, one actor per worker (per GPU with
@@ -290,6 +277,43 @@ def extract_cohort(
     """
     cohort = read_image_cohort(cohort_csv)
     out = Path(out_dir)
+    names, ckpts = _encoder_choice(cohort, encoder, checkpoint)
+    opts = _RunOptions(strict, workers, device, progress, random_init, batch_size, encoder_kwargs)
+    with borrowed(executor) as ex:
+        encoders, dev = _build_encoders(ex, names, ckpts, opts)
+        params = _parameters(
+            (mpp, patch_size, slide_mpp, min_tissue),
+            (ct_spacing, ct_patch_size, ct_margin_mm, ct_min_fraction, ct_normalisation),
+        )
+        config = _run_config(cohort_csv, out, ex, dev, encoders, params, opts)
+        jobs = _jobs(cohort, cohort.modalities, out)
+        missing = _missing_files(jobs, strict)
+        with RunRecord(out, command="extract", config=config, seed=None) as run:
+            report = _run_units(ex, jobs, missing, encoders, params, names, ckpts, opts)
+            new_csv, report_path, counts = _write_outputs(cohort, out, jobs, report)
+            run.update(outputs={"cohort": str(new_csv), "report": str(report_path)}, images=counts)
+    _log_outcome(counts, len(report), report_path, new_csv)
+    return new_csv
+
+
+@dataclass(frozen=True)
+class _RunOptions:
+    """The arguments of :func:`extract_cohort` that its stages read, as given
+    (``encoder_kwargs`` is copied where it is stored or sent)."""
+
+    strict: bool
+    workers: int
+    device: str
+    progress: bool
+    random_init: bool
+    batch_size: int
+    encoder_kwargs: dict
+
+
+def _encoder_choice(
+    cohort: ImageCohort, encoder: str | Mapping[str, str], checkpoint
+) -> tuple[dict, dict]:
+    """Per modality of ``cohort``, the encoder's registry name (checked) and checkpoint."""
     modalities = cohort.modalities
     if not modalities:
         raise RadiopathInputError("no patient lists an image", path=cohort.path)
@@ -299,89 +323,120 @@ def extract_cohort(
         if names[m] is None:
             raise RadiopathInputError(f"no encoder given for modality {m!r}", field="encoder")
         get_encoder_spec(names[m])
-    with borrowed(executor) as ex:
-        # Build every encoder before any long work, so a wrong name or checkpoint fails at
-        # once (for workers in other processes: on the CPU here, for the check and the
-        # encoders' configuration; each worker builds its own on its device).
-        dev = resolve_device("cpu" if ex.remote else device)
-        encoders: dict[str, PatchEncoder] = {}
-        for m in modalities:
-            encoders[m] = get_encoder(
-                names[m],
-                m,
-                checkpoint=ckpts[m],
-                random_init=random_init,
-                device=dev,
-                **encoder_kwargs,
-            )
-        params = _parameters(
-            mpp,
-            patch_size,
-            slide_mpp,
-            min_tissue,
-            ct_spacing,
-            ct_patch_size,
-            ct_margin_mm,
-            ct_min_fraction,
-            ct_normalisation,
+    return names, ckpts
+
+
+def _build_encoders(
+    ex: Executor, names: Mapping[str, str], ckpts: Mapping, options: _RunOptions
+) -> tuple[dict[str, PatchEncoder], torch.device]:
+    """Every modality's encoder and the device it was built on.
+
+    Built before any long work, so that a wrong name or checkpoint fails at once. For
+    workers in other processes they are built on the CPU here, for the check and the
+    encoders' configuration; each worker builds its own on its device.
+    """
+    dev = resolve_device("cpu" if ex.remote else options.device)
+    encoders: dict[str, PatchEncoder] = {}
+    for m in names:
+        encoders[m] = get_encoder(
+            names[m],
+            m,
+            checkpoint=ckpts[m],
+            random_init=options.random_init,
+            device=dev,
+            **options.encoder_kwargs,
         )
-        config = {
-            "cohort": str(Path(cohort_csv).resolve()),
-            "out": str(out.resolve()),
-            "encoders": {m: encoders[m].config() for m in modalities},
-            "params": {m: params[m] for m in modalities},
-            "strict": strict,
-            "workers": int(workers),
-            "device": device if ex.remote else str(dev),
-            "batch_size": int(batch_size),
-            "random_init": bool(random_init),
-            "encoder_kwargs": dict(encoder_kwargs),
-            "executor": ex.config.as_dict(),
-        }
-        jobs = _jobs(cohort, modalities, out)
-        missing = _missing_files(jobs, strict)
-        if ex.remote:
-            spec = EncoderSetup(names, ckpts, random_init, device, dict(encoder_kwargs))
-            setup, shared = build_encoders, {"spec": spec}
-        else:
-            setup, shared = encoders_as_given, {"encoders": encoders}
-        options = {"workers": workers, "batch_size": batch_size, "progress": progress}
-        with RunRecord(out, command="extract", config=config, seed=None) as run:
-            report, todo = _plan(jobs, missing, encoders, params, encoder_kwargs)
-            bar = tqdm(
-                total=len(jobs),
-                initial=len(jobs) - len(todo),
-                desc="extract",
-                unit="image",
-                disable=not progress,
-            )
-            tasks = [
-                (
-                    jobs[i],
-                    params[jobs[i].modality],
-                    cfg,
-                    fp,
-                    {**options, "progress": progress and not ex.remote},
-                )
-                for i, cfg, fp in todo
-            ]
-            with bar:
-                for unit in ex.map_unordered(extract_unit, tasks, shared=shared, setup=setup):
-                    i = todo[unit.index][0]
-                    _record(report[i], jobs[i], unit.result(), strict)
-                    bar.update()
-            done: dict[tuple[str, str], list[Path]] = {}
-            for job, row in zip(jobs, report):
-                if row["status"] in ("ok", "resumed"):
-                    done.setdefault((job.patient.patient_id, job.modality), []).append(job.output)
-            new_csv = _write_new_cohort(cohort, out / "cohort.csv", done)
-            report_path = write_csv(
-                pd.DataFrame(report, columns=list(_REPORT_COLUMNS)), out / "extract_report.csv"
-            )
-            counts = {s: sum(r["status"] == s for r in report) for s in ("ok", "resumed", "failed")}
-            run.update(outputs={"cohort": str(new_csv), "report": str(report_path)}, images=counts)
+    return encoders, dev
+
+
+def _run_config(
+    cohort_csv: str | os.PathLike,
+    out: Path,
+    ex: Executor,
+    dev: torch.device,
+    encoders: Mapping[str, PatchEncoder],
+    params: Mapping[str, dict],
+    options: _RunOptions,
+) -> dict:
+    """The resolved configuration recorded in ``run.json``."""
+    return {
+        "cohort": str(Path(cohort_csv).resolve()),
+        "out": str(out.resolve()),
+        "encoders": {m: encoders[m].config() for m in encoders},
+        "params": {m: params[m] for m in encoders},
+        "strict": options.strict,
+        "workers": int(options.workers),
+        "device": options.device if ex.remote else str(dev),
+        "batch_size": int(options.batch_size),
+        "random_init": bool(options.random_init),
+        "encoder_kwargs": dict(options.encoder_kwargs),
+        "executor": ex.config.as_dict(),
+    }
+
+
+def _run_units(
+    ex: Executor,
+    jobs: Sequence[ExtractJob],
+    missing: Mapping[int, RadiopathInputError],
+    encoders: Mapping[str, PatchEncoder],
+    params: Mapping[str, dict],
+    names: Mapping[str, str],
+    ckpts: Mapping,
+    options: _RunOptions,
+) -> list[dict]:
+    """Extract every image that is neither missing nor resumed, one unit each on ``ex``,
+    and return the report's rows (a failed image raised when strict)."""
+    if ex.remote:
+        spec = EncoderSetup(
+            names, ckpts, options.random_init, options.device, dict(options.encoder_kwargs)
+        )
+        setup, shared = build_encoders, {"spec": spec}
+    else:
+        setup, shared = encoders_as_given, {"encoders": encoders}
+    unit_options = {
+        "workers": options.workers,
+        "batch_size": options.batch_size,
+        "progress": options.progress and not ex.remote,
+    }
+    report, todo = _plan(jobs, missing, encoders, params, options.encoder_kwargs)
+    bar = tqdm(
+        total=len(jobs),
+        initial=len(jobs) - len(todo),
+        desc="extract",
+        unit="image",
+        disable=not options.progress,
+    )
+    tasks = [
+        (jobs[i], params[jobs[i].modality], cfg, fp, dict(unit_options)) for i, cfg, fp in todo
+    ]
+    with bar:
+        for unit in ex.map_unordered(extract_unit, tasks, shared=shared, setup=setup):
+            i = todo[unit.index][0]
+            _record(report[i], jobs[i], unit.result(), options.strict)
+            bar.update()
+    return report
+
+
+def _write_outputs(
+    cohort: ImageCohort, out: Path, jobs: Sequence[ExtractJob], report: Sequence[dict]
+) -> tuple[Path, Path, dict[str, int]]:
+    """Write the new cohort table and the report; return their paths and the count of
+    images per status."""
+    done: dict[tuple[str, str], list[Path]] = {}
+    for job, row in zip(jobs, report):
+        if row["status"] in ("ok", "resumed"):
+            done.setdefault((job.patient.patient_id, job.modality), []).append(job.output)
+    new_csv = _write_new_cohort(cohort, out / "cohort.csv", done)
+    report_path = write_csv(
+        pd.DataFrame(report, columns=list(_REPORT_COLUMNS)), out / "extract_report.csv"
+    )
+    counts = {s: sum(r["status"] == s for r in report) for s in ("ok", "resumed", "failed")}
+    return new_csv, report_path, counts
+
+
+def _log_outcome(counts: Mapping[str, int], n: int, report_path: Path, new_csv: Path) -> None:
     if counts["failed"]:
-        log.warning("%d of %d image(s) failed; see %s", counts["failed"], len(report), report_path)
+        log.warning("%d of %d image(s) failed; see %s", counts["failed"], n, report_path)
     log.info(
         "extracted %d, resumed %d, failed %d -> %s",
         counts["ok"],
@@ -389,7 +444,6 @@ def extract_cohort(
         counts["failed"],
         new_csv,
     )
-    return new_csv
 
 
 _REPORT_COLUMNS = (
@@ -405,9 +459,12 @@ _REPORT_COLUMNS = (
 )
 
 
-def _parameters(
-    mpp, patch_size, slide_mpp, min_tissue, spacing, ct_patch_size, margin_mm, min_fraction, norm
-) -> dict[str, dict]:
+def _parameters(wsi: tuple, ct: tuple) -> dict[str, dict]:
+    """Per modality, the patching parameters recorded in every embedding's fingerprint:
+    ``wsi = (mpp, patch_size, slide_mpp, min_tissue)`` and ``ct = (spacing, patch_size,
+    margin_mm, min_fraction, normalisation)``."""
+    mpp, patch_size, slide_mpp, min_tissue = wsi
+    spacing, ct_patch_size, margin_mm, min_fraction, norm = ct
     return {
         "wsi": {
             "mpp": float(mpp),

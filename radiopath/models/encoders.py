@@ -443,8 +443,38 @@ class GraphEncoder(nn.Module):
         if trace is None:
             trace = self.importance == "receptive_field" and not self.training
         n_input = x.size(0)
-        node_map = torch.arange(n_input, device=x.device)
-        steps: list = []
+        h, x_mean = self._project_input(
+            x, batch, num_graphs, scale, node_weight, self.center if center is None else center
+        )
+        h, edge_index, batch, node_map, steps = self._convolve_and_pool(
+            h, edge_index, batch, torch.arange(n_input, device=x.device), trace
+        )
+        target = x[node_map] if scale is None else _apply_input_map(x[node_map], scale)
+        if x_mean is not None:  # the decoder reconstructs the centred input features
+            target = target - x_mean[batch]
+        return EncodedGraphs(
+            x=self.output_dropout(h),
+            batch=batch,
+            node_map=node_map,
+            target=target,
+            edge_index=edge_index,
+            num_graphs=num_graphs,
+            num_input_nodes=n_input,
+            trace=steps,
+        )
+
+    def _project_input(
+        self,
+        x: Tensor,
+        batch: Tensor,
+        num_graphs: int,
+        scale: tuple | None,
+        node_weight: Tensor | None,
+        center: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        """``H^(0)``: the input projection with ``scale`` folded in and, with ``center``,
+        each graph's mean subtracted; returns ``(h, x_mean)`` (``x_mean`` ``[G, D']`` the
+        graphs' mean input vectors, ``None`` without centring)."""
         lin = self.project[0]
         if scale is None:
             z = nn.functional.linear(x, lin.weight)
@@ -457,12 +487,19 @@ class GraphEncoder(nn.Module):
             weight = weight / scale[1]
             z = nn.functional.linear(x, weight, -(weight @ scale[0]))
         x_mean = None
-        if self.center if center is None else center:
+        if center:
             x_mean = _graph_mean(x.float(), batch, num_graphs, node_weight)
             if scale is not None:
                 x_mean = _apply_input_map(x_mean, scale)
             z = z - nn.functional.linear(x_mean.to(z.dtype), lin.weight)[batch]
-        h = self.project[1:](z + lin.bias)
+        return self.project[1:](z + lin.bias), x_mean
+
+    def _convolve_and_pool(
+        self, h: Tensor, edge_index: Tensor, batch: Tensor, node_map: Tensor, trace: bool
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, list]:
+        """The rounds of convolution and top-k pooling; returns the surviving nodes'
+        ``(h, edge_index, batch, node_map)`` and the trace steps (empty without ``trace``)."""
+        steps: list = []
         for layer, conv in enumerate(self.convs):
             if trace:
                 eps = float(conv.eps) if isinstance(conv, GINConv) else 0.0
@@ -485,19 +522,7 @@ class GraphEncoder(nn.Module):
                 node_map = node_map[perm]
                 if trace:
                     steps.append(("pool", perm, n_before))
-        target = x[node_map] if scale is None else _apply_input_map(x[node_map], scale)
-        if x_mean is not None:  # the decoder reconstructs the centred input features
-            target = target - x_mean[batch]
-        return EncodedGraphs(
-            x=self.output_dropout(h),
-            batch=batch,
-            node_map=node_map,
-            target=target,
-            edge_index=edge_index,
-            num_graphs=num_graphs,
-            num_input_nodes=n_input,
-            trace=steps,
-        )
+        return h, edge_index, batch, node_map, steps
 
     @staticmethod
     def _gin_forward(conv: GINConv, h: Tensor, edge_index: Tensor) -> Tensor:

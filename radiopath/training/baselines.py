@@ -147,19 +147,7 @@ def train_raw_mean(
     left out; otherwise stratified folds are made and written to ``<out>/folds.csv``.
     Returns the run directory.
     """
-    if isinstance(modalities, str):
-        modalities = [m.strip() for m in modalities.split(",") if m.strip()]
-    modalities = list(modalities)
-    bad = [m for m in modalities if m not in IMAGING]
-    if not modalities or bad:
-        raise RadiopathInputError(
-            f"raw_mean averages imaging modalities {list(IMAGING)}, got {modalities}",
-            field="modalities",
-        )
-    if missing_indicator not in ("auto", True, False):
-        raise RadiopathInputError(
-            f"must be 'auto', true or false, got {missing_indicator!r}", field="missing_indicator"
-        )
+    modalities = _checked_modalities(modalities, missing_indicator)
     out = Path(out_dir)
     cohort = (
         cohort_or_csv
@@ -190,31 +178,64 @@ def train_raw_mean(
     vectors = {m: v[keep] for m, v in vectors.items()}
     missing = any(np.isnan(v).any() for v in vectors.values())
     indicator = missing if missing_indicator == "auto" else bool(missing_indicator)
-    time = np.array([cohort[p].time for p in ids], dtype=np.float64)
-    event = np.array([cohort[p].event for p in ids], dtype=np.int64)
-    id_array = np.array(ids)
     with RunRecord(out, command="train", config=config, seed=seed) as run:
-        for k, part in table.groupby("fold", sort=True):
-            test = np.isin(id_array, part["patient_id"])
-            X = _fold_matrix(vectors, ~test, indicator)
-            order = np.concatenate([np.flatnonzero(~test), np.flatnonzero(test)])
-            write_fold_embeddings(
-                out / "embeddings" / f"fold_{int(k)}.npz",
-                FoldEmbeddings(
-                    fold=int(k),
-                    patient_id=id_array[order],
-                    split=np.where(test[order], "test", "train"),
-                    time=time[order],
-                    event=event[order],
-                    embedding=X[order],
-                ),
-            )
+        width = _write_fold_embeddings(out, cohort, table, ids, vectors, indicator)
         run.update(
             results={
                 "n_patients": len(ids),
-                "width": int(X.shape[1]),
+                "width": width,
                 "missing_indicator_used": indicator,
             }
         )
     write_json(done, config)
     return out
+
+
+def _checked_modalities(modalities: Sequence[str] | str, missing_indicator) -> list[str]:
+    """``modalities`` as a list (a comma-separated text split), after checking it and
+    ``missing_indicator``."""
+    if isinstance(modalities, str):
+        modalities = [m.strip() for m in modalities.split(",") if m.strip()]
+    modalities = list(modalities)
+    bad = [m for m in modalities if m not in IMAGING]
+    if not modalities or bad:
+        raise RadiopathInputError(
+            f"raw_mean averages imaging modalities {list(IMAGING)}, got {modalities}",
+            field="modalities",
+        )
+    if missing_indicator not in ("auto", True, False):
+        raise RadiopathInputError(
+            f"must be 'auto', true or false, got {missing_indicator!r}", field="missing_indicator"
+        )
+    return modalities
+
+
+def _write_fold_embeddings(
+    out: Path,
+    cohort: Cohort,
+    table: pd.DataFrame,
+    ids: list[str],
+    vectors: dict[str, np.ndarray],
+    indicator: bool,
+) -> int:
+    """Write ``embeddings/fold_<k>.npz`` for every fold of ``table`` (training patients
+    first); returns the width of the embeddings."""
+    time = np.array([cohort[p].time for p in ids], dtype=np.float64)
+    event = np.array([cohort[p].event for p in ids], dtype=np.int64)
+    id_array = np.array(ids)
+    for k, part in table.groupby("fold", sort=True):
+        test = np.isin(id_array, part["patient_id"])
+        X = _fold_matrix(vectors, ~test, indicator)
+        order = np.concatenate([np.flatnonzero(~test), np.flatnonzero(test)])
+        write_fold_embeddings(
+            out / "embeddings" / f"fold_{int(k)}.npz",
+            FoldEmbeddings(
+                fold=int(k),
+                patient_id=id_array[order],
+                split=np.where(test[order], "test", "train"),
+                time=time[order],
+                event=event[order],
+                embedding=X[order],
+            ),
+        )
+    return int(X.shape[1])
