@@ -34,6 +34,7 @@ class _EditedStore:
 
     def __init__(self, store: GraphStore, edited: dict) -> None:
         self._store, self._edited = store, edited
+        self.clinical = getattr(store, "clinical", None)  # a clinical model's vectors
 
     def get(self, patient_id: str, modality: str) -> Data:
         key = (patient_id, modality)
@@ -83,7 +84,8 @@ def deletion_check(
     rng = np.random.default_rng(seed)
     edits: list[tuple[PatientRecord, str, str, Data]] = []
     for rec in records:
-        for m in rec.modalities:
+        # graph modalities only: the clinical vector has no nodes to delete
+        for m in (m for m in rec.modalities if (rec.patient_id, m) in nodes):
             graph = store.get(rec.patient_id, m)
             counts = getattr(graph, "patch_count", None)
             counts = np.ones(graph.num_nodes) if counts is None else counts.numpy().astype(float)
@@ -132,9 +134,11 @@ def load_fold_model(run_dir: str | os.PathLike, fold: int, device: str = "cpu"):
     import json
 
     from radiopath.io import read_cohort
+    from radiopath.models.multimodal import CLINICAL
     from radiopath.runtime import resolve_device
     from radiopath.training.config import DEFAULT_CONFIG
-    from radiopath.training.cv import _graph_source, _patient_records
+    from radiopath.training.cv import _graph_source, _patient_records, clinical_table
+    from radiopath.training.fold_unit import fold_clinical
     from radiopath.training.folds import read_folds
     from radiopath.training.loop import fit_fold
 
@@ -153,7 +157,9 @@ def load_fold_model(run_dir: str | os.PathLike, fold: int, device: str = "cpu"):
         )
     graphs = Path(record["graphs"]).parent
     load, available, source, _ = _graph_source(graphs, cohort, cfg, False)
-    records = _patient_records(cohort, available, cfg["modalities"], source, cfg["strict"])
+    clinical = clinical_table(cohort, cfg) if CLINICAL in cfg["modalities"] else None
+    columns = () if clinical is None else list(clinical.columns)
+    records = _patient_records(cohort, available, cfg["modalities"], source, cfg["strict"], columns)
     store = GraphStore(load, cache=True)
     folds = read_folds(run_dir / "folds.csv")  # with repeats, fold ids are r * K + k
     in_fold = set(folds.loc[folds["fold"] == fold, "patient_id"])
@@ -162,7 +168,10 @@ def load_fold_model(run_dir: str | os.PathLike, fold: int, device: str = "cpu"):
     in_channels = {
         m: store.feature_width(next(r for r in records if m in r.modalities).patient_id, m)
         for m in cfg["modalities"]
+        if m != CLINICAL
     }
+    if clinical is not None:  # the fold's encoding, fitted on its training patients again
+        store, in_channels[CLINICAL] = fold_clinical(store, clinical, train, cfg)
     model = fit_fold(
         fold,
         train,

@@ -317,3 +317,29 @@ def test_attention_weights_follow_the_modality_that_carries_the_signal(tmp_path,
     mean = {m: weights[f"weight_{m}"].mean() for m in ("wsi", "ct", "clinical")}
     others = max(v for m, v in mean.items() if m != signal)
     assert mean[signal] > others + 0.2, mean
+
+
+def test_a_clinical_model_reloads_and_its_deletion_check_reads_graph_modalities(
+    clinical_cohort, tmp_path
+):
+    from radiopath.graph import build_cohort_graphs
+    from radiopath.training.faithfulness import deletion_check, load_fold_model
+
+    build_cohort_graphs(clinical_cohort, tmp_path / "graphs", progress=False)
+    result = train_cross_validated(
+        clinical_cohort,
+        tmp_path / "graphs",
+        aggregator="mean",
+        modalities="wsi,clinical",
+        out_dir=tmp_path / "run",
+        config={**QUICK, "fusion": "attention"},
+        progress=False,
+    )
+    model, _, test, store = load_fold_model(result.out_dir, 0)
+    risk = dict(zip(result.risks["patient_id"], result.risks["risk"]))
+    from radiopath.training.predict import predict
+
+    again, _, _ = predict(model, test, store, torch.device("cpu"))
+    np.testing.assert_allclose(again, [risk[r.patient_id] for r in test], rtol=1e-5, atol=1e-6)
+    table = deletion_check(model, test, store, fraction=0.1, n_random=2)
+    assert set(table["modality"]) == {"wsi"}
