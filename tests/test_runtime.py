@@ -54,7 +54,7 @@ def test_thread_limit_is_restored_and_a_bad_value_names_its_field():
         assert torch.get_num_threads() == before
     from radiopath.evaluation._cox import torch_threads
 
-    with pytest.raises(RadiopathInputError, match="evaluation.torch_threads"):
+    with pytest.raises(RadiopathInputError, match="evaluation.num_threads"):
         with torch_threads(0):
             pass
     assert torch.get_num_threads() == before

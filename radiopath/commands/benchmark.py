@@ -39,7 +39,12 @@ from radiopath.cli import executor_options, executor_setting, friendly_errors, m
     "--epochs", type=int, help="Training epochs per fold (default: the training preset's schedule)."
 )
 @click.option("--backend", type=click.Choice(["sksurv", "torch"]), help="Downstream backend.")
-@click.option("--preset", help="Graph preset name or YAML path (default: each modality's).")
+@click.option(
+    "--graph-preset",
+    "graph_preset",
+    help="Graph preset name or YAML path (default: each modality's; the training preset is "
+    "train.preset in --config).",
+)
 @click.option("--bootstrap", type=int, help="Bootstrap replicates of the intervals and tests.")
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable file.")
 @executor_options
@@ -57,7 +62,7 @@ def benchmark(
     device,
     epochs,
     backend,
-    preset,
+    graph_preset,
     bootstrap,
     strict,
     executor_name,
@@ -76,7 +81,7 @@ def benchmark(
         "device": device,
         "train": {"epochs": epochs},
         "evaluation": {"backend": backend},
-        "graph": {"preset": preset},
+        "graph": {"preset": graph_preset},
         "statistics": {"bootstrap": bootstrap},
         "executor": executor_setting(executor_name, address),
     }

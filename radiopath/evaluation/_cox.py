@@ -52,7 +52,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 def torch_threads(n: int | None, device: torch.device | str = "cpu"):
     """:func:`radiopath.runtime.intra_op_threads` under the evaluation's config name."""
-    return intra_op_threads(n, device, field="evaluation.torch_threads")
+    return intra_op_threads(n, device, field="evaluation.num_threads")
 
 
 def _batch_param(value, B: int, device) -> torch.Tensor:

@@ -108,7 +108,7 @@ DEFAULT_CONFIG: dict = {
     "n_jobs": 1,
     # intra-op threads of the torch backend on CPU (None: torch's default). The problems are
     # small and batched; extra threads mostly spin, and hurt badly when cores are shared.
-    "torch_threads": 1,
+    "num_threads": 1,
 }
 
 

@@ -204,7 +204,7 @@ def evaluate_folds(
         raise RadiopathInputError(f"duplicate fold numbers {seen}", field="fold")
 
     cache = _UnitCache(cache_dir, folds, aggregator, backend, cfg, seed) if cache_dir else None
-    with torch_threads(cfg["torch_threads"], dev):
+    with torch_threads(cfg["num_threads"], dev):
         return _evaluate(folds, aggregator, mods, models, backend, cfg, dev, seed, cache, executor)
 
 

@@ -64,7 +64,7 @@ class TorchCoxPH(_TorchEstimator):
         Stop when the relative change of the loss is below ``tol``.
     device : str
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
-    n_threads : int or None
+    num_threads : int or None
         torch intra-op threads while fitting on CPU (None: torch's setting).
 
     Attributes
@@ -81,19 +81,19 @@ class TorchCoxPH(_TorchEstimator):
         n_iter: int = 100,
         tol: float = 1e-9,
         device="auto",
-        n_threads: int | None = 1,
+        num_threads: int | None = 1,
     ):
         self.alpha = alpha
         self.n_iter = n_iter
         self.tol = tol
         self.device = device
-        self.n_threads = n_threads
+        self.num_threads = num_threads
 
     def fit(self, X, y):
         X, event, time = _check_xy(X, y)
         if float(self.alpha) < 0:
             raise ValueError(f"alpha must be positive, but was {self.alpha!r}")
-        with torch_threads(self.n_threads, self._device()):
+        with torch_threads(self.num_threads, self._device()):
             res = fit_cox_ridge(
                 X, time, event, self.alpha, n_iter=self.n_iter, tol=self.tol, device=self._device()
             )
@@ -165,7 +165,7 @@ class TorchCoxnet(_TorchEstimator):
     fit_baseline_model : bool
         Fit Breslow baselines, one per alpha, for survival functions.
     device : str
-    n_threads : int or None
+    num_threads : int or None
         torch intra-op threads while fitting on CPU (None: torch's setting).
 
     Attributes
@@ -186,9 +186,9 @@ class TorchCoxnet(_TorchEstimator):
         max_iter: int = 20000,
         fit_baseline_model: bool = False,
         device="auto",
-        n_threads: int | None = 1,
+        num_threads: int | None = 1,
     ):
-        self.n_threads = n_threads
+        self.num_threads = num_threads
         self.n_alphas = n_alphas
         self.alphas = alphas
         self.alpha_min_ratio = alpha_min_ratio
@@ -204,7 +204,7 @@ class TorchCoxnet(_TorchEstimator):
         if not 0.0 < float(self.l1_ratio) <= 1.0:
             raise ValueError(f"l1_ratio must be in (0, 1], got {self.l1_ratio!r}")
         alphas = None if self.alphas is None else np.atleast_1d(np.asarray(self.alphas, float))
-        with torch_threads(self.n_threads, self._device()):
+        with torch_threads(self.num_threads, self._device()):
             res = fit_coxnet_path(
                 X,
                 time,
@@ -333,7 +333,7 @@ class TorchFastSurvivalSVM(_TorchEstimator):
     max_iter, tol : Newton iterations and gradient tolerance.
     random_state : int, RandomState or None
     device : str
-    n_threads : int or None
+    num_threads : int or None
         torch intra-op threads while fitting on CPU (None: torch's setting).
     """
 
@@ -347,9 +347,9 @@ class TorchFastSurvivalSVM(_TorchEstimator):
         tol: float = 1e-10,
         random_state=None,
         device="auto",
-        n_threads: int | None = 1,
+        num_threads: int | None = 1,
     ):
-        self.n_threads = n_threads
+        self.num_threads = num_threads
         self.alpha = alpha
         self.rank_ratio = rank_ratio
         self.fit_intercept = fit_intercept
@@ -367,7 +367,7 @@ class TorchFastSurvivalSVM(_TorchEstimator):
         if not float(self.alpha) > 0:
             raise ValueError(f"alpha must be > 0, got {self.alpha!r}")
         ranks = survival_ranks(time, self.random_state)
-        with torch_threads(self.n_threads, self._device()):
+        with torch_threads(self.num_threads, self._device()):
             res = fit_survival_svm(
                 X,
                 ranks,

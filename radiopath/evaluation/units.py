@@ -65,7 +65,7 @@ def fit_unit(
     depends on its thread count, so without the limit a fit's last bits would depend on
     the cores of the process it lands in (a Ray task gets one thread per CPU it asks for).
     """
-    with threadpool_limits(limits=1, user_api="blas"), torch_threads(cfg["torch_threads"], device):
+    with threadpool_limits(limits=1, user_api="blas"), torch_threads(cfg["num_threads"], device):
         if index is None:
             with torch.no_grad():
                 fits = list(BATCHED[model](preps, cfg, device, seed))
