@@ -16,7 +16,13 @@ torch thread: CPU seconds are what the run costs, whatever else the machine runs
 mean fusion weight of each modality over the test patients. The ceilings of the cohort
 (``ceilings.json``) are printed beside them.
 
+With ``--step-timing N`` it also times one training step (forward, backward, Adam; one
+thread, CPU seconds) of the three in-model fusions on the same batches, interleaved N times:
+the cost of a fusion itself, free of the run-to-run spread of whole folds (about 10% on a
+shared machine).
+
     python benchmarks/bench_fusion.py --cohort-seeds 0 1 --out /tmp/fusion
+    python benchmarks/bench_fusion.py --cohort-seeds 2 --out /tmp/fusion --step-timing 15
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -134,6 +141,54 @@ def run_cohort(seed: int, root: Path, args) -> list[dict]:
     return rows
 
 
+def step_timing(cohort_dir: Path, repeats: int) -> dict:
+    """Median CPU milliseconds of one training step per in-model fusion (same 6 batches of
+    16 patients, the three fusions interleaved ``repeats`` times)."""
+    import torch
+
+    from radiopath.io import read_cohort
+    from radiopath.training.config import resolve_training_config
+    from radiopath.training.cv import _training_inputs, clinical_table
+    from radiopath.training.data import MappedGraphStore, collate
+    from radiopath.training.fold_unit import fold_clinical
+    from radiopath.training.loop import _fit_input_map, build_model
+
+    torch.set_num_threads(1)
+    cohort = read_cohort(cohort_dir / "cohort.csv")
+    runs = {}
+    for fusion in ("concat", "mean", "attention"):
+        cfg = resolve_training_config({"fusion": fusion}, aggregator="sparra", modalities=ALL)
+        clinical = clinical_table(cohort, cfg)
+        inputs = _training_inputs(cohort, cohort_dir / "graphs", cfg, False, clinical)
+        store, width = fold_clinical(inputs.store, clinical, inputs.records, cfg)
+        torch.manual_seed(0)
+        model = build_model(cfg, {**inputs.in_channels, "clinical": width}, False)
+        _fit_input_map(model, inputs.records, store, cfg)
+        mapped = MappedGraphStore(store, model)
+        batches = [
+            collate(inputs.records[i : i + 16], mapped, model.modalities) for i in range(0, 96, 16)
+        ]
+        runs[fusion] = (model.train(), torch.optim.Adam(model.parameters(), 1e-3), batches)
+    times = {f: [] for f in runs}
+    for _ in range(repeats):
+        for fusion, (model, optimizer, batches) in runs.items():
+            for b in batches:
+                tic = time.process_time()
+                optimizer.zero_grad()
+                out = model(b, node_weights=False)
+                (model.survival_loss(out, b.time, b.event) + out.aux_loss).backward()
+                optimizer.step()
+                times[fusion].append(time.process_time() - tic)
+    base = statistics.median(times["concat"])
+    return {
+        f: {
+            "ms_per_step": round(1000 * statistics.median(t), 2),
+            "vs_concat": f"{100 * (statistics.median(t) / base - 1):+.1f}%",
+        }
+        for f, t in times.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cohort-seeds", type=int, nargs="+", default=[0])
@@ -143,12 +198,16 @@ def main() -> None:
     parser.add_argument("--override", default="{}", help="JSON training config on top")
     parser.add_argument("--cohort", default="{}", help="JSON cohort settings on top of COHORT")
     parser.add_argument("--out", default=None, help="keep runs here (default: a temp dir)")
+    parser.add_argument("--step-timing", type=int, default=0, help="interleaved repeats")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     root = Path(args.out or tempfile.mkdtemp(prefix="bench_fusion_"))
     rows = []
     for seed in args.cohort_seeds:
         rows += run_cohort(seed, root, args)
+        if args.step_timing:
+            timing = step_timing(root / f"cohort{seed}", args.step_timing)
+            print(json.dumps({"cohort": seed, "step_timing": timing}), flush=True)
     table = pd.DataFrame(rows)
     table.to_csv(root / "fusion.csv", index=False)
     print(table.to_string(index=False))

@@ -39,8 +39,8 @@ from torch_geometric.utils import remove_self_loops, to_undirected
 
 from radiopath.runtime import resolve_device
 from radiopath.training.config import resolve_training_config
-from radiopath.training.export import export_fold
 from radiopath.training.data import GraphStore, PatientRecord, mapping_source
+from radiopath.training.export import export_fold
 from radiopath.training.folds import make_folds
 from radiopath.training.loop import fit_fold, predict
 
