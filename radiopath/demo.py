@@ -197,3 +197,28 @@ def describe_recovery(recovery: pd.DataFrame) -> str:
             f" {int(row['count'])} patients)"
         )
     return "\n".join(lines)
+
+
+def describe_clinical(run_dir: str | os.PathLike) -> str:
+    """The clinical baselines in a few lines: each column's C-index and, per aggregator, the
+    likelihood-ratio test of its risk added to the clinical columns (empty without the
+    clinical stage's files)."""
+    base, cox = Path(run_dir) / "clinical" / "baselines.csv", Path(run_dir) / "clinical" / "cox.csv"
+    if not base.exists():
+        return ""
+    table = pd.read_csv(base)
+    lines = [
+        "  "
+        + ", ".join(
+            f"{r.column} {r.c_index:.3f}" for r in table.itertuples() if pd.notna(r.c_index)
+        )
+    ]
+    if cox.exists():
+        tests = pd.read_csv(cox).drop_duplicates("aggregator")
+        lines += [
+            f"  {r.aggregator:<8} risk added to the clinical columns: LR chi2 {r.lr_chi2:.1f}, "
+            f"p {r.lr_p:.2g}"
+            for r in tests.itertuples()
+            if pd.notna(r.lr_p)
+        ]
+    return "\n".join(lines)

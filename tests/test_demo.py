@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from radiopath.demo import run_demo
@@ -28,3 +29,19 @@ def test_demo_from_images(tmp_path):
     assert len(result["maps"]) == 6 and all(p.exists() for p in result["maps"])
     assert (tmp_path / "embedded" / "cohort.csv").exists()
     assert set(result["metrics"].aggregator) == {"sparra", "abmil", "mean"}
+
+
+def test_describe_clinical_reads_the_clinical_stage_files(tmp_path):
+    from radiopath.demo import describe_clinical
+
+    assert describe_clinical(tmp_path) == ""
+    (tmp_path / "clinical").mkdir()
+    pd.DataFrame({"column": ["stage", "sex"], "c_index": [0.61234, float("nan")]}).to_csv(
+        tmp_path / "clinical" / "baselines.csv", index=False
+    )
+    pd.DataFrame(
+        {"aggregator": ["sparra", "sparra"], "lr_chi2": [12.0, 12.0], "lr_p": [0.0005, 0.0005]}
+    ).to_csv(tmp_path / "clinical" / "cox.csv", index=False)
+    text = describe_clinical(tmp_path)
+    assert "stage 0.612" in text and "sex" not in text
+    assert text.count("sparra") == 1 and "LR chi2 12.0, p 0.0005" in text

@@ -41,7 +41,7 @@ def demo(
     CoxPH, Coxnet and FSVM -> metrics, report and importance maps. The cohort has a planted
     signal, so the demo also says how well each aggregator's importance finds it.
     """
-    from radiopath.demo import comparison_table, describe_recovery, run_demo
+    from radiopath.demo import comparison_table, describe_clinical, describe_recovery, run_demo
 
     result = run_demo(
         out,
@@ -60,6 +60,10 @@ def demo(
             "planted regions' mean {oracle_region_mean:.3f}, Cox on the bag mean "
             "{mean_pooling:.3f}".format(**ceilings)
         )
+    clinical = describe_clinical(out)
+    if clinical:
+        click.echo("\nClinical baselines (Harrell's C of each column alone; clinical/):")
+        click.echo(clinical)
     click.echo("\nHow well patch importance finds the planted regions (ROC AUC, 0.5 = chance):")
     click.echo(describe_recovery(result["recovery"]))
     click.echo(f"\nFull tables: {out / 'summary.md'}; report: {out / 'report.html'}")
