@@ -498,10 +498,6 @@ def _merge_tables(out: Path, aggregators: Sequence[str]) -> None:
         frames = []
         for agg in aggregators:
             path = out / "runs" / agg / name
-            if not path.exists() and name == "survival.csv":
-                # evaluated before survival.csv existed: its IBS / Brier get no interval
-                log.warning("%s is missing (an older evaluation): no IBS intervals", path)
-                continue
             if not path.exists():
                 raise RadiopathInputError(
                     "evaluation output is missing; run the benchmark again", path=path

@@ -1,8 +1,8 @@
 """Inverted dropout drawn from uniform random numbers (a faster mask on the CPU).
 
-:class:`torch.nn.Dropout` draws its mask with ``bernoulli_``, which on the CPU is about
-three times slower than drawing uniform numbers and comparing them with ``p``; on graphs of
-thousands of nodes the mask over every node's hidden vector was a sixth of a training step.
+:class:`torch.nn.Dropout` draws its mask with ``bernoulli_``, which on the CPU costs
+several times more than drawing uniform numbers and comparing them with ``p``; on graphs of
+thousands of nodes the mask over every node's hidden vector is a noticeable part of a step.
 :class:`Dropout` computes the same thing, ``x * m / (1 - p)`` with ``m_i ~ Bernoulli(1 - p)``
 independent, from ``torch.rand_like(x) >= p`` (the tests check the keep rate, the scaling,
 the gradient and that evaluation mode is the identity). It uses torch's global generator,

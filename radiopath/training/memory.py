@@ -2,10 +2,9 @@
 
 A training step on graphs of thousands of nodes allocates tens of tensors of 10-400 MB and
 frees them at the end of the step. glibc's ``malloc`` serves every block above its mmap
-threshold (at most 32 MB) with a fresh ``mmap`` and returns it with ``munmap``, so the
-next step touches new pages again: on the issue's benchmark (32 patients x 2 graphs of
-1k-10k nodes per step) that was about a million page faults and over a second of kernel
-time per step, a third of the step. PyTorch's CPU performance guide recommends a caching
+threshold (at most 32 MB) with a fresh ``mmap`` and returns it with ``munmap``, so every
+step touches new pages again, and the page faults and kernel time they cost grow with
+the graphs until they are a large share of the step. PyTorch's CPU performance guide recommends a caching
 allocator (jemalloc, tcmalloc) through ``LD_PRELOAD``; a library cannot preload one, but
 glibc offers the same effect through :manpage:`mallopt(3)`: no mmap for large blocks
 (``M_MMAP_MAX = 0``), so they come from the heap, and a high trim threshold
