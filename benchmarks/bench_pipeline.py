@@ -8,6 +8,11 @@ resident memory, and the importance recovery of the planted regions.
     python benchmarks/bench_pipeline.py                        # 205 patients, default recipe
     python benchmarks/bench_pipeline.py --patients 80 --wsi 1000 2500 --ct 500 1200   # demo size
     python benchmarks/bench_pipeline.py --aggregators sparra --train '{"preset": "interpretable"}'
+    python benchmarks/bench_pipeline.py --workers 2 --out /tmp/pipe   # folds in 2 processes
+
+With ``--out`` an existing cohort there is reused (not drawn again) and a finished stage of
+the run is skipped, so ``--fresh-run`` times the stages again on the same cohort and graphs
+(the graph folder is kept).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +46,14 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=None, help="Keep the run here.")
     parser.add_argument(
+        "--workers", type=int, default=None, help="local executor processes (default: this one)"
+    )
+    parser.add_argument(
+        "--fresh-run",
+        action="store_true",
+        help="with --out: train, evaluate and report again, keeping the cohort and its graphs",
+    )
+    parser.add_argument(
         "--train",
         default="{}",
         help='training configuration as JSON, e.g. \'{"preset": "interpretable"}\'',
@@ -48,15 +62,21 @@ def main() -> None:
 
     out = args.out or Path(tempfile.mkdtemp(prefix="radiopath-bench-"))
     t0 = time.perf_counter()
-    cohort = make_synthetic_cohort(
-        out / "cohort",
-        n_patients=args.patients,
-        dim=args.dim,
-        wsi_patches=tuple(args.wsi),
-        ct_patches=tuple(args.ct),
-        seed=0,
-        progress=False,
-    )
+    cohort = out / "cohort" / "cohort.csv"
+    if not cohort.exists():
+        cohort = make_synthetic_cohort(
+            out / "cohort",
+            n_patients=args.patients,
+            dim=args.dim,
+            wsi_patches=tuple(args.wsi),
+            ct_patches=tuple(args.ct),
+            seed=0,
+            progress=False,
+        )
+    if args.fresh_run and (out / "run").is_dir():
+        for child in (out / "run").iterdir():  # everything but the graphs
+            if child.name != "graphs":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
     stages = [("synthetic cohort", time.perf_counter() - t0)]
     last = [time.perf_counter()]
 
@@ -70,6 +90,7 @@ def main() -> None:
         "train": {**({"epochs": args.epochs} if args.epochs else {}), **json.loads(args.train)},
         "evaluation": {"backend": args.backend},
         "device": args.device,
+        **({"executor": {"name": "local", "workers": args.workers}} if args.workers else {}),
     }
     start = time.perf_counter()
     last[0] = start
