@@ -265,7 +265,7 @@ def test_benchmark_checks_the_train_section_whatever_it_trains(small_cohort):
     cohort = read_cohort(small_cohort)
     validate_benchmark_config(deep_merge(BENCHMARK_DEFAULTS, FAST), cohort)
     for aggregators, train, field in (
-        (["abmil_mil"], {"ratio": {"wsi": 1.5}}, "train.ratio"),  # a variant: trains ABMIL
+        (["abmil_mil"], {"ratio": {"wsi": 1.5}}, "train.ratio.wsi"),  # a variant: trains ABMIL
         (["raw_mean"], {"sparra": {"alpah0": 1.0}}, "train.sparra.alpah0"),  # trains nothing
     ):
         cfg = deep_merge(BENCHMARK_DEFAULTS, {**FAST, "aggregators": aggregators, "train": train})

@@ -13,6 +13,7 @@ import copy
 from collections.abc import Mapping
 
 from radiopath.config import KeysOf, check_known_keys, config_section, deep_merge
+from radiopath.config_rules import Flag, Number, OneOf, check_rules
 from radiopath.errors import RadiopathInputError
 from radiopath.models.aggregators import AGGREGATORS, KL_VARIANTS, RECONSTRUCTIONS
 from radiopath.models.encoders import CONVS, DROPOUT_POSITIONS, IMPORTANCE_MODES
@@ -245,6 +246,65 @@ RUNTIME_KEYS = (
 )
 
 
+_POSITIVE = Number(low=0, low_open=True)
+_FRACTION = Number(low=0, high=1, high_open=True)  # [0, 1)
+_COUNT = Number(low=1, integer=True)
+
+# What each scalar key may hold (radiopath.config_rules); choices, and rules that need
+# several keys at once, are checked in validate_training_config.
+TRAINING_RULES: dict = {
+    "seed": Number(low=0, integer=True),
+    "epochs": _COUNT,
+    "steps": Number(low=1, integer=True, optional=True),
+    "batch_size": _COUNT,
+    "lr": _POSITIVE,
+    "weight_decay": Number(low=0),
+    "optimizer.momentum": _FRACTION,
+    "dropout": _FRACTION,
+    "hidden": _COUNT,
+    **{f"ratio.{m}": Number(low=0, high=1, low_open=True) for m in GRAPH_MODALITIES},
+    "use_graph": Flag(),
+    "center": Flag(),
+    "validation.fraction": Number(low=0, high=0.9, high_open=True),
+    "validation.start": _FRACTION,
+    "monitor_test": Flag(),
+    "attention_lr_scale": _POSITIVE,
+    "pooling.multiplier": _POSITIVE,
+    "pooling.lr_scale": _POSITIVE,
+    "pooling.score_noise": Number(low=0),
+    "embedding_norm": Flag(),
+    "fusion_lr_scale": _POSITIVE,
+    "fusion_hidden": Number(low=1, integer=True, optional=True),
+    "clinical.dropout": _FRACTION,
+    "modality_dropout": _FRACTION,
+    "staged.unimodal_fraction": _FRACTION,
+    "time_unit": OneOf(("days", "months", "years")),
+    "cox_memory": Flag(),
+    "n_bins": _COUNT,
+    "n_folds": Number(low=2, integer=True),
+    "standardize": Flag(),
+    "pca.whiten": Flag(),
+    "amp": Flag(),
+    "num_threads": Number(low=1, integer=True, optional=True),
+    "tune_malloc": Flag(),
+    "cache_graphs": OneOf(("auto", True, False)),
+    "cache_limit_gb": _POSITIVE,
+    "strict": Flag(),
+    "missing_indicator": OneOf(("auto", True, False)),
+    **{f"sparra.{k}": _POSITIVE for k in ("alpha0", "beta0", "lambda0", "tau", "sharpness")},
+    "sparra.mu0": Number(),
+    "sparra.variational_weight": Number(low=0),
+    "sparra.gamma_kl": Flag(),
+    "sparra.hidden_channels": _COUNT,
+    "sparra.dropout": _FRACTION,
+    "sparra.decoder_hidden": _COUNT,
+    "sparra.init_mu": Number(optional=True),
+    "sparra.init_logvar": Number(optional=True),
+    "abmil.hidden_channels": _COUNT,
+    "abmil.dropout": _FRACTION,
+}
+
+
 def resolve_training_config(config: Mapping | None = None, **overrides) -> dict:
     """Defaults <- preset <- ``config`` <- ``overrides`` (``None`` values are ignored)."""
     user = deep_merge(dict(config or {}), {k: v for k, v in overrides.items() if v is not None})
@@ -282,6 +342,7 @@ def _bad(field: str, message: str):
 def validate_training_config(cfg: Mapping) -> None:
     """Raise :class:`RadiopathInputError` naming the first bad field."""
     mods = _validate_modalities(cfg)
+    check_rules(cfg, TRAINING_RULES)
     _validate_schedule(cfg)
     _validate_encoder(cfg, mods)
     _validate_fusion(cfg, mods)
@@ -311,50 +372,27 @@ def _validate_modalities(cfg: Mapping) -> list[str]:
 
 def _validate_schedule(cfg: Mapping) -> None:
     """Sizes, the schedule, input projection, unknown keys, inner validation, optimiser."""
-    for key in ("epochs", "batch_size", "n_folds", "hidden", "n_bins"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            _bad(key, f"must be a positive integer, got {cfg[key]!r}")
-    steps = cfg["steps"]
-    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
-        _bad("steps", f"must be a positive integer or null, got {steps!r}")
-    if not isinstance(cfg["center"], bool):
-        _bad("center", f"must be true or false, got {cfg['center']!r}")
     pca = cfg["pca"]
     k = pca["components"]
     if k != "auto" and (not isinstance(k, int) or isinstance(k, bool) or k < 0):
         _bad("pca.components", f"must be 'auto' or a non-negative integer (0: off), got {k!r}")
-    if not isinstance(pca["whiten"], bool):
-        _bad("pca.whiten", f"must be true or false, got {pca['whiten']!r}")
     check_known_keys(cfg, allowed_keys())
     val = cfg["validation"]
-    if not 0.0 <= float(val["fraction"]) < 0.9:
-        _bad("validation.fraction", f"must be in [0, 0.9), got {val['fraction']!r}")
     if val["metric"] not in VALIDATION_METRICS:
         _bad("validation.metric", f"must be one of {VALIDATION_METRICS}, got {val['metric']!r}")
-    if not 0.0 <= float(val["start"]) < 1.0:
-        _bad("validation.start", f"must be in [0, 1), got {val['start']!r}")
-    if cfg["n_folds"] < 2:
-        _bad("n_folds", f"need at least 2 folds, got {cfg['n_folds']}")
-    if cfg["lr"] <= 0:
-        _bad("lr", f"must be positive, got {cfg['lr']}")
-    if not 0.0 <= cfg["dropout"] < 1.0:
-        _bad("dropout", f"must be in [0, 1), got {cfg['dropout']}")
 
 
 def _validate_encoder(cfg: Mapping, mods: list[str]) -> None:
     """Each graph modality's pooling ratio and convolution, threads, top-k pooling,
     importance tracing and the head."""
     for m in (m for m in mods if m in GRAPH_MODALITIES):
-        r = cfg["ratio"].get(m)
-        if r is None or not 0.0 < float(r) <= 1.0:
-            _bad("ratio", f"top-k ratio for {m!r} must be in (0, 1], got {r!r}")
+        if cfg["ratio"].get(m) is None:
+            _bad(f"ratio.{m}", f"top-k ratio for {m!r} missing")
         if cfg["conv"].get(m) not in CONVS:
             _bad(
-                "conv", f"convolution for {m!r} must be one of {CONVS}, got {cfg['conv'].get(m)!r}"
+                f"conv.{m}",
+                f"convolution for {m!r} must be one of {CONVS}, got {cfg['conv'].get(m)!r}",
             )
-    nt = cfg["num_threads"]
-    if nt is not None and (not isinstance(nt, int) or isinstance(nt, bool) or nt < 1):
-        _bad("num_threads", f"must be a positive integer or null, got {nt!r}")
     pool = cfg["pooling"]
     if pool["nonlinearity"] not in ("sigmoid", "tanh"):
         _bad("pooling.nonlinearity", f"must be 'sigmoid' or 'tanh', got {pool['nonlinearity']!r}")
@@ -363,13 +401,6 @@ def _validate_encoder(cfg: Mapping, mods: list[str]) -> None:
             "pooling.dropout_position",
             f"must be one of {DROPOUT_POSITIONS}, got {pool['dropout_position']!r}",
         )
-    for key in ("multiplier", "lr_scale"):
-        if not float(pool[key]) > 0:
-            _bad(f"pooling.{key}", f"must be positive, got {pool[key]!r}")
-    if not float(cfg["attention_lr_scale"]) > 0:
-        _bad("attention_lr_scale", f"must be positive, got {cfg['attention_lr_scale']!r}")
-    if not float(pool["score_noise"]) >= 0:
-        _bad("pooling.score_noise", f"must be >= 0, got {pool['score_noise']!r}")
     if cfg["importance"] not in IMPORTANCE_MODES:
         _bad("importance", f"must be one of {IMPORTANCE_MODES}, got {cfg['importance']!r}")
     if cfg["head"] not in HEADS:
@@ -381,19 +412,12 @@ def _validate_prior(cfg: Mapping, mods: list[str]) -> None:
     if cfg["ties"] not in TIES:
         _bad("ties", f"must be one of {TIES}, got {cfg['ties']!r}")
     sp = cfg["sparra"]
-    for key in ("alpha0", "beta0", "lambda0", "tau"):
-        if not float(sp[key]) > 0:
-            _bad(f"sparra.{key}", f"must be positive, got {sp[key]!r}")
     if sp["kl"] not in KL_VARIANTS:
         _bad("sparra.kl", f"must be one of {KL_VARIANTS}, got {sp['kl']!r}")
     if sp["reconstruction"] not in RECONSTRUCTIONS:
         _bad(
             "sparra.reconstruction",
             f"must be one of {RECONSTRUCTIONS}, got {sp['reconstruction']!r}",
-        )
-    if cfg["missing_indicator"] not in ("auto", True, False):
-        _bad(
-            "missing_indicator", f"must be 'auto', true or false, got {cfg['missing_indicator']!r}"
         )
     if cfg["graph_preset"] is not None:  # graphs built in memory: each preset's keys
         from radiopath.graph.cohort import resolve_cohort_presets
@@ -410,13 +434,6 @@ def _validate_fusion(cfg: Mapping, mods) -> None:
         _bad("fusion", "late fusion needs at least two modalities")
     if cfg["optimizer"]["name"] not in ("adam", "sgd"):
         _bad("optimizer.name", f"must be 'adam' or 'sgd', got {cfg['optimizer']['name']!r}")
-    if not 0.0 <= float(cfg["optimizer"]["momentum"]) < 1.0:
-        _bad("optimizer.momentum", f"must be in [0, 1), got {cfg['optimizer']['momentum']!r}")
-    if not float(cfg["fusion_lr_scale"]) > 0:
-        _bad("fusion_lr_scale", f"must be positive, got {cfg['fusion_lr_scale']!r}")
-    fh = cfg["fusion_hidden"]
-    if fh is not None and (not isinstance(fh, int) or isinstance(fh, bool) or fh < 1):
-        _bad("fusion_hidden", f"must be a positive integer or null, got {fh!r}")
     if cfg["late"]["weights"] not in LATE_WEIGHTS:
         _bad("late.weights", f"must be one of {LATE_WEIGHTS}, got {cfg['late']['weights']!r}")
     clin = cfg["clinical"]
@@ -427,8 +444,6 @@ def _validate_fusion(cfg: Mapping, mods) -> None:
         or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden)
     ):
         _bad("clinical.hidden", f"must be a non-empty list of positive integers, got {hidden!r}")
-    if not 0.0 <= float(clin["dropout"]) < 1.0:
-        _bad("clinical.dropout", f"must be in [0, 1), got {clin['dropout']!r}")
     if clin["scaling"] not in ("minmax", "standard"):
         _bad("clinical.scaling", f"must be 'minmax' or 'standard', got {clin['scaling']!r}")
     cols = clin["columns"]
@@ -436,13 +451,6 @@ def _validate_fusion(cfg: Mapping, mods) -> None:
         not isinstance(cols, (list, tuple)) or not all(isinstance(c, str) for c in cols)
     ):
         _bad("clinical.columns", f"must be a list of column names or null, got {cols!r}")
-    if not 0.0 <= float(cfg["modality_dropout"]) < 1.0:
-        _bad("modality_dropout", f"must be in [0, 1), got {cfg['modality_dropout']!r}")
-    if not 0.0 <= float(cfg["staged"]["unimodal_fraction"]) < 1.0:
-        _bad(
-            "staged.unimodal_fraction",
-            f"must be in [0, 1), got {cfg['staged']['unimodal_fraction']!r}",
-        )
     h = cfg["horizon"]
     if cfg["head"] == "binary":
         if h is None:

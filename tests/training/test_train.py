@@ -305,7 +305,7 @@ def test_folds_file_is_reused(sparra_run, small_cohort, small_graphs, tmp_path):
         ({"aggregator": "maxpool"}, "field 'aggregator'.*unknown aggregator 'maxpool'"),
         ({"modalities": "wsi,mri"}, "field 'modalities'.*'mri'"),
         ({"config": {"epochz": 3}}, "field 'epochz'.*unknown configuration key"),
-        ({"config": {"ratio": {"wsi": 1.5}}}, "field 'ratio'.*'wsi'"),
+        ({"config": {"ratio": {"wsi": 1.5}}}, "field 'ratio.wsi'.*<= 1, got 1.5"),
         ({"config": {"pooling": {"score_noise": -1}}}, "field 'pooling.score_noise'"),
         ({"config": {"importance": "gradcam"}}, "field 'importance'.*receptive_field"),
         ({"config": {"preset": "fastest"}}, "field 'preset'.*interpretable"),

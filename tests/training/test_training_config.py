@@ -1,0 +1,72 @@
+"""Every key of the training configuration: a wrong value is refused, naming its dotted key."""
+
+from __future__ import annotations
+
+import pytest
+
+from radiopath.errors import RadiopathInputError
+from radiopath.training.config import DEFAULT_CONFIG, resolve_training_config
+
+
+def _leaves(config, prefix=""):
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, dotted + ".")
+        else:
+            yield dotted, value
+
+
+def _nested(dotted: str, value) -> dict:
+    out: dict = {}
+    node = out
+    *parents, last = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return out
+
+
+# keys whose wrong value belongs to another key's message, with that key
+NAMED_AS = {"modalities": "modalities", "aggregator": "aggregator"}
+
+LEAVES = list(_leaves(DEFAULT_CONFIG))
+
+
+@pytest.mark.parametrize(("key", "default"), LEAVES, ids=[k for k, _ in LEAVES])
+def test_a_wrong_value_of_every_key_is_refused_by_its_dotted_name(key, default):
+    wrong = 12345 if isinstance(default, str) else "wrong"
+    if key == "preset":
+        wrong = "no-such-preset"
+    with pytest.raises(RadiopathInputError) as err:
+        resolve_training_config(_nested(key, wrong))
+    assert err.value.field == NAMED_AS.get(key, key)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("lr", 0),
+        ("lr", float("inf")),
+        ("seed", 1.5),
+        ("epochs", True),
+        ("dropout", 1.0),
+        ("ratio.wsi", 0),
+        ("validation.fraction", 0.95),
+        ("sparra.hidden_channels", 0),
+        ("abmil.dropout", -0.1),
+        ("cache_graphs", 1),
+        ("num_threads", 0),
+    ],
+)
+def test_out_of_range_values_are_refused_too(key, value):
+    with pytest.raises(RadiopathInputError) as err:
+        resolve_training_config(_nested(key, value))
+    assert err.value.field == key
+
+
+def test_the_defaults_and_every_preset_pass():
+    from radiopath.training.config import PRESETS
+
+    for preset in PRESETS:
+        resolve_training_config({"preset": preset})
