@@ -83,6 +83,53 @@ class OneOf:
         return any(type(value) is type(v) and value == v for v in self.values)
 
 
+@dataclass(frozen=True)
+class Text:
+    """A string."""
+
+    def describe(self) -> str:
+        return "text"
+
+    def accepts(self, value) -> bool:
+        return isinstance(value, str)
+
+
+@dataclass(frozen=True)
+class ListOf:
+    """A non-empty list (a grid of values) whose every item follows ``item``; ``length``
+    fixes its length."""
+
+    item: object
+    length: int | None = None
+    allow_empty: bool = False
+
+    def describe(self) -> str:
+        size = f"a list of {self.length}" if self.length else "a list"
+        if not self.allow_empty and not self.length:
+            size = "a non-empty list"
+        return f"{size}, each {self.item.describe()}"
+
+    def accepts(self, value) -> bool:
+        if not isinstance(value, (list, tuple)) or (not value and not self.allow_empty):
+            return False
+        if self.length is not None and len(value) != self.length:
+            return False
+        return all(self.item.accepts(v) for v in value)
+
+
+@dataclass(frozen=True)
+class Either:
+    """Any one of ``rules``."""
+
+    rules: tuple
+
+    def describe(self) -> str:
+        return " or ".join(r.describe() for r in self.rules)
+
+    def accepts(self, value) -> bool:
+        return any(r.accepts(value) for r in self.rules)
+
+
 def _lookup(cfg: Mapping, key: str):
     node = cfg
     for part in key.split("."):
@@ -92,7 +139,7 @@ def _lookup(cfg: Mapping, key: str):
     return node
 
 
-def check_rules(cfg: Mapping, rules: Mapping[str, Number | Flag | OneOf]) -> None:
+def check_rules(cfg: Mapping, rules: Mapping) -> None:
     """Refuse the first value of ``cfg`` that breaks its rule (keys absent from ``cfg`` are
     skipped), naming the dotted key."""
     for key, rule in rules.items():

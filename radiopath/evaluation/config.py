@@ -12,7 +12,8 @@ import copy
 import math
 from collections.abc import Mapping
 
-from radiopath.config import check_known_keys, deep_merge
+from radiopath.config import check_known_keys, config_section, deep_merge
+from radiopath.config_rules import Either, Flag, ListOf, Number, OneOf, Text, check_rules
 from radiopath.errors import RadiopathInputError
 
 MODELS: tuple[str, ...] = ("rsf", "coxph", "coxnet", "fsvm")
@@ -112,6 +113,54 @@ DEFAULT_CONFIG: dict = {
 }
 
 
+_POSITIVE = Number(low=0, low_open=True)
+_COUNT = Number(low=1, integer=True)
+_JOBS = Either((Number(low=1, integer=True), OneOf((-1, None))))
+
+# What each key may hold (radiopath.config_rules); grids are non-empty lists.
+EVALUATION_RULES: dict = {
+    "screening.enabled": Flag(),
+    "screening.p_threshold": Number(low=0, high=1, low_open=True),
+    "screening.min_features": Number(low=0, integer=True),
+    "screening.skip_aggregators": ListOf(Text(), allow_empty=True),
+    "cv.n_splits": Number(low=2, integer=True),
+    "rsf.max_depth": ListOf(_COUNT),
+    "rsf.n_estimators": _COUNT,
+    "rsf.min_samples_split": Number(low=2, integer=True),
+    "rsf.min_samples_leaf": _COUNT,
+    "rsf.max_features": Either(
+        (OneOf(("sqrt", "log2", None)), _COUNT, Number(low=0, high=1, low_open=True))
+    ),
+    "rsf.n_jobs": _JOBS,
+    "rsf.cv_strategy": OneOf(("auto", "grid", "truncate")),
+    "rsf.engine": OneOf(("auto", "sksurv", "numba")),
+    "coxph.alpha": ListOf(Number(low=0)),
+    "coxph.n_iter": _COUNT,
+    "coxph.tol": _POSITIVE,
+    "coxnet.l1_ratio": ListOf(Number(low=0, high=1, low_open=True)),
+    "coxnet.n_alphas": _COUNT,
+    "coxnet.alpha_min_ratio": Number(low=0, high=1, low_open=True, high_open=True),
+    "coxnet.tol": _POSITIVE,
+    "coxnet.max_iter": _COUNT,
+    "coxnet.torch_tol": _POSITIVE,
+    "coxnet.torch_cv_tol": _POSITIVE,
+    "coxnet.torch_max_iter": _COUNT,
+    "fsvm.alpha": ListOf(_POSITIVE),
+    "fsvm.max_iter": _COUNT,
+    "fsvm.optimizer": OneOf(("avltree", "rbtree", "direct-count", "PRSVM", "simple")),
+    "fsvm.torch_tol": _POSITIVE,
+    "fsvm.torch_max_iter": _COUNT,
+    "retry.max_retries": Number(low=0, integer=True),
+    "retry.factor": Number(low=1, low_open=True),
+    "metrics.time_percentiles": ListOf(Number(low=0, high=100, low_open=True, high_open=True), 2),
+    "metrics.n_times": Number(low=2, integer=True),
+    "metrics.random_tie_draws": _COUNT,
+    "metrics.tied_tol": Number(low=0),
+    "n_jobs": _JOBS,
+    "num_threads": Number(low=1, integer=True, optional=True),
+}
+
+
 def resolve_evaluation_config(config: Mapping | None = None) -> dict:
     """Defaults <- ``config`` (or its ``"evaluation"`` section). An unknown key at any depth
     is an error naming it (``evaluation.coxph.alphas``)."""
@@ -125,6 +174,8 @@ def resolve_evaluation_config(config: Mapping | None = None) -> dict:
         )
     # every section's keys, each model's grid included (evaluation.coxph.alpha, ...)
     check_known_keys(section, DEFAULT_CONFIG, "evaluation")
+    with config_section("evaluation"):
+        check_rules(section, EVALUATION_RULES)
     cfg = deep_merge(cfg, section)
     cfg["metrics"]["horizons"] = check_horizons(cfg["metrics"].get("horizons"))
     return cfg

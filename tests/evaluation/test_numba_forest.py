@@ -15,6 +15,7 @@ from sksurv.ensemble import RandomSurvivalForest
 from sksurv.metrics import concordance_index_censored
 from sksurv.tree import SurvivalTree
 
+from radiopath.errors import RadiopathInputError
 from radiopath.evaluation import evaluate_folds
 from radiopath.evaluation.numba_forest import NumbaRandomSurvivalForest
 
@@ -145,5 +146,5 @@ def test_protocol_engines(small_folds, fast_config):
     assert isinstance(ref.fitted[("rsf", 0)].estimator, RandomSurvivalForest)
     for res in (fast, ref):
         assert res.metrics.query("metric == 'c_index'")["value"].mean() > 0.65
-    with pytest.raises(Exception, match="unknown RSF engine"):
+    with pytest.raises(RadiopathInputError, match="evaluation.rsf.engine.*ranger"):
         evaluate_folds(folds, config={**fast_config, "rsf": {"engine": "ranger"}}, **kw)
