@@ -146,3 +146,25 @@ def check_rules(cfg: Mapping, rules: Mapping) -> None:
         value = _lookup(cfg, key)
         if value is not _MISSING and not rule.accepts(value):
             raise RadiopathInputError(f"must be {rule.describe()}, got {value!r}", field=key)
+
+
+def leaf_keys(config: Mapping, prefix: str = ""):
+    """``(dotted key, value)`` of every leaf of a nested configuration (an empty mapping is a
+    leaf), depth first in the mapping's order."""
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield from leaf_keys(value, dotted + ".")
+        else:
+            yield dotted, value
+
+
+def nested(dotted: str, value) -> dict:
+    """``{"a": {"b": value}}`` from ``"a.b"``: one key of a configuration, for overrides."""
+    out: dict = {}
+    node = out
+    *parents, last = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return out

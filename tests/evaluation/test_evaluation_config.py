@@ -4,30 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from radiopath.config_rules import leaf_keys, nested
 from radiopath.errors import RadiopathInputError
 from radiopath.evaluation.config import DEFAULT_CONFIG, resolve_evaluation_config
 
-
-def _leaves(config, prefix=""):
-    for key, value in config.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            yield from _leaves(value, dotted + ".")
-        else:
-            yield dotted, value
-
-
-def _nested(dotted: str, value) -> dict:
-    out: dict = {}
-    node = out
-    *parents, last = dotted.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[last] = value
-    return out
-
-
-LEAVES = list(_leaves(DEFAULT_CONFIG))
+LEAVES = list(leaf_keys(DEFAULT_CONFIG))
 WRONG = {"rsf.max_features": "cube"}  # a whole number is a valid max_features
 
 
@@ -35,7 +16,7 @@ WRONG = {"rsf.max_features": "cube"}  # a whole number is a valid max_features
 def test_a_wrong_value_of_every_key_is_refused_by_its_dotted_name(key, default):
     wrong = WRONG.get(key, 12345 if isinstance(default, str) else "wrong")
     with pytest.raises(RadiopathInputError) as err:
-        resolve_evaluation_config(_nested(key, wrong))
+        resolve_evaluation_config(nested(key, wrong))
     assert err.value.field == f"evaluation.{key}"
 
 
@@ -53,7 +34,7 @@ def test_a_wrong_value_of_every_key_is_refused_by_its_dotted_name(key, default):
 )
 def test_out_of_range_grids_and_choices_are_refused(key, value):
     with pytest.raises(RadiopathInputError) as err:
-        resolve_evaluation_config(_nested(key, value))
+        resolve_evaluation_config(nested(key, value))
     assert err.value.field == f"evaluation.{key}"
 
 

@@ -4,33 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from radiopath.config_rules import leaf_keys, nested
 from radiopath.errors import RadiopathInputError
 from radiopath.training.config import DEFAULT_CONFIG, resolve_training_config
-
-
-def _leaves(config, prefix=""):
-    for key, value in config.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            yield from _leaves(value, dotted + ".")
-        else:
-            yield dotted, value
-
-
-def _nested(dotted: str, value) -> dict:
-    out: dict = {}
-    node = out
-    *parents, last = dotted.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[last] = value
-    return out
-
 
 # keys whose wrong value belongs to another key's message, with that key
 NAMED_AS = {"modalities": "modalities", "aggregator": "aggregator"}
 
-LEAVES = list(_leaves(DEFAULT_CONFIG))
+LEAVES = list(leaf_keys(DEFAULT_CONFIG))
 
 
 @pytest.mark.parametrize(("key", "default"), LEAVES, ids=[k for k, _ in LEAVES])
@@ -39,7 +20,7 @@ def test_a_wrong_value_of_every_key_is_refused_by_its_dotted_name(key, default):
     if key == "preset":
         wrong = "no-such-preset"
     with pytest.raises(RadiopathInputError) as err:
-        resolve_training_config(_nested(key, wrong))
+        resolve_training_config(nested(key, wrong))
     assert err.value.field == NAMED_AS.get(key, key)
 
 
@@ -61,7 +42,7 @@ def test_a_wrong_value_of_every_key_is_refused_by_its_dotted_name(key, default):
 )
 def test_out_of_range_values_are_refused_too(key, value):
     with pytest.raises(RadiopathInputError) as err:
-        resolve_training_config(_nested(key, value))
+        resolve_training_config(nested(key, value))
     assert err.value.field == key
 
 
