@@ -18,6 +18,7 @@ from radiopath.clinical.stage import (
     resolve_endpoint_config,
 )
 from radiopath.config import check_known_keys, config_section, load_config_file
+from radiopath.config_rules import Either, Number, OneOf, Text, check_rules
 from radiopath.errors import RadiopathInputError
 from radiopath.evaluation.config import BACKENDS as KNOWN_BACKENDS
 from radiopath.evaluation.config import DEFAULT_CONFIG as EVALUATION_DEFAULTS
@@ -89,6 +90,25 @@ def known_aggregators() -> tuple[str, ...]:
     return (*AGGREGATORS, *VARIANTS, *BASELINES)
 
 
+_NAME_OR_NULL = Either((Text(), OneOf((None,))))
+
+# What the benchmark's own scalar keys may hold (radiopath.config_rules); each stage's
+# section (train, evaluation, statistics, clinical, endpoint, executor) is checked by its
+# stage's resolver.
+BENCHMARK_RULES: dict = {
+    "seed": Number(low=0, integer=True),
+    "folds": Number(low=2, integer=True),
+    "repeats": Number(low=1, integer=True),
+    "device": Text(),
+    "graph.workers": Number(low=1, integer=True, optional=True),
+    "graph.dir": _NAME_OR_NULL,
+    **{
+        f"clinical.leibovich.{k}": _NAME_OR_NULL
+        for k in ("t_stage", "n_stage", "size", "grade", "necrosis")
+    },
+}
+
+
 def validate_benchmark_config(cfg: dict, cohort: Cohort) -> None:
     """Refuse bad flags before any work starts, naming the flag and the bad value.
 
@@ -103,6 +123,7 @@ def validate_benchmark_config(cfg: dict, cohort: Cohort) -> None:
                 field=f"train.{key}",
             )
     check_known_keys(cfg, allowed_keys())
+    check_rules(cfg, BENCHMARK_RULES)
     aggs = known_aggregators()
     for a in cfg["aggregators"]:
         if a not in aggs:
