@@ -1,4 +1,4 @@
-r"""Compiled kernels of :class:`~radiopath.evaluation.numba_forest.NumbaRandomSurvivalForest`.
+r"""Compiled kernels of :class:`~radiopath.evaluation.estimators.rsf.NumbaRandomSurvivalForest`.
 
 One survival tree is grown by :func:`grow_tree` with scikit-survival's rules (``SurvivalTree``
 with ``LogrankCriterion`` under scikit-learn's best splitter), and :func:`apply_forest` sends

@@ -69,7 +69,7 @@ DEFAULT_CONFIG: dict = {
         # inner fold read at every depth; "auto": grid with backend sksurv, truncate with torch
         "cv_strategy": "auto",
         # "sksurv": scikit-survival's forest; "numba": the compiled forest of the same
-        # estimators and split rule (numba_forest.py; several times faster, equal in
+        # estimators and split rule (estimators/rsf.py; several times faster, equal in
         # distribution); "auto": sksurv with backend sksurv, numba with torch
         "engine": "auto",
     },

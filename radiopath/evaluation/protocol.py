@@ -12,7 +12,7 @@ For each outer fold (the aggregator is not refit; its fold embeddings are used a
 Two backends run the same protocol. ``"sksurv"`` is scikit-survival's estimators in
 ``GridSearchCV`` (the reference); ``"torch"`` solves all inner folds x grid points x outer
 folds of CoxPH, Coxnet and FSVM in one batched torch call each (:mod:`.torch_models`),
-grows RSF with the compiled forest of :mod:`.numba_forest` (scikit-survival's estimators and
+grows RSF with the compiled forest of :mod:`.estimators.rsf` (scikit-survival's estimators and
 split rule), reads its depth grid off one deep forest per inner fold, and computes the
 metrics with :mod:`.torch_metrics`.
 

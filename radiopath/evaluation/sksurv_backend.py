@@ -5,7 +5,7 @@ splits of a :class:`~radiopath.evaluation.prepare.PreparedFold` and refits the c
 parameters with :func:`~radiopath.evaluation.fitting.fit_with_retry`. :func:`_rsf_truncated`
 reads the RSF depth grid off one deep forest per inner fold (:func:`forest_depth_risks`)
 instead of growing a forest per depth, with scikit-survival's forest or the compiled
-:class:`~radiopath.evaluation.numba_forest.NumbaRandomSurvivalForest`.
+:class:`~radiopath.evaluation.estimators.rsf.NumbaRandomSurvivalForest`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from sksurv.svm import FastSurvivalSVM
 from radiopath.errors import RadiopathInputError
 from radiopath.evaluation import torch_metrics
 from radiopath.evaluation.config import MODELS
+from radiopath.evaluation.estimators.rsf import NumbaRandomSurvivalForest
 from radiopath.evaluation.fitting import (
     FIT_ERRORS,
     FitFailed,
@@ -34,7 +35,6 @@ from radiopath.evaluation.fitting import (
     _select,
     fit_with_retry,
 )
-from radiopath.evaluation.numba_forest import NumbaRandomSurvivalForest
 from radiopath.evaluation.prepare import PreparedFold
 
 log = logging.getLogger(__name__)
@@ -280,7 +280,7 @@ def _rsf_truncated(
     """RSF with its depth grid read off one deep forest per inner fold, then a real refit.
 
     ``engine`` is ``"sksurv"`` (scikit-survival's forest) or ``"numba"``
-    (:class:`~radiopath.evaluation.numba_forest.NumbaRandomSurvivalForest`, whose truncated
+    (:class:`~radiopath.evaluation.estimators.rsf.NumbaRandomSurvivalForest`, whose truncated
     trees are exactly the trees grown to the smaller depth).
     """
     make = _make_rsf(cfg, seed, engine)

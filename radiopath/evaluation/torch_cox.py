@@ -3,7 +3,7 @@
 :func:`fit_cox_ridge` minimises scikit-survival's ``CoxPHSurvivalAnalysis`` objective by
 damped Newton steps, :func:`fit_coxnet_path` ``CoxnetSurvivalAnalysis``'s along its alpha path
 by FISTA; both solve B problems at once on the :class:`~radiopath.evaluation._cox.CoxBatch`
-engine. The estimators wrapping them are in :mod:`.torch_estimators`.
+engine. The estimators wrapping them are in :mod:`.estimators`.
 """
 
 from __future__ import annotations

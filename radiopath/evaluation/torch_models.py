@@ -18,13 +18,13 @@ estimators raise :class:`ArithmeticError`, as scikit-survival's coxnet does for 
 large") rather than returning garbage.
 
 The solvers live in :mod:`.torch_cox` (ridge and elastic-net Cox) and :mod:`.torch_svm`
-(survival SVM), the estimators in :mod:`.torch_estimators`; this module re-exports them.
+(survival SVM), the estimators in :mod:`.estimators` (one file per model); this module re-exports them.
 """
 
 from __future__ import annotations
 
+from radiopath.evaluation.estimators import TorchCoxnet, TorchCoxPH, TorchFastSurvivalSVM
 from radiopath.evaluation.torch_cox import CoxFit, CoxnetPath, fit_cox_ridge, fit_coxnet_path
-from radiopath.evaluation.torch_estimators import TorchCoxnet, TorchCoxPH, TorchFastSurvivalSVM
 from radiopath.evaluation.torch_svm import SurvivalSVMFit, fit_survival_svm, survival_ranks
 
 __all__ = [

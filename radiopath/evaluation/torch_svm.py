@@ -2,7 +2,7 @@
 
 :func:`fit_survival_svm` minimises scikit-survival's ``FastSurvivalSVM`` objective
 (``rank_ratio=1``, ``fit_intercept=False``); :func:`survival_ranks` breaks tied times as
-scikit-survival does. The estimator wrapping it is in :mod:`.torch_estimators`.
+scikit-survival does. The estimator wrapping it is in :mod:`.estimators`.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from sksurv.tree import SurvivalTree
 
 from radiopath.errors import RadiopathInputError
 from radiopath.evaluation import evaluate_folds
-from radiopath.evaluation.numba_forest import NumbaRandomSurvivalForest
+from radiopath.evaluation.estimators.rsf import NumbaRandomSurvivalForest
 
 LEAF = dict(min_samples_split=6, min_samples_leaf=3)
 
