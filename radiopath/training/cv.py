@@ -67,6 +67,7 @@ from radiopath.training.folds import (
     read_folds,
     write_folds,
 )
+from radiopath.training.late import train_late_fusion
 
 log = logging.getLogger(__name__)
 
@@ -330,28 +331,9 @@ def train_cross_validated(
     )
     cohort.require_modalities(modalities)
     clinical = clinical_table(cohort, cfg) if CLINICAL in modalities else None
-    run = _train_late if cfg["fusion"] == "late" else _train_joint
+    run = train_late_fusion if cfg["fusion"] == "late" else _train_joint
     return run(
         cohort, graphs_dir, cfg, out, folds, device, resume, progress, repeats, executor, clinical
-    )
-
-
-def _train_late(
-    cohort, graphs_dir, cfg, out, folds, device, resume, progress, repeats, executor, clinical
-):
-    from radiopath.training.late import train_late_fusion
-
-    return train_late_fusion(
-        cohort,
-        graphs_dir,
-        cfg,
-        out,
-        folds=folds,
-        device=device,
-        resume=resume,
-        progress=progress,
-        repeats=repeats,
-        executor=executor,
     )
 
 

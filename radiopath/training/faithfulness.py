@@ -137,7 +137,7 @@ def load_fold_model(run_dir: str | os.PathLike, fold: int, device: str = "cpu"):
     from radiopath.models.multimodal import CLINICAL
     from radiopath.runtime import resolve_device
     from radiopath.training.config import DEFAULT_CONFIG
-    from radiopath.training.cv import _graph_source, _patient_records, clinical_table
+    from radiopath.training.cv import _training_inputs, clinical_table
     from radiopath.training.fold_unit import fold_clinical
     from radiopath.training.folds import read_folds
     from radiopath.training.loop import fit_fold
@@ -156,20 +156,14 @@ def load_fold_model(run_dir: str | os.PathLike, fold: int, device: str = "cpu"):
             field="graphs",
         )
     graphs = Path(record["graphs"]).parent
-    load, available, source, _ = _graph_source(graphs, cohort, cfg, False)
     clinical = clinical_table(cohort, cfg) if CLINICAL in cfg["modalities"] else None
-    columns = () if clinical is None else list(clinical.columns)
-    records = _patient_records(cohort, available, cfg["modalities"], source, cfg["strict"], columns)
-    store = GraphStore(load, cache=True)
+    # the run's patients, graphs and input widths, found as training found them
+    inputs = _training_inputs(cohort, graphs, cfg, False, clinical)
+    records, store, in_channels = inputs.records, inputs.store, dict(inputs.in_channels)
     folds = read_folds(run_dir / "folds.csv")  # with repeats, fold ids are r * K + k
     in_fold = set(folds.loc[folds["fold"] == fold, "patient_id"])
     train = [r for r in records if r.patient_id not in in_fold]
     test = [r for r in records if r.patient_id in in_fold]
-    in_channels = {
-        m: store.feature_width(next(r for r in records if m in r.modalities).patient_id, m)
-        for m in cfg["modalities"]
-        if m != CLINICAL
-    }
     if clinical is not None:  # the fold's encoding, fitted on its training patients again
         store, in_channels[CLINICAL] = fold_clinical(store, clinical, train, cfg)
     model = fit_fold(

@@ -50,23 +50,21 @@ def train_late_fusion(
     graphs_dir,
     cfg: Mapping,
     out: Path,
-    *,
-    folds=None,
-    device: str = "auto",
-    resume: bool = True,
-    progress: bool = True,
-    repeats: int = 1,
-    executor=None,
+    folds,
+    device: str,
+    resume: bool,
+    progress: bool,
+    repeats: int,
+    executor,
+    clinical,
 ):
     """Train one model per modality of ``cfg`` on shared folds and combine their risks (see
-    the module docstring); returns a :class:`~radiopath.training.cv.TrainingResult`."""
+    the module docstring); returns a :class:`~radiopath.training.cv.TrainingResult`. The
+    arguments are :func:`~radiopath.training.cv.train_cross_validated`'s, resolved."""
     from radiopath.training.cv import (
-        CLINICAL,
         TrainingResult,
-        _graph_source,
-        _patient_records,
         _resolve_folds,
-        clinical_table,
+        _training_inputs,
         finish_run,
         train_cross_validated,
     )
@@ -75,11 +73,9 @@ def train_late_fusion(
     modalities = list(cfg["modalities"])
     out.mkdir(parents=True, exist_ok=True)
     # graphs built in memory once, for every unimodal model
-    load, available, source, graphs = _graph_source(graphs_dir, cohort, cfg, progress)
-    columns = list(clinical_table(cohort, cfg).columns) if CLINICAL in modalities else []
-    records = _patient_records(cohort, available, modalities, source, cfg["strict"], columns)
-    table = _resolve_folds(folds, records, cfg, out, resume, repeats)
-    shared = graphs if graphs_dir is None else graphs_dir
+    inputs = _training_inputs(cohort, graphs_dir, cfg, progress, clinical)
+    table = _resolve_folds(folds, inputs.records, cfg, out, resume, repeats)
+    shared = inputs.graphs if graphs_dir is None else graphs_dir
     for m in modalities:
         train_cross_validated(
             cohort,
@@ -126,16 +122,16 @@ def _selection_c_index(run_dir: Path, fold: int, emb: FoldEmbeddings) -> float:
     return c_index(train.time, train.event, train.risk)
 
 
-def late_weights(kind: str, z_train: np.ndarray, time, event, scores) -> np.ndarray | None:
-    """Per-modality weights of a fold (``None`` for ``cox``, fitted in
-    :func:`combine_fold`): ``equal`` ones, ``c_index`` the selection C-index minus 0.5."""
+def late_weights(kind: str, scores) -> np.ndarray:
+    """Per-modality weights of a fold for ``equal`` (ones) and ``c_index`` (each model's
+    selection C-index minus 0.5, floored at 0; ones when every weight is 0). ``cox``
+    weights are fitted on the fold's risks instead (:func:`combine_fold`)."""
+    scores = np.asarray(scores, float)
     if kind == "equal":
-        return np.ones(z_train.shape[1])
-    if kind == "c_index":
-        w = np.clip(np.asarray(scores, float) - 0.5, 0.0, None)
-        w = np.where(np.isfinite(w), w, 0.0)
-        return w if w.sum() > 0 else np.ones_like(w)
-    return None
+        return np.ones_like(scores)
+    w = np.clip(scores - 0.5, 0.0, None)
+    w = np.where(np.isfinite(w), w, 0.0)
+    return w if w.sum() > 0 else np.ones_like(w)
 
 
 def _weighted_mean(z: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -172,11 +168,11 @@ def combine_fold(out: Path, fold: int, modalities, kind: str) -> tuple[FoldEmbed
     time = np.array([time_of[p] for p in ids], dtype=np.float64)
     event = np.array([event_of[p] for p in ids], dtype=np.int64)
     is_train = split == "train"
-    w = late_weights(kind, z[is_train], time[is_train], event[is_train], scores)
-    if w is None:
+    if kind == "cox":
         w = _cox_weights(np.nan_to_num(z[is_train]), time[is_train], event[is_train])
         risk = np.nan_to_num(z) @ w
     else:
+        w = late_weights(kind, scores)
         risk = _weighted_mean(z, w)
     present = np.isfinite(z)
     embedding = np.nan_to_num(z)
