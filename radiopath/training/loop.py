@@ -430,14 +430,17 @@ def horizon_weighting(train: Sequence[PatientRecord], horizon: float) -> tuple[f
     return horizon, negatives / positives
 
 
-def _muted(chunk, cfg: Mapping, modalities, step: int, generator: torch.Generator):
+def _muted(
+    chunk, modalities, step: int, generator: torch.Generator, *, unimodal: bool, dropout: float
+):
     """The batch's records as training sees them: in the unimodal stage of staged training
-    one modality only (in turn per step), with modality dropout each modality of a patient
-    dropped with that probability (never its last one)."""
-    if cfg["_stage"] == "unimodal":
+    (``unimodal``) one modality only (in turn per step), otherwise, with modality
+    ``dropout`` p, each modality of a patient dropped with probability p (never its last
+    one)."""
+    if unimodal:
         keep = modalities[step % len(modalities)]
         return [replace(r, modalities=tuple(m for m in r.modalities if m == keep)) for r in chunk]
-    p = float(cfg["modality_dropout"])
+    p = float(dropout)
     if p <= 0:
         return chunk
     out = []
@@ -459,7 +462,6 @@ def _train_epoch(run: _FoldRun, train, store, epoch: int, seed: int) -> dict:
     # without it
     drop_gen = torch.Generator().manual_seed(seed * 10_000 + epoch + 7_919)
     unimodal = epoch < int(float(cfg["staged"]["unimodal_fraction"]) * run.n_epochs)
-    view = {**cfg, "_stage": "unimodal" if unimodal else "joint"}
     sums: dict[str, float] = {}
     n_seen = 0
     seen_time, seen_event, seen_risk = [], [], []
@@ -468,7 +470,14 @@ def _train_epoch(run: _FoldRun, train, store, epoch: int, seed: int) -> dict:
             # A lone patient is its own risk set: its Cox partial likelihood is 0, and
             # batch normalisation needs two patients. Skipping it loses nothing.
             continue
-        chunk = _muted(chunk, view, model.modalities, step, drop_gen)
+        chunk = _muted(
+            chunk,
+            model.modalities,
+            step,
+            drop_gen,
+            unimodal=unimodal,
+            dropout=cfg["modality_dropout"],
+        )
         batch = collate(chunk, store, model.modalities).to(run.device)
         parts, risk = _train_step(run, chunk, batch, epoch)
         for k, v in parts.items():

@@ -216,20 +216,20 @@ def test_modality_dropout_never_drops_the_last_modality_and_staging_keeps_one():
         PatientRecord("B", 2.0, 0, ("ct",)),
     ]
     gen = torch.Generator().manual_seed(0)
-    cfg = {"_stage": "joint", "modality_dropout": 0.9}
+    joint = {"unimodal": False, "dropout": 0.9}
     seen = set()
     for step in range(200):
-        out = _muted(chunk, cfg, ["wsi", "ct", "clinical"], step, gen)
+        out = _muted(chunk, ["wsi", "ct", "clinical"], step, gen, **joint)
         assert all(len(r.modalities) >= 1 for r in out) and out[1].modalities == ("ct",)
         seen.add(out[0].modalities)
     assert len(seen) > 3  # several subsets of A's modalities were seen
-    assert _muted(chunk, {**cfg, "modality_dropout": 0.0}, ["wsi"], 0, gen) is chunk
-    staged = {"_stage": "unimodal", "modality_dropout": 0.0}
-    assert [r.modalities for r in _muted(chunk, staged, ["wsi", "ct", "clinical"], 1, gen)] == [
+    assert _muted(chunk, ["wsi"], 0, gen, unimodal=False, dropout=0.0) is chunk
+    staged = {"unimodal": True, "dropout": 0.0}
+    assert [r.modalities for r in _muted(chunk, ["wsi", "ct", "clinical"], 1, gen, **staged)] == [
         ("ct",),
         ("ct",),
     ]
-    assert _muted(chunk, staged, ["wsi", "ct", "clinical"], 0, gen)[1].modalities == ()
+    assert _muted(chunk, ["wsi", "ct", "clinical"], 0, gen, **staged)[1].modalities == ()
 
 
 def test_binary_head_trains_and_its_risk_is_a_logit(clinical_cohort, tmp_path):
