@@ -13,7 +13,7 @@ import copy
 from collections.abc import Mapping
 
 from radiopath.config import KeysOf, check_known_keys, config_section, deep_merge
-from radiopath.config_rules import Flag, Number, OneOf, check_rules
+from radiopath.config_rules import Either, Flag, ListOf, Number, OneOf, Text, check_rules
 from radiopath.errors import RadiopathInputError
 from radiopath.models.aggregators import AGGREGATORS, KL_VARIANTS, RECONSTRUCTIONS
 from radiopath.models.encoders import CONVS, DROPOUT_POSITIONS, IMPORTANCE_MODES
@@ -273,6 +273,12 @@ TRAINING_RULES: dict = {
     "pooling.lr_scale": _POSITIVE,
     "pooling.score_noise": Number(low=0),
     "embedding_norm": Flag(),
+    "fusion": OneOf((*FUSIONS, "late")),
+    "late.weights": OneOf(LATE_WEIGHTS),
+    "optimizer.name": OneOf(("adam", "sgd")),
+    "clinical.hidden": ListOf(_COUNT),
+    "clinical.scaling": OneOf(("minmax", "standard")),
+    "clinical.columns": Either((ListOf(Text(), allow_empty=True), OneOf((None,)))),
     "fusion_lr_scale": _POSITIVE,
     "fusion_hidden": Number(low=1, integer=True, optional=True),
     "clinical.dropout": _FRACTION,
@@ -427,30 +433,9 @@ def _validate_prior(cfg: Mapping, mods: list[str]) -> None:
 
 
 def _validate_fusion(cfg: Mapping, mods) -> None:
-    """The fusion, clinical branch, binary head and schedule keys."""
-    if cfg["fusion"] not in (*FUSIONS, "late"):
-        _bad("fusion", f"must be one of {[*FUSIONS, 'late']}, got {cfg['fusion']!r}")
+    """What the fusion and the binary head need beyond their keys' rules."""
     if cfg["fusion"] == "late" and len(mods) < 2:
         _bad("fusion", "late fusion needs at least two modalities")
-    if cfg["optimizer"]["name"] not in ("adam", "sgd"):
-        _bad("optimizer.name", f"must be 'adam' or 'sgd', got {cfg['optimizer']['name']!r}")
-    if cfg["late"]["weights"] not in LATE_WEIGHTS:
-        _bad("late.weights", f"must be one of {LATE_WEIGHTS}, got {cfg['late']['weights']!r}")
-    clin = cfg["clinical"]
-    hidden = clin["hidden"]
-    if (
-        not isinstance(hidden, (list, tuple))
-        or not hidden
-        or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden)
-    ):
-        _bad("clinical.hidden", f"must be a non-empty list of positive integers, got {hidden!r}")
-    if clin["scaling"] not in ("minmax", "standard"):
-        _bad("clinical.scaling", f"must be 'minmax' or 'standard', got {clin['scaling']!r}")
-    cols = clin["columns"]
-    if cols is not None and (
-        not isinstance(cols, (list, tuple)) or not all(isinstance(c, str) for c in cols)
-    ):
-        _bad("clinical.columns", f"must be a list of column names or null, got {cols!r}")
     h = cfg["horizon"]
     if cfg["head"] == "binary":
         if h is None:

@@ -50,4 +50,5 @@ def test_the_defaults_and_every_preset_pass():
     from radiopath.training.config import PRESETS
 
     for preset in PRESETS:
-        resolve_training_config({"preset": preset})
+        cfg = resolve_training_config({"preset": preset})
+        assert cfg["preset"] == preset and cfg["modalities"] == DEFAULT_CONFIG["modalities"]
