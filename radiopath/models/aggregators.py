@@ -21,6 +21,8 @@ from torch.distributions import Gamma, Normal, kl_divergence
 from torch_geometric.nn.aggr import Aggregation
 from torch_geometric.utils import scatter, softmax
 
+from radiopath.models.dropout import Dropout
+
 KL_VARIANTS = ("paper", "reference")
 RECONSTRUCTIONS = ("gaussian", "mse")
 
@@ -116,10 +118,10 @@ class GatedAttentionAggregation(PatientAggregation):
         self.in_channels = in_channels
         self.hidden_channels = hidden_channels
         self.attention_v = nn.Sequential(
-            nn.Linear(in_channels, hidden_channels), nn.Tanh(), nn.Dropout(dropout)
+            nn.Linear(in_channels, hidden_channels), nn.Tanh(), Dropout(dropout)
         )
         self.attention_u = nn.Sequential(
-            nn.Linear(in_channels, hidden_channels), nn.Sigmoid(), nn.Dropout(dropout)
+            nn.Linear(in_channels, hidden_channels), nn.Sigmoid(), Dropout(dropout)
         )
         self.attention_w = nn.Linear(hidden_channels, 1)
         self.reset_parameters()
@@ -325,10 +327,10 @@ class SparraAggregation(PatientAggregation):
             raise ValueError(f"sharpness must be positive, got {sharpness}")
         self.sharpness = float(sharpness)
         self.score_a = nn.Sequential(
-            nn.Linear(in_channels, hidden_channels), nn.Tanh(), nn.Dropout(dropout)
+            nn.Linear(in_channels, hidden_channels), nn.Tanh(), Dropout(dropout)
         )
         self.score_b = nn.Sequential(
-            nn.Linear(in_channels, hidden_channels), nn.Sigmoid(), nn.Dropout(dropout)
+            nn.Linear(in_channels, hidden_channels), nn.Sigmoid(), Dropout(dropout)
         )
         self.score_c = nn.Linear(hidden_channels, 2)
         if reconstruct_channels is not None:

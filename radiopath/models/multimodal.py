@@ -142,6 +142,10 @@ class ModelOutput:
     fusion_weight
         ``[B, M]`` the weight of each modality in each patient's vector (``concat``: 1;
         ``mean``: 1 / the modalities present; ``attention``: the softmax over modalities).
+    unimodal
+        Training with ``unimodal_heads`` only: per modality, ``(output, patient_index)``
+        of that modality's own head on its vector alone (:meth:`MultimodalSurvivalModel.
+        unimodal_loss`).
     """
 
     risk: Tensor
@@ -155,6 +159,7 @@ class ModelOutput:
     node_posterior: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
     risk_offset: Tensor | None = None
     fusion_weight: Tensor | None = None
+    unimodal: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
 
 
 def _per_modality(value, modality: str, default):
@@ -198,6 +203,10 @@ class MultimodalSurvivalModel(nn.Module):
             ``hidden_channels``).
         clinical_hidden: the layer widths of the clinical MLP.
         clinical_dropout: its dropout.
+        unimodal_heads: give every modality its own head on its vector alone, trained
+            beside the fused head (:meth:`unimodal_loss`; deep supervision), so that each
+            branch must learn to predict by itself instead of leaning on the modality that
+            fits first. The heads are not used for prediction.
         missing_indicator: append a presence column per modality to the patient vector.
         embedding_norm: batch-normalise the patient vector before the head (the exported
             embedding is the vector before normalisation).
@@ -234,6 +243,7 @@ class MultimodalSurvivalModel(nn.Module):
         fusion_hidden: int | None = None,
         clinical_hidden: tuple[int, ...] = (256, 128, 64),
         clinical_dropout: float = 0.3,
+        unimodal_heads: bool = False,
     ) -> None:
         super().__init__()
         if head not in HEADS:
@@ -283,11 +293,18 @@ class MultimodalSurvivalModel(nn.Module):
             nn.BatchNorm1d(self.embedding_dim) if embedding_norm else nn.Identity()
         )
         self.head_dropout = nn.Dropout(dropout)
+        out_dim = n_bins if head == "discrete" else 1
+        self.unimodal = nn.ModuleDict(
+            {
+                m: nn.Sequential(
+                    nn.BatchNorm1d(widths[m]), nn.Linear(widths[m], out_dim, bias=head != "cox")
+                )
+                for m in (self.modalities if unimodal_heads else ())
+            }
+        )
         # The Cox partial likelihood is invariant to a shift of the risk, so a bias would
         # never be trained: the Cox head has none.
-        self.head = nn.Linear(
-            self.embedding_dim, n_bins if head == "discrete" else 1, bias=head != "cox"
-        )
+        self.head = nn.Linear(self.embedding_dim, out_dim, bias=head != "cox")
         self.register_buffer("bin_edges", torch.zeros(n_bins + 1))
         # the binary head's horizon and the weight of its positive class
         self.register_buffer("horizon", torch.tensor(float("nan")))
@@ -311,6 +328,9 @@ class MultimodalSurvivalModel(nn.Module):
         if isinstance(self.embedding_norm, nn.BatchNorm1d):
             self.embedding_norm.reset_parameters()
         self.head.reset_parameters()
+        for block in self.unimodal.values():
+            for layer in block:
+                layer.reset_parameters()
 
     def set_horizon(self, horizon: float, pos_weight: float = 1.0) -> None:
         """The binary head's horizon (in the cohort's time unit) and the loss weight of the
@@ -421,6 +441,7 @@ class MultimodalSurvivalModel(nn.Module):
         losses: dict[str, Tensor] = {}
         node_weight: dict[str, Tensor] = {}
         explained = {}
+        result_unimodal: dict[str, tuple[Tensor, Tensor]] = {}
         for m in self.modalities:
             vec = self.missing[m].unsqueeze(0).expand(n, -1)
             present = torch.zeros(n, dtype=torch.bool, device=device)
@@ -436,6 +457,8 @@ class MultimodalSurvivalModel(nn.Module):
                     losses.update({f"{m}/{k}": v for k, v in agg.losses.items()})
                     if weight is not None:
                         node_weight[m] = weight
+                if m in self.unimodal and self.training and mb.patient_index.numel() > 1:
+                    result_unimodal[m] = (self.unimodal[m](out), mb.patient_index)
                 vec = vec.index_copy(0, mb.patient_index, out.to(vec.dtype))
                 present = present.index_fill(0, mb.patient_index, True)
             vectors.append(vec)
@@ -453,6 +476,7 @@ class MultimodalSurvivalModel(nn.Module):
             risk, logits = out.squeeze(-1), None
         result = ModelOutput(risk, embedding, logits, aux, losses, node_weight, present)
         result.fusion_weight = alpha
+        result.unimodal = result_unimodal
         if node_weights and not self.training:
             self._explain(result, explained, vectors, batch)
         return result
@@ -518,14 +542,34 @@ class MultimodalSurvivalModel(nn.Module):
     ) -> Tensor:
         """Negative Cox partial log-likelihood, the discrete-time NLL, or the class-weighted
         cross-entropy of an event by the horizon (binary head), as the head asks."""
+        out = output.logits if self.head_kind == "discrete" else output.risk
+        return self._head_loss(out, time, event, ties)
+
+    def unimodal_loss(
+        self, output: ModelOutput, time: Tensor, event: Tensor, ties: str = "efron"
+    ) -> Tensor:
+        """The mean over modalities of each unimodal head's loss on the patients of the
+        batch that have the modality (``unimodal_heads``; 0 when no head ran)."""
+        losses = [
+            self._head_loss(
+                out if self.head_kind == "discrete" else out.squeeze(-1),
+                time[rows],
+                event[rows],
+                ties,
+            )
+            for out, rows in output.unimodal.values()
+        ]
+        return torch.stack(losses).mean() if losses else output.aux_loss.new_zeros(())
+
+    def _head_loss(self, out: Tensor, time: Tensor, event: Tensor, ties: str) -> Tensor:
         if self.head_kind == "cox":
-            return cox_loss(output.risk, time, event, ties=ties)
+            return cox_loss(out, time, event, ties=ties)
         if self.head_kind == "binary":
             return binary_horizon_loss(
-                output.risk, time, event, float(self.horizon), float(self.pos_weight)
+                out, time, event, float(self.horizon), float(self.pos_weight)
             )
         bins = time_to_bin(time.to(self.bin_edges.dtype), self.bin_edges)
-        return discrete_time_nll(output.logits, bins, event)
+        return discrete_time_nll(out, bins, event)
 
     def __repr__(self) -> str:
         return (

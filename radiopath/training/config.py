@@ -100,6 +100,11 @@ DEFAULT_CONFIG: dict = {
     # In training, drop each modality of a patient with this probability (never the last
     # one it has), so the model learns to predict from what a patient has.
     "modality_dropout": 0.0,
+    # Weight of per-modality auxiliary heads (deep supervision): each modality's vector
+    # gets its own head and loss beside the fused one, so every branch learns to predict
+    # alone rather than leaning on the modality that fits first (0: none; ignored with
+    # one modality). The auxiliary heads never predict.
+    "unimodal_loss": 0.0,
     # MMDLM's schedule: the first ``unimodal_fraction`` of the epochs train on one
     # modality at a time (the others muted, in turn per batch), the rest jointly.
     "staged": {"unimodal_fraction": 0.0},
@@ -283,6 +288,7 @@ TRAINING_RULES: dict = {
     "fusion_hidden": Number(low=1, integer=True, optional=True),
     "clinical.dropout": _FRACTION,
     "modality_dropout": _FRACTION,
+    "unimodal_loss": Number(low=0),
     "staged.unimodal_fraction": _FRACTION,
     "time_unit": OneOf(("days", "months", "years")),
     "cox_memory": Flag(),

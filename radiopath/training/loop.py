@@ -76,6 +76,7 @@ def build_model(
         fusion_hidden=cfg["fusion_hidden"],
         clinical_hidden=tuple(cfg["clinical"]["hidden"]),
         clinical_dropout=float(cfg["clinical"]["dropout"]),
+        unimodal_heads=float(cfg["unimodal_loss"]) > 0 and len(cfg["modalities"]) > 1,
     )
 
 
@@ -518,6 +519,10 @@ def _train_step(run: _FoldRun, chunk, batch, epoch: int) -> tuple[dict, torch.Te
     else:
         surv = model.survival_loss(out, batch.time, batch.event, ties=cfg["ties"])
     loss = surv + out.aux_loss.float()
+    extra = {}
+    if out.unimodal:
+        extra["unimodal_loss"] = model.unimodal_loss(out, batch.time, batch.event, cfg["ties"])
+        loss = loss + float(cfg["unimodal_loss"]) * extra["unimodal_loss"].float()
     if not torch.isfinite(loss):
         raise FloatingPointError(
             f"fold {run.fold}, epoch {epoch}: the loss is {float(loss)} "
@@ -530,7 +535,7 @@ def _train_step(run: _FoldRun, chunk, batch, epoch: int) -> tuple[dict, torch.Te
     if run.memory is not None:
         run.memory.risk[idx] = risk
         run.memory.valid[idx] = True
-    parts = {"loss": loss, "survival_loss": surv, "aux_loss": out.aux_loss, **out.losses}
+    parts = {"loss": loss, "survival_loss": surv, "aux_loss": out.aux_loss, **out.losses, **extra}
     return parts, risk
 
 

@@ -247,3 +247,44 @@ def test_node_weights_off_changes_nothing_else(importance):
         ptr = batch.modalities[m].graphs.ptr
         sums = [full.node_weight[m][ptr[i] : ptr[i + 1]].sum().item() for i in range(4)]
         np.testing.assert_allclose(sums, 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("head", ["cox", "binary", "discrete"])
+def test_unimodal_heads_loss_is_each_modality_scored_alone(head):
+    """Each modality's auxiliary head scores the patients that have it, with the head's own
+    loss; the mean over modalities is the unimodal loss."""
+    graphs, records = cohort_graphs(n_patients=6, missing=[("P1", "ct"), ("P4", "ct")])
+    store = make_store(graphs)
+    model = model_for("sparra", head=head, unimodal_heads=True).train()
+    if head == "binary":
+        model.set_horizon(12.5, 2.0)
+    if head == "discrete":
+        model.bin_edges.copy_(torch.tensor([0.0, 11.0, 12.0, 13.0, 100.0]))
+    batch = collate(records, store, model.modalities)
+    out = model(batch, node_weights=False)
+    assert set(out.unimodal) == {"wsi", "ct"}
+    rows_ct = out.unimodal["ct"][1].tolist()
+    assert rows_ct == [0, 2, 3, 5]
+    expected = []
+    for m, (pred, rows) in out.unimodal.items():
+        fake = type(out)(pred.squeeze(-1), out.embedding[rows], pred, out.aux_loss)
+        expected.append(model.survival_loss(fake, batch.time[rows], batch.event[rows]))
+    got = model.unimodal_loss(out, batch.time, batch.event)
+    assert torch.allclose(got, torch.stack(expected).mean())
+    got.backward()  # the heads and the branches below them receive a gradient
+    assert model.unimodal["ct"][1].weight.grad.abs().sum() > 0
+    assert model.encoders["ct"].project[0].weight.grad.abs().sum() > 0
+
+
+def test_unimodal_heads_never_change_predictions():
+    graphs, records = cohort_graphs()
+    store = make_store(graphs)
+    model = model_for("abmil", unimodal_heads=True).eval()
+    batch = collate(records, store, model.modalities)
+    with torch.no_grad():
+        before = model(batch).risk.clone()
+        for p in model.unimodal.parameters():
+            p.add_(torch.randn_like(p))
+        after = model(batch)
+    assert after.unimodal == {}
+    assert torch.equal(before, after.risk)
