@@ -266,7 +266,7 @@ def test_unimodal_heads_loss_is_each_modality_scored_alone(head):
     rows_ct = out.unimodal["ct"][1].tolist()
     assert rows_ct == [0, 2, 3, 5]
     expected = []
-    for m, (pred, rows) in out.unimodal.items():
+    for pred, rows in out.unimodal.values():
         fake = type(out)(pred.squeeze(-1), out.embedding[rows], pred, out.aux_loss)
         expected.append(model.survival_loss(fake, batch.time[rows], batch.event[rows]))
     got = model.unimodal_loss(out, batch.time, batch.event)
