@@ -305,10 +305,11 @@ def _fit_fold(
         run.rows.append(row)
         write_csv(pd.DataFrame(run.rows), log_path)
         torch_save(run.checkpoint(epoch, fingerprint, epoch == n_epochs - 1), ckpt_path)
+        shown = {"c_inner": "inner_val_c_index", "c_test": "val_c_index"}
         bar.set_postfix(
             loss=f"{row['loss']:.3f}",
             c_train=f"{row['train_c_index']:.3f}",
-            c_val=f"{row.get('val_c_index', math.nan):.3f}",
+            **{k: f"{row[v]:.3f}" for k, v in shown.items() if v in row},
         )
     _keep_selected(run, fold, bool(inner_val), n_epochs)
     model.eval()

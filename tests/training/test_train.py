@@ -29,7 +29,7 @@ def sparra_run(small_cohort, small_graphs, tmp_path_factory):
         aggregator="sparra",
         modalities="wsi,ct",
         out_dir=out,
-        config=FAST,
+        config={**FAST, "monitor_test": True},
         progress=False,
     )
     return result
