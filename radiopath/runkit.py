@@ -298,6 +298,19 @@ class Ledger:
             found = read_json(self.record_path(unit))
         return found if isinstance(found, dict) else None
 
+    def units(self) -> dict[str, dict]:
+        """Every unit's record (in the per-unit layout keyed by the file names' ``{}`` part,
+        the unit's :func:`safe_filename`)."""
+        if self.pattern is None:
+            return {k: v for k, v in self._units().items() if isinstance(v, dict)}
+        prefix, suffix = self.pattern.split("{}")
+        found = {}
+        for f in sorted(self.path.glob(self.pattern.format("*"))):
+            record = read_json(f)
+            if isinstance(record, dict):
+                found[f.name[len(prefix) : len(f.name) - len(suffix)]] = record
+        return found
+
     def outputs(self, unit) -> dict[str, str]:
         """The recorded outputs of a unit (``{}`` when it has no record)."""
         return (self.record(unit) or {}).get("outputs") or {}

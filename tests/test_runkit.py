@@ -103,6 +103,8 @@ def test_units_keep_each_others_records(ledger, tmp_path):
     )
     for unit in ("a", "b/c", 3):
         assert reopened.finished(unit, {"unit": str(unit)})
+    keys = ["a", "b/c", "3"] if ledger.pattern is None else [safe_filename(u) for u in "a b/c 3".split()]
+    assert sorted(reopened.units()) == sorted(keys)
     if ledger.pattern is not None:  # one file per unit, a portable name each
         names = sorted(p.name for p in ledger.path.iterdir())
         assert names == sorted(f"unit_{safe_filename(u)}.json" for u in ("a", "b/c", "3"))
