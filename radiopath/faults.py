@@ -103,7 +103,7 @@ def stage_at(run_dir: str | os.PathLike) -> str:
     done = list(Ledger(run_dir / "stages.json").units())  # radiopath.benchmark.stage_ledger
     where = f"after {done[-1]}" if done else "graphs"
     ckpts = sorted(p.name for p in (run_dir / "runs").glob("*/checkpoints/fold_*.pt"))
-    finished = sorted(p.name for p in (run_dir / "runs").glob("*/checkpoints/*.done.json"))
+    finished = sorted(p.name for p in (run_dir / "runs").glob("*/checkpoints/fold_*.done.json"))
     if ckpts:
         where += f" ({len(ckpts)} fold checkpoints, {len(finished)} folds done)"
     return where

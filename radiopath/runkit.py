@@ -351,6 +351,16 @@ class Ledger:
         return entry
 
 
+def run_ledger(run_dir: str | os.PathLike) -> Ledger:
+    """The units of one run folder, one record each in ``checkpoints/<unit>.done.json``: a
+    training run's folds (``fold_<k>``, marked by parallel workers), its ``evaluation``, a
+    ``raw_mean`` run's vectors."""
+    run_dir = Path(run_dir)
+    return Ledger.per_unit(
+        run_dir / "checkpoints", "{}.done.json", root=run_dir, label=str(run_dir)
+    )
+
+
 # ----------------------------------------------------------------------------- run lock
 
 _held: dict[str, list] = {}  # resolved folder -> [open lock file, depth]

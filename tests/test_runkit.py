@@ -99,11 +99,17 @@ def test_units_keep_each_others_records(ledger, tmp_path):
     for unit in ("a", "b/c", 3):
         ledger.mark(unit, {"unit": str(unit)})
     reopened = (
-        Ledger(ledger.path) if ledger.pattern is None else Ledger.per_unit(ledger.path, "unit_{}.json")
+        Ledger(ledger.path)
+        if ledger.pattern is None
+        else Ledger.per_unit(ledger.path, "unit_{}.json")
     )
     for unit in ("a", "b/c", 3):
         assert reopened.finished(unit, {"unit": str(unit)})
-    keys = ["a", "b/c", "3"] if ledger.pattern is None else [safe_filename(u) for u in "a b/c 3".split()]
+    keys = (
+        ["a", "b/c", "3"]
+        if ledger.pattern is None
+        else [safe_filename(u) for u in "a b/c 3".split()]
+    )
     assert sorted(reopened.units()) == sorted(keys)
     if ledger.pattern is not None:  # one file per unit, a portable name each
         names = sorted(p.name for p in ledger.path.iterdir())
@@ -154,3 +160,15 @@ def test_per_unit_records_of_parallel_processes_are_all_kept(tmp_path):
     assert json.loads((tmp_path / "unit_2.json").read_text())["config"] == config_fingerprint(
         {"unit": 2}
     )
+
+
+def test_a_run_ledger_keeps_one_record_per_unit_under_checkpoints(tmp_path):
+    (tmp_path / "embeddings").mkdir()
+    npz = tmp_path / "embeddings" / "fold_0.npz"
+    npz.write_bytes(b"x" * 10)
+    ledger = runkit.run_ledger(tmp_path)
+    ledger.mark("fold_0", {"k": 1}, ["embeddings/fold_0.npz"], n_test=3)
+    record = json.loads((tmp_path / "checkpoints" / "fold_0.done.json").read_text())
+    assert record["outputs"] == {"embeddings/fold_0.npz": runkit.file_digest(npz)}
+    assert record["n_test"] == 3
+    assert runkit.run_ledger(tmp_path).finished("fold_0", {"k": 1})

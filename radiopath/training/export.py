@@ -2,9 +2,10 @@
 
 * :func:`export_fold` -- a fold's embeddings (train and test patients), its test patients'
   importance maps, risk offsets and fusion weights;
-* :func:`fold_ledger` / :func:`fold_exports` / :func:`finished_fold` -- the folds' ledger
-  (``checkpoints/fold_<k>.done.json``), the files it checks, and whether a fold finished
-  with the same configuration and them intact (skipped on resume);
+* :func:`fold_exports` / :func:`fold_unit_config` / :func:`finished_fold` -- the files and
+  the configuration a fold's record in the run's ledger (:func:`radiopath.runkit.run_ledger`,
+  ``checkpoints/fold_<k>.done.json``) checks, and whether a fold finished with the same
+  configuration and them intact (skipped on resume);
 * :func:`collect_risks`, :func:`merge_risk_offsets`, :func:`merge_fusion_weights`,
   :func:`finish_run` -- the run's ``risks.csv``, ``importance/<aggregator>.risk_offsets.csv``,
   ``fusion_weights.csv`` and ``run.json`` results.
@@ -22,7 +23,7 @@ import pandas as pd
 from radiopath.config import RunRecord
 from radiopath.io import FoldEmbeddings, read_fold_embeddings, write_fold_embeddings
 from radiopath.models.multimodal import CLINICAL
-from radiopath.runkit import Ledger, config_fingerprint, write_csv
+from radiopath.runkit import config_fingerprint, run_ledger, write_csv
 from radiopath.training.config import RUNTIME_KEYS
 from radiopath.training.data import GraphStore, PatientRecord, patch_importance
 from radiopath.training.predict import c_index, predict
@@ -155,13 +156,6 @@ def fold_exports(fold: int, aggregator: str, test, modalities) -> list[str]:
     return files
 
 
-def fold_ledger(out: Path) -> Ledger:
-    """The finished folds of a run: one record per fold, ``checkpoints/fold_<k>.done.json``
-    (each fold's worker writes its own file, so parallel folds never share one), with the
-    fold's exports' checksums, its test C-index and what late fusion reads back."""
-    return Ledger.per_unit(out / "checkpoints", "fold_{}.done.json", root=out, label="fold")
-
-
 def fold_unit_config(cfg: Mapping) -> dict:
     """What a finished fold must match: the checkpoint's fingerprint (the settings that
     change what is learnt) and the importance mode its exports were traced with (another
@@ -175,11 +169,11 @@ def fold_unit_config(cfg: Mapping) -> dict:
 def finished_fold(out: Path, k: int, cfg: Mapping) -> float | None:
     """The test C-index of a fold that finished with this configuration and intact exports,
     or None when the fold must run (again)."""
-    ledger = fold_ledger(out)
-    if not ledger.finished(k, fold_unit_config(cfg)):
+    ledger = run_ledger(out)
+    if not ledger.finished(f"fold_{k}", fold_unit_config(cfg)):
         return None
     log.info("fold %d already finished; skipped", k)
-    return ledger.record(k)["test_c_index"]
+    return ledger.record(f"fold_{k}")["test_c_index"]
 
 
 def collect_risks(

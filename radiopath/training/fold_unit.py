@@ -4,8 +4,8 @@
 ``done.json`` matches its configuration and whose exports are intact is never submitted) and
 hands each of the others to its executor as :func:`run_fold` with one shared
 :class:`FoldContext`. The unit trains the fold (resuming its own checkpoint), writes its
-exports and marks itself in the fold ledger (:func:`~radiopath.training.export.fold_ledger`,
-its own ``done.json``, written atomically), and returns the fold's test C-index.
+exports and marks itself in the run's ledger (:func:`~radiopath.runkit.run_ledger`, its own
+``checkpoints/fold_<k>.done.json``, written atomically), and returns the fold's test C-index.
 
 In this process the context carries the caller's :class:`GraphStore` (its cache included);
 a worker in another process builds its own from the graph folder's manifest (reading the
@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from radiopath.models.multimodal import CLINICAL
+from radiopath.runkit import run_ledger
 from radiopath.runtime import resolve_device
 from radiopath.training.data import (
     ClinicalStore,
@@ -125,7 +126,7 @@ def run_fold(task: FoldTask, ctx: FoldContext) -> float:
     """Train one fold, write its exports and ``checkpoints/fold_<k>.done.json``; return its
     test C-index."""
     # cv imports this module; its export step is looked up when a fold runs
-    from radiopath.training.export import export_fold, fold_ledger, fold_unit_config
+    from radiopath.training.export import export_fold, fold_unit_config
 
     store = _store(ctx)
     in_channels = dict(ctx.in_channels)
@@ -156,8 +157,8 @@ def run_fold(task: FoldTask, ctx: FoldContext) -> float:
         device,
         task.write_importance,
     )
-    fold_ledger(ctx.out_dir).mark(
-        task.fold,
+    run_ledger(ctx.out_dir).mark(  # its own file: parallel folds never share one
+        f"fold_{task.fold}",
         fold_unit_config(ctx.cfg),
         task.exports,  # checked on resume: a later truncation is detected
         fold=task.fold,
