@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from radiopath.models.multimodal import CLINICAL
-from radiopath.runkit import run_ledger
+from radiopath.runkit import file_fingerprint, run_ledger
 from radiopath.runtime import resolve_device
 from radiopath.training.data import (
     ClinicalStore,
@@ -99,8 +99,8 @@ def _store(ctx: FoldContext) -> GraphStore:
     if isinstance(ctx.graphs, Mapping):
         return GraphStore(mapping_source(ctx.graphs)[0], cache=True)
     manifest = Path(ctx.graphs) / "manifest.csv"
-    st = manifest.stat()  # a rebuilt graph folder rewrites its manifest: a new store
-    key = (str(manifest.resolve()), st.st_mtime_ns, st.st_size, ctx.cache)
+    # a rebuilt graph folder rewrites its manifest: a new store
+    key = (str(manifest.resolve()), file_fingerprint(manifest), ctx.cache)
     if key not in _worker_store:
         _worker_store.clear()
         _worker_store[key] = GraphStore(manifest_source(ctx.graphs)[0], cache=ctx.cache)
