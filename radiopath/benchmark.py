@@ -26,8 +26,9 @@ mean of the raw patch embeddings, :mod:`radiopath.training.baselines`) and ``abm
 
 Every stage is resumable: graphs and training folds already done are skipped by the stages
 themselves, and a stage whose configuration has not changed since it finished is not run
-again (``OUT/stages.json`` keeps a hash of each finished stage's configuration). A killed
-run started again with the same command continues where it stopped.
+again (``OUT/stages.json``, :func:`stage_ledger`, keeps a fingerprint of each finished
+stage's configuration). A killed run started again with the same command continues where
+it stopped.
 
 The configuration (:data:`DEFAULTS`, the checks of :func:`validate_benchmark_config`) lives
 in :mod:`radiopath.benchmark_config`; its public names are importable from here too.
@@ -35,8 +36,6 @@ in :mod:`radiopath.benchmark_config`; its public names are importable from here 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -63,13 +62,11 @@ from radiopath.errors import RadiopathInputError
 from radiopath.executors import Executor, ExecutorArg, borrowed
 from radiopath.io import Cohort, read_cohort
 from radiopath.runkit import (
+    Ledger,
     WriteError,
-    digests,
     read_json,
-    verify_digests,
     write_bytes,
     write_csv,
-    write_json,
 )
 from radiopath.training.baselines import BASELINES
 
@@ -77,19 +74,15 @@ __all__ = [
     "DEFAULTS",
     "VARIANTS",
     "BenchmarkResult",
-    "StageLedger",
     "allowed_keys",
     "build_graph_stage",
     "known_aggregators",
     "run_benchmark",
+    "stage_ledger",
     "validate_benchmark_config",
 ]
 
 log = logging.getLogger(__name__)
-
-
-def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -102,46 +95,13 @@ class BenchmarkResult:
     summary: str
 
 
-class StageLedger:
-    """Remembers which stages finished with which configuration and what they wrote
-    (``stages.json``: per stage the hash of its configuration and the SHA-256 of its output
-    files). A stage counts as finished only while its configuration is the same and its
-    outputs are intact; an output truncated, removed or changed since is reported and the
-    stage runs again (each stage resumes its own finished units, e.g. training folds)."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self.root = out_dir
-        self.path = out_dir / "stages.json"
-        done = read_json(self.path, default={})
-        self.done: dict[str, dict] = {
-            k: (v if isinstance(v, dict) else {"config": v}) for k, v in done.items()
-        }
-
-    def finished(self, name: str, config) -> bool:
-        entry = self.done.get(name)
-        if entry is None or entry.get("config") != _hash(config):
-            return False
-        bad = verify_digests(self.root, entry.get("outputs") or {})
-        if bad:
-            log.warning(
-                "stage %s: %s missing, truncated or changed since it finished; it runs again",
-                name,
-                ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""),
-            )
-            return False
-        return True
-
-    def mark(
-        self, name: str, config, outputs: Sequence[Path] = (), seconds: float | None = None
-    ) -> None:
-        self.done[name] = {"config": _hash(config), "outputs": digests(self.root, outputs)}
-        if seconds is not None:  # shown in the report's provenance
-            self.done[name]["seconds"] = round(seconds, 3)
-        write_json(self.path, self.done)
-
-    def digest(self, name: str) -> dict:
-        """The recorded outputs of a finished stage (for the stages that read them)."""
-        return (self.done.get(name) or {}).get("outputs") or {}
+def stage_ledger(out_dir: Path) -> Ledger:
+    """The benchmark's stages that finished (``stages.json``; :class:`~radiopath.runkit.Ledger`:
+    per stage the fingerprint of its configuration, the SHA-256 of its output files and the
+    seconds it took). A stage counts as finished only while its configuration is the same
+    and its outputs are intact; otherwise it runs again (each stage resumes its own finished
+    units, e.g. training folds)."""
+    return Ledger(out_dir / "stages.json", label="stage")
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -202,7 +162,7 @@ def run_benchmark(
     ):
         if cohort.problems:
             run.update(skipped=[str(p) for p in cohort.problems])
-        ledger = StageLedger(out)
+        ledger = stage_ledger(out)
         bar = tqdm(stages, desc="benchmark", unit="stage", disable=not progress)
         graph_dir = Path(cfg["graph"]["dir"]) if cfg["graph"].get("dir") else out / "graphs"
         state = _BenchmarkRun(cohort, cfg, out, graph_dir, strict, progress, ex, run, ledger)
@@ -254,7 +214,7 @@ class _BenchmarkRun:
     progress: bool
     ex: Executor
     run: RunRecord
-    ledger: StageLedger
+    ledger: Ledger
     clinical_failure: str | None = None  # the clinical stage's error in this run, if any
 
     @property
@@ -282,7 +242,7 @@ class _BenchmarkRun:
             stage,
             stage_cfg,
             _stage_outputs(kind, agg, self.out, self.graph_dir),
-            seconds=time.perf_counter() - started,
+            seconds=round(time.perf_counter() - started, 3),  # in the report's provenance
         )
         return True
 
@@ -295,7 +255,7 @@ class _BenchmarkRun:
         if kind == "train":
             return {
                 # what the stage read: the graphs as built (a rebuilt graph reruns it)
-                "inputs": ledger.digest("graphs"),
+                "inputs": ledger.outputs("graphs"),
                 "train": _train_config(agg, cfg),
                 "modalities": cfg["modalities"],
                 "seed": cfg["seed"],
@@ -306,7 +266,7 @@ class _BenchmarkRun:
             }
         if kind == "evaluate":
             return {
-                "inputs": ledger.digest(f"train:{agg}"),
+                "inputs": ledger.outputs(f"train:{agg}"),
                 "train": cfg["train"],
                 "evaluation": cfg["evaluation"],
                 "models": cfg["models"],
@@ -315,7 +275,7 @@ class _BenchmarkRun:
             }
         if kind == "clinical":
             return {
-                "inputs": [ledger.digest(f"train:{a}") for a in cfg["aggregators"]],
+                "inputs": [ledger.outputs(f"train:{a}") for a in cfg["aggregators"]],
                 **{k: cfg[k] for k in ("clinical", "endpoint", "seed", "cohort")},
             }
         keys = (
@@ -328,8 +288,8 @@ class _BenchmarkRun:
             "statistics",
         )
         stage_cfg = {k: cfg[k] for k in keys}
-        stage_cfg["inputs"] = [ledger.digest(f"evaluate:{a}") for a in cfg["aggregators"]]
-        stage_cfg["clinical"] = [ledger.digest("clinical"), self.clinical_failure]
+        stage_cfg["inputs"] = [ledger.outputs(f"evaluate:{a}") for a in cfg["aggregators"]]
+        stage_cfg["clinical"] = [ledger.outputs("clinical"), self.clinical_failure]
         return stage_cfg
 
     def execute(self, kind: str, agg: str) -> None:

@@ -11,7 +11,6 @@ one that was never interrupted.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import signal
@@ -21,6 +20,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from radiopath.runkit import Ledger
 
 #: What a run's reader uses: the merged tables and every importance map.
 COMPARED = ("metrics.csv", "predictions.csv", "survival.csv", "selection.csv")
@@ -99,13 +100,10 @@ def stage_at(run_dir: str | os.PathLike) -> str:
     """Where a killed run had got to: the last finished stage and, inside training, the
     fold checkpoints written so far (for the fault table)."""
     run_dir = Path(run_dir)
-    try:
-        done = list(json.loads((run_dir / "stages.json").read_text()))
-    except (OSError, ValueError):
-        done = []
+    done = list(Ledger(run_dir / "stages.json").units())  # radiopath.benchmark.stage_ledger
     where = f"after {done[-1]}" if done else "graphs"
     ckpts = sorted(p.name for p in (run_dir / "runs").glob("*/checkpoints/fold_*.pt"))
-    finished = sorted(p.name for p in (run_dir / "runs").glob("*/checkpoints/*.done.json"))
+    finished = sorted(p.name for p in (run_dir / "runs").glob("*/checkpoints/fold_*.done.json"))
     if ckpts:
         where += f" ({len(ckpts)} fold checkpoints, {len(finished)} folds done)"
     return where

@@ -1,5 +1,5 @@
 """What every stage of a run shares: one way to write a file, one lock per run directory,
-and checksums that tell a finished file from a partial one.
+checksums that tell a finished file from a partial one, and the ledger of finished units.
 
 * :func:`atomic_path` / :func:`write_text` / :func:`write_bytes`: a file is written under a
   unique temporary name in its destination folder and renamed over the destination
@@ -14,6 +14,11 @@ and checksums that tell a finished file from a partial one.
 * :func:`file_digest` / :func:`verify_digests`: SHA-256 of a finished file, recorded in the
   stage's ledger (e.g. a fold's ``done.json``), so a file truncated or altered afterwards is
   detected on resume and recomputed instead of trusted.
+* :func:`config_fingerprint` / :func:`file_fingerprint`: the one hash of a configuration
+  and the one cheap (size and modification time) identity of an input file.
+* :class:`Ledger`: the finished units of a stage (configuration fingerprint and output
+  checksums), in one JSON file or one file per unit; every stage skips and resumes
+  through it.
 """
 
 from __future__ import annotations
@@ -187,6 +192,173 @@ def verify_digests(root: str | os.PathLike, recorded: Mapping[str, str]) -> list
         if not full.is_file() or file_digest(full) != digest:
             bad.append(rel)
     return bad
+
+
+# ------------------------------------------------------------------- fingerprints
+
+
+def config_fingerprint(config, exclude: Iterable[str] = ()) -> str:
+    """One short hash of a JSON-serialisable configuration: the same settings give the same
+    fingerprint whatever their key order (``sort_keys``; values JSON cannot hold, such as
+    paths, count by their ``str``). ``exclude`` leaves top-level keys of a mapping out (e.g.
+    the settings that change how a run executes, not what it computes)."""
+    if isinstance(config, Mapping):
+        dropped = set(exclude)
+        config = {k: v for k, v in config.items() if k not in dropped}
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """The cheap identity of an input file: ``"<size>-<mtime in ns>"`` (the content is not
+    read; :func:`file_digest` does that). Of a folder (a DICOM series): its files' count,
+    total size and latest modification time. Rewriting or replacing the file changes it."""
+    path = Path(path)
+    if path.is_dir():
+        stats = [f.stat() for f in sorted(path.rglob("*")) if f.is_file()]
+        size = sum(s.st_size for s in stats)
+        latest = max((s.st_mtime_ns for s in stats), default=0)
+        return f"{len(stats)}:{size}-{latest}"
+    st = path.stat()
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+def file_identity(path: str | os.PathLike | None) -> dict | None:
+    """Where an input file is and :func:`file_fingerprint` of it (None for no file), for a
+    configuration that names the files it reads."""
+    if path is None:
+        return None
+    return {"path": str(Path(path).resolve()), "fingerprint": file_fingerprint(path)}
+
+
+# ------------------------------------------------------------------------- ledger
+
+
+class Ledger:
+    """Which units of a stage finished, with which configuration and what they wrote.
+
+    A unit's record is ``{"config": config_fingerprint(config), "outputs": {file:
+    sha256}, **extra}`` (``extra``: what the stage wants back, e.g. ``seconds`` or a fold's
+    test C-index). :meth:`finished` is true only while the configuration is the same and
+    every recorded output is intact: an output truncated, removed or changed since is
+    reported and the unit runs again. Records are written atomically (:func:`write_json`),
+    so a process killed at any point leaves the previous record or the new one.
+
+    Two layouts, one class:
+
+    * ``Ledger(path)``: every unit in one JSON file (``{unit: record}``), for units marked
+      by one process (a benchmark's stages, under its :class:`RunLock`);
+    * ``Ledger.per_unit(folder, pattern)``: one JSON file per unit (``pattern`` with ``{}``
+      for the unit, e.g. ``"fold_{}.done.json"``), for units that parallel workers mark
+      concurrently: no two processes ever rewrite the same file.
+
+    Output paths are recorded relative to ``root`` (the run folder; by default the
+    ledger's folder).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        root: str | os.PathLike | None = None,
+        label: str = "unit",
+    ) -> None:
+        self.path = Path(path)
+        self.root = Path(root) if root is not None else self.path.parent
+        self.label = label  # how the log names a unit ("stage graphs", "fold 3")
+        self.pattern: str | None = None
+
+    @classmethod
+    def per_unit(
+        cls,
+        folder: str | os.PathLike,
+        pattern: str = "{}.json",
+        root: str | os.PathLike | None = None,
+        label: str = "unit",
+    ) -> Ledger:
+        """A ledger with one record file per unit: ``folder / pattern.format(unit)``."""
+        ledger = cls(folder, root=folder if root is None else root, label=label)
+        ledger.pattern = pattern  # self.path is the folder of the records
+        return ledger
+
+    def record_path(self, unit) -> Path:
+        """The file that holds ``unit``'s record."""
+        if self.pattern is None:
+            return self.path
+        return self.path / self.pattern.format(safe_filename(str(unit)))
+
+    def _units(self) -> dict:
+        units = read_json(self.path, default={})
+        return units if isinstance(units, dict) else {}
+
+    def record(self, unit) -> dict | None:
+        """``unit``'s record, None when it has none (or an unreadable one)."""
+        if self.pattern is None:
+            found = self._units().get(str(unit))
+        else:
+            found = read_json(self.record_path(unit))
+        return found if isinstance(found, dict) else None
+
+    def units(self) -> dict[str, dict]:
+        """Every unit's record (in the per-unit layout keyed by the file names' ``{}`` part,
+        the unit's :func:`safe_filename`)."""
+        if self.pattern is None:
+            return {k: v for k, v in self._units().items() if isinstance(v, dict)}
+        prefix, suffix = self.pattern.split("{}")
+        found = {}
+        for f in sorted(self.path.glob(self.pattern.format("*"))):
+            record = read_json(f)
+            if isinstance(record, dict):
+                found[f.name[len(prefix) : len(f.name) - len(suffix)]] = record
+        return found
+
+    def outputs(self, unit) -> dict[str, str]:
+        """The recorded outputs of a unit (``{}`` when it has no record)."""
+        return (self.record(unit) or {}).get("outputs") or {}
+
+    def finished(self, unit, config) -> bool:
+        """Whether ``unit`` finished with this ``config`` and its outputs are intact."""
+        found = self.record(unit)
+        if found is None:
+            return False
+        if found.get("config") != config_fingerprint(config):
+            log.info("%s %s finished with another configuration; it runs again", self.label, unit)
+            return False
+        bad = verify_digests(self.root, found.get("outputs") or {})
+        if bad:
+            log.warning(
+                "%s %s: %s missing, truncated or changed since it finished; it runs again",
+                self.label,
+                unit,
+                ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""),
+            )
+            return False
+        return True
+
+    def mark(self, unit, config, outputs: Iterable[str | os.PathLike] = (), **extra) -> dict:
+        """Record ``unit`` as finished with ``config``, with the SHA-256 of each existing
+        file of ``outputs`` and the ``extra`` fields; returns the record."""
+        entry = {
+            "config": config_fingerprint(config),
+            "outputs": digests(self.root, outputs),
+            **extra,
+        }
+        if self.pattern is None:
+            units = self._units()  # read again: the file holds every unit's record
+            units[str(unit)] = entry
+            write_json(self.path, units)
+        else:
+            write_json(self.record_path(unit), entry)
+        return entry
+
+
+def run_ledger(run_dir: str | os.PathLike) -> Ledger:
+    """The units of one run folder, one record each in ``checkpoints/<unit>.done.json``: a
+    training run's folds (``fold_<k>``, marked by parallel workers), its ``evaluation``, a
+    ``raw_mean`` run's vectors."""
+    run_dir = Path(run_dir)
+    return Ledger.per_unit(
+        run_dir / "checkpoints", "{}.done.json", root=run_dir, label=str(run_dir)
+    )
 
 
 # ----------------------------------------------------------------------------- run lock

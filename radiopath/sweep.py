@@ -33,9 +33,7 @@ the points share are built once, one bag per unit.
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
-import json
 import logging
 import os
 import re
@@ -50,7 +48,7 @@ from tqdm.auto import tqdm
 from radiopath.config import RunRecord, deep_merge, load_config_file
 from radiopath.errors import RadiopathInputError
 from radiopath.executors import Executor, ExecutorArg, borrowed
-from radiopath.runkit import write_csv
+from radiopath.runkit import config_fingerprint, write_csv
 
 if TYPE_CHECKING:
     from radiopath.io import Cohort
@@ -142,10 +140,6 @@ def set_dotted(config: dict, key: str, value) -> dict:
     return merged
 
 
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
 def point_name(point: dict[str, object]) -> str:
     if not point:
         return "run"
@@ -191,11 +185,11 @@ def run_sweep(
     ):
         unique: dict[str, tuple[str, dict]] = {}  # resolved-config hash -> first point
         for _, name, cfg in points:
-            unique.setdefault(_digest(cfg), (name, cfg))
+            unique.setdefault(config_fingerprint(cfg), (name, cfg))
         finished = _run_points(cohort_csv, cohort, out, list(unique.values()), ex, progress)
         run_dirs: dict[str, Path] = {}  # point -> its run directory (repeated points: none)
         for point, name, cfg in points:
-            first = unique[_digest(cfg)][0]
+            first = unique[config_fingerprint(cfg)][0]
             if first != name:  # e.g. each key's default in one_at_a_time mode
                 log.info("sweep %s: point %s repeats point %s; reused", exp.name, name, first)
             else:
@@ -262,7 +256,7 @@ def _point_config(base: dict, point: dict[str, object], out: Path) -> dict:
     for key, value in point.items():
         cfg = set_dotted(cfg, key, value)
     if isinstance(cfg.get("graph"), dict):
-        cfg["graph"]["dir"] = str(out / "graphs" / _digest(cfg["graph"]))
+        cfg["graph"]["dir"] = str(out / "graphs" / config_fingerprint(cfg["graph"]))
     return cfg
 
 

@@ -1,12 +1,23 @@
-"""File names from patient IDs: one rule for every stage, no two IDs on one name."""
+"""File names from patient IDs (one rule for every stage, no two IDs on one name), the
+configuration and file fingerprints, and the ledger of finished units."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+from multiprocessing import get_context
 
 import pytest
 
-from radiopath.runkit import safe_filename
+import radiopath.runkit as runkit
+from radiopath.runkit import (
+    Ledger,
+    config_fingerprint,
+    file_fingerprint,
+    file_identity,
+    safe_filename,
+)
 
 
 @pytest.mark.parametrize("name", ["SYN0001", "TCGA-B0-5094", "x.y-z_1", "_a"])
@@ -25,3 +36,139 @@ def test_other_names_become_portable_and_hashed(name):
 def test_ids_that_sanitise_alike_get_different_names():
     names = ["a/b", "a_b", "a b", "a:b", "a\\b", "a__b", "a/b/"]
     assert len({safe_filename(n) for n in names}) == len(names)
+
+
+def test_config_fingerprint_is_canonical():
+    a = {"b": 1, "a": {"y": [1, 2], "x": "s"}}
+    b = {"a": {"x": "s", "y": [1, 2]}, "b": 1}
+    assert config_fingerprint(a) == config_fingerprint(b)
+    assert len(config_fingerprint(a)) == 16
+    assert config_fingerprint(a) != config_fingerprint({**a, "b": 2})
+    assert config_fingerprint({**a, "threads": 4}, exclude=("threads",)) == config_fingerprint(a)
+    assert config_fingerprint({"p": os.sep}) == config_fingerprint({"p": str(os.sep)})
+
+
+def test_file_fingerprint_changes_when_a_file_or_folder_is_rewritten(tmp_path):
+    f = tmp_path / "series" / "a.dcm"
+    f.parent.mkdir()
+    f.write_bytes(b"12345")
+    before, folder = file_fingerprint(f), file_fingerprint(f.parent)
+    assert file_fingerprint(f) == before
+    st = f.stat()
+    f.write_bytes(b"54321")  # same size, another modification time
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))
+    assert file_fingerprint(f) != before and file_fingerprint(f.parent) != folder
+    (f.parent / "b.dcm").write_bytes(b"x")
+    assert file_fingerprint(f.parent).startswith("2:")
+    assert file_identity(None) is None
+    assert file_identity(f) == {"path": str(f.resolve()), "fingerprint": file_fingerprint(f)}
+
+
+@pytest.fixture(params=["one_file", "per_unit"])
+def ledger(request, tmp_path):
+    if request.param == "one_file":
+        return Ledger(tmp_path / "stages.json")
+    return Ledger.per_unit(tmp_path / "done", "unit_{}.json", root=tmp_path)
+
+
+def test_a_marked_unit_is_finished_with_the_same_config_only(ledger, tmp_path):
+    out = tmp_path / "out.csv"
+    out.write_text("a,b\n1,2\n")
+    assert not ledger.finished("u", {"k": 1})
+    record = ledger.mark("u", {"k": 1}, [out], seconds=1.5)
+    assert record["outputs"] == {"out.csv": runkit.file_digest(out)}
+    assert ledger.record("u")["seconds"] == 1.5 and ledger.outputs("u") == record["outputs"]
+    assert ledger.finished("u", {"k": 1})
+    assert not ledger.finished("u", {"k": 2})  # a changed configuration
+    assert not ledger.finished("v", {"k": 1})
+
+
+def test_a_truncated_or_removed_output_is_not_finished(ledger, tmp_path, caplog):
+    out = tmp_path / "out.csv"
+    out.write_text("a,b\n1,2\n")
+    ledger.mark("u", {"k": 1}, [out])
+    out.write_text("a,b\n")
+    with caplog.at_level("WARNING"):
+        assert not ledger.finished("u", {"k": 1})
+    assert "out.csv missing, truncated or changed" in caplog.text
+    out.unlink()
+    assert not ledger.finished("u", {"k": 1})
+
+
+def test_units_keep_each_others_records(ledger, tmp_path):
+    for unit in ("a", "b/c", 3):
+        ledger.mark(unit, {"unit": str(unit)})
+    reopened = (
+        Ledger(ledger.path)
+        if ledger.pattern is None
+        else Ledger.per_unit(ledger.path, "unit_{}.json")
+    )
+    for unit in ("a", "b/c", 3):
+        assert reopened.finished(unit, {"unit": str(unit)})
+    keys = (
+        ["a", "b/c", "3"]
+        if ledger.pattern is None
+        else [safe_filename(u) for u in "a b/c 3".split()]
+    )
+    assert sorted(reopened.units()) == sorted(keys)
+    if ledger.pattern is not None:  # one file per unit, a portable name each
+        names = sorted(p.name for p in ledger.path.iterdir())
+        assert names == sorted(f"unit_{safe_filename(u)}.json" for u in ("a", "b/c", "3"))
+
+
+def test_a_damaged_record_is_not_trusted(ledger):
+    ledger.mark("u", {"k": 1})
+    ledger.record_path("u").write_text('{"u": {"config": ')
+    assert ledger.record("u") is None and not ledger.finished("u", {"k": 1})
+    ledger.mark("u", {"k": 1})
+    assert ledger.finished("u", {"k": 1})
+
+
+def test_a_kill_between_the_temporary_write_and_the_rename_keeps_the_old_record(
+    ledger, monkeypatch
+):
+    ledger.mark("u", {"k": 1}, seconds=1)
+    path = ledger.record_path("u")
+    before = path.read_bytes()
+
+    def killed(src, dst):  # the process dies after writing the temporary file
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runkit.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ledger.mark("u", {"k": 2}, seconds=2)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert ledger.finished("u", {"k": 1}) and not ledger.finished("u", {"k": 2})
+    assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def _mark_in_a_process(folder, unit):
+    Ledger.per_unit(folder, "unit_{}.json").mark(unit, {"unit": unit})
+
+
+def test_per_unit_records_of_parallel_processes_are_all_kept(tmp_path):
+    ctx = get_context("spawn")
+    procs = [ctx.Process(target=_mark_in_a_process, args=(tmp_path, u)) for u in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    ledger = Ledger.per_unit(tmp_path, "unit_{}.json")
+    assert all(ledger.finished(u, {"unit": u}) for u in range(4))
+    assert json.loads((tmp_path / "unit_2.json").read_text())["config"] == config_fingerprint(
+        {"unit": 2}
+    )
+
+
+def test_a_run_ledger_keeps_one_record_per_unit_under_checkpoints(tmp_path):
+    (tmp_path / "embeddings").mkdir()
+    npz = tmp_path / "embeddings" / "fold_0.npz"
+    npz.write_bytes(b"x" * 10)
+    ledger = runkit.run_ledger(tmp_path)
+    ledger.mark("fold_0", {"k": 1}, ["embeddings/fold_0.npz"], n_test=3)
+    record = json.loads((tmp_path / "checkpoints" / "fold_0.done.json").read_text())
+    assert record["outputs"] == {"embeddings/fold_0.npz": runkit.file_digest(npz)}
+    assert record["n_test"] == 3
+    assert runkit.run_ledger(tmp_path).finished("fold_0", {"k": 1})

@@ -60,7 +60,7 @@ from radiopath.evaluation.sksurv_backend import forest_depth_risks
 from radiopath.evaluation.units import fit_unit, plan_units
 from radiopath.executors import ExecutorArg, borrowed
 from radiopath.io import FoldEmbeddings
-from radiopath.runkit import write_bytes
+from radiopath.runkit import config_fingerprint, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -213,13 +213,11 @@ class _UnitCache:
 
     def __init__(self, folder, folds, aggregator, backend, cfg, seed) -> None:
         self.folder = Path(folder)
-        settings = json.dumps(
-            {"aggregator": aggregator, "backend": backend, "cfg": cfg, "seed": seed},
-            sort_keys=True,
-            default=str,
+        settings = config_fingerprint(
+            {"aggregator": aggregator, "backend": backend, "cfg": cfg, "seed": seed}
         )
         self.keys = {}
-        for f in folds:
+        for f in folds:  # the settings and the fold's data (its arrays' bytes)
             h = hashlib.sha256(settings.encode())
             for arr in (f.patient_id, f.split, f.time, f.event, f.embedding):
                 h.update(np.ascontiguousarray(np.asarray(arr)).tobytes())

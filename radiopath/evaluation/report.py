@@ -56,7 +56,7 @@ from radiopath.runkit import (
     RunLock,
     atomic_path,
     digests,
-    verify_digests,
+    run_ledger,
     write_csv,
     write_json,
     write_text,
@@ -221,9 +221,11 @@ def _evaluate_run(run_dir, models, backend, config, device, resume, aggregator, 
     outputs = [
         run_dir / n for n in ("predictions.csv", "metrics.csv", "selection.csv", "survival.csv")
     ]
-    inputs = digests(run_dir, files)
+    # what the evaluation depends on: its settings and the fold embeddings as exported (a
+    # retrained fold or another importance trace evaluates again)
+    unit_config = {"settings": settings, "inputs": digests(run_dir, files)}
     if resume:
-        previous = _finished_evaluation(run_dir, record, settings, inputs, outputs)
+        previous = _finished_evaluation(run_dir, record, unit_config, outputs)
         if previous is not None:
             return previous
 
@@ -272,49 +274,23 @@ def _evaluate_run(run_dir, models, backend, config, device, resume, aggregator, 
             *figures,
         ],
         failed_metric_rows=n_failed,
-        inputs=inputs,
-        digests=digests(run_dir, outputs),
     )
     _write_record(run_dir, evaluation)
+    run_ledger(run_dir).mark("evaluation", unit_config, outputs)
     shutil.rmtree(run_dir / ".evaluation_units", ignore_errors=True)  # finished: not needed
     return result
 
 
 def _finished_evaluation(
-    run_dir: Path, record: dict, settings: dict, inputs: dict, outputs: Sequence[Path]
+    run_dir: Path, record: dict, unit_config: dict, outputs: Sequence[Path]
 ) -> EvaluationResult | None:
     """The evaluation recorded in ``run.json``, read back from its tables when it finished
-    with the same ``settings`` on the same fold embeddings (``inputs``) and its ``outputs``
-    are intact; None (evaluate again) otherwise."""
-    previous = record.get("evaluation") or {}
-    same_settings = json.loads(json.dumps(previous.get("settings"), default=str)) == json.loads(
-        json.dumps(settings, default=str)
-    )
-    if previous.get("status") != "finished" or not same_settings:
+    with the same settings on the same fold embeddings (``unit_config``) and its ``outputs``
+    are intact (the run's ledger, :func:`~radiopath.runkit.run_ledger`); None (evaluate
+    again) otherwise."""
+    if (record.get("evaluation") or {}).get("status") != "finished":
         return None
-    if "inputs" in previous:
-        # Fold embeddings re-exported since (a retrained fold, another importance trace):
-        # the evaluation depends on them, so it runs again.
-        changed = sorted(set(previous["inputs"].items()) ^ set(inputs.items()))
-        if changed:
-            log.warning(
-                "%s: the fold embeddings changed since the evaluation (%s); evaluating again",
-                run_dir,
-                ", ".join(sorted({k for k, _ in changed})),
-            )
-            return None
-    recorded = previous.get("digests") or {}
-    bad = (
-        verify_digests(run_dir, recorded)
-        if recorded
-        else [str(p.relative_to(run_dir)) for p in outputs if not p.exists()]
-    )
-    if bad:
-        log.warning(
-            "%s: %s missing, truncated or changed since the evaluation finished; evaluating again",
-            run_dir,
-            ", ".join(bad),
-        )
+    if not run_ledger(run_dir).finished("evaluation", unit_config):
         return None
     log.info("evaluation of %s already finished with the same settings; reading it back", run_dir)
     pred = pd.read_csv(outputs[0], dtype={"patient_id": str, "modalities": str})

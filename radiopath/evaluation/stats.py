@@ -65,6 +65,7 @@ from radiopath.evaluation.comparisons import (
 from radiopath.evaluation.comparisons import INTERVAL_COLUMNS as INTERVAL_COLUMNS
 from radiopath.evaluation.config import ordered_aggregators, resolve_evaluation_config
 from radiopath.evaluation.weighted_metrics import horizon_metrics as horizon_metrics
+from radiopath.runkit import config_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ def _score_runs(
         arms = []
         for (agg, mods), part in preds.groupby(["aggregator", "modalities"], sort=False):
             settings = resolve_evaluation_config(_evaluation_settings(Path(runs[name]), agg))
-            key = json.dumps(settings["metrics"], sort_keys=True, default=str)
+            key = config_fingerprint(settings["metrics"])
             if key not in oofs:
                 oofs[key] = out_of_fold(folds, outcomes, settings)
             oof = oofs[key]

@@ -19,8 +19,6 @@ logged, listed in the report and skipped while the rest of the cohort completes,
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
@@ -46,7 +44,7 @@ from radiopath.extract.units import (
     extract_unit,
 )
 from radiopath.io import MODALITIES, RESERVED_COLUMNS, read_survival_table
-from radiopath.runkit import safe_filename, write_csv
+from radiopath.runkit import config_fingerprint, file_identity, safe_filename, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -161,30 +159,6 @@ def _resolve(root: Path, rel: str) -> Path:
 
 
 # --------------------------------------------------------------------------- resuming
-
-
-def file_identity(path: str | os.PathLike | None) -> dict | None:
-    """Path, size and modification time of a file, or of a DICOM folder's files together."""
-    if path is None:
-        return None
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(f for f in path.rglob("*") if f.is_file())
-        stats = [f.stat() for f in files]
-        return {
-            "path": str(path.resolve()),
-            "files": len(files),
-            "size": int(sum(s.st_size for s in stats)),
-            "mtime": int(max((s.st_mtime for s in stats), default=0)),
-        }
-    st = path.stat()
-    return {"path": str(path.resolve()), "size": int(st.st_size), "mtime": int(st.st_mtime)}
-
-
-def fingerprint(config: Mapping) -> str:
-    """A short hash of a JSON-serialisable configuration."""
-    text = json.dumps(config, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def stored_fingerprint(path: Path) -> str | None:
@@ -544,7 +518,7 @@ def _plan(jobs, missing, encoders, params, encoder_kwargs) -> tuple[list[dict], 
             "mask": file_identity(job.mask),
             "encoder_kwargs": dict(encoder_kwargs),
         }
-        fp = fingerprint(job_config)
+        fp = config_fingerprint(job_config)
         if stored_fingerprint(job.output) == fp:
             row.update(status="resumed", output=str(job.output))
         else:

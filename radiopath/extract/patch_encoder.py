@@ -2,17 +2,15 @@
 
 :class:`PatchEncoder` is what every registered encoder is: preprocessing plus a model mapping
 a batch of patches to ``[B, dim]``, run by :meth:`PatchEncoder.encode`. The helpers scale,
-normalise and resize batches; :func:`_file_identity` identifies a weights file in an
-encoder's :meth:`~PatchEncoder.config`.
+normalise and resize batches. An encoder's :meth:`~PatchEncoder.config` names its weights
+file by :func:`radiopath.runkit.file_identity`.
 
 The numbered references ([1]_ ...) are listed in :mod:`radiopath.extract.encoders`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -96,11 +94,3 @@ def _resize(x: torch.Tensor, size: int | Sequence[int] | None) -> torch.Tensor:
     return F.interpolate(
         x, size=target, mode=mode, align_corners=False, antialias=len(spatial) == 2
     )
-
-
-def _file_identity(path: str | None) -> dict | None:
-    """Path, size and modification time of a weights file (identifies it cheaply)."""
-    if path is None:
-        return None
-    st = os.stat(path)
-    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime": int(st.st_mtime)}

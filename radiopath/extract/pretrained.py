@@ -27,10 +27,10 @@ from radiopath.extract.patch_encoder import (
     OPENAI_CLIP_STD,
     PatchEncoder,
     _as_float_rgb,
-    _file_identity,
     _normalise_rgb,
     _resize,
 )
+from radiopath.runkit import file_identity
 
 # --------------------------------------------------------------------------- ResNet-18
 
@@ -86,7 +86,7 @@ class ResNet18Encoder(PatchEncoder):
     def config(self) -> dict:
         return {
             **super().config(),
-            "checkpoint": _file_identity(self.checkpoint),
+            "checkpoint": file_identity(self.checkpoint),
             "input_size": self.input_size,
         }
 
@@ -138,7 +138,7 @@ class UNIEncoder(PatchEncoder):
         self.eval()
 
     def config(self) -> dict:
-        return {**super().config(), "checkpoint": _file_identity(self.checkpoint)}
+        return {**super().config(), "checkpoint": file_identity(self.checkpoint)}
 
     def preprocess(self, batch: torch.Tensor) -> torch.Tensor:
         return _normalise_rgb(_resize(_as_float_rgb(batch), 224), IMAGENET_MEAN, IMAGENET_STD)
@@ -174,7 +174,7 @@ class CONCHEncoder(PatchEncoder):
         self.eval()
 
     def config(self) -> dict:
-        return {**super().config(), "checkpoint": _file_identity(self.checkpoint)}
+        return {**super().config(), "checkpoint": file_identity(self.checkpoint)}
 
     def preprocess(self, batch: torch.Tensor) -> torch.Tensor:
         return _normalise_rgb(_resize(_as_float_rgb(batch), 448), OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
@@ -259,7 +259,7 @@ class CHIEFEncoder(PatchEncoder):
         self.eval()
 
     def config(self) -> dict:
-        return {**super().config(), "checkpoint": _file_identity(self.checkpoint)}
+        return {**super().config(), "checkpoint": file_identity(self.checkpoint)}
 
     def preprocess(self, batch: torch.Tensor) -> torch.Tensor:
         return _normalise_rgb(_resize(_as_float_rgb(batch), 224), IMAGENET_MEAN, IMAGENET_STD)
@@ -350,7 +350,7 @@ class SegVolEncoder(PatchEncoder):
     def config(self) -> dict:
         return {
             **super().config(),
-            "checkpoint": _file_identity(self.checkpoint),
+            "checkpoint": file_identity(self.checkpoint),
             "img_size": list(self.img_size),
             "patch_size": list(self.patch_size),
         }

@@ -76,9 +76,9 @@ from radiopath.graph.cohort import (
 )
 from radiopath.graph.config import (
     DEFAULTS,
+    DESCRIPTIVE_KEYS,
     MODALITY_DEFAULTS,
     available_presets,
-    config_hash,
     load_preset,
 )
 from radiopath.graph.plot import plot_graph
@@ -86,12 +86,12 @@ from radiopath.graph.storage import load_graph, read_graph_meta, save_graph
 
 __all__ = [
     "DEFAULTS",
+    "DESCRIPTIVE_KEYS",
     "MODALITY_DEFAULTS",
     "SpatialGraph",
     "available_presets",
     "build_cohort_graphs",
     "build_graph",
-    "config_hash",
     "load_graph",
     "load_graph_manifest",
     "load_preset",

@@ -13,9 +13,10 @@ from torch_geometric.utils import scatter, to_undirected
 
 from radiopath.errors import RadiopathInputError
 from radiopath.graph.clustering import hybrid_clustering, single_thread
-from radiopath.graph.config import config_hash, load_preset, merge_overrides
+from radiopath.graph.config import DESCRIPTIVE_KEYS, load_preset, merge_overrides
 from radiopath.graph.neighbours import delaunay_edges, estimate_pitch, knn_edges, radius_edges
 from radiopath.io import EmbeddingBag, validate_bag
+from radiopath.runkit import config_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,11 @@ def _build(bag: EmbeddingBag, preset, overrides: Mapping) -> SpatialGraph:
     if cfg["self_loops"]:
         loops = torch.arange(n_nodes).repeat(2, 1)
         edge_index = to_undirected(torch.cat([edge_index, loops], dim=1), num_nodes=n_nodes)
-    build_config = {**cfg, "config_hash": config_hash(cfg), "resolved": resolved}
+    build_config = {
+        **cfg,
+        "config_hash": config_fingerprint(cfg, exclude=DESCRIPTIVE_KEYS),
+        "resolved": resolved,
+    }
     return SpatialGraph(
         x=x.float(),
         pos=node_pos.float(),

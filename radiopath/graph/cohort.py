@@ -8,8 +8,10 @@ Layout of the output folder::
 
 ``manifest.csv`` has the columns ``patient_id, modality, source, graph, n_patches, n_nodes,
 n_edges`` (``graph`` relative to ``out_dir``, ``source`` the embedding file). A graph file
-already built from the same input file (same size and modification time) with the same
-configuration (same :func:`~radiopath.graph.config.config_hash`) is not rebuilt.
+already built from the same input file (same :func:`~radiopath.runkit.file_fingerprint`: size
+and modification time) with the same configuration (same ``config_hash``,
+:func:`~radiopath.runkit.config_fingerprint` of its settings) is not rebuilt: the graph file
+records both in its ``build_config``, so it is its own ledger entry.
 """
 
 from __future__ import annotations
@@ -29,10 +31,16 @@ from radiopath.config import KeysOf, check_known_keys, config_section
 from radiopath.errors import RadiopathInputError
 from radiopath.executors import Executor, ExecutorArg, borrowed
 from radiopath.graph.build import build_graph
-from radiopath.graph.config import DEFAULTS, MODALITY_DEFAULTS, config_hash, load_preset
+from radiopath.graph.config import DEFAULTS, DESCRIPTIVE_KEYS, MODALITY_DEFAULTS, load_preset
 from radiopath.graph.storage import load_graph, read_graph_meta, save_graph
 from radiopath.io import Cohort, embedding_width, read_cohort, read_embeddings
-from radiopath.runkit import WriteError, safe_filename, write_csv
+from radiopath.runkit import (
+    WriteError,
+    config_fingerprint,
+    file_fingerprint,
+    safe_filename,
+    write_csv,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +57,6 @@ class _Job:
     graph: str  # relative to out_dir
     config: dict
     config_hash: str
-
-
-def _fingerprint(path: str) -> str:
-    st = os.stat(path)
-    return f"{st.st_size}-{st.st_mtime_ns}"
 
 
 def resolve_cohort_presets(preset: PresetArg, modalities: Sequence[str]) -> dict[str, dict]:
@@ -96,7 +99,7 @@ def _build_one(job: _Job, out_dir: str) -> dict:
     """Build and save one graph (runs in a worker process)."""
     bag = read_embeddings(job.source, modality=job.modality)
     graph = build_graph(bag, job.config)
-    graph.build_config["input_fingerprint"] = _fingerprint(job.source)
+    graph.build_config["input_fingerprint"] = file_fingerprint(job.source)
     save_graph(Path(out_dir) / job.graph, graph)
     return {
         "n_patches": int(graph.assignment.numel()),
@@ -117,7 +120,7 @@ def _up_to_date(job: _Job, out_dir: Path) -> dict | None:
     cfg = meta.get("build_config") or {}
     if cfg.get("config_hash") != job.config_hash:
         return None
-    if cfg.get("input_fingerprint") != _fingerprint(job.source):
+    if cfg.get("input_fingerprint") != file_fingerprint(job.source):
         log.warning(
             "%s changed since graph %s was built from it; the graph is built again",
             job.source,
@@ -265,7 +268,7 @@ def _plan_jobs(
                         str(Path(f).resolve()),
                         f"{m}/{safe_filename(patient.patient_id)}/{name}.pt",
                         cfg,
-                        config_hash(cfg),
+                        config_fingerprint(cfg, exclude=DESCRIPTIVE_KEYS),
                     )
                 )
     return jobs

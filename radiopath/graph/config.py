@@ -1,4 +1,4 @@
-"""Graph-construction presets: loading, validation and a stable hash for resumption.
+"""Graph-construction presets: loading, validation and the keys a graph's hash leaves out.
 
 A preset is a flat mapping (a YAML file in ``radiopath/graph/presets/``, mirrored in the
 repository's ``graphs/`` folder, or a user's own YAML file) with the keys of
@@ -8,8 +8,6 @@ repository's ``graphs/`` folder, or a user's own YAML file) with the keys of
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -45,8 +43,9 @@ MODALITY_DEFAULTS: dict[str, str] = {"wsi": "wsi-clustered", "ct": "ct-clustered
 METHODS = ("clustered", "patch")
 EDGE_RULES = ("delaunay", "knn", "radius")
 LENGTH_UNITS = ("pitch", "physical")
-# Keys that describe a preset but do not change the graph it builds.
-_DESCRIPTIVE = ("name",)
+#: Keys that describe a preset but do not change the graph it builds: left out of a graph's
+#: ``config_hash`` (``radiopath.runkit.config_fingerprint(cfg, exclude=DESCRIPTIVE_KEYS)``).
+DESCRIPTIVE_KEYS = ("name",)
 
 
 def preset_dir() -> Path:
@@ -173,10 +172,3 @@ def validate_config(cfg: Mapping, path: str | os.PathLike | None = None) -> dict
     cfg["k"] = int(cfg["k"])
     cfg["name"] = str(cfg["name"])
     return cfg
-
-
-def config_hash(cfg: Mapping) -> str:
-    """A stable hash of the settings that change the graph (not its name)."""
-    payload = {k: v for k, v in sorted(cfg.items()) if k not in _DESCRIPTIVE}
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]

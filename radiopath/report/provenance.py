@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from radiopath.runkit import read_json
+from radiopath.runkit import Ledger, read_json
 
 
 @dataclass
@@ -72,10 +72,10 @@ def _sub_run_timings(run_dir: Path, stage: str) -> float | None:
 
 def stage_timings(run_dir: Path) -> list[dict]:
     """Seconds per stage: recorded in ``stages.json``, else from the stage's own record."""
-    ledger = read_json(run_dir / "stages.json", default={}) or {}
+    ledger = Ledger(run_dir / "stages.json").units()  # radiopath.benchmark.stage_ledger
     rows = []
     for stage, entry in ledger.items():
-        seconds = entry.get("seconds") if isinstance(entry, dict) else None
+        seconds = entry.get("seconds")
         if seconds is None and ":" in stage:
             seconds = _sub_run_timings(run_dir, stage)
         rows.append({"stage": stage, "seconds": seconds})

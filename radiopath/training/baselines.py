@@ -33,7 +33,7 @@ from radiopath.io import (
     read_cohort,
     write_fold_embeddings,
 )
-from radiopath.runkit import read_json, write_json
+from radiopath.runkit import run_ledger
 from radiopath.training.folds import check_folds, make_folds, read_folds, write_folds
 
 log = logging.getLogger(__name__)
@@ -164,8 +164,8 @@ def train_raw_mean(
         "missing_indicator": missing_indicator,
         "cohort": str(cohort.path),
     }
-    done = out / "embeddings" / "done.json"
-    if resume and read_json(done) == config:
+    ledger = run_ledger(out)
+    if resume and ledger.finished("raw_mean", config):
         log.info("raw_mean: %s already written; skipped", out)
         return out
     ids, vectors = raw_mean_vectors(cohort, modalities, strict=strict, progress=progress)
@@ -187,7 +187,7 @@ def train_raw_mean(
                 "missing_indicator_used": indicator,
             }
         )
-    write_json(done, config)
+    ledger.mark("raw_mean", config, [out / "folds.csv", *sorted(out.glob("embeddings/*.npz"))])
     return out
 
 

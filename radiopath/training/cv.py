@@ -438,7 +438,7 @@ def _pending_folds(records, table, cfg, out: Path, resume: bool, fold_c: dict) -
         train = [r for r in records if r.patient_id not in in_fold[k]]
         test = [r for r in records if r.patient_id in in_fold[k]]
         exports = fold_exports(k, cfg["aggregator"], test, cfg["modalities"])
-        finished = finished_fold(out, k, exports, cfg) if resume else None
+        finished = finished_fold(out, k, cfg) if resume else None
         if finished is not None:
             fold_c[k] = finished
             continue

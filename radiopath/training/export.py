@@ -2,8 +2,10 @@
 
 * :func:`export_fold` -- a fold's embeddings (train and test patients), its test patients'
   importance maps, risk offsets and fusion weights;
-* :func:`fold_exports` / :func:`finished_fold` -- the files a fold's ledger checks, and
-  whether a fold finished with them intact (skipped on resume);
+* :func:`fold_exports` / :func:`fold_unit_config` / :func:`finished_fold` -- the files and
+  the configuration a fold's record in the run's ledger (:func:`radiopath.runkit.run_ledger`,
+  ``checkpoints/fold_<k>.done.json``) checks, and whether a fold finished with the same
+  configuration and them intact (skipped on resume);
 * :func:`collect_risks`, :func:`merge_risk_offsets`, :func:`merge_fusion_weights`,
   :func:`finish_run` -- the run's ``risks.csv``, ``importance/<aggregator>.risk_offsets.csv``,
   ``fusion_weights.csv`` and ``run.json`` results.
@@ -21,7 +23,8 @@ import pandas as pd
 from radiopath.config import RunRecord
 from radiopath.io import FoldEmbeddings, read_fold_embeddings, write_fold_embeddings
 from radiopath.models.multimodal import CLINICAL
-from radiopath.runkit import read_json, verify_digests, write_csv
+from radiopath.runkit import config_fingerprint, run_ledger, write_csv
+from radiopath.training.config import RUNTIME_KEYS
 from radiopath.training.data import GraphStore, PatientRecord, patch_importance
 from radiopath.training.predict import c_index, predict
 
@@ -153,31 +156,24 @@ def fold_exports(fold: int, aggregator: str, test, modalities) -> list[str]:
     return files
 
 
-def finished_fold(out: Path, k: int, exports: list[str], cfg: Mapping) -> float | None:
-    """The test C-index of a fold that finished with intact exports, or None when the fold
-    must run (again)."""
-    finished = read_json(out / "checkpoints" / f"fold_{k}.done.json")
-    if finished is None:
-        return None
-    bad = verify_digests(out, finished.get("digests") or {}) or [
-        e for e in exports[:1] if not (out / e).is_file()
-    ]
-    if bad:
-        # A file of a finished fold was truncated, removed or altered since:
-        # the fold's exports are written again from its checkpoint.
-        log.warning(
-            "fold %d: %s missing, truncated or changed since the fold finished; written again",
-            k,
-            ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""),
-        )
-        return None
-    if finished.get("importance", "selection") != cfg["importance"]:
-        # Another importance mode: the finished model is loaded from its checkpoint (not
-        # retrained) and its exports are written again.
-        log.info("fold %d: importance re-traced as %s", k, cfg["importance"])
+def fold_unit_config(cfg: Mapping) -> dict:
+    """What a finished fold must match: the checkpoint's fingerprint (the settings that
+    change what is learnt) and the importance mode its exports were traced with (another
+    mode re-exports the finished model from its checkpoint, without retraining)."""
+    return {
+        "model": config_fingerprint(cfg, exclude=RUNTIME_KEYS),
+        "importance": cfg["importance"],
+    }
+
+
+def finished_fold(out: Path, k: int, cfg: Mapping) -> float | None:
+    """The test C-index of a fold that finished with this configuration and intact exports,
+    or None when the fold must run (again)."""
+    ledger = run_ledger(out)
+    if not ledger.finished(f"fold_{k}", fold_unit_config(cfg)):
         return None
     log.info("fold %d already finished; skipped", k)
-    return finished["test_c_index"]
+    return ledger.record(f"fold_{k}")["test_c_index"]
 
 
 def collect_risks(

@@ -1,10 +1,11 @@
 """One fold of cross-validated training as a unit of work, runnable on any executor.
 
 :func:`train_cross_validated` decides which folds still need training (a fold whose
-``done.json`` and exports are intact is never submitted) and hands each of the others to its
-executor as :func:`run_fold` with one shared :class:`FoldContext`. The unit trains the fold
-(resuming its own checkpoint), writes its exports and its ``done.json`` itself, through
-:mod:`radiopath.runkit` (atomically), and returns the fold's test C-index.
+``done.json`` matches its configuration and whose exports are intact is never submitted) and
+hands each of the others to its executor as :func:`run_fold` with one shared
+:class:`FoldContext`. The unit trains the fold (resuming its own checkpoint), writes its
+exports and marks itself in the run's ledger (:func:`~radiopath.runkit.run_ledger`, its own
+``checkpoints/fold_<k>.done.json``, written atomically), and returns the fold's test C-index.
 
 In this process the context carries the caller's :class:`GraphStore` (its cache included);
 a worker in another process builds its own from the graph folder's manifest (reading the
@@ -23,7 +24,7 @@ import pandas as pd
 import torch
 
 from radiopath.models.multimodal import CLINICAL
-from radiopath.runkit import digests, write_json
+from radiopath.runkit import file_fingerprint, run_ledger
 from radiopath.runtime import resolve_device
 from radiopath.training.data import (
     ClinicalStore,
@@ -98,8 +99,8 @@ def _store(ctx: FoldContext) -> GraphStore:
     if isinstance(ctx.graphs, Mapping):
         return GraphStore(mapping_source(ctx.graphs)[0], cache=True)
     manifest = Path(ctx.graphs) / "manifest.csv"
-    st = manifest.stat()  # a rebuilt graph folder rewrites its manifest: a new store
-    key = (str(manifest.resolve()), st.st_mtime_ns, st.st_size, ctx.cache)
+    # a rebuilt graph folder rewrites its manifest: a new store
+    key = (str(manifest.resolve()), file_fingerprint(manifest), ctx.cache)
     if key not in _worker_store:
         _worker_store.clear()
         _worker_store[key] = GraphStore(manifest_source(ctx.graphs)[0], cache=ctx.cache)
@@ -125,7 +126,7 @@ def run_fold(task: FoldTask, ctx: FoldContext) -> float:
     """Train one fold, write its exports and ``checkpoints/fold_<k>.done.json``; return its
     test C-index."""
     # cv imports this module; its export step is looked up when a fold runs
-    from radiopath.training.export import export_fold
+    from radiopath.training.export import export_fold, fold_unit_config
 
     store = _store(ctx)
     in_channels = dict(ctx.in_channels)
@@ -156,18 +157,15 @@ def run_fold(task: FoldTask, ctx: FoldContext) -> float:
         device,
         task.write_importance,
     )
-    write_json(
-        ctx.out_dir / "checkpoints" / f"fold_{task.fold}.done.json",
-        {
-            "fold": task.fold,
-            "test_c_index": c_index,
-            "n_train": len(task.train),
-            "n_test": len(task.test),
-            "importance": ctx.cfg["importance"],
-            "selected_epoch": getattr(model, "selected_epoch", None),
-            "inner_validation_c_index": getattr(model, "inner_validation_c_index", None),
-            # what the fold wrote, so a later truncation is detected on resume
-            "digests": digests(ctx.out_dir, task.exports),
-        },
+    run_ledger(ctx.out_dir).mark(  # its own file: parallel folds never share one
+        f"fold_{task.fold}",
+        fold_unit_config(ctx.cfg),
+        task.exports,  # checked on resume: a later truncation is detected
+        fold=task.fold,
+        test_c_index=c_index,
+        n_train=len(task.train),
+        n_test=len(task.test),
+        selected_epoch=getattr(model, "selected_epoch", None),
+        inner_validation_c_index=getattr(model, "inner_validation_c_index", None),
     )
     return c_index

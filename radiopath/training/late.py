@@ -35,7 +35,7 @@ import pandas as pd
 
 from radiopath.config import RunRecord
 from radiopath.io import Cohort, FoldEmbeddings, read_fold_embeddings, write_fold_embeddings
-from radiopath.runkit import read_json, write_csv
+from radiopath.runkit import run_ledger, write_csv
 from radiopath.training.folds import fold_repeats
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def _selection_c_index(run_dir: Path, fold: int, emb: FoldEmbeddings) -> float:
     (``done.json``), else its training patients' C-index."""
     from radiopath.training.predict import c_index
 
-    done = read_json(run_dir / "checkpoints" / f"fold_{fold}.done.json") or {}
+    done = run_ledger(run_dir).record(f"fold_{fold}") or {}
     score = done.get("inner_validation_c_index")
     if score is not None and np.isfinite(score):
         return float(score)

@@ -25,9 +25,9 @@ from tqdm.auto import tqdm
 from radiopath.errors import RadiopathInputError
 from radiopath.models.losses import cox_loss_with_memory, discrete_time_bins, horizon_labels
 from radiopath.models.multimodal import MultimodalSurvivalModel
-from radiopath.runkit import torch_save, write_csv
+from radiopath.runkit import config_fingerprint, torch_save, write_csv
 from radiopath.runtime import intra_op_threads
-from radiopath.training.config import aggregator_options, training_horizon
+from radiopath.training.config import RUNTIME_KEYS, aggregator_options, training_horizon
 from radiopath.training.data import (
     GraphStore,
     MappedGraphStore,
@@ -40,7 +40,6 @@ from radiopath.training.memory import tune_cpu_malloc
 from radiopath.training.predict import _autocast, _batches, c_index, predict
 from radiopath.training.state import (
     RiskMemory,
-    config_fingerprint,
     read_checkpoint,
     rng_state,
     set_rng_state,
@@ -262,7 +261,7 @@ def _fit_fold(
     ckpt_path = out_dir / "checkpoints" / f"fold_{fold}.pt"
     log_path = out_dir / "logs" / f"fold_{fold}.csv"
     ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-    fingerprint = config_fingerprint(cfg)
+    fingerprint = config_fingerprint(cfg, exclude=RUNTIME_KEYS)
     seed = int(cfg["seed"]) * 1000 + fold
     # every generator a checkpoint saves, so a fold's checkpoint is the same file whichever
     # process (or executor worker) trained it

@@ -1,10 +1,9 @@
-"""What a fold's checkpoint holds besides the model: the configuration fingerprint that a
-resume must match, every random generator, the Cox risk memory, and reading a checkpoint
-that may be damaged."""
+"""What a fold's checkpoint holds besides the model and its configuration fingerprint
+(:func:`radiopath.runkit.config_fingerprint` without the runtime keys): every random
+generator, the Cox risk memory, and reading a checkpoint that may be damaged."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -15,15 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from radiopath.training.config import RUNTIME_KEYS
-
 log = logging.getLogger(__name__)
-
-
-def config_fingerprint(cfg: Mapping) -> str:
-    """The parts of a configuration that change what is learnt (for checking resumes)."""
-    kept = {k: v for k, v in cfg.items() if k not in RUNTIME_KEYS}
-    return json.dumps(kept, sort_keys=True, default=str)
 
 
 def read_checkpoint(path: Path, device) -> dict | None:

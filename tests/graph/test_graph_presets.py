@@ -15,7 +15,6 @@ from radiopath.graph import (
     MODALITY_DEFAULTS,
     available_presets,
     build_graph,
-    config_hash,
     load_preset,
 )
 from radiopath.graph.config import preset_dir
@@ -61,6 +60,10 @@ def test_bad_user_yaml_names_file_and_field(tmp_path):
 
 def test_config_hash_tracks_graph_settings_only():
     cfg = load_preset("wsi-clustered")
+
+    def config_hash(c):
+        return build_graph(grid_bag(side=4), c).build_config["config_hash"]
+
     assert config_hash(cfg) == config_hash({**cfg, "name": "renamed"})
     assert config_hash(cfg) != config_hash({**cfg, "threshold": 0.7})
 

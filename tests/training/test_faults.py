@@ -117,19 +117,19 @@ def test_truncated_export_of_a_finished_fold_is_written_again(finished_run, capl
     run, out = finished_run
     first = run()
     done = json.loads((out / "checkpoints" / "fold_0.done.json").read_text())
-    assert "embeddings/fold_0.npz" in done["digests"]
-    assert any(k.startswith("importance/abmil/") for k in done["digests"])
+    assert "embeddings/fold_0.npz" in done["outputs"]
+    assert any(k.startswith("importance/abmil/") for k in done["outputs"])
     npz = out / "embeddings" / "fold_0.npz"
     before = npz.read_bytes()
     npz.write_bytes(before[: len(before) // 2])
-    imp = next(out / k for k in done["digests"] if k.startswith("importance/"))
+    imp = next(out / k for k in done["outputs"] if k.startswith("importance/"))
     imp_before = imp.read_text()
     imp.write_text(imp_before[:40])
     with caplog.at_level("WARNING"):
         again = run()
     assert "missing, truncated or changed" in caplog.text and "fold_0.npz" in caplog.text
     assert npz.read_bytes() == before and imp.read_text() == imp_before
-    assert verify_digests(out, done["digests"]) == []
+    assert verify_digests(out, done["outputs"]) == []
     pd.testing.assert_frame_equal(again.risks, first.risks)
     # the log was not extended: the model came from the checkpoint, not retraining
     assert pd.read_csv(out / "logs" / "fold_0.csv")["epoch"].tolist() == [0, 1]

@@ -537,15 +537,18 @@ def test_tune_cpu_malloc_stops_page_faults_on_repeated_large_tensors():
 
 def test_fingerprint_ignores_runtime_keys_only():
     """A resume may change how a run executes (threads, monitoring), not what it learns."""
-    from radiopath.training.config import resolve_training_config
-    from radiopath.training.state import config_fingerprint
+    from radiopath.runkit import config_fingerprint
+    from radiopath.training.config import RUNTIME_KEYS, resolve_training_config
+
+    def fingerprint(cfg):
+        return config_fingerprint(cfg, exclude=RUNTIME_KEYS)
 
     cfg = resolve_training_config({})
     runtime = resolve_training_config({"num_threads": 2, "monitor_test": False})
-    assert config_fingerprint(runtime) == config_fingerprint(cfg)
+    assert fingerprint(runtime) == fingerprint(cfg)
     for change in (
         {"pooling": {"score_noise": 1.0}},
         {"cox_memory": True},
         {"sparra": {"sharpness": 2.0}},
     ):
-        assert config_fingerprint(resolve_training_config(change)) != config_fingerprint(cfg)
+        assert fingerprint(resolve_training_config(change)) != fingerprint(cfg)
