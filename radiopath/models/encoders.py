@@ -29,6 +29,7 @@ from radiopath.models.dropout import Dropout
 CONVS = ("gcn", "gin")
 DROPOUT_POSITIONS = ("input", "pooled")
 IMPORTANCE_MODES = ("selection", "receptive_field")
+CENTERS = (False, True, "mean", "median")
 
 
 @dataclass
@@ -198,6 +199,31 @@ def _graph_mean(x: Tensor, batch: Tensor, num_graphs: int, weight: Tensor | None
     return total / count.clamp(min=torch.finfo(x.dtype).tiny).unsqueeze(-1)
 
 
+def _graph_median(x: Tensor, batch: Tensor, num_graphs: int, weight: Tensor | None) -> Tensor:
+    """``[num_graphs, D]`` column-wise weighted (lower) median of each graph's rows of ``x``:
+    the first sorted value whose cumulative ``weight`` reaches half the graph's total."""
+    w = torch.ones_like(batch, dtype=x.dtype) if weight is None else weight.to(x.dtype)
+    out = x.new_zeros(num_graphs, x.size(1))
+    for g in range(num_graphs):
+        rows = (batch == g).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            continue
+        values, order = x[rows].sort(0)
+        cumulative = w[rows][order].cumsum(0)
+        k = (cumulative < cumulative[-1:] / 2).sum(0).clamp(max=rows.numel() - 1)
+        out[g] = values.gather(0, k.unsqueeze(0)).squeeze(0)
+    return out
+
+
+def graph_location(
+    x: Tensor, batch: Tensor, num_graphs: int, weight: Tensor | None, kind: str
+) -> Tensor:
+    """Each graph's ``"mean"`` or ``"median"`` row (``[num_graphs, D]``, weighted)."""
+    if kind == "median":
+        return _graph_median(x, batch, num_graphs, weight)
+    return _graph_mean(x, batch, num_graphs, weight)
+
+
 def _autocast_enabled(device_type: str) -> bool:
     try:
         return torch.is_autocast_enabled(device_type)
@@ -323,7 +349,13 @@ class GraphEncoder(nn.Module):
             patches behind each node, when given) from its nodes before the first
             nonlinearity, so that a patient-level offset shared by every patch of a bag (a
             scanner, stain or reconstruction-kernel effect) cannot reach the model, and
-            each node is read against the rest of its bag.
+            each node is read against the rest of its bag (``True`` or ``"mean"``).
+            ``"median"`` subtracts the column-wise weighted median of the mapped features
+            instead: a patient-level offset goes as well, but a small region shifted
+            along some direction barely moves the median, so the other nodes' centred
+            features do not carry a share of that region's shift (with the mean, every
+            node of the bag carries minus the region's share, a second, blurred way to read
+            the region without selecting it).
 
     Notes:
         With ``importance="selection"``, nodes dropped by pooling get 0 (as in the reference
@@ -355,7 +387,7 @@ class GraphEncoder(nn.Module):
         dropout_position: str = "input",
         importance: str = "selection",
         score_noise: float = 0.0,
-        center: bool = False,
+        center: bool | str = False,
     ) -> None:
         super().__init__()
         if importance not in IMPORTANCE_MODES:
@@ -376,7 +408,10 @@ class GraphEncoder(nn.Module):
         self.dropout_position = dropout_position
         self.importance = importance
         self.score_noise = float(score_noise)
-        self.center = bool(center)
+        if center not in CENTERS:
+            raise ValueError(f"center must be one of {CENTERS}, got {center!r}")
+        # "" (none), "mean" or "median"; True means "mean"
+        self.center = {False: "", True: "mean"}.get(center, center)
         self.project = nn.Sequential(
             nn.Linear(in_channels, hidden_channels),
             nn.ReLU(),
@@ -421,7 +456,7 @@ class GraphEncoder(nn.Module):
         trace: bool | None = None,
         scale: tuple[Tensor, Tensor] | None = None,
         node_weight: Tensor | None = None,
-        center: bool | None = None,
+        center: bool | str | None = None,
     ) -> EncodedGraphs:
         r"""Encode a batch of graphs.
 
@@ -470,7 +505,7 @@ class GraphEncoder(nn.Module):
         num_graphs: int,
         scale: tuple | None,
         node_weight: Tensor | None,
-        center: bool,
+        center: bool | str,
     ) -> tuple[Tensor, Tensor | None]:
         """``H^(0)``: the input projection with ``scale`` folded in and, with ``center``,
         each graph's mean subtracted; returns ``(h, x_mean)`` (``x_mean`` ``[G, D']`` the
@@ -487,10 +522,14 @@ class GraphEncoder(nn.Module):
             weight = weight / scale[1]
             z = nn.functional.linear(x, weight, -(weight @ scale[0]))
         x_mean = None
-        if center:
+        if center == "median":  # the median of the mapped features (a map moves it otherwise)
+            mapped = x.float() if scale is None else _apply_input_map(x.float(), scale)
+            x_mean = _graph_median(mapped, batch, num_graphs, node_weight)
+        elif center:  # the map is affine: map the mean of the raw features
             x_mean = _graph_mean(x.float(), batch, num_graphs, node_weight)
             if scale is not None:
                 x_mean = _apply_input_map(x_mean, scale)
+        if x_mean is not None:
             z = z - nn.functional.linear(x_mean.to(z.dtype), lin.weight)[batch]
         return self.project[1:](z + lin.bias), x_mean
 

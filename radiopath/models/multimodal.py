@@ -381,12 +381,13 @@ class MultimodalSurvivalModel(nn.Module):
         first product and its gradient shrink by the same factor. The same network reads
         raw or mapped features alike (equal up to float rounding).
         """
-        from radiopath.models.encoders import _apply_input_map, _graph_mean
+        from radiopath.models.encoders import _apply_input_map, graph_location
 
         z = _apply_input_map(x.float(), self.input_map(modality))
-        if self.encoders[modality].center:
+        kind = self.encoders[modality].center
+        if kind:
             one_graph = torch.zeros(len(z), dtype=torch.long, device=z.device)
-            z = z - _graph_mean(z, one_graph, 1, node_weight)
+            z = z - graph_location(z, one_graph, 1, node_weight, kind)
         return z
 
     def linear_head(self) -> tuple[Tensor, Tensor]:

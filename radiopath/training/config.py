@@ -46,8 +46,10 @@ DEFAULT_CONFIG: dict = {
     "conv": {"wsi": "gcn", "ct": "gcn"},
     "ratio": {"wsi": 0.2, "ct": 0.2},
     "use_graph": True,
-    # Subtract each bag's mean embedding from its nodes before the encoder's nonlinearity:
-    # a patient-level offset on every patch (scanner, stain) cannot reach the model.
+    # Subtract each bag's mean embedding ("mean" or true) or its column-wise median
+    # ("median") from its nodes before the encoder's nonlinearity: a patient-level offset on
+    # every patch (scanner, stain) cannot reach the model. The median is barely moved by a
+    # small region, so the other nodes do not carry a share of the region's shift.
     "center": False,
     # Model selection on an inner validation split of the training fold (never the test
     # fold): the fraction held out (0: none, the last epoch is kept), the criterion
@@ -271,7 +273,7 @@ TRAINING_RULES: dict = {
     "hidden": _COUNT,
     **{f"ratio.{m}": Number(low=0, high=1, low_open=True) for m in GRAPH_MODALITIES},
     "use_graph": Flag(),
-    "center": Flag(),
+    "center": Either((Flag(), OneOf(("mean", "median")))),
     "validation.fraction": Number(low=0, high=0.9, high_open=True),
     "validation.start": _FRACTION,
     "monitor_test": Flag(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from model_graphs import random_graph
@@ -274,7 +275,7 @@ def test_centring_removes_a_per_graph_offset_and_equals_centring_the_input(folde
     assert not torch.allclose(plain(x, b.edge_index, b.batch, 3).x, ref.x)
 
 
-@pytest.mark.parametrize("center", [False, True])
+@pytest.mark.parametrize("center", [False, True, "median"])
 def test_projection_on_components_folded_equals_projecting_the_input(center):
     """``scale = (mean, std, components)``: the encoder equals a width-K encoder fed
     ``((x - mean) / std) @ components`` (centred per graph when asked), with or without
@@ -294,6 +295,58 @@ def test_projection_on_components_folded_equals_projecting_the_input(center):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = enc(b.x, b.edge_index, b.batch, 2, scale=(mean, std, comp), node_weight=counts)
     torch.testing.assert_close(low.x.float(), ref.x, atol=0.1, rtol=0.1)
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return values[order][np.searchsorted(cumulative, cumulative[-1] / 2)]
+
+
+@pytest.mark.parametrize("folded", [True, False])
+def test_median_centring_removes_an_offset_and_ignores_a_small_region(folded):
+    """``center="median"``: a per-graph offset changes nothing; the result equals encoding the
+    features minus their column-wise patch-weighted median (numpy reference); and, unlike
+    the mean, the centring of the other nodes does not move when a small region shifts."""
+    torch.manual_seed(0)
+    b = batch_of([30, 45, 12], dim=6)
+    counts = torch.randint(1, 9, (b.num_nodes,)).float()
+    enc = GraphEncoder(6, 8, ratio=0.5, center="median", dropout=0.0).eval()
+    scale = (torch.randn(6), torch.rand(6) + 0.5) if folded else None
+    kw = dict(scale=scale, node_weight=counts)
+    out = enc(b.x, b.edge_index, b.batch, 3, **kw)
+    moved = enc(b.x + 3.0 * torch.randn(3, 6)[b.batch], b.edge_index, b.batch, 3, **kw)
+    torch.testing.assert_close(moved.x, out.x, atol=1e-4, rtol=1e-4)
+    x = b.x if scale is None else (b.x - scale[0]) / scale[1]
+    median = torch.tensor(
+        [
+            [
+                _weighted_median(x[b.batch == g, d].numpy(), counts[b.batch == g].numpy())
+                for d in range(6)
+            ]
+            for g in range(3)
+        ]
+    )
+    plain = GraphEncoder(6, 8, ratio=1.0, dropout=0.0).eval()
+    both = GraphEncoder(6, 8, ratio=1.0, center="median", dropout=0.0).eval()
+    both.load_state_dict(plain.state_dict())
+    ref = plain(x - median[b.batch], b.edge_index, b.batch, 3)
+    got = both(b.x, b.edge_index, b.batch, 3, **kw)
+    torch.testing.assert_close(got.x, ref.x, atol=1e-5, rtol=1e-4)
+    # A small region (3 nodes of the first graph) moved far up: once it is above every other
+    # node the median no longer depends on how far, the mean moves with it.
+    region = torch.zeros(b.num_nodes, dtype=torch.bool)
+    region[:3] = True
+    rest = (b.batch == 0) & ~region
+    unit = scale[1] if folded else 1.0
+    mean_enc = GraphEncoder(6, 8, ratio=1.0, center="mean", dropout=0.0).eval()
+    centred = {}
+    for name, encoder in (("median", both), ("mean", mean_enc)):
+        for size in (50.0, 500.0):
+            bumped = b.x + size * region[:, None].float() * unit
+            centred[name, size] = encoder(bumped, b.edge_index, b.batch, 3, **kw).target[rest]
+    torch.testing.assert_close(centred["median", 50.0], centred["median", 500.0])
+    assert (centred["mean", 50.0] - centred["mean", 500.0]).abs().min() > 10.0
 
 
 def test_symmetric_product_gradient_equals_torch_sparse_mm():

@@ -51,7 +51,7 @@ def test_batch_graphs_equals_pyg_collation():
     assert ours.num_graphs == 3 == ours.to("cpu").num_graphs
 
 
-@pytest.mark.parametrize("center", [False, True])
+@pytest.mark.parametrize("center", [False, True, "median"])
 def test_mapped_store_gives_the_same_model_outputs_as_raw_features(cohort, center):
     store, records = cohort
     model = MultimodalSurvivalModel(
