@@ -1,26 +1,22 @@
-"""One model fitted on one outer fold: the result record, retries and test predictions.
+"""One model fitted on one outer fold: the result record and its test predictions.
 
-A fit that raises (Coxnet's "weights too large", an overflowing Cox model, a singular
-system) or does not converge is retried with a stronger penalty (:func:`fit_with_retry`);
-if it still fails, :class:`FitFailed` is raised and the fold's :class:`FittedModel` is
-marked ``"failed"`` with the reason.
+What is chosen, refit and retried is decided in :mod:`.selection`; a fold whose fit
+failed even with a stronger penalty gets a :class:`FittedModel` marked ``"failed"`` with
+the reason.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
 
 from radiopath.evaluation.config import SURVIVAL_FUNCTION_MODELS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FIT_ERRORS", "FitFailed", "FittedModel", "fit_with_retry"]
+__all__ = ["FIT_ERRORS", "FitFailed", "FittedModel"]
 
 # what a numerical failure of a fit looks like (LinAlgError is a ValueError subclass)
 FIT_ERRORS = (ArithmeticError, ValueError, np.linalg.LinAlgError)
@@ -46,77 +42,7 @@ class FittedModel:
     test_survival: np.ndarray | None = None  # [n_test, n_times] at PreparedFold.times
 
 
-# ----------------------------------------------------------------------------- retries
-
-
-def _stronger(model: str, params: dict, factor: float) -> dict:
-    """The next, more strongly penalised, parameters of a failed fit."""
-    p = dict(params)
-    if model == "coxph":
-        p["alpha"] = max(float(p["alpha"]) * factor, 1e-2)
-    elif model == "coxnet":
-        p["alphas"] = [float(a) * factor for a in p["alphas"]]
-    elif model == "fsvm":
-        p["alpha"] = float(p["alpha"]) / factor
-    else:
-        raise FitFailed(f"{model} has no penalty to strengthen")
-    return p
-
-
-def _describe(params: Mapping) -> str:
-    return ", ".join(
-        f"{k}={v[0] if isinstance(v, list) and len(v) == 1 else v:.4g}"
-        if isinstance(v, float) or (isinstance(v, list) and len(v) == 1)
-        else f"{k}={v}"
-        for k, v in params.items()
-    )
-
-
-def fit_with_retry(model: str, make, params: dict, X, y, retry: Mapping):
-    """Fit ``make(**params)``; on an error or non-convergence retry with a stronger penalty.
-
-    Returns ``(estimator, params, status, message)``; ``status`` is ``"ok"``,
-    ``"retried"`` (a stronger penalty was needed) or ``"not_converged"`` (kept, flagged).
-    Raises :class:`FitFailed` when every attempt raised.
-    """
-    max_retries = int(retry["max_retries"]) if model != "rsf" else 0
-    factor = float(retry["factor"])
-    notes: list[str] = []
-    attempt = 0
-    while True:
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", ConvergenceWarning)
-                est = make(**params).fit(X, y)
-            conv = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
-            if conv and attempt < max_retries:
-                notes.append(f"{_describe(params)} did not converge ({conv[0].message})")
-                params = _stronger(model, params, factor)
-                attempt += 1
-                continue
-            if conv:
-                notes.append(f"{_describe(params)} did not converge ({conv[0].message})")
-                return est, params, "not_converged", "; ".join(notes)
-            if notes:
-                notes.append(f"refit with {_describe(params)}")
-            return est, params, ("retried" if notes else "ok"), "; ".join(notes)
-        except FIT_ERRORS as exc:
-            notes.append(f"{_describe(params)}: {type(exc).__name__}: {exc}")
-            if attempt >= max_retries:
-                raise FitFailed("; ".join(notes)) from exc
-            params = _stronger(model, params, factor)
-            attempt += 1
-
-
 # ----------------------------------------------------------------------------- helpers
-
-
-def _select(scores: np.ndarray) -> tuple[int, float]:
-    """Index of the best mean inner-CV score (first on ties, as GridSearchCV), and the score."""
-    if np.all(np.isnan(scores)):
-        return -1, float("nan")
-    i = int(np.nanargmax(scores))
-    return i, float(scores[i])
 
 
 def _survival_at(estimator, X: np.ndarray, times: np.ndarray | None, **kw) -> np.ndarray | None:

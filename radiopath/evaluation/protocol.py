@@ -16,13 +16,15 @@ grows RSF with the compiled forest of :mod:`.estimators.rsf` (scikit-survival's 
 split rule), reads its depth grid off one deep forest per inner fold, and computes the
 metrics with :mod:`.torch_metrics`.
 
-A fit that raises (Coxnet's "weights too large", an overflowing Cox model, a singular
-system) or does not converge is retried with a stronger penalty; if it still fails, its
-metric rows are written with ``value = NaN``, ``status = "failed"`` and the reason.
+Both backends only score the grid; one routine (:mod:`.selection`) chooses each fold's grid
+point, refits it and applies the retry policy: a fit that raises (Coxnet's "weights too
+large", an overflowing Cox model, a singular system) or does not converge is retried with a
+stronger penalty; if it still fails, its metric rows are written with ``value = NaN``,
+``status = "failed"`` and the reason.
 
 The parts live in their own modules: :mod:`.prepare` (checks, screening, scaling, inner
-splits, time grid), :mod:`.fitting` (retries, the fitted-model record), :mod:`.sksurv_backend`,
-:mod:`.torch_backend` and :mod:`.metrics`. This module is the driver
+splits, time grid), :mod:`.selection` (the choice, the retry policy), :mod:`.fitting` (the
+fitted-model record), :mod:`.sksurv_backend`, :mod:`.torch_backend` and :mod:`.metrics`. This module is the driver
 (:func:`evaluate_folds`) and re-exports their public names.
 """
 
@@ -50,12 +52,12 @@ from radiopath.evaluation.config import BACKENDS, MODELS, resolve_evaluation_con
 from radiopath.evaluation.fitting import FIT_ERRORS as FIT_ERRORS
 from radiopath.evaluation.fitting import FitFailed as FitFailed
 from radiopath.evaluation.fitting import FittedModel
-from radiopath.evaluation.fitting import fit_with_retry as fit_with_retry
 from radiopath.evaluation.metrics import _metric_values
 from radiopath.evaluation.metrics import c_index_random_ties as c_index_random_ties
 from radiopath.evaluation.prepare import PreparedFold, prepare_fold
 from radiopath.evaluation.prepare import _follow_up_adjusted as _follow_up_adjusted
 from radiopath.evaluation.prepare import _time_grid as _time_grid
+from radiopath.evaluation.sksurv_backend import fit_with_retry as fit_with_retry
 from radiopath.evaluation.sksurv_backend import forest_depth_risks
 from radiopath.evaluation.units import fit_unit, plan_units
 from radiopath.executors import ExecutorArg, borrowed

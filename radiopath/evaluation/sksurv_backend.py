@@ -1,11 +1,11 @@
-"""The scikit-survival backend of the protocol: grid searches and the RSF depth trick.
+"""The scikit-survival backend of the protocol: grid scores and the RSF depth trick.
 
-:func:`_fit_sksurv` runs scikit-survival's estimators in ``GridSearchCV`` over the inner
-splits of a :class:`~radiopath.evaluation.prepare.PreparedFold` and refits the chosen
-parameters with :func:`~radiopath.evaluation.fitting.fit_with_retry`. :func:`_rsf_truncated`
-reads the RSF depth grid off one deep forest per inner fold (:func:`forest_depth_risks`)
-instead of growing a forest per depth, with scikit-survival's forest or the compiled
-:class:`~radiopath.evaluation.estimators.rsf.NumbaRandomSurvivalForest`.
+:func:`_fit_sksurv` scores scikit-survival's estimators with ``GridSearchCV`` on the inner
+splits of a :class:`~radiopath.evaluation.prepare.PreparedFold`, one grid point after the
+other; :func:`_rsf_truncated` reads the RSF depth grid off one deep forest per inner fold
+(:func:`forest_depth_risks`) instead of growing a forest per depth, with scikit-survival's
+forest or the compiled :class:`~radiopath.evaluation.estimators.rsf.NumbaRandomSurvivalForest`.
+Which point wins, the refit and its retries are :func:`~.selection.select_and_refit`'s.
 """
 
 from __future__ import annotations
@@ -26,20 +26,13 @@ from radiopath.errors import RadiopathInputError
 from radiopath.evaluation import torch_metrics
 from radiopath.evaluation.config import MODELS
 from radiopath.evaluation.estimators.rsf import NumbaRandomSurvivalForest
-from radiopath.evaluation.fitting import (
-    FIT_ERRORS,
-    FitFailed,
-    FittedModel,
-    _failed,
-    _finish,
-    _select,
-    fit_with_retry,
-)
+from radiopath.evaluation.fitting import FIT_ERRORS, FitFailed, FittedModel
 from radiopath.evaluation.prepare import PreparedFold
+from radiopath.evaluation.selection import Grid, Outcome, RetryPolicy, select_and_refit
 
 log = logging.getLogger(__name__)
 
-__all__ = ["forest_depth_risks"]
+__all__ = ["fit_once", "fit_with_retry", "forest_depth_risks"]
 
 # ----------------------------------------------------------------------------- RSF depth trick
 
@@ -147,27 +140,114 @@ def _make_sksurv(model: str, cfg: Mapping, seed: int):
     return make
 
 
-def _sksurv_grid(model: str, prep: PreparedFold, cfg: Mapping, make) -> list[dict] | dict:
-    if model == "rsf":
-        return {"max_depth": list(cfg["rsf"]["max_depth"])}
-    if model == "coxph":
-        return {"alpha": [float(a) for a in cfg["coxph"]["alpha"]]}
-    if model == "fsvm":
-        return {"alpha": [float(a) for a in cfg["fsvm"]["alpha"]]}
-    grids = []
-    for r in cfg["coxnet"]["l1_ratio"]:
-        # the alpha path of the whole training split, as scikit-survival's user guide does
+def fit_once(make, params: Mapping, X, y) -> Outcome:
+    """One attempt of ``make(**params).fit(X, y)``: the estimator, the error that a
+    numerical failure raised, or the estimator flagged by its ``ConvergenceWarning``."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            est = make(**params).fit(X, y)
+    except FIT_ERRORS as exc:
+        return Outcome(failure=f"{type(exc).__name__}: {exc}")
+    conv = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    if conv:
+        return Outcome(est, converged=False, detail=str(conv[0].message))
+    return Outcome(est)
+
+
+def fit_with_retry(model: str, make, params: dict, X, y, retry: Mapping):
+    """Fit ``make(**params)`` under the retry policy of :mod:`.selection`.
+
+    Returns ``(estimator, params, status, message)``; ``status`` is ``"ok"``,
+    ``"retried"`` (a stronger penalty was needed) or ``"not_converged"`` (kept, flagged).
+    Raises :class:`FitFailed` when every attempt failed.
+    """
+    end = RetryPolicy.from_config(retry, model).run(
+        model, [params], lambda items, ps: [fit_once(make, p, X, y) for p in ps]
+    )[0]
+    if end.status == "failed":
+        raise FitFailed(end.message)
+    return end.value, end.params, end.status, end.message
+
+
+def _refit_on(prep: PreparedFold, make):
+    """The ``refit`` of :func:`~.selection.select_and_refit` for one fold, one fit at a time."""
+
+    def refit(folds, params, choices):
+        return [fit_once(make, p, prep.X_train, prep.y_train) for p in params]
+
+    return refit
+
+
+def _coxnet_alpha_path(prep: PreparedFold, c: Mapping, params: Mapping) -> Outcome:
+    """The alpha path of the whole training split, as scikit-survival's user guide does."""
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             path = CoxnetSurvivalAnalysis(
-                l1_ratio=float(r),
-                n_alphas=int(cfg["coxnet"]["n_alphas"]),
-                alpha_min_ratio=cfg["coxnet"]["alpha_min_ratio"],
-                tol=float(cfg["coxnet"]["tol"]),
-                max_iter=int(cfg["coxnet"]["max_iter"]),
+                l1_ratio=float(params["l1_ratio"]),
+                n_alphas=int(c["n_alphas"]),
+                alpha_min_ratio=params["alpha_min_ratio"],
+                tol=float(c["tol"]),
+                max_iter=int(c["max_iter"]),
             ).fit(prep.X_train, prep.y_train)
-        grids.append({"l1_ratio": [float(r)], "alphas": [[float(a)] for a in path.alphas_]})
-    return grids
+    except FIT_ERRORS as exc:
+        return Outcome(failure=f"alpha path: {type(exc).__name__}: {exc}")
+    return Outcome(path.alphas_)
+
+
+def _param_grid(model: str, prep: PreparedFold, cfg: Mapping, policy: RetryPolicy):
+    """``(param_grid, notes)`` of ``GridSearchCV``; Coxnet's alpha paths are built under
+    the retry policy (a ratio whose path cannot be built is left out)."""
+    if model == "rsf":
+        return {"max_depth": list(cfg["rsf"]["max_depth"])}, []
+    if model in ("coxph", "fsvm"):
+        return {"alpha": [float(a) for a in cfg[model]["alpha"]]}, []
+    c = cfg["coxnet"]
+    start = [{"l1_ratio": float(r), "alpha_min_ratio": c["alpha_min_ratio"]} for r in c["l1_ratio"]]
+    ends = policy.run(
+        "coxnet", start, lambda items, ps: [_coxnet_alpha_path(prep, c, p) for p in ps]
+    )
+    grids = [
+        {"l1_ratio": [e.params["l1_ratio"]], "alphas": [[float(a)] for a in e.value]}
+        for e in ends
+        if e.status != "failed"
+    ]
+    return grids, [n for e in ends for n in e.notes]
+
+
+def _sksurv_grid(model: str, prep: PreparedFold, cfg: Mapping, make, policy) -> Grid:
+    """The grid of one fold scored by ``GridSearchCV`` on its inner splits (one point after
+    the other; a failed fit scores NaN)."""
+    param_grid, notes = _param_grid(model, prep, cfg, policy)
+    if not param_grid:
+        return Grid([], np.empty((0, 0)), notes, "; ".join(notes))
+    candidates = list(ParameterGrid(param_grid))
+    search = GridSearchCV(
+        make(),
+        param_grid,
+        cv=prep.splits,
+        error_score=np.nan,
+        refit=False,
+        n_jobs=int(cfg["n_jobs"]),
+    )
+    scores = np.full((len(prep.splits), len(candidates)), np.nan)
+    with warnings.catch_warnings():
+        for category in (FitFailedWarning, ConvergenceWarning, UserWarning, RuntimeWarning):
+            warnings.simplefilter("ignore", category)
+        try:
+            search.fit(prep.X_train, prep.y_train)
+            res = search.cv_results_
+            scores = np.array([res[f"split{s}_test_score"] for s in range(len(prep.splits))])
+        except ValueError as exc:
+            # scikit-learn raises when every fit of the search failed
+            log.info(
+                "%s fold %d: every inner-CV fit failed (%s)",
+                model,
+                prep.fold,
+                str(exc).strip()[:200],
+            )
+    return Grid(candidates, scores, notes)
 
 
 def _fit_sksurv(model: str, prep: PreparedFold, cfg: Mapping, seed: int) -> FittedModel:
@@ -178,72 +258,9 @@ def _fit_sksurv(model: str, prep: PreparedFold, cfg: Mapping, seed: int) -> Fitt
         def inner_make(**p):
             return make(**p).set_params(n_jobs=1)
 
-    try:
-        grid = _sksurv_grid(model, prep, cfg, make)
-    except FIT_ERRORS as exc:
-        return _failed(model, prep, {}, float("nan"), f"alpha path: {type(exc).__name__}: {exc}")
-    search = GridSearchCV(
-        inner_make(),
-        grid,
-        cv=prep.splits,
-        error_score=np.nan,
-        refit=False,
-        n_jobs=int(cfg["n_jobs"]),
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FitFailedWarning)
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        try:
-            search.fit(prep.X_train, prep.y_train)
-            scores = np.asarray(search.cv_results_["mean_test_score"], dtype=float)
-        except ValueError as exc:
-            # scikit-learn raises when every fit of the search failed
-            log.info(
-                "%s fold %d: every inner-CV fit failed (%s)",
-                model,
-                prep.fold,
-                str(exc).strip()[:200],
-            )
-            scores = None
-    candidates = list(ParameterGrid(grid))
-    if scores is None:
-        scores = np.full(len(candidates), np.nan)
-    best, cv_score = _select(scores)
-    if best < 0:
-        # every grid point failed inside the CV: start from the most penalised one
-        best = _most_penalised(model, candidates)
-    params = dict(candidates[best])
-    try:
-        est, params, status, message = fit_with_retry(
-            model, make, params, prep.X_train, prep.y_train, cfg["retry"]
-        )
-    except FitFailed as exc:
-        return _failed(model, prep, params, cv_score, str(exc))
-    return _finish(model, prep, est, _clean(params), cv_score, status, message)
-
-
-def _most_penalised(model: str, candidates: list[dict]) -> int:
-    if model == "coxph":
-        return int(np.argmax([c["alpha"] for c in candidates]))
-    if model == "coxnet":
-        return int(np.argmax([c["alphas"][0] for c in candidates]))
-    if model == "fsvm":
-        return int(np.argmin([c["alpha"] for c in candidates]))
-    return 0
-
-
-def _clean(params: Mapping) -> dict:
-    out = {}
-    for k, v in params.items():
-        if k == "alphas":
-            out["alpha"] = float(v[0])
-        elif isinstance(v, np.generic):
-            out[k] = v.item()
-        else:
-            out[k] = v
-    return out
+    policy = RetryPolicy.from_config(cfg["retry"], model)
+    grid = _sksurv_grid(model, prep, cfg, inner_make, policy)
+    return select_and_refit(model, [prep], [grid], _refit_on(prep, make), policy)[0]
 
 
 # ----------------------------------------------------------------------------- RSF truncated
@@ -305,15 +322,6 @@ def _rsf_truncated(
                 )[0]
             except (ValueError, NoComparablePairException):
                 pass
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(scores, 0)
-    best, cv_score = _select(mean)
-    params = {"max_depth": depths[max(best, 0)]}
-    try:
-        est, params, status, message = fit_with_retry(
-            "rsf", make, params, prep.X_train, prep.y_train, cfg["retry"]
-        )
-    except FitFailed as exc:
-        return _failed("rsf", prep, params, cv_score, str(exc))
-    return _finish("rsf", prep, est, params, cv_score, status, message)
+    grid = Grid([{"max_depth": d} for d in depths], scores)
+    policy = RetryPolicy.from_config(cfg["retry"], "rsf")
+    return select_and_refit("rsf", [prep], [grid], _refit_on(prep, make), policy)[0]

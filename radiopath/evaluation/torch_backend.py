@@ -2,21 +2,23 @@
 
 All inner folds x grid points x outer folds of a model are solved in one batched call of the
 solvers in :mod:`radiopath.evaluation.torch_models`, on folds padded to a common size
-(:func:`_pad`); the inner-CV Harrell's C picks each fold's penalty, which is then refit on the
-whole training split (batched again, with retries).
+(:func:`_pad`). The backend only scores: the inner-CV Harrell's C of every (fold, split, grid
+point) goes to :func:`~.selection.select_and_refit`, which picks each fold's penalty and
+refits it on the whole training split through a batched ``refit`` here (with the retries of
+its policy).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from radiopath.evaluation._cox import DTYPE
-from radiopath.evaluation.fitting import FittedModel, _failed, _finish, _select
+from radiopath.evaluation.fitting import FittedModel
 from radiopath.evaluation.prepare import PreparedFold
+from radiopath.evaluation.selection import Grid, Outcome, RetryPolicy, select_and_refit
 from radiopath.evaluation.torch_models import (
     TorchCoxnet,
     TorchCoxPH,
@@ -111,14 +113,6 @@ def _pad(preps: Sequence[PreparedFold], device) -> dict:
 # ----------------------------------------------------------------------------- torch backend
 
 
-def _mean_cv(scores: torch.Tensor, ok: torch.Tensor) -> np.ndarray:
-    """Mean over inner splits, ignoring NaN and absent splits: ``[F, S, G]`` -> ``[F, G]``."""
-    s = torch.where(ok.unsqueeze(-1), scores, torch.full_like(scores, torch.nan))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(s.cpu().numpy(), axis=1)
-
-
 def _grid_problems(
     F: int, S: int, G: int, device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -129,21 +123,14 @@ def _grid_problems(
     return fi, si, gi
 
 
-def _choose_by_inner_cv(risk, failed, P, fi, si, alphas, fallback) -> list[tuple[float, float]]:
-    """Per outer fold, the grid value with the best mean validation C-index, and that score.
-
-    Failed fits score NaN; a fold where every fit failed falls back to ``fallback`` (the
-    most penalised value).
-    """
-    F, S, G = P["F"], P["S"], len(alphas)
+def _inner_cv_grids(preps, risk, failed, P, fi, si, candidates) -> list[Grid]:
+    """Each outer fold's :class:`~.selection.Grid`: the validation C-index of every (inner
+    split, grid point) fit of the batch; failed fits score NaN."""
+    F, S, G = P["F"], P["S"], len(candidates)
     score = _harrell_cv(risk, P["time"][fi], P["event"][fi], P["val_m"][fi, si])
     score = torch.where(failed, torch.full_like(score, torch.nan), score)
-    mean = _mean_cv(score.view(F, S, G), P["split_ok"])
-    chosen = []
-    for f in range(F):
-        best, cv = _select(mean[f])
-        chosen.append((alphas[best] if best >= 0 else fallback, cv))
-    return chosen
+    score = score.view(F, S, G).cpu().numpy()
+    return [Grid(list(candidates), score[f, : len(p.splits)]) for f, p in enumerate(preps)]
 
 
 def _torch_coxph(preps, cfg, device, seed) -> list[FittedModel]:
@@ -171,8 +158,8 @@ def _torch_coxph(preps, cfg, device, seed) -> list[FittedModel]:
     order = sorted(range(G), key=lambda k: -alphas[k])
     coef, failed = _warm_path(solve, gi, alphas, order, len(fi), P["d"], device)
     risk = torch.bmm(P["X"][fi], coef.unsqueeze(-1)).squeeze(-1)
-    chosen = _choose_by_inner_cv(risk, failed, P, fi, si, alphas, fallback=max(alphas))
-    return _torch_refit("coxph", preps, P, chosen, cfg, device, seed)
+    grids = _inner_cv_grids(preps, risk, failed, P, fi, si, [{"alpha": a} for a in alphas])
+    return _select_and_refit("coxph", preps, P, grids, cfg, device, seed)
 
 
 def _torch_fsvm(preps, cfg, device, seed) -> list[FittedModel]:
@@ -201,8 +188,8 @@ def _torch_fsvm(preps, cfg, device, seed) -> list[FittedModel]:
     order = sorted(range(G), key=lambda k: alphas[k])
     coef, failed = _warm_path(solve, gi, alphas, order, len(fi), P["d"], device)
     risk = -torch.bmm(P["X"][fi], coef.unsqueeze(-1)).squeeze(-1)
-    chosen = _choose_by_inner_cv(risk, failed, P, fi, si, alphas, fallback=min(alphas))
-    return _torch_refit("fsvm", preps, P, chosen, cfg, device, seed)
+    grids = _inner_cv_grids(preps, risk, failed, P, fi, si, [{"alpha": a} for a in alphas])
+    return _select_and_refit("fsvm", preps, P, grids, cfg, device, seed)
 
 
 def _warm_path(solve, gi, alphas, order, n_problems, d, device):
@@ -234,71 +221,54 @@ def _train_ranks(preps, P, seed, device) -> torch.Tensor:
     return ranks
 
 
-def _torch_refit(model, preps, P, chosen, cfg, device, seed) -> list[FittedModel]:
-    """Refit each fold at its chosen penalty on the whole training split, batched; retry failures."""
-    F = P["F"]
-    retry = cfg["retry"]
-    factor = float(retry["factor"])
-    alpha = np.array([c[0] for c in chosen], dtype=float)
-    notes: list[list[str]] = [[] for _ in range(F)]
-    todo = np.arange(F)
-    coef = [None] * F
-    status = ["ok"] * F
+def _select_and_refit(model, preps, P, grids, cfg, device, seed) -> list[FittedModel]:
+    """:func:`~.selection.select_and_refit` with a batched refit: the folds to (re)fit are
+    solved on their whole training split at their penalty in one call."""
     ranks = _train_ranks(preps, P, seed, device) if model == "fsvm" else None
-    for attempt in range(int(retry["max_retries"]) + 1):
-        if todo.size == 0:
-            break
-        res = _refit_solve(model, P, todo, alpha, ranks, cfg, device)
-        again = []
-        for j, f in enumerate(todo):
-            failed, conv = bool(res.failed[j]), bool(res.converged[j])
-            if failed or not conv:
-                what = "overflow or singular system" if failed else "did not converge"
-                notes[f].append(f"alpha={alpha[f]:.4g}: {what}")
-                if attempt < int(retry["max_retries"]):
-                    alpha[f] = (
-                        max(alpha[f] * factor, 1e-2) if model == "coxph" else alpha[f] / factor
-                    )
-                    again.append(f)
-                    continue
-                if failed:
-                    coef[f] = None
-                    status[f] = "failed"
-                    continue
-                status[f] = "not_converged"
-            elif notes[f]:
-                status[f] = "retried"
-                notes[f].append(f"refit with alpha={alpha[f]:.4g}")
-            q = preps[f].X_train.shape[1]
-            coef[f] = res.coef[j, :q].cpu().numpy()
-        todo = np.array(again, dtype=int)
+
+    def refit(folds, params, choices) -> list[Outcome]:
+        alpha = np.array([float(p["alpha"]) for p in params])
+        res = _refit_solve(model, P, np.array(folds, dtype=int), alpha, ranks, cfg, device)
+
+        def build(j, f):
+            p = preps[f]
+            coef = res.coef[j, : p.X_train.shape[1]].cpu().numpy()
+            if model == "coxph":
+                return TorchCoxPH.from_coef(
+                    coef,
+                    p.X_train,
+                    p.train_event,
+                    p.train_time,
+                    alpha=float(alpha[j]),
+                    device=str(device),
+                )
+            return TorchFastSurvivalSVM.from_coef(
+                coef, alpha=float(alpha[j]), random_state=seed, device=str(device)
+            )
+
+        return _outcomes(folds, res.failed, res.converged, build, "overflow or singular system")
+
+    policy = RetryPolicy.from_config(cfg["retry"], model)
+    return select_and_refit(model, preps, grids, refit, policy)
+
+
+def _outcomes(folds, failed, converged, build, failure: str, detail: str = "") -> list[Outcome]:
+    """The :class:`~.selection.Outcome` of each fold of a batched refit: ``build(j, fold)``
+    (the estimator of problem ``j``), flagged when it did not converge, or ``failure``."""
     out = []
-    for f, p in enumerate(preps):
-        params = {"alpha": float(alpha[f])}
-        if coef[f] is None:
-            out.append(_failed(model, p, params, chosen[f][1], "; ".join(notes[f])))
+    for j, f in enumerate(folds):
+        if bool(failed[j]):
+            out.append(Outcome(failure=failure))
             continue
-        if model == "coxph":
-            est = TorchCoxPH.from_coef(
-                coef[f],
-                p.X_train,
-                p.train_event,
-                p.train_time,
-                alpha=float(alpha[f]),
-                device=str(device),
-            )
-        else:
-            est = TorchFastSurvivalSVM.from_coef(
-                coef[f], alpha=float(alpha[f]), random_state=seed, device=str(device)
-            )
-        out.append(_finish(model, p, est, params, chosen[f][1], status[f], "; ".join(notes[f])))
+        conv = bool(converged[j])
+        out.append(Outcome(build(j, f), converged=conv, detail="" if conv else detail))
     return out
 
 
 def _refit_solve(model, P, todo, alpha, ranks, cfg, device):
-    """Fit the folds ``todo`` on their whole training split at their ``alpha``, in one call."""
+    """Fit the folds ``todo`` on their whole training split at ``alpha`` (one per fold), in one call."""
     idx = torch.as_tensor(todo, device=device)
-    a = torch.as_tensor(alpha[todo], dtype=DTYPE, device=device)
+    a = torch.as_tensor(alpha, dtype=DTYPE, device=device)
     if model == "coxph":
         return fit_cox_ridge(
             P["X"][idx],
@@ -334,59 +304,62 @@ def _torch_coxnet(preps, cfg, device, seed) -> list[FittedModel]:
        training subset along that grid (loose tolerance: it only ranks alphas); the
        training-split paths also give scikit-survival's early stop of the path;
     3. the chosen (l1_ratio, alpha) of each fold re-solved to ``torch_tol`` from its path
-       solution. A path that fails is retried with a larger ``alpha_min_ratio``.
+       solution (:func:`_coxnet_polish`). Paths that fail and polishes that fail are retried
+       under the retry policy of :mod:`.selection`.
+    """
+    P = _pad(preps, device)
+    ratios = [float(r) for r in cfg["coxnet"]["l1_ratio"]]
+    policy = RetryPolicy.from_config(cfg["retry"], "coxnet")
+    paths, grids = _coxnet_grids(preps, P, ratios, cfg, policy, device)
+    refit = _coxnet_polish(preps, P, paths, len(ratios), cfg, device)
+    return select_and_refit("coxnet", preps, grids, refit, policy)
+
+
+def _coxnet_grids(preps, P, ratios, cfg, policy, device):
+    """Steps 1 and 2 of :func:`_torch_coxnet` for every (fold, l1_ratio), under ``policy``
+    (a failed path is rebuilt with a larger ``alpha_min_ratio``).
+
+    Problem ``b = fold * R + ratio index``. Returns ``(paths, grids)``: per problem the
+    alphas ``[k]`` and coefficients ``[k, p]`` of its training-split path (None if it
+    failed), and each fold's :class:`~.selection.Grid` of points ``ratio * A + alpha index``.
     """
     c = cfg["coxnet"]
-    P = _pad(preps, device)
-    F = P["F"]
-    ratios = [float(r) for r in c["l1_ratio"]]
-    paths, scores, notes = _coxnet_cv_paths(P, ratios, cfg, device)
-    chosen = _choose_coxnet(scores, paths, len(ratios), int(c["n_alphas"]))
-    out = _polish_coxnet(preps, P, chosen, paths, ratios, notes, cfg, device)
-    for f in range(F):
-        if out[f] is None:
-            out[f] = _failed(
-                "coxnet", preps[f], {}, float("nan"), "; ".join(notes[f]) or "no alpha path"
-            )
-    return out
-
-
-def _coxnet_cv_paths(P, ratios, cfg, device):
-    """Steps 1 and 2 of :func:`_torch_coxnet` for every (fold, l1_ratio), retrying failed paths.
-
-    Problem ``b = fold * R + ratio index``. Returns ``(paths, scores, notes)``: per problem
-    the alphas ``[k]`` and coefficients ``[k, p]`` of its training-split path (None if it
-    failed), the mean inner-CV C ``[F, R, A]``, and per fold the retry notes.
-    """
-    c, retry = cfg["coxnet"], cfg["retry"]
     F, R, A = P["F"], len(ratios), int(c["n_alphas"])
     fi = torch.arange(F, device=device).repeat_interleave(R)
     ri = torch.as_tensor(ratios, dtype=DTYPE, device=device).repeat(F)
-    min_ratio = np.full(F * R, float(c["alpha_min_ratio"]))
-    notes = [[] for _ in range(F)]
-    paths: list = [None] * (F * R)  # (alphas [k], coefs [k, p]) of the training split
-    scores = np.full((F, R, A), np.nan)
-    todo = np.arange(F * R)
-    for attempt in range(int(retry["max_retries"]) + 1):
-        if todo.size == 0:
-            break
-        idx = torch.as_tensor(todo, device=device)
-        res, mean = _coxnet_solve_paths(P, fi[idx], ri[idx], min_ratio[todo], cfg, device)
-        again = []
-        for j, b in enumerate(todo):
+
+    def attempt(items, params) -> list[Outcome]:
+        idx = torch.as_tensor(items, device=device)
+        min_ratio = np.array([p["alpha_min_ratio"] for p in params])
+        res, split_scores = _coxnet_solve_paths(P, fi[idx], ri[idx], min_ratio, cfg, device)
+        out = []
+        for j in range(len(items)):
             if bool(res.failed[j]):
-                notes[b // R].append(
-                    f"l1_ratio={ratios[b % R]}: path failed at alpha_min_ratio={min_ratio[b]:.3g}"
-                )
-                if attempt < int(retry["max_retries"]):
-                    min_ratio[b] = min(min_ratio[b] * float(retry["factor"]), 0.5)
-                    again.append(b)
+                out.append(Outcome(failure="alpha path: overflow"))
                 continue
             k = int(res.n_alphas[j])
-            paths[b] = (res.alphas[j, :k], res.coef[j, :k])
-            scores[b // R, b % R, :k] = mean[j, :k]
-        todo = np.array(again, dtype=int)
-    return paths, scores, notes
+            out.append(Outcome((res.alphas[j, :k], res.coef[j, :k], split_scores[j, :, :k])))
+        return out
+
+    start = [{"l1_ratio": r, "alpha_min_ratio": float(c["alpha_min_ratio"])} for r in ratios]
+    ends = policy.run("coxnet", start * F, attempt)
+    paths = [e.value[:2] if e.status != "failed" else None for e in ends]
+    grids = []
+    for f, p in enumerate(preps):
+        candidates: list[dict | None] = [None] * (R * A)
+        scores = np.full((len(p.splits), R * A), np.nan)
+        for r in range(R):
+            e = ends[f * R + r]
+            if e.status == "failed":
+                continue
+            alphas, _, split = e.value
+            for k in range(len(alphas)):
+                candidates[r * A + k] = {"l1_ratio": ratios[r], "alpha": float(alphas[k])}
+            scores[:, r * A : r * A + len(alphas)] = split[: len(p.splits)]
+        notes = [n for e in ends[f * R : f * R + R] for n in e.notes]
+        problem = None if any(candidates) else "; ".join(notes) or "no alpha path"
+        grids.append(Grid(candidates, scores, notes, problem))
+    return paths, grids
 
 
 def _coxnet_solve_paths(P, folds, l1_ratio, min_ratio, cfg, device):
@@ -395,7 +368,7 @@ def _coxnet_solve_paths(P, folds, l1_ratio, min_ratio, cfg, device):
     Each problem's grid is scikit-survival's on its whole training split, down to its
     ``min_ratio``; the problems solved are the T training splits, then the T x S inner-CV
     training subsets, to the loose ``torch_cv_tol`` (the subsets only rank alphas).
-    Returns the :class:`CoxnetPath` and the mean inner-CV Harrell's C, ``[T, A]``.
+    Returns the :class:`CoxnetPath` and the inner-CV Harrell's C, ``[T, S, A]``.
     """
     c = cfg["coxnet"]
     S, A, T = P["S"], int(c["n_alphas"]), len(folds)
@@ -438,10 +411,10 @@ def _coxnet_solve_paths(P, folds, l1_ratio, min_ratio, cfg, device):
 
 
 def _coxnet_inner_cv_score(P, res, pf_, si, T: int, A: int) -> np.ndarray:
-    """Mean validation C over the inner splits of each of T paths, ``[T, A]``.
+    """Validation C on each inner split of each of T paths, ``[T, S, A]``.
 
     ``res`` holds T training-split paths, then the T x S inner-CV paths of problems ``pf_``
-    (fold index) and ``si`` (split index); failed paths and unusable splits score NaN.
+    (fold index) and ``si`` (split index); failed paths score NaN.
     """
     S = P["S"]
     X = P["X"][pf_[T:]]
@@ -452,87 +425,50 @@ def _coxnet_inner_cv_score(P, res, pf_, si, T: int, A: int) -> np.ndarray:
     m = P["val_m"][pf_[T:], si].unsqueeze(1).expand(-1, A, -1).reshape(Bn * A, -1)
     sc = _harrell_cv(risk.reshape(Bn * A, -1), t, e, m).view(T, S, A)
     sc = torch.where(res.failed[T:].view(T, S, 1), torch.full_like(sc, torch.nan), sc)
-    ok = P["split_ok"][pf_[:T]].unsqueeze(-1).expand(-1, -1, A)
-    sc = torch.where(ok, sc, torch.full_like(sc, torch.nan))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(sc.cpu().numpy(), axis=1)
+    return sc.cpu().numpy()
 
 
-def _choose_coxnet(scores, paths, R: int, A: int) -> list:
-    """Per fold ``(problem, alpha index, cv score)`` with the best mean inner-CV C, or None.
-
-    A fold whose paths all scored NaN takes the largest alpha of its first path that did
-    not fail (the most penalised model); a fold with no path at all gets None.
-    """
-    chosen = []
-    for f in range(scores.shape[0]):
-        best, cv = _select(scores[f].reshape(-1))
-        if best < 0:
-            alive = [b for b in range(f * R, f * R + R) if paths[b] is not None]
-            if not alive:
-                chosen.append(None)
-                continue
-            b, k = alive[0], 0
-        else:
-            r_idx, k = divmod(best, A)
-            b = f * R + r_idx
-        chosen.append((b, k, cv))
-    return chosen
-
-
-def _polish_coxnet(preps, P, chosen, paths, ratios, notes, cfg, device) -> list:
-    """Step 3 of :func:`_torch_coxnet`: each chosen (l1_ratio, alpha) re-solved to
-    ``torch_tol`` from its path solution, in one call; None for folds with nothing chosen."""
+def _coxnet_polish(preps, P, paths, R: int, cfg, device):
+    """Step 3 of :func:`_torch_coxnet`, the ``refit`` of :func:`~.selection.select_and_refit`:
+    the folds' (l1_ratio, alpha) re-solved to ``torch_tol`` from the path solution of their
+    chosen point, in one call."""
     c = cfg["coxnet"]
-    R = len(ratios)
-    live = [f for f in range(P["F"]) if chosen[f] is not None]
-    out: list[FittedModel | None] = [None] * P["F"]
-    if not live:
-        return out
-    lf = torch.as_tensor(live, device=device)
-    alphas = torch.stack([paths[chosen[f][0]][0][chosen[f][1]] for f in live]).view(-1, 1)
-    init = torch.stack([paths[chosen[f][0]][1][chosen[f][1]] for f in live])
-    l1 = torch.as_tensor([ratios[chosen[f][0] % R] for f in live], dtype=DTYPE, device=device)
-    fin = fit_coxnet_path(
-        P["X"][lf],
-        P["time"][lf],
-        P["event"][lf],
-        l1_ratio=l1,
-        alphas=alphas,
-        sample_weight=P["weight"][lf],
-        feature_mask=P["fmask"][lf],
-        tol=float(c["torch_tol"]),
-        init=init,
-        max_iter=int(c["torch_max_iter"]),
-        device=device,
-    )
-    for j, f in enumerate(live):
-        p = preps[f]
-        b, k, cv = chosen[f]
-        q = p.X_train.shape[1]
-        alpha = float(alphas[j, 0])
-        params = {"l1_ratio": ratios[b % R], "alpha": alpha}
-        if bool(fin.failed[j]):
-            out[f] = _failed(
-                "coxnet", p, params, cv, "; ".join([*notes[f], f"alpha={alpha:.4g}: overflow"])
-            )
-            continue
-        est = TorchCoxnet.from_path(
-            fin.coef[j, :1, :q].cpu().numpy(),
-            [alpha],
-            p.X_train,
-            p.train_event,
-            p.train_time,
-            l1_ratio=ratios[b % R],
-            fit_baseline_model=True,
-            device=str(device),
+    A = int(c["n_alphas"])
+
+    def refit(folds, params, choices) -> list[Outcome]:
+        lf = torch.as_tensor(folds, device=device)
+        alphas = torch.as_tensor([[p["alpha"]] for p in params], dtype=DTYPE, device=device)
+        starts = [divmod(ch.index, A) for ch in choices]
+        init = torch.stack([paths[f * R + r][1][k] for f, (r, k) in zip(folds, starts)])
+        l1 = torch.as_tensor([p["l1_ratio"] for p in params], dtype=DTYPE, device=device)
+        fin = fit_coxnet_path(
+            P["X"][lf],
+            P["time"][lf],
+            P["event"][lf],
+            l1_ratio=l1,
+            alphas=alphas,
+            sample_weight=P["weight"][lf],
+            feature_mask=P["fmask"][lf],
+            tol=float(c["torch_tol"]),
+            init=init,
+            max_iter=int(c["torch_max_iter"]),
+            device=device,
         )
-        status = "ok" if bool(fin.converged[j, 0]) else "not_converged"
-        msg = list(notes[f])
-        if status == "not_converged":
-            msg.append(f"alpha={alpha:.4g} reached torch_max_iter")
-        elif msg:
-            status = "retried"
-        out[f] = _finish("coxnet", p, est, params, cv, status, "; ".join(msg))
-    return out
+
+        def build(j, f):
+            p = preps[f]
+            return TorchCoxnet.from_path(
+                fin.coef[j, :1, : p.X_train.shape[1]].cpu().numpy(),
+                [params[j]["alpha"]],
+                p.X_train,
+                p.train_event,
+                p.train_time,
+                l1_ratio=params[j]["l1_ratio"],
+                fit_baseline_model=True,
+                device=str(device),
+            )
+
+        converged = fin.converged[:, 0]
+        return _outcomes(folds, fin.failed, converged, build, "overflow", "reached torch_max_iter")
+
+    return refit
