@@ -350,12 +350,9 @@ class GraphEncoder(nn.Module):
             nonlinearity, so that a patient-level offset shared by every patch of a bag (a
             scanner, stain or reconstruction-kernel effect) cannot reach the model, and
             each node is read against the rest of its bag (``True`` or ``"mean"``).
-            ``"median"`` subtracts the column-wise weighted median of the mapped features
-            instead: a patient-level offset goes as well, but a small region shifted
-            along some direction barely moves the median, so the other nodes' centred
-            features do not carry a share of that region's shift (with the mean, every
-            node of the bag carries minus the region's share, a second, blurred way to read
-            the region without selecting it).
+            ``"median"``: minus the column-wise weighted median of the mapped features,
+            which a small region barely moves, so the other nodes do not carry minus the
+            region's share of its shift (a blurred way to read it without selecting it).
 
     Notes:
         With ``importance="selection"``, nodes dropped by pooling get 0 (as in the reference

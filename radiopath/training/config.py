@@ -199,8 +199,15 @@ PRESETS: dict[str, dict] = {
 # The default recipe, for cohorts of 100-500 patients where averaging is not enough (each
 # choice backed by experiments/ablation-recipe.yaml and benchmarks/bench_recipe.py; the
 # README has the table):
-# - each bag read against its own mean (``center``), so a patient-level offset shared by
-#   every patch (scanner, stain, reconstruction kernel) cannot reach the model;
+# - each bag read against its own column-wise median (``center: median``), so a
+#   patient-level offset shared by every patch (scanner, stain, reconstruction kernel)
+#   cannot reach the model; unlike the mean, the median is not moved by a small region, so
+#   the rest of the bag does not carry a blurred copy of the region's shift, which gave the
+#   selection a second, wrong way to fit (maps failing in whole folds);
+# - each modality dropped from a training patient with probability 0.5 (never the last
+#   one, ``modality_dropout``): with both modalities carrying the signal, the branch that
+#   fits first (WSI) left the other's selection unsupervised, so its maps drifted to the
+#   decoy or away from the region;
 # - optimisation counted in steps: 400 Adam steps at batch 16 and lr 1e-3 (the paper's
 #   20 epochs at batch 32 and 3e-4 are about 100 steps at 150 patients: nothing is fitted);
 # - the epoch chosen on an inner validation split of the training fold (20%, from 30% of
@@ -224,7 +231,8 @@ PRESETS: dict[str, dict] = {
 #   dropout after the selection) and receptive-field importance maps.
 PRESETS["learned"] = {
     **PRESETS["interpretable"],
-    "center": True,
+    "center": "median",
+    "modality_dropout": 0.5,
     "steps": 400,
     "batch_size": 16,
     "lr": 1e-3,

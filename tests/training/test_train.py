@@ -165,7 +165,7 @@ def test_interrupted_fold_continues_from_its_checkpoint(
     import radiopath.training.loop as loop
 
     cfg = {**FAST, "epochs": 3, **extra}
-    real_predict = loop.predict
+    real_epoch = loop._train_epoch
     calls = {"n": 0}
 
     class Killed(Exception):
@@ -173,11 +173,11 @@ def test_interrupted_fold_continues_from_its_checkpoint(
 
     def dies_in_second_epoch(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2:  # the validation pass of epoch 1 of fold 0
+        if calls["n"] == 2:  # epoch 1 of fold 0, after epoch 0's checkpoint
             raise Killed
-        return real_predict(*args, **kwargs)
+        return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "predict", dies_in_second_epoch)
+    monkeypatch.setattr(loop, "_train_epoch", dies_in_second_epoch)
     with pytest.raises(Killed):
         train_cross_validated(
             small_cohort,
@@ -194,7 +194,7 @@ def test_interrupted_fold_continues_from_its_checkpoint(
     state = torch.load(tmp_path / "checkpoints" / "fold_0.pt", weights_only=False)
     assert state["epoch"] == 0 and not state["finished"]
 
-    monkeypatch.setattr(loop, "predict", real_predict)
+    monkeypatch.setattr(loop, "_train_epoch", real_epoch)
     result = train_cross_validated(
         small_cohort,
         small_graphs,
