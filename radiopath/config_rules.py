@@ -15,6 +15,7 @@ job; rules that need several keys at once stay in the stage's own validation.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -95,6 +96,28 @@ class Text:
 
 
 @dataclass(frozen=True)
+class FilePath:
+    """A file's path: text or a :class:`os.PathLike`."""
+
+    def describe(self) -> str:
+        return "a file path"
+
+    def accepts(self, value) -> bool:
+        return isinstance(value, (str, os.PathLike))
+
+
+@dataclass(frozen=True)
+class Section:
+    """A mapping (its keys have rules of their own, e.g. one value per modality)."""
+
+    def describe(self) -> str:
+        return "a mapping"
+
+    def accepts(self, value) -> bool:
+        return isinstance(value, Mapping)
+
+
+@dataclass(frozen=True)
 class ListOf:
     """A non-empty list (a grid of values) whose every item follows ``item``; ``length``
     fixes its length."""
@@ -139,13 +162,15 @@ def _lookup(cfg: Mapping, key: str):
     return node
 
 
-def check_rules(cfg: Mapping, rules: Mapping) -> None:
+def check_rules(cfg: Mapping, rules: Mapping, *, path: str | os.PathLike | None = None) -> None:
     """Refuse the first value of ``cfg`` that breaks its rule (keys absent from ``cfg`` are
-    skipped), naming the dotted key."""
+    skipped), naming the dotted key (and ``path``, the file ``cfg`` was read from)."""
     for key, rule in rules.items():
         value = _lookup(cfg, key)
         if value is not _MISSING and not rule.accepts(value):
-            raise RadiopathInputError(f"must be {rule.describe()}, got {value!r}", field=key)
+            raise RadiopathInputError(
+                f"must be {rule.describe()}, got {value!r}", path=path, field=key
+            )
 
 
 def leaf_keys(config: Mapping, prefix: str = ""):
