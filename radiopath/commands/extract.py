@@ -13,6 +13,7 @@ from radiopath.errors import RadiopathInputError
 
 log = logging.getLogger(__name__)
 
+
 def parse_per_modality(value: str | None, option: str) -> str | dict[str, str] | None:
     """``"NAME"`` -> ``"NAME"``; ``"wsi=A,ct=B"`` -> ``{"wsi": "A", "ct": "B"}``."""
     if value is None or "=" not in value:
