@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from radiopath.config import KeysOf, check_known_keys
+from radiopath.config import KeysOf, check_known_keys, naming_file
 from radiopath.config_rules import (
     Either,
     FilePath,
@@ -22,6 +22,7 @@ from radiopath.config_rules import (
     Text,
     check_rules,
 )
+from radiopath.executors import Executor, resolve_executor_config
 
 IMAGE_MODALITIES = ("wsi", "ct")
 
@@ -51,8 +52,7 @@ _SHARE = Number(low=0, high=1)
 _CHECKPOINT = Either((FilePath(), OneOf((None,))))
 
 # What each key may hold (radiopath.config_rules); ``executor`` is checked by
-# radiopath.executors when it is opened (before anything is written), an encoder's name by
-# the encoder registry.
+# radiopath.executors' resolver, an encoder's name by the encoder registry.
 EXTRACT_RULES: dict = {
     "encoder": Either((Text(), Section())),
     **{f"encoder.{m}": Text() for m in IMAGE_MODALITIES},
@@ -87,3 +87,7 @@ def check_extract_config(cfg: Mapping, path: str | os.PathLike | None = None) ->
     naming the key and ``path``, the file they were read from."""
     check_known_keys(cfg, allowed_keys(), path=path)
     check_rules(cfg, EXTRACT_RULES, path=path)
+    executor = cfg.get("executor")
+    if not isinstance(executor, Executor):  # an open one is the caller's
+        with naming_file(path, cfg):
+            resolve_executor_config(executor)
