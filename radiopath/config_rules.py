@@ -96,25 +96,22 @@ class Text:
 
 
 @dataclass(frozen=True)
-class FilePath:
-    """A file's path: text or a :class:`os.PathLike`."""
+class Kind:
+    """An instance of one of ``types``, described as ``what``: e.g. :data:`MAPPING` (a section
+    whose keys have rules of their own) or :data:`FILE_PATH`."""
+
+    types: tuple
+    what: str
 
     def describe(self) -> str:
-        return "a file path"
+        return self.what
 
     def accepts(self, value) -> bool:
-        return isinstance(value, (str, os.PathLike))
+        return isinstance(value, self.types)
 
 
-@dataclass(frozen=True)
-class Section:
-    """A mapping (its keys have rules of their own, e.g. one value per modality)."""
-
-    def describe(self) -> str:
-        return "a mapping"
-
-    def accepts(self, value) -> bool:
-        return isinstance(value, Mapping)
+MAPPING = Kind((Mapping,), "a mapping")
+FILE_PATH = Kind((str, os.PathLike), "a file path")
 
 
 @dataclass(frozen=True)

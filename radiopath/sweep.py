@@ -46,7 +46,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from radiopath.config import RunRecord, check_known_keys, deep_merge, load_config_file, naming_file
-from radiopath.config_rules import OneOf, Section, Text, check_rules
+from radiopath.config_rules import MAPPING, OneOf, Text, check_rules
 from radiopath.errors import RadiopathInputError
 from radiopath.executors import Executor, ExecutorArg, borrowed
 from radiopath.runkit import config_fingerprint, write_csv
@@ -97,8 +97,8 @@ EXPERIMENT_KEYS: dict = {
 EXPERIMENT_RULES: dict = {
     "name": Text(),
     "description": Text(),
-    "base": Section(),
-    "grid": Section(),
+    "base": MAPPING,
+    "grid": MAPPING,
     "mode": OneOf(("product", "one_at_a_time", "zip")),
 }
 

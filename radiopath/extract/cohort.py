@@ -249,8 +249,7 @@ def extract_cohort(
     Path
         The new cohort CSV (``out_dir/cohort.csv``).
     """
-    # every setting (the parameters named as DEFAULTS' keys) before any image is opened
-    check_extract_config({k: v for k, v in locals().items() if k in EXTRACT_DEFAULTS})
+    check_extract_config({k: v for k, v in locals().items() if k in EXTRACT_DEFAULTS})  # first
     cohort = read_image_cohort(cohort_csv)
     out = Path(out_dir)
     names, ckpts = _encoder_choice(cohort, encoder, checkpoint)

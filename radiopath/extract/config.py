@@ -12,13 +12,13 @@ from collections.abc import Mapping
 
 from radiopath.config import KeysOf, check_known_keys, naming_file
 from radiopath.config_rules import (
+    FILE_PATH,
+    MAPPING,
     Either,
-    FilePath,
     Flag,
     ListOf,
     Number,
     OneOf,
-    Section,
     Text,
     check_rules,
 )
@@ -49,14 +49,14 @@ DEFAULTS: dict = {
 _POSITIVE = Number(low=0, low_open=True)
 _COUNT = Number(low=1, integer=True)
 _SHARE = Number(low=0, high=1)
-_CHECKPOINT = Either((FilePath(), OneOf((None,))))
+_CHECKPOINT = Either((FILE_PATH, OneOf((None,))))
 
 # What each key may hold (radiopath.config_rules); ``executor`` is checked by
 # radiopath.executors' resolver, an encoder's name by the encoder registry.
 EXTRACT_RULES: dict = {
-    "encoder": Either((Text(), Section())),
+    "encoder": Either((Text(), MAPPING)),
     **{f"encoder.{m}": Text() for m in IMAGE_MODALITIES},
-    "checkpoint": Either((_CHECKPOINT, Section())),
+    "checkpoint": Either((_CHECKPOINT, MAPPING)),
     **{f"checkpoint.{m}": _CHECKPOINT for m in IMAGE_MODALITIES},
     "workers": Number(low=0, integer=True),
     "strict": Flag(),
