@@ -57,7 +57,7 @@ from radiopath.benchmark_config import (
     known_aggregators,
     validate_benchmark_config,
 )
-from radiopath.config import RunRecord, resolve_config
+from radiopath.config import RunRecord, naming_file, resolve_config
 from radiopath.errors import RadiopathInputError
 from radiopath.executors import Executor, ExecutorArg, borrowed
 from radiopath.io import Cohort, read_cohort
@@ -149,10 +149,11 @@ def run_benchmark(
         An open executor to run the stages' units on, instead of the configuration's
         ``executor`` (:mod:`radiopath.executors`).
     """
-    cfg = resolve_config(DEFAULTS, None, _benchmark_config_file(config_file))
-    cfg = resolve_config(cfg, None, config)
+    from_file = _benchmark_config_file(config_file)
+    cfg = resolve_config(resolve_config(DEFAULTS, None, from_file), None, config)
     cohort = cohort if isinstance(cohort, Cohort) else read_cohort(cohort, strict=strict)
-    validate_benchmark_config(cfg, cohort)
+    with naming_file(config_file, from_file, overrides=config):  # a key the file sets: named
+        validate_benchmark_config(cfg, cohort)
     out = Path(out_dir)
     cfg["cohort"] = str(Path(cohort.path).resolve())
     stages = _stage_names(cfg, cohort)

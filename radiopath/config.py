@@ -152,6 +152,49 @@ def config_section(where: str, whole: str | None = None) -> Iterator[None]:
         raise RadiopathInputError(exc.reason, patient_id=exc.patient_id, field=dotted) from exc
 
 
+def sets_key(data: Mapping | None, dotted: str, *, none_unset: bool = False) -> bool:
+    """Whether ``data`` sets the dotted key or a section above it (``{"ratio": 0.5}`` sets
+    ``ratio.wsi``); with ``none_unset`` a None value counts as not set (as flags do)."""
+    node = data
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping):
+            return node is not None or not none_unset
+        if part not in node:
+            return False
+        node = node[part]
+    return node is not None or not none_unset
+
+
+@contextmanager
+def naming_file(
+    path: str | os.PathLike | None,
+    data: Mapping | None,
+    where: str = "",
+    overrides: Mapping | None = None,
+) -> Iterator[None]:
+    """Name the file ``path`` in an error raised inside about a key that ``data``, the
+    configuration read from it, sets (the error's field is ``where`` + that key) and that
+    ``overrides`` (flags, None: unset) does not set again; other errors are left as they are.
+    """
+    try:
+        yield
+    except RadiopathInputError as exc:
+        key = exc.field or ""
+        if where and key.startswith(where + "."):
+            key = key[len(where) + 1 :]
+        if (
+            path is None
+            or exc.path is not None
+            or not exc.field
+            or not sets_key(data, key)
+            or sets_key(overrides, key, none_unset=True)
+        ):
+            raise
+        raise RadiopathInputError(
+            exc.reason, path=path, patient_id=exc.patient_id, field=exc.field
+        ) from exc
+
+
 def load_config_file(path: str | os.PathLike) -> dict:
     """Read a YAML or JSON configuration file into a dict."""
     path = Path(path)

@@ -15,6 +15,7 @@ job; rules that need several keys at once stay in the stage's own validation.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -95,6 +96,25 @@ class Text:
 
 
 @dataclass(frozen=True)
+class Kind:
+    """An instance of one of ``types``, described as ``what``: e.g. :data:`MAPPING` (a section
+    whose keys have rules of their own) or :data:`FILE_PATH`."""
+
+    types: tuple
+    what: str
+
+    def describe(self) -> str:
+        return self.what
+
+    def accepts(self, value) -> bool:
+        return isinstance(value, self.types)
+
+
+MAPPING = Kind((Mapping,), "a mapping")
+FILE_PATH = Kind((str, os.PathLike), "a file path")
+
+
+@dataclass(frozen=True)
 class ListOf:
     """A non-empty list (a grid of values) whose every item follows ``item``; ``length``
     fixes its length."""
@@ -139,13 +159,15 @@ def _lookup(cfg: Mapping, key: str):
     return node
 
 
-def check_rules(cfg: Mapping, rules: Mapping) -> None:
+def check_rules(cfg: Mapping, rules: Mapping, *, path: str | os.PathLike | None = None) -> None:
     """Refuse the first value of ``cfg`` that breaks its rule (keys absent from ``cfg`` are
-    skipped), naming the dotted key."""
+    skipped), naming the dotted key (and ``path``, the file ``cfg`` was read from)."""
     for key, rule in rules.items():
         value = _lookup(cfg, key)
         if value is not _MISSING and not rule.accepts(value):
-            raise RadiopathInputError(f"must be {rule.describe()}, got {value!r}", field=key)
+            raise RadiopathInputError(
+                f"must be {rule.describe()}, got {value!r}", path=path, field=key
+            )
 
 
 def leaf_keys(config: Mapping, prefix: str = ""):

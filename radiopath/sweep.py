@@ -45,7 +45,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from radiopath.config import RunRecord, deep_merge, load_config_file
+from radiopath.config import RunRecord, check_known_keys, deep_merge, load_config_file, naming_file
+from radiopath.config_rules import MAPPING, OneOf, Text, check_rules
 from radiopath.errors import RadiopathInputError
 from radiopath.executors import Executor, ExecutorArg, borrowed
 from radiopath.runkit import config_fingerprint, write_csv
@@ -63,6 +64,7 @@ class Experiment:
     base: dict
     grid: dict[str, list]
     mode: str = "product"
+    path: Path | None = None  # the file it was read from (named in its errors)
 
     def points(self) -> list[dict[str, object]]:
         """The grid's points (one empty point without a grid).
@@ -83,29 +85,38 @@ class Experiment:
         return [dict(zip(keys, values)) for values in itertools.product(*self.grid.values())]
 
 
+#: The keys of an experiment file (``base`` and ``grid`` are checked point by point as the
+#: benchmark's configuration).
+EXPERIMENT_KEYS: dict = {
+    "name": None,
+    "description": None,
+    "base": None,
+    "grid": None,
+    "mode": None,
+}
+EXPERIMENT_RULES: dict = {
+    "name": Text(),
+    "description": Text(),
+    "base": MAPPING,
+    "grid": MAPPING,
+    "mode": OneOf(("product", "one_at_a_time", "zip")),
+}
+
+
 def load_experiment(path: str | os.PathLike) -> Experiment:
-    """Read and check an experiment file."""
+    """Read and check an experiment file (its keys, and each grid entry a non-empty list)."""
     path = Path(path)
     data = load_config_file(path)
-    unknown = set(data) - {"name", "description", "base", "grid", "mode"}
-    if unknown:
-        raise RadiopathInputError(
-            f"unknown keys {sorted(unknown)}; expected name, description, base, grid, mode",
-            path=path,
-            field=sorted(unknown)[0],
-        )
+    check_known_keys(data, EXPERIMENT_KEYS, path=path)
+    check_rules(data, EXPERIMENT_RULES, path=path)
     mode = data.get("mode", "product")
-    if mode not in ("product", "one_at_a_time", "zip"):
-        raise RadiopathInputError(
-            f"mode must be 'product', 'one_at_a_time' or 'zip', got {mode!r}",
-            path=path,
-            field="mode",
-        )
     grid = data.get("grid") or {}
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise RadiopathInputError(
-                "a grid entry must be a non-empty list of values", path=path, field=f"grid.{key}"
+                f"a grid entry must be a non-empty list of values, got {values!r}",
+                path=path,
+                field=f"grid.{key}",
             )
     if mode == "zip" and len({len(v) for v in grid.values()}) > 1:
         raise RadiopathInputError(
@@ -120,6 +131,7 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
         base=dict(data.get("base") or {}),
         grid=grid,
         mode=mode,
+        path=path,
     )
 
 
@@ -171,8 +183,10 @@ def run_sweep(
     # every point is built and checked before the first one runs (or anything is written)
     cohort = cohort_csv if isinstance(cohort_csv, Cohort) else read_cohort(cohort_csv)
     points = [(point, point_name(point), _point_config(base, point, out)) for point in exp.points()]
-    for _, name, cfg in points:
-        _check_point(name, cfg, cohort)
+    for point, name, cfg in points:
+        # an error about a key the experiment file sets (base or grid) names the file
+        with naming_file(exp.path, _with_point(exp.base, point), overrides=overrides):
+            _check_point(name, cfg, cohort)
     frames = []
     with (
         borrowed(spec) as ex,
@@ -252,11 +266,17 @@ def _run_points(cohort_csv, cohort, out: Path, points, ex: Executor, progress) -
 def _point_config(base: dict, point: dict[str, object], out: Path) -> dict:
     """The benchmark configuration of one grid point (its graphs in a folder per graph
     configuration, shared by the points that agree on it)."""
+    cfg = _with_point(base, point)
+    if isinstance(cfg.get("graph"), dict):
+        cfg["graph"]["dir"] = str(out / "graphs" / config_fingerprint(cfg["graph"]))
+    return cfg
+
+
+def _with_point(base: dict, point: dict[str, object]) -> dict:
+    """``base`` with every dotted key of ``point`` set."""
     cfg = copy.deepcopy(base)
     for key, value in point.items():
         cfg = set_dotted(cfg, key, value)
-    if isinstance(cfg.get("graph"), dict):
-        cfg["graph"]["dir"] = str(out / "graphs" / config_fingerprint(cfg["graph"]))
     return cfg
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
+
 import matplotlib
 import pytest
 
@@ -23,3 +26,53 @@ def small_cohort(tmp_path_factory):
         seed=3,
         progress=False,
     )
+
+
+def nothing_in(out) -> bool:
+    """Whether the output folder ``out`` is absent or empty."""
+    return not out.exists() or not any(out.iterdir())
+
+
+@contextmanager
+def _refused_quickly(field: str, out=None, path=None, seconds: float = 2.0):
+    """Expect a :class:`RadiopathInputError` naming ``field`` (and the file ``path``) raised
+    within ``seconds``, with the output folder ``out`` absent or empty afterwards."""
+    from radiopath.errors import RadiopathInputError
+
+    start = time.perf_counter()
+    with pytest.raises(RadiopathInputError) as err:
+        yield err
+    elapsed = time.perf_counter() - start
+    assert err.value.field == field, str(err.value)
+    assert path is None or err.value.path == str(path), str(err.value)
+    assert elapsed < seconds, f"refused after {elapsed:.2f} s: {err.value}"
+    assert out is None or nothing_in(out)
+
+
+@pytest.fixture
+def refused_quickly():
+    """``with refused_quickly(field, out, path): ...`` (see :func:`_refused_quickly`)."""
+    return _refused_quickly
+
+
+@pytest.fixture
+def cli_refused_quickly():
+    """``cli_refused_quickly(args, field, out, path)``: the command line ``args`` exits with
+    status 2 within 2 s, its message naming ``field`` (and the file ``path``), and writes
+    nothing to ``out``."""
+    from click.testing import CliRunner
+
+    from radiopath.cli import main
+
+    def run(args, field, out, path=None):
+        start = time.perf_counter()
+        result = CliRunner().invoke(main, [str(a) for a in args])
+        elapsed = time.perf_counter() - start
+        assert result.exit_code == 2, result.output
+        where = f"field '{field}'" if path is None else f"file '{path}', field '{field}'"
+        assert where in result.output, result.output
+        assert elapsed < 2.0, f"refused after {elapsed:.2f} s: {result.output}"
+        assert nothing_in(out)
+        return result.output
+
+    return run

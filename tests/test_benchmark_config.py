@@ -30,3 +30,70 @@ def test_a_wrong_value_of_every_key_is_refused_by_its_dotted_name(small_cohort, 
     with pytest.raises(RadiopathInputError) as err:
         validate_benchmark_config(cfg, cohort)
     assert err.value.field == key
+
+
+FAST = {
+    "aggregators": ["sparra", "abmil", "mean"],
+    "models": ["coxph"],
+    "folds": 3,
+    "train": {"epochs": 1},
+}
+# a typo at depth in every section: train (each aggregator's), evaluation (each model's
+# grid), graph (its presets), statistics, clinical, endpoint, executor
+TYPOS = [
+    ({"train": {"pooling": {"score_nois": 0.5}}}, "train.pooling.score_nois"),
+    ({"train": {"sparra": {"alpah0": 1.0}}}, "train.sparra.alpah0"),
+    ({"train": {"abmil": {"hiden_channels": 8}}}, "train.abmil.hiden_channels"),
+    ({"train": {"mean": {"dropout": 0.1}}}, "train.mean.dropout"),
+    ({"evaluation": {"rsf": {"max_depths": [2]}}}, "evaluation.rsf.max_depths"),
+    ({"evaluation": {"coxph": {"alphas": [1.0]}}}, "evaluation.coxph.alphas"),
+    ({"evaluation": {"coxnet": {"l1_ratios": [0.5]}}}, "evaluation.coxnet.l1_ratios"),
+    ({"evaluation": {"fsvm": {"alphas": [0.5]}}}, "evaluation.fsvm.alphas"),
+    ({"graph": {"workrs": 2}}, "graph.workrs"),
+    ({"graph": {"preset": {"wsi": {"kk": 3}}}}, "graph.preset.wsi.kk"),
+    ({"statistics": {"bootstrp": 10}}, "statistics.bootstrp"),
+    ({"clinical": {"leibovich": {"t_stag": "t"}}}, "clinical.leibovich.t_stag"),
+    ({"endpoint": {"horizn": 365}}, "endpoint.horizn"),
+    ({"executor": {"name": "local", "workrs": 2}}, "executor.workrs"),
+]
+
+
+@pytest.mark.parametrize(("bad", "field"), TYPOS, ids=[f for _, f in TYPOS])
+def test_a_typo_at_depth_is_refused_before_any_stage(
+    small_cohort, tmp_path, refused_quickly, bad, field
+):
+    from radiopath.benchmark import run_benchmark
+
+    out = tmp_path / "run"
+    with refused_quickly(field, out):
+        run_benchmark(small_cohort, out, deep_merge(FAST, bad), progress=False)
+
+
+@pytest.mark.parametrize(("bad", "field"), TYPOS[1::4], ids=[f for _, f in TYPOS[1::4]])
+def test_a_typo_in_the_config_file_names_the_file(
+    small_cohort, tmp_path, refused_quickly, cli_refused_quickly, bad, field
+):
+    import yaml
+
+    from radiopath.benchmark import run_benchmark
+
+    config = tmp_path / "bench.yaml"
+    config.write_text(yaml.safe_dump(deep_merge(FAST, bad)))
+    out = tmp_path / "run"
+    with refused_quickly(field, out, config):
+        run_benchmark(small_cohort, out, config_file=config, progress=False)
+    args = ["benchmark", "--cohort", small_cohort, "--out", out, "--config", config]
+    cli_refused_quickly(args, field, out, config)
+
+
+def test_a_bad_override_is_not_blamed_on_the_config_file(small_cohort, tmp_path, refused_quickly):
+    import yaml
+
+    from radiopath.benchmark import run_benchmark
+
+    config = tmp_path / "bench.yaml"
+    config.write_text(yaml.safe_dump(FAST))
+    out = tmp_path / "run"
+    with refused_quickly("folds", out) as err:
+        run_benchmark(small_cohort, out, {"folds": 1}, config_file=config, progress=False)
+    assert err.value.path is None

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
-from radiopath.config_rules import Flag, Number, OneOf, check_rules
+from radiopath.config_rules import FILE_PATH, MAPPING, Flag, Number, OneOf, check_rules
 from radiopath.errors import RadiopathInputError
 
 
@@ -18,6 +19,8 @@ from radiopath.errors import RadiopathInputError
         (Number(high=1, high_open=True, optional=True), [None, 0.99, -5], [1, 1.5]),
         (Flag(), [True, False], [0, 1, "true", None]),
         (OneOf(("auto", True, False)), ["auto", True, False], [1, 0, "yes", None]),
+        (MAPPING, [{}, {"wsi": 1}], [None, "wsi", ["wsi"]]),
+        (FILE_PATH, ["w.pt", Path("w.pt")], [None, 3, ["w.pt"]]),
     ],
 )
 def test_rules_accept_and_refuse(rule, good, bad):

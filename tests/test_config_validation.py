@@ -351,3 +351,20 @@ def test_importing_radiopath_keeps_the_matplotlib_backend():
     env = {**os.environ, "MPLBACKEND": "svg", "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_naming_file_names_the_file_for_its_own_keys_only():
+    from radiopath.config import naming_file
+
+    data = {"ratio": 0.5, "sparra": {"kl": "x"}}
+    for field, named in (("sparra.kl", True), ("ratio.wsi", True), ("epochs", False)):
+        with pytest.raises(RadiopathInputError) as err, naming_file("t.yaml", data):
+            raise RadiopathInputError("bad", field=field)
+        assert (err.value.path == "t.yaml") is named and err.value.field == field
+    with pytest.raises(RadiopathInputError) as err:  # a flag set it again
+        with naming_file("t.yaml", data, overrides={"sparra": {"kl": "y"}, "epochs": None}):
+            raise RadiopathInputError("bad", field="sparra.kl")
+    assert err.value.path is None
+    with pytest.raises(RadiopathInputError, match="file 't.yaml', field 'evaluation.cv.k'"):
+        with naming_file("t.yaml", {"cv": {"k": 1}}, "evaluation"):
+            raise RadiopathInputError("bad", field="evaluation.cv.k")

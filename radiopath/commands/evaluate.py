@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from radiopath.cli import executor_options, executor_setting, friendly_errors, main, parse_list
-from radiopath.config import load_config_file
+from radiopath.config import load_config_file, naming_file
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,11 @@ def evaluate(
 ) -> None:
     """Fit RSF, CoxPH, Coxnet and FSVM on each fold's embeddings; write metrics and summary."""
     from radiopath.evaluation import evaluate_run, summarize
+    from radiopath.evaluation.config import resolve_evaluation_config
 
     config = load_config_file(config_file) if config_file is not None else None
+    with naming_file(config_file, config, "" if "evaluation" in (config or {}) else "evaluation"):
+        resolve_evaluation_config(config)
     result = evaluate_run(
         run_dir,
         models=parse_list(models),

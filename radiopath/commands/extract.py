@@ -8,37 +8,10 @@ from pathlib import Path
 import click
 
 from radiopath.cli import executor_options, executor_setting, friendly_errors, main, parse_list
-from radiopath.config import KeysOf, check_known_keys, resolve_config
+from radiopath.config import deep_merge, load_config_file
 from radiopath.errors import RadiopathInputError
 
 log = logging.getLogger(__name__)
-
-DEFAULTS = {
-    "encoder": "handcrafted",
-    "checkpoint": None,
-    "workers": 0,
-    "strict": False,
-    "device": "auto",
-    "batch_size": 64,
-    "mpp": 0.5,
-    "patch_size": 224,
-    "slide_mpp": None,
-    "min_tissue": 0.5,
-    "ct_spacing": [1.0, 1.0, 1.0],
-    "ct_patch_size": 16,
-    "ct_margin_mm": 5.0,
-    "ct_min_fraction": 0.25,
-    "ct_normalisation": "auto",
-    "random_init": False,
-    "executor": "local",
-}
-
-
-def allowed_keys() -> dict:
-    """The keys an extract configuration may set: :data:`DEFAULTS`, where ``encoder`` and
-    ``checkpoint`` are one value or a mapping per imaging modality."""
-    per_modality = KeysOf(("wsi", "ct"), scalar=True)
-    return {**DEFAULTS, "encoder": per_modality, "checkpoint": per_modality}
 
 
 def parse_per_modality(value: str | None, option: str) -> str | dict[str, str] | None:
@@ -168,13 +141,15 @@ def extract(
     image is reported and skipped unless --strict.
     """
     from radiopath.extract import extract_cohort
+    from radiopath.extract.config import DEFAULTS, check_extract_config
 
     flags["encoder"] = parse_per_modality(flags["encoder"], "encoder")
     flags["checkpoint"] = parse_per_modality(flags["checkpoint"], "checkpoint")
     flags["ct_spacing"] = parse_spacing(flags["ct_spacing"])
     flags["executor"] = executor_setting(executor_name, address)
-    cfg = resolve_config(DEFAULTS, config_file, flags)
-    check_known_keys(cfg, allowed_keys(), path=config_file)
+    from_file = load_config_file(config_file) if config_file is not None else {}
+    check_extract_config(from_file, path=config_file)  # the flags: by extract_cohort
+    cfg = deep_merge(deep_merge(DEFAULTS, from_file), flags)
     new_csv = extract_cohort(cohort_csv, out, progress=not no_progress, **cfg)
     report = out / "extract_report.csv"
     import pandas as pd

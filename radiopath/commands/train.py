@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from radiopath.cli import executor_options, executor_setting, friendly_errors, main, parse_list
-from radiopath.config import load_config_file
+from radiopath.config import load_config_file, naming_file
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +128,9 @@ def train(
     importance/<aggregator>/<patient_id>.<modality>.csv to OUT.
     """
     from radiopath.training import train_cross_validated
+    from radiopath.training.config import resolve_training_config
 
-    config = load_config_file(config_file) if config_file is not None else {}
+    from_file = load_config_file(config_file) if config_file is not None else {}
     overrides = {
         "preset": preset,
         "fusion": fusion,
@@ -139,7 +140,9 @@ def train(
         "seed": seed,
         "strict": strict or None,
     }
-    config.update({k: v for k, v in overrides.items() if v is not None})
+    config = {**from_file, **{k: v for k, v in overrides.items() if v is not None}}
+    with naming_file(config_file, from_file, overrides=overrides):  # a file's keys: named so
+        resolve_training_config(config, aggregator=aggregator, modalities=parse_list(modalities))
     result = train_cross_validated(
         cohort_csv,
         graphs_dir,

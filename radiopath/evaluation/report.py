@@ -201,6 +201,7 @@ def evaluate_run(
     ``executor`` runs the fits (:func:`~radiopath.evaluation.evaluate_folds`).
     """
     run_dir = Path(run_dir)
+    resolve_evaluation_config(config)  # a bad key or value is refused before the lock is taken
     with RunLock(run_dir, command="evaluate"):
         return _evaluate_run(run_dir, models, backend, config, device, resume, aggregator, executor)
 

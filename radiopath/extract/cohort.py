@@ -34,6 +34,8 @@ from tqdm.auto import tqdm
 from radiopath.config import RunRecord
 from radiopath.errors import RadiopathInputError
 from radiopath.executors import Executor, ExecutorArg, borrowed
+from radiopath.extract.config import DEFAULTS as EXTRACT_DEFAULTS
+from radiopath.extract.config import check_extract_config
 from radiopath.extract.encoders import PatchEncoder, get_encoder, get_encoder_spec, resolve_device
 from radiopath.extract.units import (
     IMAGE_COLUMNS,
@@ -180,12 +182,10 @@ def stored_fingerprint(path: Path) -> str | None:
 # --------------------------------------------------------------------------- the run
 
 
-def _per_modality(value, modalities: Sequence[str], name: str) -> dict:
-    """``"x"`` -> the same for every modality; ``{"wsi": .., "ct": ..}`` as is."""
+def _per_modality(value, modalities: Sequence[str]) -> dict:
+    """``"x"`` -> the same for every modality; ``{"wsi": .., "ct": ..}`` as is (its keys
+    checked by :func:`~radiopath.extract.config.check_extract_config`)."""
     if isinstance(value, Mapping):
-        unknown = set(value) - set(MODALITIES)
-        if unknown:
-            raise RadiopathInputError(f"unknown modality {sorted(unknown)} in {name}", field=name)
         return {m: value.get(m) for m in modalities}
     return {m: value for m in modalities}
 
@@ -249,6 +249,7 @@ def extract_cohort(
     Path
         The new cohort CSV (``out_dir/cohort.csv``).
     """
+    check_extract_config({k: v for k, v in locals().items() if k in EXTRACT_DEFAULTS})  # first
     cohort = read_image_cohort(cohort_csv)
     out = Path(out_dir)
     names, ckpts = _encoder_choice(cohort, encoder, checkpoint)
@@ -291,8 +292,8 @@ def _encoder_choice(
     modalities = cohort.modalities
     if not modalities:
         raise RadiopathInputError("no patient lists an image", path=cohort.path)
-    names = _per_modality(encoder, modalities, "encoder")
-    ckpts = _per_modality(checkpoint, modalities, "checkpoint")
+    names = _per_modality(encoder, modalities)
+    ckpts = _per_modality(checkpoint, modalities)
     for m in modalities:
         if names[m] is None:
             raise RadiopathInputError(f"no encoder given for modality {m!r}", field="encoder")

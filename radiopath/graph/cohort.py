@@ -175,10 +175,13 @@ def build_cohort_graphs(
         The manifest (also written to ``<out_dir>/manifest.csv``), in cohort order; files
         that failed are in ``.attrs["failed"]`` and ``<out_dir>/failed.csv``.
     """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise RadiopathInputError(f"must be an integer >= 1, got {workers!r}", field="workers")
+    # the presets are checked before the cohort's files are opened (for every modality when
+    # the cohort is to tell which ones it has)
+    resolve_cohort_presets(preset, list(modalities or MODALITY_DEFAULTS))
     if not isinstance(cohort, Cohort):
         cohort = read_cohort(cohort, strict=strict)
-    if workers < 1:
-        raise RadiopathInputError(f"workers must be >= 1, got {workers}", field="workers")
     modalities = list(modalities) if modalities is not None else cohort.modalities
     configs = resolve_cohort_presets(preset, modalities)
     spec = executor if executor is not None else {"name": "local", "workers": workers}

@@ -8,13 +8,13 @@ repository's ``graphs/`` folder, or a user's own YAML file) with the keys of
 from __future__ import annotations
 
 import copy
-import math
 import os
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
 from radiopath.config import check_known_keys, load_config_file
+from radiopath.config_rules import Either, Flag, Number, OneOf, Text, check_rules
 from radiopath.errors import RadiopathInputError
 
 #: Every key a preset may set, with the value used when neither preset nor override sets it.
@@ -117,58 +117,38 @@ def merge_overrides(cfg: Mapping, overrides: Mapping) -> dict:
     return validate_config(out)
 
 
-def _positive(cfg, key, path, allow_none=False, integer=False):
-    value = cfg[key]
-    if value is None and allow_none:
-        return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok and integer:
-        ok = float(value).is_integer()
-    if not ok or not math.isfinite(value) or value <= 0:
-        kind = "a positive integer" if integer else "a positive number"
-        raise RadiopathInputError(f"must be {kind}, got {value!r}", path=path, field=key)
+_POSITIVE = Number(low=0, low_open=True)
+_COUNT = Number(low=1, integer=True)
+
+#: What each key may hold (:mod:`radiopath.config_rules`); ``edge_rule: radius`` needing a
+#: radius is checked in :func:`validate_config`.
+GRAPH_RULES: dict = {
+    "name": Either((Text(), Number())),
+    "modality": OneOf((None, "wsi", "ct")),
+    "method": OneOf(METHODS),
+    "length_unit": OneOf(LENGTH_UNITS),
+    "lambda_d": _POSITIVE,
+    "lambda_f": Number(low=0),
+    "feature_scale": Either((OneOf(("median",)), _POSITIVE)),
+    "threshold": _POSITIVE,
+    "neighbourhood_radius": _POSITIVE,
+    "max_neighbours": _COUNT,
+    "edge_rule": OneOf(EDGE_RULES),
+    "k": _COUNT,
+    "radius": Number(low=0, low_open=True, optional=True),
+    "max_edge_length": Number(low=0, low_open=True, optional=True),
+    "self_loops": Flag(),
+    "seed": Number(low=0, integer=True),
+}
 
 
 def validate_config(cfg: Mapping, path: str | os.PathLike | None = None) -> dict:
-    """Check every key and value of a graph configuration; return a clean copy."""
+    """Check every key and value of a graph configuration; return a clean copy. An error
+    names the key (and ``path``, the file the configuration was read from)."""
     cfg = dict(cfg)
     check_known_keys(cfg, DEFAULTS, path=path)
-    for key, choices in (
-        ("method", METHODS),
-        ("edge_rule", EDGE_RULES),
-        ("length_unit", LENGTH_UNITS),
-    ):
-        if cfg[key] not in choices:
-            raise RadiopathInputError(
-                f"must be one of {choices}, got {cfg[key]!r}", path=path, field=key
-            )
-    if cfg["modality"] not in (None, "wsi", "ct"):
-        raise RadiopathInputError(
-            f"must be 'wsi', 'ct' or empty, got {cfg['modality']!r}", path=path, field="modality"
-        )
-    for key in ("lambda_d", "threshold", "neighbourhood_radius"):
-        _positive(cfg, key, path)
-    if not (isinstance(cfg["lambda_f"], (int, float)) and cfg["lambda_f"] >= 0):
-        raise RadiopathInputError(
-            f"must be a number >= 0, got {cfg['lambda_f']!r}", path=path, field="lambda_f"
-        )
-    if cfg["feature_scale"] != "median":
-        _positive(cfg, "feature_scale", path)
-    _positive(cfg, "max_neighbours", path, integer=True)
-    _positive(cfg, "k", path, integer=True)
-    _positive(cfg, "radius", path, allow_none=True)
-    _positive(cfg, "max_edge_length", path, allow_none=True)
+    check_rules(cfg, GRAPH_RULES, path=path)
     if cfg["edge_rule"] == "radius" and cfg["radius"] is None:
         raise RadiopathInputError("edge_rule 'radius' needs a radius", path=path, field="radius")
-    if not isinstance(cfg["self_loops"], bool):
-        raise RadiopathInputError(
-            f"must be true or false, got {cfg['self_loops']!r}", path=path, field="self_loops"
-        )
-    if not isinstance(cfg["seed"], int) or isinstance(cfg["seed"], bool):
-        raise RadiopathInputError(
-            f"must be an integer, got {cfg['seed']!r}", path=path, field="seed"
-        )
-    cfg["max_neighbours"] = int(cfg["max_neighbours"])
-    cfg["k"] = int(cfg["k"])
     cfg["name"] = str(cfg["name"])
     return cfg

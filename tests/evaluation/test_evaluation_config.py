@@ -43,3 +43,39 @@ def test_valid_settings_pass():
         {"rsf": {"max_features": 0.5, "n_jobs": -1}, "screening": {"skip_aggregators": []}}
     )
     assert cfg["rsf"]["max_features"] == 0.5
+
+
+# a typo in every section, each model's grid included
+TYPOS = [
+    ({"screning": {"enabled": False}}, "evaluation.screning"),
+    ({"screening": {"p_treshold": 0.1}}, "evaluation.screening.p_treshold"),
+    ({"rsf": {"max_depths": [2, 4]}}, "evaluation.rsf.max_depths"),
+    ({"coxph": {"alphas": [1.0, 10.0]}}, "evaluation.coxph.alphas"),
+    ({"coxnet": {"l1_ratios": [0.5]}}, "evaluation.coxnet.l1_ratios"),
+    ({"fsvm": {"alphas": [0.5]}}, "evaluation.fsvm.alphas"),
+    ({"metrics": {"horizon": [365]}}, "evaluation.metrics.horizon"),
+]
+
+
+@pytest.mark.parametrize(("config", "field"), TYPOS, ids=[f for _, f in TYPOS])
+def test_a_typo_at_depth_is_refused_before_the_run_is_touched(
+    tmp_path, refused_quickly, config, field
+):
+    from radiopath.evaluation import evaluate_run
+
+    run = tmp_path / "run"  # no training run: the configuration is checked first
+    with refused_quickly(field, run):
+        evaluate_run(run, config=config)
+    with refused_quickly(field, run):
+        evaluate_run(run, config={"evaluation": config})
+
+
+@pytest.mark.parametrize(("config", "field"), TYPOS, ids=[f for _, f in TYPOS])
+def test_the_cli_names_the_config_file(tmp_path, cli_refused_quickly, config, field):
+    import yaml
+
+    bad = tmp_path / "evaluation.yaml"
+    run = tmp_path / "run"
+    for written in (config, {"evaluation": config}):
+        bad.write_text(yaml.safe_dump(written))
+        cli_refused_quickly(["evaluate", "--run", run, "--config", bad], field, run, bad)

@@ -52,3 +52,56 @@ def test_the_defaults_and_every_preset_pass():
     for preset in PRESETS:
         cfg = resolve_training_config({"preset": preset})
         assert cfg["preset"] == preset and cfg["modalities"] == DEFAULT_CONFIG["modalities"]
+
+
+# the top level, each aggregator's section and a per-modality setting: a typo at depth
+TYPOS = [
+    ("sparra", {"pooling": {"score_nois": 0.5}}, "pooling.score_nois"),
+    ("sparra", {"sparra": {"alpah0": 1.0}}, "sparra.alpah0"),
+    ("abmil", {"abmil": {"hiden_channels": 64}}, "abmil.hiden_channels"),
+    ("mean", {"mean": {"dropout": 0.1}}, "mean.dropout"),
+    ("sparra", {"ratio": {"wsi": 0.5, "pet": 0.5}}, "ratio.pet"),
+]
+
+
+@pytest.mark.parametrize(("aggregator", "config", "field"), TYPOS, ids=[t[2] for t in TYPOS])
+def test_a_typo_at_depth_is_refused_before_training(
+    small_cohort, tmp_path, refused_quickly, aggregator, config, field
+):
+    from radiopath.training import train_cross_validated
+
+    out = tmp_path / "run"
+    with refused_quickly(field, out):
+        train_cross_validated(
+            small_cohort,
+            None,
+            aggregator=aggregator,
+            modalities=["wsi", "ct"],
+            out_dir=out,
+            config=config,
+            progress=False,
+        )
+
+
+@pytest.mark.parametrize(("aggregator", "config", "field"), TYPOS, ids=[t[2] for t in TYPOS])
+def test_the_cli_names_the_config_file(
+    small_cohort, tmp_path, cli_refused_quickly, aggregator, config, field
+):
+    import yaml
+
+    bad = tmp_path / "train.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    args = ["train", "--cohort", small_cohort, "--aggregator", aggregator, "--out", out]
+    cli_refused_quickly([*args, "--config", bad], field, out, bad)
+
+
+def test_a_bad_flag_is_not_blamed_on_the_config_file(small_cohort, tmp_path, cli_refused_quickly):
+    import yaml
+
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"epochs": 2}))
+    out = tmp_path / "run"
+    args = ["train", "--cohort", small_cohort, "--aggregator", "mean", "--out", out]
+    args += ["--config", config, "--epochs", 0]
+    assert "train.yaml" not in cli_refused_quickly(args, "epochs", out)

@@ -1,0 +1,108 @@
+"""Sweeps: every point's configuration, with each of its sub-configurations (train for every
+aggregator, evaluation, graph presets, the benchmark's own keys), is built and checked before
+the first point runs; a typo or a bad value, even in the last grid value, is refused within
+2 s naming the dotted key and the experiment file, with nothing written."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from radiopath import sweep
+from radiopath.errors import RadiopathInputError
+from radiopath.sweep import load_experiment, run_sweep
+
+BASE = {
+    "aggregators": ["sparra", "abmil", "mean"],
+    "models": ["coxph"],
+    "folds": 3,
+    "train": {"epochs": 1},
+}
+
+
+@pytest.fixture
+def no_point_runs(monkeypatch):
+    def run_point(*args, **kwargs):
+        raise AssertionError("a point ran before every point was checked")
+
+    monkeypatch.setattr(sweep, "run_point", run_point)
+
+
+def experiment(tmp_path, grid: dict, mode: str = "product", **extra):
+    path = tmp_path / "exp.yaml"
+    data = {"name": "t", "mode": mode, "base": BASE, "grid": grid, **extra}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+# the last of five values is bad, in each sub-configuration of a point
+FIFTH = [
+    ("train.sparra.alpha0", [1.0, 2.0, 3.0, 4.0, -1.0], "train.sparra.alpha0"),
+    ("train.abmil.dropout", [0.1, 0.2, 0.3, 0.4, 1.0], "train.abmil.dropout"),
+    ("evaluation.coxph.alpha", [[1.0], [2.0], [3.0], [4.0], []], "evaluation.coxph.alpha"),
+    ("graph.preset.wsi.k", [4, 6, 8, 10, 0], "graph.preset.wsi.k"),
+    ("repeats", [1, 1, 2, 2, 0], "repeats"),
+]
+
+
+@pytest.mark.parametrize("mode", ["product", "one_at_a_time", "zip"])
+@pytest.mark.parametrize(("key", "values", "field"), FIFTH, ids=[f for *_, f in FIFTH])
+def test_a_bad_fifth_value_stops_the_sweep_before_its_first_point(
+    small_cohort, tmp_path, refused_quickly, no_point_runs, mode, key, values, field
+):
+    exp = experiment(tmp_path, {key: values, "seed": [0, 1, 2, 3, 4]}, mode)
+    out = tmp_path / "sweep"
+    with refused_quickly(field, out, exp) as err:
+        run_sweep(exp, small_cohort, out, progress=False)
+    assert "sweep point " in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "field"),
+    [
+        ("train.sparar.alpha0", "train.sparar"),
+        ("train.sparra.alpah0", "train.sparra.alpah0"),
+        ("train.mean.dropout", "train.mean.dropout"),
+        ("evaluation.rsf.max_depths", "evaluation.rsf.max_depths"),
+        ("graph.preset.knn.kk", "graph.preset.knn"),
+        ("statistic.bootstrap", "statistic"),
+    ],
+)
+def test_a_grid_key_that_names_no_configuration_key_is_refused(
+    small_cohort, tmp_path, refused_quickly, no_point_runs, key, field
+):
+    exp = experiment(tmp_path, {key: [1, 2]})
+    out = tmp_path / "sweep"
+    with refused_quickly(field, out, exp):
+        run_sweep(exp, small_cohort, out, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"gird": {"seed": [1]}}, "gird"),
+        ({"mode": "grid"}, "mode"),
+        ({"grid": [1, 2]}, "grid"),
+        ({"grid": {"seed": []}}, "grid.seed"),
+        ({"grid": {"seed": [1], "folds": [3, 4]}, "mode": "zip"}, "grid"),
+        ({"base": "fast"}, "base"),
+        ({"name": ["t"]}, "name"),
+    ],
+)
+def test_the_experiment_file_itself_is_checked(tmp_path, extra, field):
+    exp = experiment(tmp_path, **{"grid": {"seed": [0]}, **extra})
+    with pytest.raises(RadiopathInputError) as err:
+        load_experiment(exp)
+    assert err.value.field == field and err.value.path == str(exp)
+
+
+def test_the_cli_refuses_a_bad_point_naming_the_file(
+    small_cohort, tmp_path, cli_refused_quickly, no_point_runs
+):
+    exp = experiment(tmp_path, {"train.epochs": [1, 1, 1, 1, 0]})
+    out = tmp_path / "sweep"
+    args = ["sweep", "--experiment", exp, "--cohort", small_cohort, "--out", out]
+    cli_refused_quickly(args, "train.epochs", out, exp)
+    # a flag's bad value is the flag's, not the file's
+    output = cli_refused_quickly([*args, "--folds", 1], "folds", out)
+    assert "exp.yaml" not in output
