@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import matplotlib
 import pytest
+import torch
 
 matplotlib.use("Agg")
 
@@ -26,6 +27,29 @@ def small_cohort(tmp_path_factory):
         seed=3,
         progress=False,
     )
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (small graphs train faster, and the CI machine is
+    shared); the sub-folders that want it for every test request it from an autouse fixture."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def fast_benchmark():
+    """The settings of a quick benchmark run (two aggregators, two models, three folds, two
+    epochs, the torch backend), a fresh dict for each test."""
+    return {
+        "aggregators": ["sparra", "mean"],
+        "models": ["coxph", "fsvm"],
+        "folds": 3,
+        "train": {"epochs": 2, "batch_size": 8},
+        "evaluation": {"backend": "torch", "cv": {"n_splits": 3}},
+    }
 
 
 def nothing_in(out) -> bool:

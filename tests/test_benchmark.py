@@ -17,29 +17,24 @@ from radiopath.errors import RadiopathInputError
 from radiopath.report import fold_statistics, write_report
 from radiopath.sweep import load_experiment, run_sweep, set_dotted
 
-FAST = {
-    "aggregators": ["sparra", "mean"],
-    "models": ["coxph", "fsvm"],
-    "folds": 3,
-    "train": {"epochs": 2, "batch_size": 8},
-    "evaluation": {"backend": "torch", "cv": {"n_splits": 3}},
-}
-
 
 class Killed(RuntimeError):
     pass
 
 
-def test_bad_flags_fail_before_any_work(small_cohort, tmp_path):
+def test_bad_flags_fail_before_any_work(fast_benchmark, small_cohort, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(RadiopathInputError, match="unknown aggregator 'maxpool'"):
         run_benchmark(
-            small_cohort, out, {**FAST, "aggregators": ["sparra", "maxpool"]}, progress=False
+            small_cohort,
+            out,
+            {**fast_benchmark, "aggregators": ["sparra", "maxpool"]},
+            progress=False,
         )
     with pytest.raises(RadiopathInputError, match="unknown model 'deepsurv'"):
-        run_benchmark(small_cohort, out, {**FAST, "models": ["deepsurv"]}, progress=False)
+        run_benchmark(small_cohort, out, {**fast_benchmark, "models": ["deepsurv"]}, progress=False)
     with pytest.raises(RadiopathInputError, match="unknown modality 'pet'"):
-        run_benchmark(small_cohort, out, {**FAST, "modalities": ["pet"]}, progress=False)
+        run_benchmark(small_cohort, out, {**fast_benchmark, "modalities": ["pet"]}, progress=False)
     assert not out.exists()
 
 
@@ -58,8 +53,10 @@ def test_absent_modality_is_refused(small_cohort, tmp_path):
 
 
 @pytest.mark.slow
-def test_resumed_run_equals_uninterrupted_and_report_matches(small_cohort, tmp_path):
-    whole = run_benchmark(small_cohort, tmp_path / "whole", FAST, progress=False)
+def test_resumed_run_equals_uninterrupted_and_report_matches(
+    fast_benchmark, small_cohort, tmp_path
+):
+    whole = run_benchmark(small_cohort, tmp_path / "whole", fast_benchmark, progress=False)
 
     def kill_after_first_training(stage):
         if stage == "evaluate:sparra":
@@ -69,14 +66,14 @@ def test_resumed_run_equals_uninterrupted_and_report_matches(small_cohort, tmp_p
         run_benchmark(
             small_cohort,
             tmp_path / "resumed",
-            FAST,
+            fast_benchmark,
             progress=False,
             stage_hook=kill_after_first_training,
         )
     assert not (tmp_path / "resumed" / "metrics.csv").exists()
     done = []
     resumed = run_benchmark(
-        small_cohort, tmp_path / "resumed", FAST, progress=False, stage_hook=done.append
+        small_cohort, tmp_path / "resumed", fast_benchmark, progress=False, stage_hook=done.append
     )
     assert "train:sparra" not in done and "graphs" not in done  # finished work is not redone
     assert done == ["train:mean", "evaluate:mean", "clinical", "report"]
@@ -121,7 +118,9 @@ def test_resumed_run_equals_uninterrupted_and_report_matches(small_cohort, tmp_p
     ):
         f.write_bytes(f.read_bytes()[:50])
     redone = []
-    again = run_benchmark(small_cohort, out, FAST, progress=False, stage_hook=redone.append)
+    again = run_benchmark(
+        small_cohort, out, fast_benchmark, progress=False, stage_hook=redone.append
+    )
     assert redone[0] == "graphs" and "report" in redone
     assert (out / "metrics.csv").read_bytes() == before
     pd.testing.assert_frame_equal(again.metrics, whole.metrics)
@@ -194,7 +193,7 @@ def test_benchmark_takes_a_study_file_but_not_a_grid():
         _benchmark_config_file(root / "ablation-topk.yaml")
 
 
-def test_new_keys_are_checked_before_any_work(small_cohort, tmp_path):
+def test_new_keys_are_checked_before_any_work(fast_benchmark, small_cohort, tmp_path):
     out = tmp_path / "run"
     for bad, field in (
         ({"repeats": 0}, "repeats"),
@@ -208,20 +207,20 @@ def test_new_keys_are_checked_before_any_work(small_cohort, tmp_path):
         ({"endpoint": {"score": "logistic"}}, "endpoint.score"),
     ):
         with pytest.raises(RadiopathInputError, match=f"field '{field}'"):
-            run_benchmark(small_cohort, out, {**FAST, **bad}, progress=False)
+            run_benchmark(small_cohort, out, {**fast_benchmark, **bad}, progress=False)
     assert not out.exists()
 
 
 @pytest.mark.slow
-def test_repeats_baselines_intervals_and_comparisons(small_cohort, tmp_path):
+def test_repeats_baselines_intervals_and_comparisons(fast_benchmark, small_cohort, tmp_path):
     out = tmp_path / "run"
     cfg = {
-        **FAST,
+        **fast_benchmark,
         "aggregators": ["raw_mean", "mean", "abmil_mil"],
         "models": ["coxph", "fsvm"],
         "repeats": 2,
         "statistics": {"bootstrap": 200},
-        "evaluation": {**FAST["evaluation"], "metrics": {"horizons": [20.0]}},
+        "evaluation": {**fast_benchmark["evaluation"], "metrics": {"horizons": [20.0]}},
     }
     result = run_benchmark(small_cohort, out, cfg, progress=False)
     folds = pd.read_csv(out / "folds.csv")
@@ -289,7 +288,9 @@ def test_repeats_baselines_intervals_and_comparisons(small_cohort, tmp_path):
         run_benchmark(small_cohort, out, {**cfg, "repeats": 3}, progress=False)
 
 
-def test_clinical_baselines_and_horizon_endpoint(small_cohort, tmp_path, monkeypatch):
+def test_clinical_baselines_and_horizon_endpoint(
+    fast_benchmark, small_cohort, tmp_path, monkeypatch
+):
     """A cohort with clinical columns (and the Leibovich inputs) gets clinical/baselines.csv,
     clinical/cox.csv and horizon_metrics.csv, checked against lifelines and sklearn, and the
     report shows them; a failure of this optional stage is recorded, not raised."""
@@ -311,7 +312,7 @@ def test_clinical_baselines_and_horizon_endpoint(small_cohort, tmp_path, monkeyp
     cohort = small_cohort.parent / "cohort_leibovich.csv"
     table.to_csv(cohort, index=False)
     out = tmp_path / "run"
-    cfg = {**FAST, "endpoint": {"horizon": 30}}
+    cfg = {**fast_benchmark, "endpoint": {"horizon": 30}}
     run_benchmark(cohort, out, cfg, progress=False)
 
     baselines = pd.read_csv(out / "clinical" / "baselines.csv").set_index("column")

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Small graphs train faster on one thread, and the CI machine is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def single_thread(one_thread):
+    """Every training test runs on one thread (``one_thread`` of tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")
