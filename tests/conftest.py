@@ -52,6 +52,37 @@ def fast_benchmark():
     }
 
 
+@pytest.fixture(scope="session")
+def small_graphs(small_cohort, tmp_path_factory):
+    """Folder of graphs (with manifest.csv) for the session's small cohort."""
+    from radiopath.graph import build_cohort_graphs
+
+    out = tmp_path_factory.mktemp("small_graphs")
+    build_cohort_graphs(small_cohort, out, progress=False)
+    return out
+
+
+@pytest.fixture()
+def finished_run(small_cohort, small_graphs, tmp_path):
+    """``(run, out)``: ``run(**kw)`` trains (or resumes) a quick two-fold ABMIL run of the
+    small cohort in ``out`` (the test's ``tmp_path``)."""
+    from radiopath.training import train_cross_validated
+
+    def run(**kw):
+        return train_cross_validated(
+            small_cohort,
+            small_graphs,
+            aggregator="abmil",
+            modalities="wsi",
+            out_dir=tmp_path,
+            config={"epochs": 2, "n_folds": 2, "batch_size": 8, "hidden": 16},
+            progress=False,
+            **kw,
+        )
+
+    return run, tmp_path
+
+
 def nothing_in(out) -> bool:
     """Whether the output folder ``out`` is absent or empty."""
     return not out.exists() or not any(out.iterdir())

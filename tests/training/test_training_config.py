@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import torch
 
 from radiopath.config_rules import leaf_keys, nested
 from radiopath.errors import RadiopathInputError
+from radiopath.training import train_cross_validated
 from radiopath.training.config import DEFAULT_CONFIG, resolve_training_config
 
 # keys whose wrong value belongs to another key's message, with that key
@@ -68,7 +71,6 @@ TYPOS = [
 def test_a_typo_at_depth_is_refused_before_training(
     small_cohort, tmp_path, refused_quickly, aggregator, config, field
 ):
-    from radiopath.training import train_cross_validated
 
     out = tmp_path / "run"
     with refused_quickly(field, out):
@@ -105,3 +107,69 @@ def test_a_bad_flag_is_not_blamed_on_the_config_file(small_cohort, tmp_path, cli
     args = ["train", "--cohort", small_cohort, "--aggregator", "mean", "--out", out]
     args += ["--config", config, "--epochs", 0]
     assert "train.yaml" not in cli_refused_quickly(args, "epochs", out)
+
+
+def test_fingerprint_ignores_runtime_keys_only():
+    """A resume may change how a run executes (threads, monitoring), not what it learns."""
+    from radiopath.runkit import config_fingerprint
+    from radiopath.training.config import RUNTIME_KEYS, resolve_training_config
+
+    def fingerprint(cfg):
+        return config_fingerprint(cfg, exclude=RUNTIME_KEYS)
+
+    cfg = resolve_training_config({})
+    runtime = resolve_training_config({"num_threads": 2, "monitor_test": False})
+    assert fingerprint(runtime) == fingerprint(cfg)
+    for change in (
+        {"pooling": {"score_noise": 1.0}},
+        {"cox_memory": True},
+        {"sparra": {"sharpness": 2.0}},
+    ):
+        assert fingerprint(resolve_training_config(change)) != fingerprint(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"fusion": "sum"}, "fusion"),
+        ({"fusion": "late", "modalities": ["wsi"]}, "fusion"),
+        ({"late": {"weights": "best"}}, "late.weights"),
+        ({"head": "binary"}, "horizon"),
+        ({"head": "binary", "horizon": -1}, "horizon"),
+        ({"horizon": 5.0}, "horizon"),
+        ({"clinical": {"hidden": []}}, "clinical.hidden"),
+        ({"clinical": {"scaling": "robust"}}, "clinical.scaling"),
+        ({"clinical": {"dropuot": 0.1}}, "clinical.dropuot"),
+        ({"modality_dropout": 1.0}, "modality_dropout"),
+        ({"staged": {"unimodal_fraction": 1.5}}, "staged.unimodal_fraction"),
+        ({"fusion_lr_scale": 0}, "fusion_lr_scale"),
+        ({"modalities": ["wsi", "genomics"]}, "modalities"),
+    ],
+)
+def test_bad_fusion_settings_are_refused_by_name(override, field):
+    with pytest.raises(RadiopathInputError) as err:
+        resolve_training_config(override)
+    assert err.value.field == field
+
+
+def test_horizon_given_as_text_and_the_two_label_rules_agree():
+    cfg = resolve_training_config({"head": "binary", "horizon": "5y", "time_unit": "months"})
+    from radiopath.training.config import training_horizon
+
+    assert training_horizon(cfg) == pytest.approx(60.0)
+    with pytest.raises(RadiopathInputError) as err:
+        resolve_training_config({"head": "binary", "horizon": "5 parsecs"})
+    assert err.value.field == "horizon"
+    with pytest.raises(RadiopathInputError) as err:
+        resolve_training_config({"head": "binary", "horizon": "5y", "time_unit": "weeks"})
+    assert err.value.field == "time_unit"
+    # the loss's labels (torch) and the evaluation's (numpy) follow one rule
+    from radiopath.evaluation.horizon import horizon_labels as numpy_labels
+    from radiopath.models.losses import horizon_labels as torch_labels
+
+    rng = np.random.default_rng(0)
+    time = np.round(rng.exponential(10, 200), 0)
+    event = rng.uniform(size=200) < 0.6
+    label, usable = numpy_labels(time, event, 10.0)
+    t_label, t_usable = torch_labels(torch.tensor(time), torch.tensor(event), 10.0)
+    assert (t_usable.numpy() == usable).all() and (t_label.numpy() == label.astype(bool)).all()
