@@ -3,17 +3,23 @@ report's numbers are the metrics on disk."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from config_checks import FAST, ROOT, empty_or_absent, refused, write_yaml
 
-from radiopath.benchmark import run_benchmark
+from radiopath.benchmark import DEFAULTS as BENCHMARK_DEFAULTS
+from radiopath.benchmark import run_benchmark, validate_benchmark_config
 from radiopath.cli import main
+from radiopath.config import deep_merge
 from radiopath.errors import RadiopathInputError
+from radiopath.io import read_cohort
 from radiopath.report import fold_statistics, write_report
 from radiopath.sweep import load_experiment, run_sweep, set_dotted
 
@@ -132,7 +138,6 @@ def test_report_rejects_a_run_without_metrics(tmp_path):
 
 
 def test_experiment_files_load_and_expand():
-    from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "experiments"
     files = sorted(root.glob("*.yaml"))
@@ -182,7 +187,6 @@ def test_cli_lists_every_command():
 
 
 def test_benchmark_takes_a_study_file_but_not_a_grid():
-    from pathlib import Path
 
     from radiopath.benchmark import _benchmark_config_file
 
@@ -370,3 +374,69 @@ def test_clinical_baselines_and_horizon_endpoint(
     assert "lifelines did not converge" in (out / "report.html").read_text()
     assert not (out / "clinical" / "cox.csv").exists()  # no stale table beside the failure
     assert not again.metrics.empty
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        ({"aggregator": ["sparra"]}, "aggregator"),
+        ({"train": {"pooling": {"score_nois": 0.5}}}, "train.pooling.score_nois"),
+        ({"train": {"sparra": {"alpah0": 1.0}}}, "train.sparra.alpah0"),
+        ({"train": {"abmil": {"hiden_channels": 8}}}, "train.abmil.hiden_channels"),
+        ({"train": {"mean": {"x": 1}}}, "train.mean.x"),
+        ({"train": {"ratio": {"pet": 0.5}}}, "train.ratio.pet"),
+        ({"train": {"seed": 3}}, "train.seed"),  # set by the benchmark's own seed
+        ({"train": {"sparra": {"kl": "bogus"}}}, "train.sparra.kl"),  # a value, by training
+        ({"train": {"preset": "fastest"}}, "train.preset"),
+        ({"evaluation": {"coxph": {"alphas": [1.0]}}}, "evaluation.coxph.alphas"),
+        ({"evaluation": {"backnd": "torch"}}, "evaluation.backnd"),
+        ({"graph": {"presett": "wsi-clustered"}}, "graph.presett"),
+        ({"graph": {"preset": {"threshhold": 0.9}}}, "graph.preset.threshhold"),
+        ({"graph": {"preset": "no-such-preset"}}, "graph.preset"),
+        ({"statistics": {"bootstrp": 10}}, "statistics.bootstrp"),
+    ],
+)
+def test_benchmark_refuses_bad_keys_before_the_graph_stage(small_cohort, tmp_path, bad, field):
+    out = tmp_path / "run"
+    with refused(field):
+        run_benchmark(small_cohort, out, deep_merge(FAST, bad), progress=False)
+    assert empty_or_absent(out)
+
+
+def test_benchmark_checks_the_train_section_whatever_it_trains(small_cohort):
+    cohort = read_cohort(small_cohort)
+    validate_benchmark_config(deep_merge(BENCHMARK_DEFAULTS, FAST), cohort)
+    for aggregators, train, field in (
+        (["abmil_mil"], {"ratio": {"wsi": 1.5}}, "train.ratio.wsi"),  # a variant: trains ABMIL
+        (["raw_mean"], {"sparra": {"alpah0": 1.0}}, "train.sparra.alpah0"),  # trains nothing
+    ):
+        cfg = deep_merge(BENCHMARK_DEFAULTS, {**FAST, "aggregators": aggregators, "train": train})
+        with refused(field):
+            validate_benchmark_config(cfg, cohort)
+
+
+def test_benchmark_cli_refuses_a_typo_in_its_config_file(small_cohort, tmp_path):
+    bad = write_yaml(tmp_path / "bench.yaml", {**FAST, "train": {"pooling": {"score_nois": 1}}})
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        main,
+        ["benchmark", "--cohort", str(small_cohort), "--out", str(out), "--config", str(bad)],
+    )
+    assert result.exit_code == 2, result.output
+    assert "field 'train.pooling.score_nois'" in result.output and "'score_noise'" in result.output
+    assert empty_or_absent(out)
+
+
+def test_every_experiment_point_is_a_valid_benchmark(small_cohort):
+    cohort = read_cohort(small_cohort)
+    files = sorted((ROOT / "experiments").glob("*.yaml"))
+    assert files
+    for f in files:
+        exp = load_experiment(f)
+        base = deep_merge(BENCHMARK_DEFAULTS, exp.base)
+        for point in exp.points():
+            cfg = copy.deepcopy(base)
+            for key, value in point.items():
+                cfg = set_dotted(cfg, key, value)
+            cfg["folds"] = 3  # the test cohort has few events
+            validate_benchmark_config(cfg, cohort)

@@ -5,10 +5,15 @@ the first point runs; a typo or a bad value, even in the last grid value, is ref
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
+from click.testing import CliRunner
+from config_checks import FAST, empty_or_absent, write_yaml
 
 from radiopath import sweep
+from radiopath.cli import main
 from radiopath.errors import RadiopathInputError
 from radiopath.sweep import load_experiment, run_sweep
 
@@ -106,3 +111,39 @@ def test_the_cli_refuses_a_bad_point_naming_the_file(
     # a flag's bad value is the flag's, not the file's
     output = cli_refused_quickly([*args, "--folds", 1], "folds", out)
     assert "exp.yaml" not in output
+
+
+def sweep_file(tmp_path: Path, grid: dict) -> Path:
+    base = {**FAST, "aggregators": ["sparra"]}
+    return write_yaml(
+        tmp_path / "exp.yaml", {"name": "t", "mode": "one_at_a_time", "base": base, "grid": grid}
+    )
+
+
+@pytest.mark.parametrize(
+    ("grid", "field"),
+    [
+        # the first point is fine: the second is refused before the first runs
+        ({"train.epochs": [1], "train.sparra.alpah0": [1.0]}, "train.sparra.alpah0"),
+        ({"train.sparra.kl": ["paper", "bogus"]}, "train.sparra.kl"),
+        ({"train.epochs": [1], "evaluation.coxph.alphas": [[1.0]]}, "evaluation.coxph.alphas"),
+        ({"train.epochs": [1], "graph.preset": ["wsi-clustered", "nope"]}, "graph.preset"),
+    ],
+)
+def test_sweep_checks_every_point_before_the_first(small_cohort, tmp_path, grid, field):
+    out = tmp_path / "sweep"
+    with pytest.raises(RadiopathInputError, match=f"field '{field}': sweep point "):
+        run_sweep(sweep_file(tmp_path, grid), small_cohort, out, progress=False)
+    assert empty_or_absent(out)
+
+
+def test_sweep_cli_refuses_a_bad_point_before_writing(small_cohort, tmp_path):
+    exp = sweep_file(tmp_path, {"train.epochs": [1], "train.pooling.score_nois": [0.5]})
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(
+        main,
+        ["sweep", "--experiment", str(exp), "--cohort", str(small_cohort), "--out", str(out)],
+    )
+    assert result.exit_code == 2, result.output
+    assert "field 'train.pooling.score_nois'" in result.output
+    assert empty_or_absent(out)

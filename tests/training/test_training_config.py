@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
+import yaml
+from click.testing import CliRunner
+from config_checks import empty_or_absent, refused, write_yaml
 
+from radiopath.cli import main
+from radiopath.config import check_known_keys
 from radiopath.config_rules import leaf_keys, nested
 from radiopath.errors import RadiopathInputError
+from radiopath.models.aggregators import AGGREGATORS
 from radiopath.training import train_cross_validated
-from radiopath.training.config import DEFAULT_CONFIG, resolve_training_config
+from radiopath.training.config import DEFAULT_CONFIG, PRESETS, allowed_keys, resolve_training_config
+from radiopath.training.config import DEFAULT_CONFIG as TRAINING_DEFAULTS
 
 # keys whose wrong value belongs to another key's message, with that key
 NAMED_AS = {"modalities": "modalities", "aggregator": "aggregator"}
@@ -89,7 +98,6 @@ def test_a_typo_at_depth_is_refused_before_training(
 def test_the_cli_names_the_config_file(
     small_cohort, tmp_path, cli_refused_quickly, aggregator, config, field
 ):
-    import yaml
 
     bad = tmp_path / "train.yaml"
     bad.write_text(yaml.safe_dump(config))
@@ -99,7 +107,6 @@ def test_the_cli_names_the_config_file(
 
 
 def test_a_bad_flag_is_not_blamed_on_the_config_file(small_cohort, tmp_path, cli_refused_quickly):
-    import yaml
 
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump({"epochs": 2}))
@@ -173,3 +180,60 @@ def test_horizon_given_as_text_and_the_two_label_rules_agree():
     label, usable = numpy_labels(time, event, 10.0)
     t_label, t_usable = torch_labels(torch.tensor(time), torch.tensor(event), 10.0)
     assert (t_usable.numpy() == usable).all() and (t_label.numpy() == label.astype(bool)).all()
+
+
+@pytest.mark.parametrize(
+    ("config", "field", "allowed"),
+    [
+        ({"epoch": 3}, "epoch", "epochs"),
+        ({"pooling": {"score_nois": 0.5}}, "pooling.score_nois", "score_noise"),
+        ({"validation": {"fractoin": 0.2}}, "validation.fractoin", "fraction"),
+        ({"ratio": {"wsi": 0.2, "pet": 0.5}}, "ratio.pet", "ct"),
+        ({"conv": {"cat": "gin"}}, "conv.cat", "wsi"),
+        ({"sparra": {"alpah0": 1.0}}, "sparra.alpah0", "alpha0"),
+        ({"abmil": {"hiden_channels": 64}}, "abmil.hiden_channels", "hidden_channels"),
+        ({"mean": {"dropout": 0.1}}, "mean.dropout", None),
+        ({"graph_preset": {"wsi": {"threshhold": 0.9}}}, "graph_preset.wsi.threshhold", "k"),
+    ],
+)
+def test_training_refuses_unknown_keys(config, field, allowed):
+    with refused(field, allowed):
+        resolve_training_config(config)
+
+
+def test_training_refuses_a_section_that_is_not_a_mapping():
+    with refused("sparra"):
+        resolve_training_config({"sparra": True})
+    assert resolve_training_config({"ratio": 0.5})["ratio"] == {"wsi": 0.5, "ct": 0.5}
+
+
+def test_training_presets_and_aggregator_sections_are_known_keys():
+    for preset in PRESETS.values():
+        check_known_keys(preset, allowed_keys())
+    # each aggregator's section holds exactly the options its constructor takes
+    for name, cls in AGGREGATORS.items():
+        params = inspect.signature(cls.__init__).parameters
+        options = {p for p in params if p not in ("self", "in_channels", "reconstruct_channels")}
+        assert set(TRAINING_DEFAULTS[name]) == options, name
+
+
+def test_train_cli_refuses_a_typo_before_writing(small_cohort, tmp_path):
+    bad = write_yaml(tmp_path / "train.yaml", {"epochs": 1, "sparra": {"alpah0": 1.0}})
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--cohort",
+            str(small_cohort),
+            "--aggregator",
+            "sparra",
+            "--out",
+            str(out),
+            "--config",
+            str(bad),
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert "field 'sparra.alpah0'" in result.output and "'alpha0'" in result.output
+    assert empty_or_absent(out)
