@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,7 +20,7 @@ from radiopath.config import deep_merge
 from radiopath.errors import RadiopathInputError
 from radiopath.io import read_cohort
 from radiopath.report import fold_statistics, write_report
-from radiopath.sweep import load_experiment, run_sweep, set_dotted
+from radiopath.sweep import load_experiment, set_dotted
 
 
 class Killed(RuntimeError):
@@ -135,66 +134,6 @@ def test_resumed_run_equals_uninterrupted_and_report_matches(
 def test_report_rejects_a_run_without_metrics(tmp_path):
     with pytest.raises(RadiopathInputError, match="no metrics.csv"):
         write_report(tmp_path)
-
-
-def test_experiment_files_load_and_expand():
-
-    root = Path(__file__).resolve().parents[1] / "experiments"
-    files = sorted(root.glob("*.yaml"))
-    assert {"radiology.yaml", "pathology.yaml", "radiopathomics.yaml"} <= {f.name for f in files}
-    for f in files:
-        exp = load_experiment(f)
-        assert exp.points()
-    prior = load_experiment(root / "ablation-prior.yaml")
-    assert len(prior.points()) == 9  # one at a time: 3 keys x 3 values
-    assert set_dotted({"train": {"sparra": {"tau": 1}}}, "train.sparra.alpha0", 5.0) == {
-        "train": {"sparra": {"tau": 1, "alpha0": 5.0}}
-    }
-
-
-@pytest.mark.slow
-def test_sweep_gathers_points(small_cohort, tmp_path):
-    exp = tmp_path / "exp.yaml"
-    exp.write_text(
-        "name: t\nbase:\n  aggregators: [mean]\n  models: [coxph]\n  folds: 3\n"
-        "  train: {epochs: 1, batch_size: 8}\n  evaluation: {backend: torch, cv: {n_splits: 3}}\n"
-        "grid:\n  modalities: [[wsi], [ct]]\n"
-    )
-    gathered = run_sweep(exp, small_cohort, tmp_path / "sweep", progress=False)
-    assert set(gathered.modalities) == {"wsi", "ct"}
-    assert (tmp_path / "sweep" / "figures" / "ablation_modalities.png").exists()
-    saved = pd.read_csv(tmp_path / "sweep" / "sweep_metrics.csv")
-    assert len(saved) == len(gathered)
-    page = (tmp_path / "sweep" / "report.html").read_text()  # the points side by side
-    assert page.count('<tr data-run="modalities=') == 2 and "<code>modalities</code>" in page
-
-
-def test_cli_lists_every_command():
-    result = CliRunner().invoke(main, ["--help"])
-    assert result.exit_code == 0
-    for command in (
-        "demo",
-        "benchmark",
-        "extract",
-        "graphs",
-        "train",
-        "evaluate",
-        "report",
-        "importance",
-        "sweep",
-    ):
-        assert re.search(rf"^\s+{command}\s", result.output, re.M), command
-
-
-def test_benchmark_takes_a_study_file_but_not_a_grid():
-
-    from radiopath.benchmark import _benchmark_config_file
-
-    root = Path(__file__).resolve().parents[1] / "experiments"
-    study = _benchmark_config_file(root / "radiology.yaml")
-    assert study["modalities"] == ["ct"] and study["aggregators"] == ["sparra", "abmil", "mean"]
-    with pytest.raises(RadiopathInputError, match="grid.*radiopath sweep"):
-        _benchmark_config_file(root / "ablation-topk.yaml")
 
 
 def test_new_keys_are_checked_before_any_work(fast_benchmark, small_cohort, tmp_path):

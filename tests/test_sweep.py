@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -15,7 +16,7 @@ from config_checks import FAST, empty_or_absent, write_yaml
 from radiopath import sweep
 from radiopath.cli import main
 from radiopath.errors import RadiopathInputError
-from radiopath.sweep import load_experiment, run_sweep
+from radiopath.sweep import load_experiment, run_sweep, set_dotted
 
 BASE = {
     "aggregators": ["sparra", "abmil", "mean"],
@@ -147,3 +148,35 @@ def test_sweep_cli_refuses_a_bad_point_before_writing(small_cohort, tmp_path):
     assert result.exit_code == 2, result.output
     assert "field 'train.pooling.score_nois'" in result.output
     assert empty_or_absent(out)
+
+
+def test_experiment_files_load_and_expand():
+
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    files = sorted(root.glob("*.yaml"))
+    assert {"radiology.yaml", "pathology.yaml", "radiopathomics.yaml"} <= {f.name for f in files}
+    for f in files:
+        exp = load_experiment(f)
+        assert exp.points()
+    prior = load_experiment(root / "ablation-prior.yaml")
+    assert len(prior.points()) == 9  # one at a time: 3 keys x 3 values
+    assert set_dotted({"train": {"sparra": {"tau": 1}}}, "train.sparra.alpha0", 5.0) == {
+        "train": {"sparra": {"tau": 1, "alpha0": 5.0}}
+    }
+
+
+@pytest.mark.slow
+def test_sweep_gathers_points(small_cohort, tmp_path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(
+        "name: t\nbase:\n  aggregators: [mean]\n  models: [coxph]\n  folds: 3\n"
+        "  train: {epochs: 1, batch_size: 8}\n  evaluation: {backend: torch, cv: {n_splits: 3}}\n"
+        "grid:\n  modalities: [[wsi], [ct]]\n"
+    )
+    gathered = run_sweep(exp, small_cohort, tmp_path / "sweep", progress=False)
+    assert set(gathered.modalities) == {"wsi", "ct"}
+    assert (tmp_path / "sweep" / "figures" / "ablation_modalities.png").exists()
+    saved = pd.read_csv(tmp_path / "sweep" / "sweep_metrics.csv")
+    assert len(saved) == len(gathered)
+    page = (tmp_path / "sweep" / "report.html").read_text()  # the points side by side
+    assert page.count('<tr data-run="modalities=') == 2 and "<code>modalities</code>" in page
