@@ -36,7 +36,7 @@ from radiopath.datasets import load_planted_mask, make_synthetic_cohort
 from radiopath.graph import build_cohort_graphs
 from radiopath.training import train_cross_validated
 
-# The end-to-end test's cohort and schedule (tests/training/test_synthetic_recovery.py).
+# The end-to-end test's cohort and schedule (tests/e2e/test_synthetic_recovery.py).
 COHORT = dict(
     n_patients=90, dim=16, wsi_patches=(300, 600), ct_patches=(16, 32), signal="wsi", seed=1
 )

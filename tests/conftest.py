@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import matplotlib
 import pytest
+import torch
 
 matplotlib.use("Agg")
 
@@ -26,6 +27,60 @@ def small_cohort(tmp_path_factory):
         seed=3,
         progress=False,
     )
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (small graphs train faster, and the CI machine is
+    shared); the sub-folders that want it for every test request it from an autouse fixture."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def fast_benchmark():
+    """The settings of a quick benchmark run (two aggregators, two models, three folds, two
+    epochs, the torch backend), a fresh dict for each test."""
+    return {
+        "aggregators": ["sparra", "mean"],
+        "models": ["coxph", "fsvm"],
+        "folds": 3,
+        "train": {"epochs": 2, "batch_size": 8},
+        "evaluation": {"backend": "torch", "cv": {"n_splits": 3}},
+    }
+
+
+@pytest.fixture(scope="session")
+def small_graphs(small_cohort, tmp_path_factory):
+    """Folder of graphs (with manifest.csv) for the session's small cohort."""
+    from radiopath.graph import build_cohort_graphs
+
+    out = tmp_path_factory.mktemp("small_graphs")
+    build_cohort_graphs(small_cohort, out, progress=False)
+    return out
+
+
+@pytest.fixture()
+def finished_run(small_cohort, small_graphs, tmp_path):
+    """``(run, out)``: ``run(**kw)`` trains (or resumes) a quick two-fold ABMIL run of the
+    small cohort in ``out`` (the test's ``tmp_path``)."""
+    from radiopath.training import train_cross_validated
+
+    def run(**kw):
+        return train_cross_validated(
+            small_cohort,
+            small_graphs,
+            aggregator="abmil",
+            modalities="wsi",
+            out_dir=tmp_path,
+            config={"epochs": 2, "n_folds": 2, "batch_size": 8, "hidden": 16},
+            progress=False,
+            **kw,
+        )
+
+    return run, tmp_path
 
 
 def nothing_in(out) -> bool:

@@ -3,6 +3,7 @@ report's numbers are the metrics on disk."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 
@@ -10,36 +11,35 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from config_checks import FAST, ROOT, empty_or_absent, refused, write_yaml
 
-from radiopath.benchmark import run_benchmark
+from radiopath.benchmark import DEFAULTS as BENCHMARK_DEFAULTS
+from radiopath.benchmark import run_benchmark, validate_benchmark_config
 from radiopath.cli import main
+from radiopath.config import deep_merge
 from radiopath.errors import RadiopathInputError
+from radiopath.io import read_cohort
 from radiopath.report import fold_statistics, write_report
-from radiopath.sweep import load_experiment, run_sweep, set_dotted
-
-FAST = {
-    "aggregators": ["sparra", "mean"],
-    "models": ["coxph", "fsvm"],
-    "folds": 3,
-    "train": {"epochs": 2, "batch_size": 8},
-    "evaluation": {"backend": "torch", "cv": {"n_splits": 3}},
-}
+from radiopath.sweep import load_experiment, set_dotted
 
 
 class Killed(RuntimeError):
     pass
 
 
-def test_bad_flags_fail_before_any_work(small_cohort, tmp_path):
+def test_bad_flags_fail_before_any_work(fast_benchmark, small_cohort, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(RadiopathInputError, match="unknown aggregator 'maxpool'"):
         run_benchmark(
-            small_cohort, out, {**FAST, "aggregators": ["sparra", "maxpool"]}, progress=False
+            small_cohort,
+            out,
+            {**fast_benchmark, "aggregators": ["sparra", "maxpool"]},
+            progress=False,
         )
     with pytest.raises(RadiopathInputError, match="unknown model 'deepsurv'"):
-        run_benchmark(small_cohort, out, {**FAST, "models": ["deepsurv"]}, progress=False)
+        run_benchmark(small_cohort, out, {**fast_benchmark, "models": ["deepsurv"]}, progress=False)
     with pytest.raises(RadiopathInputError, match="unknown modality 'pet'"):
-        run_benchmark(small_cohort, out, {**FAST, "modalities": ["pet"]}, progress=False)
+        run_benchmark(small_cohort, out, {**fast_benchmark, "modalities": ["pet"]}, progress=False)
     assert not out.exists()
 
 
@@ -58,8 +58,10 @@ def test_absent_modality_is_refused(small_cohort, tmp_path):
 
 
 @pytest.mark.slow
-def test_resumed_run_equals_uninterrupted_and_report_matches(small_cohort, tmp_path):
-    whole = run_benchmark(small_cohort, tmp_path / "whole", FAST, progress=False)
+def test_resumed_run_equals_uninterrupted_and_report_matches(
+    fast_benchmark, small_cohort, tmp_path
+):
+    whole = run_benchmark(small_cohort, tmp_path / "whole", fast_benchmark, progress=False)
 
     def kill_after_first_training(stage):
         if stage == "evaluate:sparra":
@@ -69,14 +71,14 @@ def test_resumed_run_equals_uninterrupted_and_report_matches(small_cohort, tmp_p
         run_benchmark(
             small_cohort,
             tmp_path / "resumed",
-            FAST,
+            fast_benchmark,
             progress=False,
             stage_hook=kill_after_first_training,
         )
     assert not (tmp_path / "resumed" / "metrics.csv").exists()
     done = []
     resumed = run_benchmark(
-        small_cohort, tmp_path / "resumed", FAST, progress=False, stage_hook=done.append
+        small_cohort, tmp_path / "resumed", fast_benchmark, progress=False, stage_hook=done.append
     )
     assert "train:sparra" not in done and "graphs" not in done  # finished work is not redone
     assert done == ["train:mean", "evaluate:mean", "clinical", "report"]
@@ -121,7 +123,9 @@ def test_resumed_run_equals_uninterrupted_and_report_matches(small_cohort, tmp_p
     ):
         f.write_bytes(f.read_bytes()[:50])
     redone = []
-    again = run_benchmark(small_cohort, out, FAST, progress=False, stage_hook=redone.append)
+    again = run_benchmark(
+        small_cohort, out, fast_benchmark, progress=False, stage_hook=redone.append
+    )
     assert redone[0] == "graphs" and "report" in redone
     assert (out / "metrics.csv").read_bytes() == before
     pd.testing.assert_frame_equal(again.metrics, whole.metrics)
@@ -132,69 +136,7 @@ def test_report_rejects_a_run_without_metrics(tmp_path):
         write_report(tmp_path)
 
 
-def test_experiment_files_load_and_expand():
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1] / "experiments"
-    files = sorted(root.glob("*.yaml"))
-    assert {"radiology.yaml", "pathology.yaml", "radiopathomics.yaml"} <= {f.name for f in files}
-    for f in files:
-        exp = load_experiment(f)
-        assert exp.points()
-    prior = load_experiment(root / "ablation-prior.yaml")
-    assert len(prior.points()) == 9  # one at a time: 3 keys x 3 values
-    assert set_dotted({"train": {"sparra": {"tau": 1}}}, "train.sparra.alpha0", 5.0) == {
-        "train": {"sparra": {"tau": 1, "alpha0": 5.0}}
-    }
-
-
-@pytest.mark.slow
-def test_sweep_gathers_points(small_cohort, tmp_path):
-    exp = tmp_path / "exp.yaml"
-    exp.write_text(
-        "name: t\nbase:\n  aggregators: [mean]\n  models: [coxph]\n  folds: 3\n"
-        "  train: {epochs: 1, batch_size: 8}\n  evaluation: {backend: torch, cv: {n_splits: 3}}\n"
-        "grid:\n  modalities: [[wsi], [ct]]\n"
-    )
-    gathered = run_sweep(exp, small_cohort, tmp_path / "sweep", progress=False)
-    assert set(gathered.modalities) == {"wsi", "ct"}
-    assert (tmp_path / "sweep" / "figures" / "ablation_modalities.png").exists()
-    saved = pd.read_csv(tmp_path / "sweep" / "sweep_metrics.csv")
-    assert len(saved) == len(gathered)
-    page = (tmp_path / "sweep" / "report.html").read_text()  # the points side by side
-    assert page.count('<tr data-run="modalities=') == 2 and "<code>modalities</code>" in page
-
-
-def test_cli_lists_every_command():
-    result = CliRunner().invoke(main, ["--help"])
-    assert result.exit_code == 0
-    for command in (
-        "demo",
-        "benchmark",
-        "extract",
-        "graphs",
-        "train",
-        "evaluate",
-        "report",
-        "importance",
-        "sweep",
-    ):
-        assert re.search(rf"^\s+{command}\s", result.output, re.M), command
-
-
-def test_benchmark_takes_a_study_file_but_not_a_grid():
-    from pathlib import Path
-
-    from radiopath.benchmark import _benchmark_config_file
-
-    root = Path(__file__).resolve().parents[1] / "experiments"
-    study = _benchmark_config_file(root / "radiology.yaml")
-    assert study["modalities"] == ["ct"] and study["aggregators"] == ["sparra", "abmil", "mean"]
-    with pytest.raises(RadiopathInputError, match="grid.*radiopath sweep"):
-        _benchmark_config_file(root / "ablation-topk.yaml")
-
-
-def test_new_keys_are_checked_before_any_work(small_cohort, tmp_path):
+def test_new_keys_are_checked_before_any_work(fast_benchmark, small_cohort, tmp_path):
     out = tmp_path / "run"
     for bad, field in (
         ({"repeats": 0}, "repeats"),
@@ -208,20 +150,20 @@ def test_new_keys_are_checked_before_any_work(small_cohort, tmp_path):
         ({"endpoint": {"score": "logistic"}}, "endpoint.score"),
     ):
         with pytest.raises(RadiopathInputError, match=f"field '{field}'"):
-            run_benchmark(small_cohort, out, {**FAST, **bad}, progress=False)
+            run_benchmark(small_cohort, out, {**fast_benchmark, **bad}, progress=False)
     assert not out.exists()
 
 
 @pytest.mark.slow
-def test_repeats_baselines_intervals_and_comparisons(small_cohort, tmp_path):
+def test_repeats_baselines_intervals_and_comparisons(fast_benchmark, small_cohort, tmp_path):
     out = tmp_path / "run"
     cfg = {
-        **FAST,
+        **fast_benchmark,
         "aggregators": ["raw_mean", "mean", "abmil_mil"],
         "models": ["coxph", "fsvm"],
         "repeats": 2,
         "statistics": {"bootstrap": 200},
-        "evaluation": {**FAST["evaluation"], "metrics": {"horizons": [20.0]}},
+        "evaluation": {**fast_benchmark["evaluation"], "metrics": {"horizons": [20.0]}},
     }
     result = run_benchmark(small_cohort, out, cfg, progress=False)
     folds = pd.read_csv(out / "folds.csv")
@@ -289,7 +231,9 @@ def test_repeats_baselines_intervals_and_comparisons(small_cohort, tmp_path):
         run_benchmark(small_cohort, out, {**cfg, "repeats": 3}, progress=False)
 
 
-def test_clinical_baselines_and_horizon_endpoint(small_cohort, tmp_path, monkeypatch):
+def test_clinical_baselines_and_horizon_endpoint(
+    fast_benchmark, small_cohort, tmp_path, monkeypatch
+):
     """A cohort with clinical columns (and the Leibovich inputs) gets clinical/baselines.csv,
     clinical/cox.csv and horizon_metrics.csv, checked against lifelines and sklearn, and the
     report shows them; a failure of this optional stage is recorded, not raised."""
@@ -311,7 +255,7 @@ def test_clinical_baselines_and_horizon_endpoint(small_cohort, tmp_path, monkeyp
     cohort = small_cohort.parent / "cohort_leibovich.csv"
     table.to_csv(cohort, index=False)
     out = tmp_path / "run"
-    cfg = {**FAST, "endpoint": {"horizon": 30}}
+    cfg = {**fast_benchmark, "endpoint": {"horizon": 30}}
     run_benchmark(cohort, out, cfg, progress=False)
 
     baselines = pd.read_csv(out / "clinical" / "baselines.csv").set_index("column")
@@ -369,3 +313,69 @@ def test_clinical_baselines_and_horizon_endpoint(small_cohort, tmp_path, monkeyp
     assert "lifelines did not converge" in (out / "report.html").read_text()
     assert not (out / "clinical" / "cox.csv").exists()  # no stale table beside the failure
     assert not again.metrics.empty
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        ({"aggregator": ["sparra"]}, "aggregator"),
+        ({"train": {"pooling": {"score_nois": 0.5}}}, "train.pooling.score_nois"),
+        ({"train": {"sparra": {"alpah0": 1.0}}}, "train.sparra.alpah0"),
+        ({"train": {"abmil": {"hiden_channels": 8}}}, "train.abmil.hiden_channels"),
+        ({"train": {"mean": {"x": 1}}}, "train.mean.x"),
+        ({"train": {"ratio": {"pet": 0.5}}}, "train.ratio.pet"),
+        ({"train": {"seed": 3}}, "train.seed"),  # set by the benchmark's own seed
+        ({"train": {"sparra": {"kl": "bogus"}}}, "train.sparra.kl"),  # a value, by training
+        ({"train": {"preset": "fastest"}}, "train.preset"),
+        ({"evaluation": {"coxph": {"alphas": [1.0]}}}, "evaluation.coxph.alphas"),
+        ({"evaluation": {"backnd": "torch"}}, "evaluation.backnd"),
+        ({"graph": {"presett": "wsi-clustered"}}, "graph.presett"),
+        ({"graph": {"preset": {"threshhold": 0.9}}}, "graph.preset.threshhold"),
+        ({"graph": {"preset": "no-such-preset"}}, "graph.preset"),
+        ({"statistics": {"bootstrp": 10}}, "statistics.bootstrp"),
+    ],
+)
+def test_benchmark_refuses_bad_keys_before_the_graph_stage(small_cohort, tmp_path, bad, field):
+    out = tmp_path / "run"
+    with refused(field):
+        run_benchmark(small_cohort, out, deep_merge(FAST, bad), progress=False)
+    assert empty_or_absent(out)
+
+
+def test_benchmark_checks_the_train_section_whatever_it_trains(small_cohort):
+    cohort = read_cohort(small_cohort)
+    validate_benchmark_config(deep_merge(BENCHMARK_DEFAULTS, FAST), cohort)
+    for aggregators, train, field in (
+        (["abmil_mil"], {"ratio": {"wsi": 1.5}}, "train.ratio.wsi"),  # a variant: trains ABMIL
+        (["raw_mean"], {"sparra": {"alpah0": 1.0}}, "train.sparra.alpah0"),  # trains nothing
+    ):
+        cfg = deep_merge(BENCHMARK_DEFAULTS, {**FAST, "aggregators": aggregators, "train": train})
+        with refused(field):
+            validate_benchmark_config(cfg, cohort)
+
+
+def test_benchmark_cli_refuses_a_typo_in_its_config_file(small_cohort, tmp_path):
+    bad = write_yaml(tmp_path / "bench.yaml", {**FAST, "train": {"pooling": {"score_nois": 1}}})
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        main,
+        ["benchmark", "--cohort", str(small_cohort), "--out", str(out), "--config", str(bad)],
+    )
+    assert result.exit_code == 2, result.output
+    assert "field 'train.pooling.score_nois'" in result.output and "'score_noise'" in result.output
+    assert empty_or_absent(out)
+
+
+def test_every_experiment_point_is_a_valid_benchmark(small_cohort):
+    cohort = read_cohort(small_cohort)
+    files = sorted((ROOT / "experiments").glob("*.yaml"))
+    assert files
+    for f in files:
+        exp = load_experiment(f)
+        base = deep_merge(BENCHMARK_DEFAULTS, exp.base)
+        for point in exp.points():
+            cfg = copy.deepcopy(base)
+            for key, value in point.items():
+                cfg = set_dotted(cfg, key, value)
+            cfg["folds"] = 3  # the test cohort has few events
+            validate_benchmark_config(cfg, cohort)

@@ -4,9 +4,11 @@ before any work (the train and evaluation sections have their own tests)."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 
+from radiopath.benchmark import run_benchmark
 from radiopath.benchmark_config import DEFAULTS, validate_benchmark_config
 from radiopath.config import deep_merge
 from radiopath.config_rules import leaf_keys, nested
@@ -62,7 +64,6 @@ TYPOS = [
 def test_a_typo_at_depth_is_refused_before_any_stage(
     small_cohort, tmp_path, refused_quickly, bad, field
 ):
-    from radiopath.benchmark import run_benchmark
 
     out = tmp_path / "run"
     with refused_quickly(field, out):
@@ -74,8 +75,6 @@ def test_a_typo_in_the_config_file_names_the_file(
     small_cohort, tmp_path, refused_quickly, cli_refused_quickly, bad, field
 ):
     import yaml
-
-    from radiopath.benchmark import run_benchmark
 
     config = tmp_path / "bench.yaml"
     config.write_text(yaml.safe_dump(deep_merge(FAST, bad)))
@@ -89,11 +88,20 @@ def test_a_typo_in_the_config_file_names_the_file(
 def test_a_bad_override_is_not_blamed_on_the_config_file(small_cohort, tmp_path, refused_quickly):
     import yaml
 
-    from radiopath.benchmark import run_benchmark
-
     config = tmp_path / "bench.yaml"
     config.write_text(yaml.safe_dump(FAST))
     out = tmp_path / "run"
     with refused_quickly("folds", out) as err:
         run_benchmark(small_cohort, out, {"folds": 1}, config_file=config, progress=False)
     assert err.value.path is None
+
+
+def test_benchmark_takes_a_study_file_but_not_a_grid():
+
+    from radiopath.benchmark import _benchmark_config_file
+
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    study = _benchmark_config_file(root / "radiology.yaml")
+    assert study["modalities"] == ["ct"] and study["aggregators"] == ["sparra", "abmil", "mean"]
+    with pytest.raises(RadiopathInputError, match="grid.*radiopath sweep"):
+        _benchmark_config_file(root / "ablation-topk.yaml")

@@ -1,22 +1,31 @@
 """File names from patient IDs (one rule for every stage, no two IDs on one name), the
-configuration and file fingerprints, and the ledger of finished units."""
+configuration and file fingerprints, the ledger of finished units, one writer per run folder
+(RunLock) and atomic writes that leave the old file when writing fails."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import subprocess
+import sys
+import textwrap
 from multiprocessing import get_context
 
 import pytest
 
 import radiopath.runkit as runkit
+from radiopath.config import RunRecord
 from radiopath.runkit import (
     Ledger,
+    RunLock,
+    RunLockedError,
+    atomic_path,
     config_fingerprint,
     file_fingerprint,
     file_identity,
     safe_filename,
+    write_text,
 )
 
 
@@ -172,3 +181,81 @@ def test_a_run_ledger_keeps_one_record_per_unit_under_checkpoints(tmp_path):
     assert record["outputs"] == {"embeddings/fold_0.npz": runkit.file_digest(npz)}
     assert record["n_test"] == 3
     assert runkit.run_ledger(tmp_path).finished("fold_0", {"k": 1})
+
+
+HOLD = textwrap.dedent(
+    """
+    import sys, time
+    from radiopath.runkit import RunLock
+    with RunLock(sys.argv[1], command="holder"):
+        print("locked", flush=True)
+        time.sleep(60)
+    """
+)
+
+
+def _holder(folder):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_second_writer_is_refused_and_a_dead_owner_is_taken_over(tmp_path):
+    proc = _holder(tmp_path)
+    try:
+        with pytest.raises(RunLockedError) as err:
+            with RunRecord(tmp_path, command="train", config={}, seed=0):
+                pass
+        message = str(err.value)
+        assert str(tmp_path) in message and f"pid {proc.pid}" in message and "holder" in message
+        assert not (tmp_path / "run.json").exists()  # refused before anything was written
+    finally:
+        proc.kill()  # SIGKILL: no clean-up, the lock file stays behind
+        proc.wait()
+    assert (tmp_path / ".radiopath.lock").exists()
+    with RunRecord(tmp_path, command="train", config={}, seed=0) as run:
+        owner = json.loads((tmp_path / ".radiopath.lock").read_text())
+        assert owner["pid"] == os.getpid()
+        run.update(results={"ok": 1})
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "finished"
+
+
+def test_lock_is_reentrant_within_a_process(tmp_path):
+    with RunLock(tmp_path, "outer"):
+        with RunLock(tmp_path, "inner"):
+            pass
+        # still held by the outer block: another process is refused
+        probe = subprocess.run(
+            [sys.executable, "-c", HOLD, str(tmp_path)], capture_output=True, text=True
+        )
+        assert probe.returncode != 0 and "another radiopath run" in probe.stderr
+    proc = _holder(tmp_path)  # released: another process can take it
+    proc.kill()
+    proc.wait()
+
+
+def test_failed_atomic_write_keeps_the_old_file_and_names_the_path(tmp_path):
+    target = tmp_path / "metrics.csv"
+    write_text(target, "old\n")
+    with pytest.raises(OSError) as err:
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise OSError(28, "No space left on device")
+    assert str(target) in str(err.value)
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]  # no temporary left
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_output_folder_names_the_path(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(OSError) as err:
+            write_text(folder / "run.json", "{}")
+        assert str(folder / "run.json") in str(err.value)
+    finally:
+        folder.chmod(0o755)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import yaml
+from config_checks import refused
 
 from radiopath.config_rules import leaf_keys, nested
 from radiopath.errors import RadiopathInputError
 from radiopath.evaluation.config import DEFAULT_CONFIG, resolve_evaluation_config
+from radiopath.evaluation.config import DEFAULT_CONFIG as EVALUATION_DEFAULTS
 
 LEAVES = list(leaf_keys(DEFAULT_CONFIG))
 WRONG = {"rsf.max_features": "cube"}  # a whole number is a valid max_features
@@ -72,10 +75,32 @@ def test_a_typo_at_depth_is_refused_before_the_run_is_touched(
 
 @pytest.mark.parametrize(("config", "field"), TYPOS, ids=[f for _, f in TYPOS])
 def test_the_cli_names_the_config_file(tmp_path, cli_refused_quickly, config, field):
-    import yaml
 
     bad = tmp_path / "evaluation.yaml"
     run = tmp_path / "run"
     for written in (config, {"evaluation": config}):
         bad.write_text(yaml.safe_dump(written))
         cli_refused_quickly(["evaluate", "--run", run, "--config", bad], field, run, bad)
+
+
+def test_evaluation_refuses_unknown_top_level_keys():
+    with refused("evaluation.screning", "screening"):
+        resolve_evaluation_config({"screning": {"enabled": False}})
+    with refused("evaluation.screning"):
+        resolve_evaluation_config({"evaluation": {"screning": {"enabled": False}}})
+
+
+SECTIONS = [k for k, v in EVALUATION_DEFAULTS.items() if isinstance(v, dict)]
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_evaluation_refuses_unknown_keys_in_every_section(section):
+    assert {"rsf", "coxph", "coxnet", "fsvm"} <= set(SECTIONS)
+    key = next(iter(EVALUATION_DEFAULTS[section]))
+    with refused(f"evaluation.{section}.{key}s", key):
+        resolve_evaluation_config({section: {f"{key}s": 1}})
+
+
+def test_evaluation_grid_typo_is_not_ignored():
+    with refused("evaluation.coxph.alphas", "alpha"):
+        resolve_evaluation_config({"coxph": {"alphas": [1.0, 10.0]}})

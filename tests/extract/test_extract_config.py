@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from click.testing import CliRunner
+from config_checks import empty_or_absent, write_yaml
 
+from radiopath.cli import main
 from radiopath.config_rules import leaf_keys
 from radiopath.errors import RadiopathInputError
 from radiopath.extract import extract_cohort
@@ -65,3 +68,24 @@ def test_a_typo_at_depth_in_a_config_file_is_refused_before_anything(tmp_path, c
     assert "did you mean 'patch_size'" in cli_refused_quickly(args, "tile_size", out, bad)
     bad.write_text(yaml.safe_dump({"ct_spacing": [1, 1]}))
     cli_refused_quickly(args, "ct_spacing", out, bad)
+
+
+@pytest.mark.parametrize(
+    ("config", "field", "allowed"),
+    [
+        ({"ct_spacng": [1, 1, 1]}, "ct_spacng", "ct_spacing"),
+        ({"encoder": {"wsi": "handcrafted", "pet": "handcrafted"}}, "encoder.pet", "ct"),
+        ({"checkpoint": {"cat": "w.pt"}}, "checkpoint.cat", "wsi"),
+    ],
+)
+def test_extract_refuses_unknown_keys(tmp_path, config, field, allowed):
+    bad = write_yaml(tmp_path / "extract.yaml", config)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main,
+        ["extract", "--cohort", str(tmp_path / "c.csv"), "--out", str(out), "--config", str(bad)],
+    )
+    assert result.exit_code == 2, result.output
+    assert f"field '{field}'" in result.output and f"'{allowed}'" in result.output
+    assert "extract.yaml" in result.output
+    assert empty_or_absent(out)

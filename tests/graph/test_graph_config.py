@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from click.testing import CliRunner
+from config_checks import ROOT, empty_or_absent, refused, write_yaml
 
+from radiopath.cli import main
 from radiopath.config_rules import leaf_keys
 from radiopath.errors import RadiopathInputError
 from radiopath.graph import build_cohort_graphs, load_preset
@@ -84,3 +87,29 @@ def test_a_typo_in_a_preset_file_is_refused_naming_the_file(
     assert "did you mean 'k'" in cli_refused_quickly(args, "kk", out, bad)
     bad.write_text(yaml.safe_dump({"edge_rule": "knn", "k": 0}))
     cli_refused_quickly(args, "k", out, bad)
+
+
+def test_graph_preset_refuses_unknown_keys(small_cohort, tmp_path):
+    bad = write_yaml(tmp_path / "bad.yaml", {"method": "clustered", "threshhold": 0.9})
+    with pytest.raises(RadiopathInputError, match="bad.yaml.*field 'threshhold'.*'threshold'"):
+        load_preset(bad)
+    with refused("preset.threshhold", "threshold"):
+        resolve_cohort_presets({"threshhold": 0.9}, ["wsi"])
+    with refused("preset.wsi.threshhold", "threshold"):
+        resolve_cohort_presets({"wsi": {"threshhold": 0.9}}, ["wsi", "ct"])
+    with refused("preset.pet", "wsi"):
+        resolve_cohort_presets({"wsi": "wsi-clustered", "pet": "ct-clustered-3d"}, ["wsi"])
+    out = tmp_path / "graphs"
+    result = CliRunner().invoke(
+        main, ["graphs", "--cohort", str(small_cohort), "--out", str(out), "--preset", str(bad)]
+    )
+    assert result.exit_code == 2 and "field 'threshhold'" in result.output
+    assert empty_or_absent(out)
+
+
+def test_shipped_graph_presets_load():
+    for folder in (ROOT / "graphs", ROOT / "radiopath" / "graph" / "presets"):
+        files = sorted(folder.glob("*.yaml"))
+        assert files
+        for f in files:
+            load_preset(f)

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-import pytest
+import inspect
 
+import numpy as np
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+from config_checks import empty_or_absent, refused, write_yaml
+
+from radiopath.cli import main
+from radiopath.config import check_known_keys
 from radiopath.config_rules import leaf_keys, nested
 from radiopath.errors import RadiopathInputError
-from radiopath.training.config import DEFAULT_CONFIG, resolve_training_config
+from radiopath.models.aggregators import AGGREGATORS
+from radiopath.training import train_cross_validated
+from radiopath.training.config import DEFAULT_CONFIG, PRESETS, allowed_keys, resolve_training_config
+from radiopath.training.config import DEFAULT_CONFIG as TRAINING_DEFAULTS
 
 # keys whose wrong value belongs to another key's message, with that key
 NAMED_AS = {"modalities": "modalities", "aggregator": "aggregator"}
@@ -68,7 +80,6 @@ TYPOS = [
 def test_a_typo_at_depth_is_refused_before_training(
     small_cohort, tmp_path, refused_quickly, aggregator, config, field
 ):
-    from radiopath.training import train_cross_validated
 
     out = tmp_path / "run"
     with refused_quickly(field, out):
@@ -87,7 +98,6 @@ def test_a_typo_at_depth_is_refused_before_training(
 def test_the_cli_names_the_config_file(
     small_cohort, tmp_path, cli_refused_quickly, aggregator, config, field
 ):
-    import yaml
 
     bad = tmp_path / "train.yaml"
     bad.write_text(yaml.safe_dump(config))
@@ -97,7 +107,6 @@ def test_the_cli_names_the_config_file(
 
 
 def test_a_bad_flag_is_not_blamed_on_the_config_file(small_cohort, tmp_path, cli_refused_quickly):
-    import yaml
 
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump({"epochs": 2}))
@@ -105,3 +114,126 @@ def test_a_bad_flag_is_not_blamed_on_the_config_file(small_cohort, tmp_path, cli
     args = ["train", "--cohort", small_cohort, "--aggregator", "mean", "--out", out]
     args += ["--config", config, "--epochs", 0]
     assert "train.yaml" not in cli_refused_quickly(args, "epochs", out)
+
+
+def test_fingerprint_ignores_runtime_keys_only():
+    """A resume may change how a run executes (threads, monitoring), not what it learns."""
+    from radiopath.runkit import config_fingerprint
+    from radiopath.training.config import RUNTIME_KEYS, resolve_training_config
+
+    def fingerprint(cfg):
+        return config_fingerprint(cfg, exclude=RUNTIME_KEYS)
+
+    cfg = resolve_training_config({})
+    runtime = resolve_training_config({"num_threads": 2, "monitor_test": False})
+    assert fingerprint(runtime) == fingerprint(cfg)
+    for change in (
+        {"pooling": {"score_noise": 1.0}},
+        {"cox_memory": True},
+        {"sparra": {"sharpness": 2.0}},
+    ):
+        assert fingerprint(resolve_training_config(change)) != fingerprint(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"fusion": "sum"}, "fusion"),
+        ({"fusion": "late", "modalities": ["wsi"]}, "fusion"),
+        ({"late": {"weights": "best"}}, "late.weights"),
+        ({"head": "binary"}, "horizon"),
+        ({"head": "binary", "horizon": -1}, "horizon"),
+        ({"horizon": 5.0}, "horizon"),
+        ({"clinical": {"hidden": []}}, "clinical.hidden"),
+        ({"clinical": {"scaling": "robust"}}, "clinical.scaling"),
+        ({"clinical": {"dropuot": 0.1}}, "clinical.dropuot"),
+        ({"modality_dropout": 1.0}, "modality_dropout"),
+        ({"staged": {"unimodal_fraction": 1.5}}, "staged.unimodal_fraction"),
+        ({"fusion_lr_scale": 0}, "fusion_lr_scale"),
+        ({"modalities": ["wsi", "genomics"]}, "modalities"),
+    ],
+)
+def test_bad_fusion_settings_are_refused_by_name(override, field):
+    with pytest.raises(RadiopathInputError) as err:
+        resolve_training_config(override)
+    assert err.value.field == field
+
+
+def test_horizon_given_as_text_and_the_two_label_rules_agree():
+    cfg = resolve_training_config({"head": "binary", "horizon": "5y", "time_unit": "months"})
+    from radiopath.training.config import training_horizon
+
+    assert training_horizon(cfg) == pytest.approx(60.0)
+    with pytest.raises(RadiopathInputError) as err:
+        resolve_training_config({"head": "binary", "horizon": "5 parsecs"})
+    assert err.value.field == "horizon"
+    with pytest.raises(RadiopathInputError) as err:
+        resolve_training_config({"head": "binary", "horizon": "5y", "time_unit": "weeks"})
+    assert err.value.field == "time_unit"
+    # the loss's labels (torch) and the evaluation's (numpy) follow one rule
+    from radiopath.evaluation.horizon import horizon_labels as numpy_labels
+    from radiopath.models.losses import horizon_labels as torch_labels
+
+    rng = np.random.default_rng(0)
+    time = np.round(rng.exponential(10, 200), 0)
+    event = rng.uniform(size=200) < 0.6
+    label, usable = numpy_labels(time, event, 10.0)
+    t_label, t_usable = torch_labels(torch.tensor(time), torch.tensor(event), 10.0)
+    assert (t_usable.numpy() == usable).all() and (t_label.numpy() == label.astype(bool)).all()
+
+
+@pytest.mark.parametrize(
+    ("config", "field", "allowed"),
+    [
+        ({"epoch": 3}, "epoch", "epochs"),
+        ({"pooling": {"score_nois": 0.5}}, "pooling.score_nois", "score_noise"),
+        ({"validation": {"fractoin": 0.2}}, "validation.fractoin", "fraction"),
+        ({"ratio": {"wsi": 0.2, "pet": 0.5}}, "ratio.pet", "ct"),
+        ({"conv": {"cat": "gin"}}, "conv.cat", "wsi"),
+        ({"sparra": {"alpah0": 1.0}}, "sparra.alpah0", "alpha0"),
+        ({"abmil": {"hiden_channels": 64}}, "abmil.hiden_channels", "hidden_channels"),
+        ({"mean": {"dropout": 0.1}}, "mean.dropout", None),
+        ({"graph_preset": {"wsi": {"threshhold": 0.9}}}, "graph_preset.wsi.threshhold", "k"),
+    ],
+)
+def test_training_refuses_unknown_keys(config, field, allowed):
+    with refused(field, allowed):
+        resolve_training_config(config)
+
+
+def test_training_refuses_a_section_that_is_not_a_mapping():
+    with refused("sparra"):
+        resolve_training_config({"sparra": True})
+    assert resolve_training_config({"ratio": 0.5})["ratio"] == {"wsi": 0.5, "ct": 0.5}
+
+
+def test_training_presets_and_aggregator_sections_are_known_keys():
+    for preset in PRESETS.values():
+        check_known_keys(preset, allowed_keys())
+    # each aggregator's section holds exactly the options its constructor takes
+    for name, cls in AGGREGATORS.items():
+        params = inspect.signature(cls.__init__).parameters
+        options = {p for p in params if p not in ("self", "in_channels", "reconstruct_channels")}
+        assert set(TRAINING_DEFAULTS[name]) == options, name
+
+
+def test_train_cli_refuses_a_typo_before_writing(small_cohort, tmp_path):
+    bad = write_yaml(tmp_path / "train.yaml", {"epochs": 1, "sparra": {"alpah0": 1.0}})
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--cohort",
+            str(small_cohort),
+            "--aggregator",
+            "sparra",
+            "--out",
+            str(out),
+            "--config",
+            str(bad),
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert "field 'sparra.alpah0'" in result.output and "'alpha0'" in result.output
+    assert empty_or_absent(out)

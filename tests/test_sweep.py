@@ -5,12 +5,18 @@ the first point runs; a typo or a bad value, even in the last grid value, is ref
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
 import pytest
 import yaml
+from click.testing import CliRunner
+from config_checks import FAST, empty_or_absent, write_yaml
 
 from radiopath import sweep
+from radiopath.cli import main
 from radiopath.errors import RadiopathInputError
-from radiopath.sweep import load_experiment, run_sweep
+from radiopath.sweep import load_experiment, run_sweep, set_dotted
 
 BASE = {
     "aggregators": ["sparra", "abmil", "mean"],
@@ -106,3 +112,71 @@ def test_the_cli_refuses_a_bad_point_naming_the_file(
     # a flag's bad value is the flag's, not the file's
     output = cli_refused_quickly([*args, "--folds", 1], "folds", out)
     assert "exp.yaml" not in output
+
+
+def sweep_file(tmp_path: Path, grid: dict) -> Path:
+    base = {**FAST, "aggregators": ["sparra"]}
+    return write_yaml(
+        tmp_path / "exp.yaml", {"name": "t", "mode": "one_at_a_time", "base": base, "grid": grid}
+    )
+
+
+@pytest.mark.parametrize(
+    ("grid", "field"),
+    [
+        # the first point is fine: the second is refused before the first runs
+        ({"train.epochs": [1], "train.sparra.alpah0": [1.0]}, "train.sparra.alpah0"),
+        ({"train.sparra.kl": ["paper", "bogus"]}, "train.sparra.kl"),
+        ({"train.epochs": [1], "evaluation.coxph.alphas": [[1.0]]}, "evaluation.coxph.alphas"),
+        ({"train.epochs": [1], "graph.preset": ["wsi-clustered", "nope"]}, "graph.preset"),
+    ],
+)
+def test_sweep_checks_every_point_before_the_first(small_cohort, tmp_path, grid, field):
+    out = tmp_path / "sweep"
+    with pytest.raises(RadiopathInputError, match=f"field '{field}': sweep point "):
+        run_sweep(sweep_file(tmp_path, grid), small_cohort, out, progress=False)
+    assert empty_or_absent(out)
+
+
+def test_sweep_cli_refuses_a_bad_point_before_writing(small_cohort, tmp_path):
+    exp = sweep_file(tmp_path, {"train.epochs": [1], "train.pooling.score_nois": [0.5]})
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(
+        main,
+        ["sweep", "--experiment", str(exp), "--cohort", str(small_cohort), "--out", str(out)],
+    )
+    assert result.exit_code == 2, result.output
+    assert "field 'train.pooling.score_nois'" in result.output
+    assert empty_or_absent(out)
+
+
+def test_experiment_files_load_and_expand():
+
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    files = sorted(root.glob("*.yaml"))
+    assert {"radiology.yaml", "pathology.yaml", "radiopathomics.yaml"} <= {f.name for f in files}
+    for f in files:
+        exp = load_experiment(f)
+        assert exp.points()
+    prior = load_experiment(root / "ablation-prior.yaml")
+    assert len(prior.points()) == 9  # one at a time: 3 keys x 3 values
+    assert set_dotted({"train": {"sparra": {"tau": 1}}}, "train.sparra.alpha0", 5.0) == {
+        "train": {"sparra": {"tau": 1, "alpha0": 5.0}}
+    }
+
+
+@pytest.mark.slow
+def test_sweep_gathers_points(small_cohort, tmp_path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(
+        "name: t\nbase:\n  aggregators: [mean]\n  models: [coxph]\n  folds: 3\n"
+        "  train: {epochs: 1, batch_size: 8}\n  evaluation: {backend: torch, cv: {n_splits: 3}}\n"
+        "grid:\n  modalities: [[wsi], [ct]]\n"
+    )
+    gathered = run_sweep(exp, small_cohort, tmp_path / "sweep", progress=False)
+    assert set(gathered.modalities) == {"wsi", "ct"}
+    assert (tmp_path / "sweep" / "figures" / "ablation_modalities.png").exists()
+    saved = pd.read_csv(tmp_path / "sweep" / "sweep_metrics.csv")
+    assert len(saved) == len(gathered)
+    page = (tmp_path / "sweep" / "report.html").read_text()  # the points side by side
+    assert page.count('<tr data-run="modalities=') == 2 and "<code>modalities</code>" in page

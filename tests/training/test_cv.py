@@ -1,4 +1,6 @@
-"""Cross-validated training: the run directory's contract, resume, validation, CLI."""
+"""radiopath.training.cv: cross-validated training, the run directory's contract, resume
+(partial files detected and recomputed), validation, fusion runs (clinical, attention, late,
+binary head) and the CLI."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ import torch
 from click.testing import CliRunner
 
 from radiopath.cli import main
+from radiopath.datasets import make_synthetic_cohort
 from radiopath.errors import RadiopathInputError
 from radiopath.graph import load_graph
 from radiopath.io import load_patient_bags, read_cohort, read_fold_embeddings
+from radiopath.runkit import verify_digests
 from radiopath.training import train_cross_validated
 
 # The paper preset: these tests check its selection maps (ratio 0.2, selection importance).
@@ -446,31 +450,6 @@ def test_discrete_time_head_and_gin_preset(small_cohort, small_graphs, tmp_path)
     assert np.isfinite(emb.risk).all() and (emb.risk < 0).all()  # minus expected bin count
 
 
-def test_intra_op_threads_set_and_restored_and_bad_value_named():
-    from radiopath.training.loop import intra_op_threads
-
-    before = torch.get_num_threads()
-    target = 1 if before != 1 else 2
-    with intra_op_threads(target, torch.device("cpu")):
-        assert torch.get_num_threads() == target
-    assert torch.get_num_threads() == before
-    with intra_op_threads(None, torch.device("cpu")):
-        assert torch.get_num_threads() == before
-    with pytest.raises(RadiopathInputError, match="num_threads"):
-        with intra_op_threads(0, torch.device("cpu")):
-            pass
-    assert torch.get_num_threads() == before
-    with pytest.raises(RadiopathInputError, match="num_threads"):
-        train_cross_validated(
-            "missing.csv",
-            None,
-            aggregator="mean",
-            modalities="wsi",
-            out_dir="x",
-            config={"num_threads": 0},
-        )
-
-
 def test_interpretable_preset_reexports_importance_from_the_same_checkpoints(
     small_cohort, small_graphs, tmp_path
 ):
@@ -496,59 +475,235 @@ def test_interpretable_preset_reexports_importance_from_the_same_checkpoints(
     assert (receptive > 0).sum() > (selection > 0).sum()
 
 
-def test_tune_cpu_malloc_stops_page_faults_on_repeated_large_tensors():
-    """In a fresh process: allocating and freeing 200 MB tensors faults in new pages every
-    time with glibc's defaults and reuses the heap after tuning."""
-    import subprocess
-    import sys
-    import textwrap
+def test_truncated_export_of_a_finished_fold_is_written_again(finished_run, caplog):
+    run, out = finished_run
+    first = run()
+    done = json.loads((out / "checkpoints" / "fold_0.done.json").read_text())
+    assert "embeddings/fold_0.npz" in done["outputs"]
+    assert any(k.startswith("importance/abmil/") for k in done["outputs"])
+    npz = out / "embeddings" / "fold_0.npz"
+    before = npz.read_bytes()
+    npz.write_bytes(before[: len(before) // 2])
+    imp = next(out / k for k in done["outputs"] if k.startswith("importance/"))
+    imp_before = imp.read_text()
+    imp.write_text(imp_before[:40])
+    with caplog.at_level("WARNING"):
+        again = run()
+    assert "missing, truncated or changed" in caplog.text and "fold_0.npz" in caplog.text
+    assert npz.read_bytes() == before and imp.read_text() == imp_before
+    assert verify_digests(out, done["outputs"]) == []
+    pd.testing.assert_frame_equal(again.risks, first.risks)
+    # the log was not extended: the model came from the checkpoint, not retraining
+    assert pd.read_csv(out / "logs" / "fold_0.csv")["epoch"].tolist() == [0, 1]
 
-    from radiopath.training.memory import _glibc
 
-    if _glibc() is None:
-        pytest.skip("not glibc")
-    script = textwrap.dedent(
-        """
-        import resource, sys, torch
-        from radiopath.training.memory import tune_cpu_malloc
-        if sys.argv[1] == "tuned":
-            assert tune_cpu_malloc()
-        def faults():
-            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(5):  # warm-up: the heap settles at its working size
-            torch.ones(50_000_000).sum()
-        before = faults()
-        for _ in range(5):
-            torch.ones(50_000_000).sum()
-        print(faults() - before)
-        """
+def test_corrupt_checkpoint_is_reported_and_the_fold_retrained(finished_run, caplog):
+    run, out = finished_run
+    first = run()
+    ckpt = out / "checkpoints" / "fold_1.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    (out / "checkpoints" / "fold_1.done.json").unlink()
+    with caplog.at_level("WARNING"):
+        again = run()
+    assert "fold_1.pt is unreadable" in caplog.text
+    assert (out / "checkpoints" / "fold_1.pt.corrupt").exists()
+    pd.testing.assert_frame_equal(again.risks, first.risks)  # retrained to the same result
+
+
+def test_corrupt_ledger_is_not_trusted(finished_run):
+    run, out = finished_run
+    first = run()
+    (out / "checkpoints" / "fold_0.done.json").write_text('{"fold": 0, "test_c')
+    again = run()
+    assert json.loads((out / "checkpoints" / "fold_0.done.json").read_text())["fold"] == 0
+    pd.testing.assert_frame_equal(again.risks, first.risks)
+
+
+# fusion runs: a fixed number of steps on the clinical cohort below
+QUICK = {"steps": 24, "n_folds": 2, "batch_size": 8, "hidden": 8, "validation": {"fraction": 0.0}}
+
+
+@pytest.fixture(scope="module")
+def clinical_cohort(tmp_path_factory):
+    """30 patients, the signal split between WSI, CT and a clinical marker, 20% missing one
+    imaging modality."""
+    return make_synthetic_cohort(
+        tmp_path_factory.mktemp("clinical_cohort"),
+        n_patients=30,
+        dim=8,
+        wsi_patches=(80, 160),
+        ct_patches=(60, 120),
+        signal="split",
+        clinical_effect=1.0,
+        missing_rate=0.2,
+        seed=4,
+        progress=False,
     )
-    counts = {
-        mode: int(
-            subprocess.run(
-                [sys.executable, "-c", script, mode], capture_output=True, text=True, check=True
-            ).stdout.split()[-1]
+
+
+def test_clinical_without_clinical_columns_is_refused_before_any_work(small_cohort, tmp_path):
+    table = pd.read_csv(small_cohort)
+    table.drop(columns=["age", "sex", "stage"]).to_csv(
+        small_cohort.parent / "bare.csv", index=False
+    )
+    with pytest.raises(RadiopathInputError, match="clinical"):
+        train_cross_validated(
+            small_cohort.parent / "bare.csv",
+            None,
+            aggregator="mean",
+            modalities="wsi,clinical",
+            out_dir=tmp_path / "run",
+            config=QUICK,
+            progress=False,
         )
-        for mode in ("default", "tuned")
-    }
-    assert counts["default"] > 5 * 40_000  # 200 MB = ~49k pages per tensor, every time
-    assert counts["tuned"] < 40_000  # reused: not even one tensor's pages in 5 rounds
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(RadiopathInputError) as err:
+        train_cross_validated(
+            small_cohort,
+            None,
+            aggregator="mean",
+            modalities="wsi,clinical",
+            out_dir=tmp_path / "run2",
+            config={**QUICK, "clinical": {"columns": ["stage", "ecog"]}},
+            progress=False,
+        )
+    assert err.value.field == "clinical.columns" and "ecog" in str(err.value)
 
 
-def test_fingerprint_ignores_runtime_keys_only():
-    """A resume may change how a run executes (threads, monitoring), not what it learns."""
-    from radiopath.runkit import config_fingerprint
-    from radiopath.training.config import RUNTIME_KEYS, resolve_training_config
+def test_attention_run_exports_weights_and_predicts_patients_missing_a_modality(
+    clinical_cohort, tmp_path
+):
+    result = train_cross_validated(
+        clinical_cohort,
+        None,
+        aggregator="sparra",
+        modalities="wsi,ct,clinical",
+        out_dir=tmp_path / "attention",
+        config={**QUICK, "fusion": "attention", "modality_dropout": 0.2},
+        progress=False,
+    )
+    cohort = pd.read_csv(clinical_cohort, dtype={"patient_id": str}).set_index("patient_id")
+    assert sorted(result.risks["patient_id"]) == sorted(cohort.index)
+    assert np.isfinite(result.risks["risk"]).all()
+    weights = pd.read_csv(tmp_path / "attention" / "fusion_weights.csv", dtype={"patient_id": str})
+    assert sorted(weights["patient_id"]) == sorted(cohort.index)
+    cols = ["weight_wsi", "weight_ct", "weight_clinical"]
+    np.testing.assert_allclose(weights[cols].sum(1), 1.0, atol=1e-5)
+    for _, row in weights.iterrows():
+        for m in ("wsi", "ct"):
+            if pd.isna(cohort.loc[row["patient_id"], m]):
+                assert row[f"weight_{m}"] == 0.0
+    emb = read_fold_embeddings(tmp_path / "attention" / "embeddings" / "fold_0.npz")
+    assert emb.embedding.shape[1] == 8 + 3  # fused width + presence columns
 
-    def fingerprint(cfg):
-        return config_fingerprint(cfg, exclude=RUNTIME_KEYS)
 
-    cfg = resolve_training_config({})
-    runtime = resolve_training_config({"num_threads": 2, "monitor_test": False})
-    assert fingerprint(runtime) == fingerprint(cfg)
-    for change in (
-        {"pooling": {"score_noise": 1.0}},
-        {"cox_memory": True},
-        {"sparra": {"sharpness": 2.0}},
-    ):
-        assert fingerprint(resolve_training_config(change)) != fingerprint(cfg)
+def test_late_fusion_run_writes_a_training_run(clinical_cohort, tmp_path):
+    result = train_cross_validated(
+        clinical_cohort,
+        None,
+        aggregator="mean",
+        modalities="wsi,clinical",
+        out_dir=tmp_path / "late",
+        config={**QUICK, "fusion": "late", "late": {"weights": "cox"}},
+        progress=False,
+    )
+    out = tmp_path / "late"
+    for m in ("wsi", "clinical"):
+        assert (out / "unimodal" / m / "risks.csv").is_file()
+    unimodal_folds = pd.read_csv(out / "unimodal" / "wsi" / "folds.csv", dtype={"patient_id": str})
+    folds = pd.read_csv(out / "folds.csv", dtype={"patient_id": str}).set_index("patient_id")
+    for pid, fold in zip(unimodal_folds["patient_id"], unimodal_folds["fold"]):
+        assert folds.loc[pid, "fold"] == fold  # one set of folds for every model
+    weights = pd.read_csv(out / "late_weights.csv")
+    assert set(weights["modality"]) == {"wsi", "clinical"} and len(weights) == 4
+    assert len(result.risks) == len(folds)
+
+
+def test_binary_head_trains_and_its_risk_is_a_logit(clinical_cohort, tmp_path):
+    times = pd.read_csv(clinical_cohort)["time"]
+    horizon = float(times.median())
+    result = train_cross_validated(
+        clinical_cohort,
+        None,
+        aggregator="mean",
+        modalities="wsi,ct",
+        out_dir=tmp_path / "binary",
+        config={
+            **QUICK,
+            "head": "binary",
+            "horizon": horizon,
+            "staged": {"unimodal_fraction": 0.3},
+        },
+        progress=False,
+    )
+    assert np.isfinite(result.risks["risk"]).all()
+    log = pd.read_csv(tmp_path / "binary" / "logs" / "fold_0.csv")
+    assert np.isfinite(log["survival_loss"]).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal", ["clinical", "wsi"])
+def test_attention_weights_follow_the_modality_that_carries_the_signal(tmp_path, signal):
+    """Two cohorts of 60 patients: the hazard driven by the clinical marker alone (imaging
+    effect 0.05), or by the WSI bags alone (no confounder, no decoy). The modality that
+    carries the signal gets the largest mean attention weight, by a margin."""
+    settings = (
+        {"clinical_effect": 2.0, "effect": 0.05}
+        if signal == "clinical"
+        else {
+            "signal": "wsi",
+            "effect": 2.0,
+            "clinical_effect": 0.05,
+            "confounder": 0.0,
+            "decoy": False,
+        }
+    )
+    cohort = make_synthetic_cohort(
+        tmp_path / "cohort",
+        n_patients=60,
+        wsi_patches=(100, 200),
+        ct_patches=(60, 120),
+        dim=8,
+        seed=2,
+        progress=False,
+        **settings,
+    )
+    train_cross_validated(
+        cohort,
+        None,
+        aggregator="mean",
+        modalities="wsi,ct,clinical",
+        out_dir=tmp_path / "run",
+        config={"steps": 150, "n_folds": 3, "fusion": "attention", "validation": {"fraction": 0.0}},
+        progress=False,
+    )
+    weights = pd.read_csv(tmp_path / "run" / "fusion_weights.csv")
+    mean = {m: weights[f"weight_{m}"].mean() for m in ("wsi", "ct", "clinical")}
+    others = max(v for m, v in mean.items() if m != signal)
+    assert mean[signal] > others + 0.2, mean
+
+
+def test_a_clinical_model_reloads_and_its_deletion_check_reads_graph_modalities(
+    clinical_cohort, tmp_path
+):
+    from radiopath.graph import build_cohort_graphs
+    from radiopath.training.faithfulness import deletion_check, load_fold_model
+
+    build_cohort_graphs(clinical_cohort, tmp_path / "graphs", progress=False)
+    result = train_cross_validated(
+        clinical_cohort,
+        tmp_path / "graphs",
+        aggregator="mean",
+        modalities="wsi,clinical",
+        out_dir=tmp_path / "run",
+        config={**QUICK, "fusion": "attention"},
+        progress=False,
+    )
+    model, _, test, store = load_fold_model(result.out_dir, 0)
+    risk = dict(zip(result.risks["patient_id"], result.risks["risk"]))
+    from radiopath.training.predict import predict
+
+    again, _, _ = predict(model, test, store, torch.device("cpu"))
+    np.testing.assert_allclose(again, [risk[r.patient_id] for r in test], rtol=1e-5, atol=1e-6)
+    table = deletion_check(model, test, store, fraction=0.1, n_random=2)
+    assert set(table["modality"]) == {"wsi"}

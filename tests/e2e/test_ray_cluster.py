@@ -10,14 +10,6 @@ from radiopath.benchmark import run_benchmark
 
 ray = pytest.importorskip("ray")
 
-FAST = {
-    "aggregators": ["sparra", "mean"],
-    "models": ["coxph", "fsvm"],
-    "folds": 3,
-    "train": {"epochs": 2, "batch_size": 8},
-    "evaluation": {"backend": "torch", "cv": {"n_splits": 3}},
-}
-
 
 @pytest.fixture(scope="module")
 def two_nodes():
@@ -35,12 +27,17 @@ def two_nodes():
 
 
 @pytest.mark.slow
-def test_benchmark_on_two_nodes_writes_the_local_files(two_nodes, small_cohort, tmp_path):
+def test_benchmark_on_two_nodes_writes_the_local_files(
+    fast_benchmark, two_nodes, small_cohort, tmp_path
+):
     # same folder names: the report is titled by its folder's name
-    local = run_benchmark(small_cohort, tmp_path / "local" / "run", FAST, progress=False)
+    local = run_benchmark(small_cohort, tmp_path / "local" / "run", fast_benchmark, progress=False)
     executor = {"name": "ray", "address": two_nodes.address}
     on_ray = run_benchmark(
-        small_cohort, tmp_path / "ray" / "run", {**FAST, "executor": executor}, progress=False
+        small_cohort,
+        tmp_path / "ray" / "run",
+        {**fast_benchmark, "executor": executor},
+        progress=False,
     )
     assert len(two_nodes.list_all_nodes()) == 2
     assert not ray.is_initialized()  # the benchmark connected, and disconnected at its end

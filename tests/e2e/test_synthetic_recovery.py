@@ -14,6 +14,9 @@ from radiopath.training.faithfulness import deletion_check, load_fold_model
 
 # Short schedule for a small cohort: 60 training patients per fold at lr 1e-3 for 60 epochs
 # (the paper's 20 epochs at 3e-4 assume 164 training patients and real features).
+# on one thread, as when this file lived under tests/training/
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CONFIG = {"epochs": 60, "lr": 1e-3, "batch_size": 16, "n_folds": 3, "seed": 0}
 
 
