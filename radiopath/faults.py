@@ -1,7 +1,7 @@
 """Fault injection for run folders: kill a command at a chosen moment, damage a finished
 file, and compare the outputs of two runs file by file.
 
-Used by ``tests/test_fault_injection.py`` and ``benchmarks/bench_faults.py`` to show that a
+Used by ``tests/e2e/test_fault_injection.py`` and ``benchmarks/bench_faults.py`` to show that a
 run resumed after a SIGKILL, a truncated file or a full disk ends with the same tables as
 one that was never interrupted.
 

@@ -8,7 +8,7 @@ Nelson-Aalen and Kaplan-Meier estimates with bootstrap-weighted counts in every 
 the same predictions: the risk score is the cumulative hazard summed over the training event
 times, and survival and cumulative hazard functions are averaged over trees. Only the random
 feature draws at the nodes come from another generator, so the forest agrees with
-scikit-survival's in distribution, not tree for tree (``tests/evaluation/test_estimators_rsf.py``
+scikit-survival's in distribution, not tree for tree (``tests/evaluation/estimators/test_rsf.py``
 checks the C-index over seeds). The kernels are in :mod:`._forest_kernels`; they score every
 threshold of a feature in :math:`O(s \\log s)` where scikit-survival recounts the log-rank
 statistic per threshold.
