@@ -42,7 +42,7 @@ def test_valid_settings_pass():
     cfg = resolve_evaluation_config(
         {"rsf": {"max_features": 0.5, "n_jobs": -1}, "screening": {"skip_aggregators": []}}
     )
-    assert cfg["rsf"]["max_features"] == 0.5
+    assert cfg.rsf.max_features == 0.5 and cfg.rsf.n_jobs == -1
 
 
 # a typo in every section, each model's grid included
