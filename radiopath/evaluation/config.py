@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from radiopath.config_rules import Either, Flag, ListOf, Number, OneOf, Text
 from radiopath.errors import RadiopathInputError
-from radiopath.typed_config import TypedConfig, section, setting
+from radiopath.typed_config import TypedConfig, reference_table, section, setting
 
 MODELS: tuple[str, ...] = ("rsf", "coxph", "coxnet", "fsvm")
 """The four downstream models, in the paper's order."""
@@ -96,7 +96,9 @@ class ScreeningConfig(TypedConfig):
 class CVConfig(TypedConfig):
     """The inner cross-validation that chooses each model's hyper-parameters."""
 
-    n_splits: int = setting(5, Number(low=2, integer=True), "Inner folds (stratified on event).")
+    n_splits: int = setting(
+        5, Number(low=2, integer=True), "Inner folds (stratified on the event)."
+    )
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ class RSFConfig(TypedConfig):
         Either((OneOf(("sqrt", "log2", None)), _COUNT, Number(low=0, high=1, low_open=True))),
         "Features tried per split: a rule, a count or a fraction.",
     )
-    n_jobs: object = setting(2, _JOBS, "Parallel jobs of scikit-survival's forest.")
+    n_jobs: object = setting(2, _JOBS, "Parallel jobs of each forest.")
     cv_strategy: str = setting(
         "auto",
         OneOf(("auto", "grid", "truncate")),
@@ -179,7 +181,7 @@ class FSVMConfig(TypedConfig):
         "scikit-survival's optimiser.",
     )
     torch_tol: float = setting(1e-8, _POSITIVE, "Torch backend: convergence tolerance.")
-    torch_max_iter: int = setting(100, _COUNT, "Torch backend: Newton iterations at most.")
+    torch_max_iter: int = setting(100, _COUNT, "Torch backend: iterations at most.")
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,7 @@ class MetricsConfig(TypedConfig):
     time_percentiles: tuple = setting(
         [10.0, 80.0],
         ListOf(Number(low=0, high=100, low_open=True, high_open=True), 2),
-        "Percentiles of the event times spanning the AUC / IBS time grid.",
+        "Percentiles of the test event times spanning the AUC / IBS time grid.",
     )
     n_times: int = setting(15, Number(low=2, integer=True), "Points of the time grid.")
     random_tie_draws: int = setting(100, _COUNT, "Draws of the C-index with random tie breaks.")
@@ -256,3 +258,19 @@ def screening_enabled(cfg: EvaluationConfig, aggregator: str) -> bool:
     """Whether univariate screening runs for ``aggregator`` (off for those in ``skip_aggregators``)."""
     skip = {str(a).lower() for a in cfg.screening.skip_aggregators}
     return bool(cfg.screening.enabled) and aggregator.lower() not in skip
+
+
+def reference_page() -> str:
+    """``docs/config-evaluation.md``: every key of :class:`EvaluationConfig`, generated from
+    its declarations (``tests/evaluation/test_evaluation_config.py`` keeps the page equal)."""
+    head = (
+        "# Evaluation configuration\n\n"
+        "<!-- generated from radiopath.evaluation.config.EvaluationConfig; regenerate with\n"
+        "python -c 'from radiopath.evaluation.config import reference_page as r; "
+        'print(r(), end="")\' > docs/config-evaluation.md -->\n\n'
+        "The `evaluation` section of a configuration file (or the whole of `radiopath evaluate "
+        "--config`). Every key is optional; a wrong key or value is refused by its dotted name "
+        "before any work starts. Grids are lists, one hyper-parameter chosen from each by inner "
+        "cross-validation.\n\n"
+    )
+    return head + reference_table(EvaluationConfig, "evaluation")
