@@ -109,7 +109,7 @@ class TypedConfig:
         file: str | os.PathLike | None = None,
     ):
         """``data`` (a nested mapping, keys relative to ``path``) laid over ``base`` (default:
-        the defaults); None values keep what is below them.
+        the defaults); a None value (where its rule allows one) keeps what is below it.
 
         Raises
         ------
