@@ -159,14 +159,19 @@ def _lookup(cfg: Mapping, key: str):
     return node
 
 
-def check_rules(cfg: Mapping, rules: Mapping, *, path: str | os.PathLike | None = None) -> None:
+def check_rules(
+    cfg: Mapping, rules: Mapping, *, path: str | os.PathLike | None = None, where: str = ""
+) -> None:
     """Refuse the first value of ``cfg`` that breaks its rule (keys absent from ``cfg`` are
-    skipped), naming the dotted key (and ``path``, the file ``cfg`` was read from)."""
+    skipped), naming the dotted key (under ``where``, the section ``cfg`` is, if given) and
+    ``path``, the file ``cfg`` was read from."""
     for key, rule in rules.items():
         value = _lookup(cfg, key)
         if value is not _MISSING and not rule.accepts(value):
             raise RadiopathInputError(
-                f"must be {rule.describe()}, got {value!r}", path=path, field=key
+                f"must be {rule.describe()}, got {value!r}",
+                path=path,
+                field=f"{where}.{key}" if where else key,
             )
 
 

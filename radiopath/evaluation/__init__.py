@@ -22,6 +22,7 @@ from radiopath.evaluation.config import (
     EXTRA_METRICS,
     METRICS,
     MODELS,
+    EvaluationConfig,
     resolve_evaluation_config,
 )
 from radiopath.evaluation.protocol import (
@@ -41,6 +42,7 @@ __all__ = [
     "EXTRA_METRICS",
     "METRICS",
     "MODELS",
+    "EvaluationConfig",
     "EvaluationResult",
     "FittedModel",
     "PreparedFold",

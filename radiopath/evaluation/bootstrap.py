@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sksurv.util import Surv
 
-from radiopath.evaluation.config import resolve_evaluation_config
+from radiopath.evaluation.config import EvaluationConfig, resolve_evaluation_config
 from radiopath.evaluation.prepare import _follow_up_adjusted, _time_grid
 from radiopath.evaluation.torch_metrics import KaplanMeier
 
@@ -61,7 +61,7 @@ class OutOfFold:
 
 
 def out_of_fold(
-    folds: pd.DataFrame, outcomes: pd.DataFrame, config: Mapping | None = None
+    folds: pd.DataFrame, outcomes: pd.DataFrame, config: Mapping | EvaluationConfig | None = None
 ) -> OutOfFold:
     """Set up every outer fold: test patients, training censoring distribution, time grid.
 
@@ -132,8 +132,8 @@ def out_of_fold(
         time,
         event,
         setups,
-        list(cfg["metrics"]["horizons"]),
-        float(cfg["metrics"]["tied_tol"]),
+        list(cfg.metrics.horizons),
+        float(cfg.metrics.tied_tol),
     )
 
 

@@ -7,13 +7,12 @@ a metric that cannot be computed is reported as ``NaN`` with status ``"failed"``
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 
 import numpy as np
 from sksurv.exceptions import NoComparablePairException
 
 from radiopath.evaluation import torch_metrics
-from radiopath.evaluation.config import SURVIVAL_FUNCTION_MODELS
+from radiopath.evaluation.config import SURVIVAL_FUNCTION_MODELS, EvaluationConfig
 from radiopath.evaluation.fitting import FittedModel
 from radiopath.evaluation.prepare import PreparedFold
 
@@ -23,7 +22,7 @@ __all__ = ["c_index_random_ties"]
 
 
 def _metric_values(
-    prep: PreparedFold, fm: FittedModel, backend: str, cfg: Mapping, device, seed: int
+    prep: PreparedFold, fm: FittedModel, backend: str, cfg: EvaluationConfig, device, seed: int
 ):
     """Yield ``(metric, value, status, message)`` for one fitted model on its test split."""
     names = ["c_index", "c_ipcw", "c_auc"]
@@ -43,7 +42,7 @@ def _metric_values(
         import sksurv.metrics as M
 
         kw = {}
-    tol = float(cfg["metrics"]["tied_tol"])
+    tol = float(cfg.metrics.tied_tol)
     yt, ye = prep.y_test, prep.y_test_eval
     risk = fm.test_risk
     note = fm.message if fm.status != "ok" else ""
@@ -97,7 +96,7 @@ def _metric_values(
             yt["event"],
             yt["time"],
             risk,
-            int(cfg["metrics"]["random_tie_draws"]),
+            int(cfg.metrics.random_tie_draws),
             seed=seed + prep.fold,
             tied_tol=tol,
         ),

@@ -16,7 +16,11 @@ from sklearn.preprocessing import StandardScaler
 from sksurv.util import Surv
 
 from radiopath.errors import RadiopathInputError
-from radiopath.evaluation.config import resolve_evaluation_config, screening_enabled
+from radiopath.evaluation.config import (
+    EvaluationConfig,
+    resolve_evaluation_config,
+    screening_enabled,
+)
 from radiopath.evaluation.screening import select_features, univariate_cox_pvalues
 from radiopath.io import FoldEmbeddings
 
@@ -130,8 +134,8 @@ def _time_grid(train_time, test_time, test_event, cfg) -> tuple[np.ndarray | Non
     ev = test_time[test_event & (test_time >= lo) & (test_time < hi)]
     if ev.size == 0:
         return None, "no test event inside the training follow-up: C-AUC and IBS are undefined"
-    p_lo, p_hi = cfg["metrics"]["time_percentiles"]
-    q = np.linspace(float(p_lo), float(p_hi), int(cfg["metrics"]["n_times"]))
+    p_lo, p_hi = cfg.metrics.time_percentiles
+    q = np.linspace(float(p_lo), float(p_hi), int(cfg.metrics.n_times))
     times = np.unique(np.percentile(ev, q))
     times = times[(times >= lo) & (times < hi)]
     if times.size == 0:
@@ -158,7 +162,11 @@ def _follow_up_adjusted(y_test: np.ndarray, train_time: np.ndarray) -> np.ndarra
 
 
 def prepare_fold(
-    fold: FoldEmbeddings, *, aggregator: str, config: Mapping | None = None, seed: int = 0
+    fold: FoldEmbeddings,
+    *,
+    aggregator: str,
+    config: Mapping | EvaluationConfig | None = None,
+    seed: int = 0,
 ) -> PreparedFold:
     """Screen and standardise one fold on its training split; set up inner CV and metrics.
 
@@ -188,7 +196,7 @@ def prepare_fold(
         scr = univariate_cox_pvalues(emb[tr], time[tr], event[tr])
         pvalues = scr.pvalue
         features = select_features(
-            pvalues, float(cfg["screening"]["p_threshold"]), int(cfg["screening"]["min_features"])
+            pvalues, float(cfg.screening.p_threshold), int(cfg.screening.min_features)
         )
     scaler = StandardScaler().fit(emb[tr][:, features])
     X_train = scaler.transform(emb[tr][:, features])
@@ -218,7 +226,7 @@ def prepare_fold(
         scaler=scaler,
         times=times,
         tau=tau,
-        splits=_inner_splits(event[tr], int(cfg["cv"]["n_splits"]), seed + int(fold.fold)),
+        splits=_inner_splits(event[tr], int(cfg.cv.n_splits), seed + int(fold.fold)),
         train_problem=train_problem,
         test_problem=test_problem,
         grid_problem=grid_problem,

@@ -46,7 +46,12 @@ from tqdm.auto import tqdm
 
 from radiopath.errors import RadiopathInputError
 from radiopath.evaluation._cox import resolve_device, torch_threads
-from radiopath.evaluation.config import BACKENDS, MODELS, resolve_evaluation_config
+from radiopath.evaluation.config import (
+    BACKENDS,
+    MODELS,
+    EvaluationConfig,
+    resolve_evaluation_config,
+)
 
 # the parts of the protocol, re-exported here; the driver calls them through this module
 from radiopath.evaluation.fitting import FIT_ERRORS as FIT_ERRORS
@@ -146,7 +151,7 @@ def evaluate_folds(
     modalities: Sequence[str] | str,
     models: Sequence[str] = MODELS,
     backend: str = "sksurv",
-    config: Mapping | None = None,
+    config: Mapping | EvaluationConfig | None = None,
     device="auto",
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
@@ -167,7 +172,8 @@ def evaluate_folds(
     backend
         ``"sksurv"`` (reference) or ``"torch"`` (batched; RSF stays scikit-survival).
     config
-        Overrides of :data:`radiopath.evaluation.config.DEFAULT_CONFIG`.
+        An :class:`~radiopath.evaluation.config.EvaluationConfig`, or overrides of its
+        defaults as a nested mapping.
     device
         ``"auto"``, ``"cpu"`` or ``"cuda"`` for the torch backend.
     seed
@@ -206,7 +212,7 @@ def evaluate_folds(
         raise RadiopathInputError(f"duplicate fold numbers {seen}", field="fold")
 
     cache = _UnitCache(cache_dir, folds, aggregator, backend, cfg, seed) if cache_dir else None
-    with torch_threads(cfg["num_threads"], dev):
+    with torch_threads(cfg.num_threads, dev):
         return _evaluate(folds, aggregator, mods, models, backend, cfg, dev, seed, cache, executor)
 
 
@@ -216,7 +222,7 @@ class _UnitCache:
     def __init__(self, folder, folds, aggregator, backend, cfg, seed) -> None:
         self.folder = Path(folder)
         settings = config_fingerprint(
-            {"aggregator": aggregator, "backend": backend, "cfg": cfg, "seed": seed}
+            {"aggregator": aggregator, "backend": backend, "cfg": cfg.to_dict(), "seed": seed}
         )
         self.keys = {}
         for f in folds:  # the settings and the fold's data (its arrays' bytes)
@@ -316,10 +322,10 @@ def _fit_models(
                     m, p.fold, None, {}, float("nan"), "failed", p.train_problem
                 )
 
-    strategy = cfg["rsf"]["cv_strategy"]
+    strategy = cfg.rsf.cv_strategy
     if strategy == "auto":
         strategy = "truncate" if backend == "torch" else "grid"
-    engine = cfg["rsf"]["engine"]
+    engine = cfg.rsf.engine
     if engine == "auto":
         engine = "numba" if backend == "torch" else "sksurv"
     if cache is not None:

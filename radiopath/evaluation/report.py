@@ -30,7 +30,12 @@ from matplotlib.figure import Figure
 
 from radiopath.config import deep_merge, git_commit, package_versions
 from radiopath.errors import RadiopathInputError
-from radiopath.evaluation.config import MODELS, SURVIVAL_FUNCTION_MODELS, resolve_evaluation_config
+from radiopath.evaluation.config import (
+    MODELS,
+    SURVIVAL_FUNCTION_MODELS,
+    EvaluationConfig,
+    resolve_evaluation_config,
+)
 from radiopath.evaluation.protocol import (
     METRIC_COLUMNS,
     PREDICTION_COLUMNS,
@@ -181,7 +186,7 @@ def evaluate_run(
     run_dir: str | os.PathLike,
     models: Sequence[str] | None = None,
     backend: str = "sksurv",
-    config: Mapping | None = None,
+    config: Mapping | EvaluationConfig | None = None,
     device="auto",
     *,
     resume: bool = True,
@@ -213,12 +218,15 @@ def _evaluate_run(run_dir, models, backend, config, device, resume, aggregator, 
     modalities = run_cfg["modalities"]
     mods = modalities if isinstance(modalities, str) else "+".join(modalities)
     seed = int(record.get("seed") or 0)
-    base = run_cfg.get("evaluation") or {}
-    merged = deep_merge(base, (config or {}).get("evaluation", config or {}))
-    cfg = resolve_evaluation_config(merged)
+    cfg = _layered_config(run_cfg.get("evaluation"), config)
     models = list(models or MODELS)
     files = _fold_files(run_dir)
-    settings = {"models": models, "backend": backend, "config": cfg, "aggregator": aggregator}
+    settings = {
+        "models": models,
+        "backend": backend,
+        "config": cfg.to_dict(),
+        "aggregator": aggregator,
+    }
     outputs = [
         run_dir / n for n in ("predictions.csv", "metrics.csv", "selection.csv", "survival.csv")
     ]
@@ -282,6 +290,15 @@ def _evaluate_run(run_dir, models, backend, config, device, resume, aggregator, 
     return result
 
 
+def _layered_config(base: Mapping | None, config) -> EvaluationConfig:
+    """Defaults <- the run's own ``evaluation`` section <- ``config`` (a built
+    :class:`EvaluationConfig` replaces the run's section whole)."""
+    if isinstance(config, EvaluationConfig):
+        return config
+    merged = deep_merge(base or {}, (config or {}).get("evaluation", config or {}))
+    return resolve_evaluation_config(merged)
+
+
 def _finished_evaluation(
     run_dir: Path, record: dict, unit_config: dict, outputs: Sequence[Path]
 ) -> EvaluationResult | None:
@@ -307,7 +324,7 @@ def _write_evaluation(
     aggregator: str,
     mods: str,
     models: Sequence[str],
-    cfg: Mapping,
+    cfg: EvaluationConfig,
 ) -> list[str]:
     """Write the evaluation's tables, ``summary.md`` and one Kaplan-Meier figure per model
     with predictions; returns the figures' paths relative to ``run_dir``."""
@@ -315,7 +332,7 @@ def _write_evaluation(
     write_csv(result.metrics[METRIC_COLUMNS], run_dir / "metrics.csv")
     write_csv(result.selection[SELECTION_COLUMNS], run_dir / "selection.csv")
     write_csv(
-        survival_table(result, aggregator, mods, cfg["metrics"]["horizons"]),
+        survival_table(result, aggregator, mods, cfg.metrics.horizons),
         run_dir / "survival.csv",
     )
     write_text(run_dir / "summary.md", summarize(result.metrics))

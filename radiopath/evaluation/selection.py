@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from radiopath.evaluation.config import RetryConfig
 from radiopath.evaluation.fitting import FitFailed, FittedModel, _failed, _finish
 
 __all__ = [
@@ -108,9 +109,12 @@ class RetryPolicy:
     factor: float
 
     @classmethod
-    def from_config(cls, retry: Mapping, model: str) -> RetryPolicy:
-        """The policy of ``model``; RSF has no penalty to strengthen, so no retries."""
-        return cls(0 if model == "rsf" else int(retry["max_retries"]), float(retry["factor"]))
+    def from_config(cls, retry: RetryConfig | Mapping, model: str) -> RetryPolicy:
+        """The policy of ``model`` from the ``retry`` section (or a mapping of its keys, laid
+        over its defaults); RSF has no penalty to strengthen, so no retries."""
+        if not isinstance(retry, RetryConfig):
+            retry = RetryConfig.from_mapping(retry, "evaluation.retry")
+        return cls(0 if model == "rsf" else int(retry.max_retries), float(retry.factor))
 
     def stronger(self, model: str, params: Mapping) -> dict:
         """The next, more strongly penalised, parameters of a failed fit."""

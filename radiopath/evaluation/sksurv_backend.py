@@ -24,7 +24,7 @@ from sksurv.svm import FastSurvivalSVM
 
 from radiopath.errors import RadiopathInputError
 from radiopath.evaluation import torch_metrics
-from radiopath.evaluation.config import MODELS
+from radiopath.evaluation.config import MODELS, CoxnetConfig, EvaluationConfig, RetryConfig
 from radiopath.evaluation.estimators.rsf import NumbaRandomSurvivalForest
 from radiopath.evaluation.fitting import FIT_ERRORS, FitFailed, FittedModel
 from radiopath.evaluation.prepare import PreparedFold
@@ -106,21 +106,21 @@ class ReproducibleRandomSurvivalForest(RandomSurvivalForest):
         return self._one_thread(super().predict_cumulative_hazard_function, X, return_array)
 
 
-def _make_sksurv(model: str, cfg: Mapping, seed: int):
+def _make_sksurv(model: str, cfg: EvaluationConfig, seed: int):
     if model == "rsf":
         return _make_rsf(cfg, seed, "sksurv")
     if model == "coxph":
 
         def make(**p):
             return CoxPHSurvivalAnalysis(
-                n_iter=int(cfg["coxph"]["n_iter"]), tol=float(cfg["coxph"]["tol"]), **p
+                n_iter=int(cfg.coxph.n_iter), tol=float(cfg.coxph.tol), **p
             )
     elif model == "coxnet":
 
         def make(**p):
             return CoxnetSurvivalAnalysis(
-                tol=float(cfg["coxnet"]["tol"]),
-                max_iter=int(cfg["coxnet"]["max_iter"]),
+                tol=float(cfg.coxnet.tol),
+                max_iter=int(cfg.coxnet.max_iter),
                 fit_baseline_model=True,
                 **p,
             )
@@ -128,8 +128,8 @@ def _make_sksurv(model: str, cfg: Mapping, seed: int):
 
         def make(**p):
             return FastSurvivalSVM(
-                optimizer=cfg["fsvm"]["optimizer"],
-                max_iter=int(cfg["fsvm"]["max_iter"]),
+                optimizer=cfg.fsvm.optimizer,
+                max_iter=int(cfg.fsvm.max_iter),
                 random_state=seed,
                 **p,
             )
@@ -155,7 +155,7 @@ def fit_once(make, params: Mapping, X, y) -> Outcome:
     return Outcome(est)
 
 
-def fit_with_retry(model: str, make, params: dict, X, y, retry: Mapping):
+def fit_with_retry(model: str, make, params: dict, X, y, retry: RetryConfig | Mapping):
     """Fit ``make(**params)`` under the retry policy of :mod:`.selection`.
 
     Returns ``(estimator, params, status, message)``; ``status`` is ``"ok"``,
@@ -179,32 +179,32 @@ def _refit_on(prep: PreparedFold, make):
     return refit
 
 
-def _coxnet_alpha_path(prep: PreparedFold, c: Mapping, params: Mapping) -> Outcome:
+def _coxnet_alpha_path(prep: PreparedFold, c: CoxnetConfig, params: Mapping) -> Outcome:
     """The alpha path of the whole training split, as scikit-survival's user guide does."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             path = CoxnetSurvivalAnalysis(
                 l1_ratio=float(params["l1_ratio"]),
-                n_alphas=int(c["n_alphas"]),
+                n_alphas=int(c.n_alphas),
                 alpha_min_ratio=params["alpha_min_ratio"],
-                tol=float(c["tol"]),
-                max_iter=int(c["max_iter"]),
+                tol=float(c.tol),
+                max_iter=int(c.max_iter),
             ).fit(prep.X_train, prep.y_train)
     except FIT_ERRORS as exc:
         return Outcome(failure=f"alpha path: {type(exc).__name__}: {exc}")
     return Outcome(path.alphas_)
 
 
-def _param_grid(model: str, prep: PreparedFold, cfg: Mapping, policy: RetryPolicy):
+def _param_grid(model: str, prep: PreparedFold, cfg: EvaluationConfig, policy: RetryPolicy):
     """``(param_grid, notes)`` of ``GridSearchCV``; Coxnet's alpha paths are built under
     the retry policy (a ratio whose path cannot be built is left out)."""
     if model == "rsf":
-        return {"max_depth": list(cfg["rsf"]["max_depth"])}, []
+        return {"max_depth": list(cfg.rsf.max_depth)}, []
     if model in ("coxph", "fsvm"):
-        return {"alpha": [float(a) for a in cfg[model]["alpha"]]}, []
-    c = cfg["coxnet"]
-    start = [{"l1_ratio": float(r), "alpha_min_ratio": c["alpha_min_ratio"]} for r in c["l1_ratio"]]
+        return {"alpha": [float(a) for a in getattr(cfg, model).alpha]}, []
+    c = cfg.coxnet
+    start = [{"l1_ratio": float(r), "alpha_min_ratio": c.alpha_min_ratio} for r in c.l1_ratio]
     ends = policy.run(
         "coxnet", start, lambda items, ps: [_coxnet_alpha_path(prep, c, p) for p in ps]
     )
@@ -216,7 +216,7 @@ def _param_grid(model: str, prep: PreparedFold, cfg: Mapping, policy: RetryPolic
     return grids, [n for e in ends for n in e.notes]
 
 
-def _sksurv_grid(model: str, prep: PreparedFold, cfg: Mapping, make, policy) -> Grid:
+def _sksurv_grid(model: str, prep: PreparedFold, cfg: EvaluationConfig, make, policy) -> Grid:
     """The grid of one fold scored by ``GridSearchCV`` on its inner splits (one point after
     the other; a failed fit scores NaN)."""
     param_grid, notes = _param_grid(model, prep, cfg, policy)
@@ -229,7 +229,7 @@ def _sksurv_grid(model: str, prep: PreparedFold, cfg: Mapping, make, policy) -> 
         cv=prep.splits,
         error_score=np.nan,
         refit=False,
-        n_jobs=int(cfg["n_jobs"]),
+        n_jobs=int(cfg.n_jobs),
     )
     scores = np.full((len(prep.splits), len(candidates)), np.nan)
     with warnings.catch_warnings():
@@ -250,7 +250,7 @@ def _sksurv_grid(model: str, prep: PreparedFold, cfg: Mapping, make, policy) -> 
     return Grid(candidates, scores, notes)
 
 
-def _fit_sksurv(model: str, prep: PreparedFold, cfg: Mapping, seed: int) -> FittedModel:
+def _fit_sksurv(model: str, prep: PreparedFold, cfg: EvaluationConfig, seed: int) -> FittedModel:
     make = _make_sksurv(model, cfg, seed)
     inner_make = make
     if model == "rsf":
@@ -258,7 +258,7 @@ def _fit_sksurv(model: str, prep: PreparedFold, cfg: Mapping, seed: int) -> Fitt
         def inner_make(**p):
             return make(**p).set_params(n_jobs=1)
 
-    policy = RetryPolicy.from_config(cfg["retry"], model)
+    policy = RetryPolicy.from_config(cfg.retry, model)
     grid = _sksurv_grid(model, prep, cfg, inner_make, policy)
     return select_and_refit(model, [prep], [grid], _refit_on(prep, make), policy)[0]
 
@@ -266,7 +266,7 @@ def _fit_sksurv(model: str, prep: PreparedFold, cfg: Mapping, seed: int) -> Fitt
 # ----------------------------------------------------------------------------- RSF truncated
 
 
-def _make_rsf(cfg: Mapping, seed: int, engine: str):
+def _make_rsf(cfg: EvaluationConfig, seed: int, engine: str):
     """The forest factory of ``engine``: scikit-survival's or the compiled one (same
     parameters, same bootstrap samples)."""
     forests = {"sksurv": ReproducibleRandomSurvivalForest, "numba": NumbaRandomSurvivalForest}
@@ -275,15 +275,15 @@ def _make_rsf(cfg: Mapping, seed: int, engine: str):
             f"unknown RSF engine {engine!r}; expected 'auto', 'sksurv' or 'numba'",
             field="evaluation.rsf.engine",
         )
-    c = cfg["rsf"]
+    c = cfg.rsf
 
     def make(**p):
         return forests[engine](
-            n_estimators=int(c["n_estimators"]),
-            min_samples_split=int(c["min_samples_split"]),
-            min_samples_leaf=int(c["min_samples_leaf"]),
-            max_features=c["max_features"],
-            n_jobs=int(c["n_jobs"]),
+            n_estimators=int(c.n_estimators),
+            min_samples_split=int(c.min_samples_split),
+            min_samples_leaf=int(c.min_samples_leaf),
+            max_features=c.max_features,
+            n_jobs=int(c.n_jobs),
             random_state=seed,
             **p,
         )
@@ -292,7 +292,7 @@ def _make_rsf(cfg: Mapping, seed: int, engine: str):
 
 
 def _rsf_truncated(
-    prep: PreparedFold, cfg: Mapping, seed: int, engine: str = "sksurv"
+    prep: PreparedFold, cfg: EvaluationConfig, seed: int, engine: str = "sksurv"
 ) -> FittedModel:
     """RSF with its depth grid read off one deep forest per inner fold, then a real refit.
 
@@ -301,7 +301,7 @@ def _rsf_truncated(
     trees are exactly the trees grown to the smaller depth).
     """
     make = _make_rsf(cfg, seed, engine)
-    depths = list(cfg["rsf"]["max_depth"])
+    depths = list(cfg.rsf.max_depth)
     deepest = None if any(d is None for d in depths) else max(int(d) for d in depths)
     scores = np.full((len(prep.splits), len(depths)), np.nan)
     for s, (tr, va) in enumerate(prep.splits):
@@ -323,5 +323,5 @@ def _rsf_truncated(
             except (ValueError, NoComparablePairException):
                 pass
     grid = Grid([{"max_depth": d} for d in depths], scores)
-    policy = RetryPolicy.from_config(cfg["retry"], "rsf")
+    policy = RetryPolicy.from_config(cfg.retry, "rsf")
     return select_and_refit("rsf", [prep], [grid], _refit_on(prep, make), policy)[0]

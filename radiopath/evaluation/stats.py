@@ -198,7 +198,7 @@ def _score_runs(
         arms = []
         for (agg, mods), part in preds.groupby(["aggregator", "modalities"], sort=False):
             settings = resolve_evaluation_config(_evaluation_settings(Path(runs[name]), agg))
-            key = config_fingerprint(settings["metrics"])
+            key = config_fingerprint(settings.metrics.to_dict())
             if key not in oofs:
                 oofs[key] = out_of_fold(folds, outcomes, settings)
             oof = oofs[key]

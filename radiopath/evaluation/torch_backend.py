@@ -136,7 +136,7 @@ def _inner_cv_grids(preps, risk, failed, P, fi, si, candidates) -> list[Grid]:
 def _torch_coxph(preps, cfg, device, seed) -> list[FittedModel]:
     P = _pad(preps, device)
     F, S = P["F"], P["S"]
-    alphas = [float(a) for a in cfg["coxph"]["alpha"]]
+    alphas = [float(a) for a in cfg.coxph.alpha]
     G = len(alphas)
     fi, si, gi = _grid_problems(F, S, G, device)
 
@@ -148,8 +148,8 @@ def _torch_coxph(preps, cfg, device, seed) -> list[FittedModel]:
             alpha,
             sample_weight=P["train_w"][fi[idx], si[idx]],
             feature_mask=P["fmask"][fi[idx]],
-            n_iter=int(cfg["coxph"]["n_iter"]),
-            tol=float(cfg["coxph"]["tol"]),
+            n_iter=int(cfg.coxph.n_iter),
+            tol=float(cfg.coxph.tol),
             init=init,
             device=device,
         )
@@ -165,7 +165,7 @@ def _torch_coxph(preps, cfg, device, seed) -> list[FittedModel]:
 def _torch_fsvm(preps, cfg, device, seed) -> list[FittedModel]:
     P = _pad(preps, device)
     F, S = P["F"], P["S"]
-    alphas = [float(a) for a in cfg["fsvm"]["alpha"]]
+    alphas = [float(a) for a in cfg.fsvm.alpha]
     G = len(alphas)
     ranks = _train_ranks(preps, P, seed, device)
     fi, si, gi = _grid_problems(F, S, G, device)
@@ -178,8 +178,8 @@ def _torch_fsvm(preps, cfg, device, seed) -> list[FittedModel]:
             alpha,
             sample_weight=P["train_w"][fi[idx], si[idx]],
             feature_mask=P["fmask"][fi[idx]],
-            max_iter=int(cfg["fsvm"]["torch_max_iter"]),
-            tol=float(cfg["fsvm"]["torch_tol"]),
+            max_iter=int(cfg.fsvm.torch_max_iter),
+            tol=float(cfg.fsvm.torch_tol),
             init=init,
             device=device,
         )
@@ -248,7 +248,7 @@ def _select_and_refit(model, preps, P, grids, cfg, device, seed) -> list[FittedM
 
         return _outcomes(folds, res.failed, res.converged, build, "overflow or singular system")
 
-    policy = RetryPolicy.from_config(cfg["retry"], model)
+    policy = RetryPolicy.from_config(cfg.retry, model)
     return select_and_refit(model, preps, grids, refit, policy)
 
 
@@ -277,8 +277,8 @@ def _refit_solve(model, P, todo, alpha, ranks, cfg, device):
             a,
             sample_weight=P["weight"][idx],
             feature_mask=P["fmask"][idx],
-            n_iter=int(cfg["coxph"]["n_iter"]),
-            tol=float(cfg["coxph"]["tol"]),
+            n_iter=int(cfg.coxph.n_iter),
+            tol=float(cfg.coxph.tol),
             device=device,
         )
     return fit_survival_svm(
@@ -288,8 +288,8 @@ def _refit_solve(model, P, todo, alpha, ranks, cfg, device):
         a,
         sample_weight=P["weight"][idx],
         feature_mask=P["fmask"][idx],
-        max_iter=int(cfg["fsvm"]["torch_max_iter"]),
-        tol=float(cfg["fsvm"]["torch_tol"]),
+        max_iter=int(cfg.fsvm.torch_max_iter),
+        tol=float(cfg.fsvm.torch_tol),
         device=device,
     )
 
@@ -308,8 +308,8 @@ def _torch_coxnet(preps, cfg, device, seed) -> list[FittedModel]:
        under the retry policy of :mod:`.selection`.
     """
     P = _pad(preps, device)
-    ratios = [float(r) for r in cfg["coxnet"]["l1_ratio"]]
-    policy = RetryPolicy.from_config(cfg["retry"], "coxnet")
+    ratios = [float(r) for r in cfg.coxnet.l1_ratio]
+    policy = RetryPolicy.from_config(cfg.retry, "coxnet")
     paths, grids = _coxnet_grids(preps, P, ratios, cfg, policy, device)
     refit = _coxnet_polish(preps, P, paths, len(ratios), cfg, device)
     return select_and_refit("coxnet", preps, grids, refit, policy)
@@ -323,8 +323,8 @@ def _coxnet_grids(preps, P, ratios, cfg, policy, device):
     alphas ``[k]`` and coefficients ``[k, p]`` of its training-split path (None if it
     failed), and each fold's :class:`~.selection.Grid` of points ``ratio * A + alpha index``.
     """
-    c = cfg["coxnet"]
-    F, R, A = P["F"], len(ratios), int(c["n_alphas"])
+    c = cfg.coxnet
+    F, R, A = P["F"], len(ratios), int(c.n_alphas)
     fi = torch.arange(F, device=device).repeat_interleave(R)
     ri = torch.as_tensor(ratios, dtype=DTYPE, device=device).repeat(F)
 
@@ -341,7 +341,7 @@ def _coxnet_grids(preps, P, ratios, cfg, policy, device):
             out.append(Outcome((res.alphas[j, :k], res.coef[j, :k], split_scores[j, :, :k])))
         return out
 
-    start = [{"l1_ratio": r, "alpha_min_ratio": float(c["alpha_min_ratio"])} for r in ratios]
+    start = [{"l1_ratio": r, "alpha_min_ratio": float(c.alpha_min_ratio)} for r in ratios]
     ends = policy.run("coxnet", start * F, attempt)
     paths = [e.value[:2] if e.status != "failed" else None for e in ends]
     grids = []
@@ -370,8 +370,8 @@ def _coxnet_solve_paths(P, folds, l1_ratio, min_ratio, cfg, device):
     training subsets, to the loose ``torch_cv_tol`` (the subsets only rank alphas).
     Returns the :class:`CoxnetPath` and the inner-CV Harrell's C, ``[T, S, A]``.
     """
-    c = cfg["coxnet"]
-    S, A, T = P["S"], int(c["n_alphas"]), len(folds)
+    c = cfg.coxnet
+    S, A, T = P["S"], int(c.n_alphas), len(folds)
     grid = torch.cat(
         [
             fit_coxnet_path(
@@ -402,9 +402,9 @@ def _coxnet_solve_paths(P, folds, l1_ratio, min_ratio, cfg, device):
         alphas=pg,
         sample_weight=weight,
         feature_mask=P["fmask"][pf_],
-        tol=float(c["torch_cv_tol"]),
+        tol=float(c.torch_cv_tol),
         groups=pf_,
-        max_iter=int(c["torch_max_iter"]),
+        max_iter=int(c.torch_max_iter),
         device=device,
     )
     return res, _coxnet_inner_cv_score(P, res, pf_, si, T, A)
@@ -432,8 +432,8 @@ def _coxnet_polish(preps, P, paths, R: int, cfg, device):
     """Step 3 of :func:`_torch_coxnet`, the ``refit`` of :func:`~.selection.select_and_refit`:
     the folds' (l1_ratio, alpha) re-solved to ``torch_tol`` from the path solution of their
     chosen point, in one call."""
-    c = cfg["coxnet"]
-    A = int(c["n_alphas"])
+    c = cfg.coxnet
+    A = int(c.n_alphas)
 
     def refit(folds, params, choices) -> list[Outcome]:
         lf = torch.as_tensor(folds, device=device)
@@ -449,9 +449,9 @@ def _coxnet_polish(preps, P, paths, R: int, cfg, device):
             alphas=alphas,
             sample_weight=P["weight"][lf],
             feature_mask=P["fmask"][lf],
-            tol=float(c["torch_tol"]),
+            tol=float(c.torch_tol),
             init=init,
-            max_iter=int(c["torch_max_iter"]),
+            max_iter=int(c.torch_max_iter),
             device=device,
         )
 

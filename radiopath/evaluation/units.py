@@ -20,6 +20,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from radiopath.evaluation._cox import torch_threads
+from radiopath.evaluation.config import EvaluationConfig
 from radiopath.evaluation.fitting import FittedModel
 from radiopath.evaluation.prepare import PreparedFold
 from radiopath.evaluation.sksurv_backend import _fit_sksurv, _rsf_truncated
@@ -52,7 +53,7 @@ def fit_unit(
     index: int | None,
     *,
     preps: Sequence[PreparedFold],
-    cfg: dict,
+    cfg: EvaluationConfig,
     device: torch.device,
     seed: int,
     strategy: str,
@@ -65,7 +66,7 @@ def fit_unit(
     depends on its thread count, so without the limit a fit's last bits would depend on
     the cores of the process it lands in (a Ray task gets one thread per CPU it asks for).
     """
-    with threadpool_limits(limits=1, user_api="blas"), torch_threads(cfg["num_threads"], device):
+    with threadpool_limits(limits=1, user_api="blas"), torch_threads(cfg.num_threads, device):
         if index is None:
             with torch.no_grad():
                 fits = list(BATCHED[model](preps, cfg, device, seed))

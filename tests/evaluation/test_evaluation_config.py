@@ -45,7 +45,7 @@ def test_valid_settings_pass():
     cfg = resolve_evaluation_config(
         {"rsf": {"max_features": 0.5, "n_jobs": -1}, "screening": {"skip_aggregators": []}}
     )
-    assert cfg["rsf"]["max_features"] == 0.5
+    assert cfg.rsf.max_features == 0.5 and cfg.rsf.n_jobs == -1
 
 
 # a typo in every section, each model's grid included
@@ -104,3 +104,44 @@ def test_evaluation_refuses_unknown_keys_in_every_section(section):
 def test_evaluation_grid_typo_is_not_ignored():
     with refused("evaluation.coxph.alphas", "alpha"):
         resolve_evaluation_config({"coxph": {"alphas": [1.0, 10.0]}})
+
+
+def test_the_reference_page_is_generated_from_the_declarations():
+    from pathlib import Path
+
+    from radiopath.evaluation.config import reference_page
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "config-evaluation.md"
+    assert page.read_text() == reference_page(), (
+        "docs/config-evaluation.md is out of date; regenerate it (command at its top)"
+    )
+    for key, _ in LEAVES:  # every key is documented, with its doc
+        assert f"| `evaluation.{key}` |" in page.read_text()
+
+
+def test_a_built_configuration_is_frozen_and_round_trips():
+    import dataclasses
+    import pickle
+
+    cfg = resolve_evaluation_config({"coxph": {"alpha": [1, 10]}, "metrics": {"horizons": 3}})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.coxph.alpha = (5.0,)  # type: ignore[misc]
+    assert cfg.coxph.alpha == (1, 10) and cfg.metrics.horizons == (3.0,)
+    assert cfg.to_dict()["coxph"]["alpha"] == [1, 10]  # lists again, as records hold them
+    assert list(cfg.to_dict()) == list(DEFAULT_CONFIG)
+    assert resolve_evaluation_config(cfg.to_dict()) == cfg
+    assert resolve_evaluation_config(cfg) is cfg
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
+
+
+def test_layers_lay_over_a_built_configuration():
+    from radiopath.evaluation.config import EvaluationConfig
+
+    file = EvaluationConfig.from_mapping({"rsf": {"n_estimators": 10}}, "evaluation")
+    flags = EvaluationConfig.from_mapping(
+        {"rsf": {"max_depth": [3]}, "n_jobs": None}, "evaluation", base=file
+    )
+    assert flags.rsf.n_estimators == 10 and flags.rsf.max_depth == (3,) and flags.n_jobs == 1
+    with pytest.raises(RadiopathInputError) as err:
+        EvaluationConfig.from_mapping({"rsf": {"engine": "ranger"}}, "evaluation", base=file)
+    assert err.value.field == "evaluation.rsf.engine" and "'numba'" in err.value.reason

@@ -259,9 +259,7 @@ def test_statistics_config_is_checked_by_name():
 
     with pytest.raises(RadiopathInputError, match="evaluation.metrics.horizons"):
         resolve_evaluation_config({"metrics": {"horizons": [-5]}})
-    assert resolve_evaluation_config({"metrics": {"horizons": 1826}})["metrics"]["horizons"] == [
-        1826.0
-    ]
+    assert resolve_evaluation_config({"metrics": {"horizons": 1826}}).metrics.horizons == (1826.0,)
 
 
 def test_partial_predictions_are_named():
