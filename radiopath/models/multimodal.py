@@ -293,13 +293,17 @@ class MultimodalSurvivalModel(nn.Module):
             nn.BatchNorm1d(self.embedding_dim) if embedding_norm else nn.Identity()
         )
         self.head_dropout = nn.Dropout(dropout)
+        self._add_heads(head, n_bins, widths if unimodal_heads else {})
+        self.reset_parameters()
+
+    def _add_heads(self, head: str, n_bins: int, unimodal_widths: Mapping[str, int]) -> None:
+        """The head on the patient vector, the auxiliary head of each modality in
+        ``unimodal_widths`` (batch normalisation, then a linear map) and the heads' buffers."""
         out_dim = n_bins if head == "discrete" else 1
         self.unimodal = nn.ModuleDict(
             {
-                m: nn.Sequential(
-                    nn.BatchNorm1d(widths[m]), nn.Linear(widths[m], out_dim, bias=head != "cox")
-                )
-                for m in (self.modalities if unimodal_heads else ())
+                m: nn.Sequential(nn.BatchNorm1d(w), nn.Linear(w, out_dim, bias=head != "cox"))
+                for m, w in unimodal_widths.items()
             }
         )
         # The Cox partial likelihood is invariant to a shift of the risk, so a bias would
@@ -309,7 +313,6 @@ class MultimodalSurvivalModel(nn.Module):
         # the binary head's horizon and the weight of its positive class
         self.register_buffer("horizon", torch.tensor(float("nan")))
         self.register_buffer("pos_weight", torch.tensor(1.0))
-        self.reset_parameters()
 
     def _add_graph_branch(self, m: str, width: int, encoder: GraphEncoder, aggregator, options):
         """Modality ``m``'s encoder, aggregator and input-map buffers (standardisation and,
