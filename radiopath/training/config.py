@@ -216,8 +216,9 @@ PRESETS: dict[str, dict] = {
 # - top-k ratio 0.5 (two layers keep 25% of the nodes; at 0.2 only 4% survive, fewer than
 #   the relevant tissue, and C fell from 0.64 to 0.52 on the confounded cohort);
 # - SPARRA's scores started away from the flat point (``init_mu`` 1, ``init_logvar`` -3:
-#   at mu_s = 0 the weight's gradient vanishes), its weights sharpened (``sharpness`` 4) and
-#   its variational term at 0.01 (at 0.1 its KL keeps every variance up and the weights
+#   at mu_s = 0 the weight's gradient vanishes), its weights as in the paper (``sharpness``
+#   1: with 4 the weights sat on a few nodes, the selection below them got little gradient
+#   and whole CT branches selected the wrong tissue) and its variational term at 0.01 (at 0.1 its KL keeps every variance up and the weights
 #   uniform);
 # - node features projected on their leading whitened principal components, a quarter of
 #   the feature width but at least 16 (at most half of it), fitted on the training fold's within-bag covariance (``pca``):
@@ -245,7 +246,6 @@ PRESETS["learned"] = {
         "variational_weight": 0.01,
         "init_mu": 1.0,
         "init_logvar": -3.0,
-        "sharpness": 4.0,
         "hidden_channels": 64,
     },
     "abmil": {"hidden_channels": 64},
