@@ -218,8 +218,8 @@ PRESETS: dict[str, dict] = {
 # - SPARRA's scores started away from the flat point (``init_mu`` 1, ``init_logvar`` -3:
 #   at mu_s = 0 the weight's gradient vanishes), its weights as in the paper (``sharpness``
 #   1: with 4 the weights sat on a few nodes, the selection below them got little gradient
-#   and whole CT branches selected the wrong tissue) and its variational term at 0.01 (at 0.1 its KL keeps every variance up and the weights
-#   uniform);
+#   and whole CT branches selected the wrong tissue) and its variational term at 0.01 (at
+#   0.1 its KL keeps every variance up and the weights uniform);
 # - node features projected on their leading whitened principal components, a quarter of
 #   the feature width but at least 16 (at most half of it), fitted on the training fold's within-bag covariance (``pca``):
 #   label-free, and it leaves the survival labels of 100-500 patients a 16-d search for
