@@ -16,7 +16,7 @@ from radiopath.config import KeysOf, check_known_keys, config_section, deep_merg
 from radiopath.config_rules import Either, Flag, ListOf, Number, OneOf, Text, check_rules
 from radiopath.errors import RadiopathInputError
 from radiopath.models.aggregators import AGGREGATORS, KL_VARIANTS, RECONSTRUCTIONS
-from radiopath.models.encoders import CONVS, DROPOUT_POSITIONS, IMPORTANCE_MODES
+from radiopath.models.encoders import CENTERS, CONVS, DROPOUT_POSITIONS, IMPORTANCE_MODES
 from radiopath.models.fusion import FUSIONS
 from radiopath.models.losses import TIES
 from radiopath.models.multimodal import CLINICAL, HEADS
@@ -282,7 +282,7 @@ TRAINING_RULES: dict = {
     "hidden": _COUNT,
     **{f"ratio.{m}": Number(low=0, high=1, low_open=True) for m in GRAPH_MODALITIES},
     "use_graph": Flag(),
-    "center": Either((Flag(), OneOf(("mean", "median")))),
+    "center": OneOf(CENTERS),
     "validation.fraction": Number(low=0, high=0.9, high_open=True),
     "validation.start": _FRACTION,
     "monitor_test": Flag(),
