@@ -16,6 +16,8 @@ regions' mean, of one on the bag mean). Each (recipe, aggregator, seed) is train
 
     python benchmarks/bench_recipe.py                                   # paper vs learned
     python benchmarks/bench_recipe.py --cohort-seeds 0 1 2 --out /tmp/recipe
+    python benchmarks/bench_recipe.py --recipes learned --aggregators sparra \\
+        --cohort-seeds 0 1 2 --seeds 0 1 2                              # 3 x 3 runs
     python benchmarks/bench_recipe.py --recipes learned --aggregators abmil \\
         --override '{"use_graph": false}' --seeds 0 1 2
 """
@@ -65,7 +67,13 @@ def score(result, cohort_dir: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="training seeds (default 0); with --cohort-seeds, each cohort with each seed",
+    )
     parser.add_argument("--recipes", default="paper,learned", help="training presets")
     parser.add_argument("--aggregators", default="sparra,abmil,mean")
     parser.add_argument("--override", default="{}", help="JSON training config on top")
@@ -74,18 +82,18 @@ def main() -> None:
         type=int,
         nargs="+",
         default=None,
-        help="one cohort per seed, trained with the same seed (overrides --seeds)",
+        help="one cohort per seed, trained with the same seed unless --seeds is given",
     )
     parser.add_argument("--cohort-seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="keep runs here (default: a temp dir)")
     args = parser.parse_args()
     logging.getLogger("radiopath").setLevel(logging.WARNING)
     root = Path(args.out or tempfile.mkdtemp(prefix="bench_recipe_"))
-    pairs = (
-        [(s, s) for s in args.cohort_seeds]
-        if args.cohort_seeds
-        else [(args.cohort_seed, s) for s in args.seeds]
-    )
+    if args.cohort_seeds:
+        seeds = args.seeds
+        pairs = [(c, s) for c in args.cohort_seeds for s in (seeds if seeds else [c])]
+    else:
+        pairs = [(args.cohort_seed, s) for s in args.seeds or [0]]
     override = json.loads(args.override)
     rows = []
     for cohort_seed in sorted({c for c, _ in pairs}):
@@ -127,6 +135,12 @@ def main() -> None:
     table = pd.DataFrame(rows)
     print(f"\nruns in {root}\n")
     print(table.to_string(index=False))
+    if table["seed"].nunique() > 1:
+        keys = ["cohort", "recipe", "aggregator"]
+        cols = ["c_index", "auc_wsi", "auc_ct"]
+        summary = table.groupby(keys)[cols].agg(["mean", "min"]).round(3)
+        print("\nover training seeds (mean, worst):\n")
+        print(summary.to_string())
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def is_symmetric(edge_index: torch.Tensor, n: int) -> bool:
     """Whether the adjacency matrix of ``edge_index`` (duplicates counted) is symmetric:
     every edge ``(i, j)`` has its reverse ``(j, i)`` as often, i.e. the sorted keys
     ``i n + j`` equal the sorted keys ``j n + i``. The encoder's sparse product relies on it
-    (:func:`~radiopath.models.encoders.symmetric_spmm`). Two sorts, where
+    (:func:`~radiopath.models.propagation.symmetric_spmm`). Two sorts, where
     :func:`torch_geometric.utils.is_undirected` also coalesces the edges: cheap enough to
     check every graph as it is loaded."""
     row, col = edge_index[0].long(), edge_index[1].long()

@@ -9,12 +9,12 @@ from model_graphs import random_graph
 from torch_geometric.data import Batch
 from torch_geometric.nn import GCNConv
 
-from radiopath.models.encoders import (
-    GraphEncoder,
-    _gcn_forward,
-    _sparse_adjacency,
+from radiopath.models.encoders import GraphEncoder
+from radiopath.models.propagation import (
+    gcn_forward,
     gcn_normalized_adjacency,
     propagation_matrix,
+    sparse_adjacency,
     symmetric_spmm,
 )
 
@@ -34,7 +34,7 @@ def pyg_reference(enc: GraphEncoder, x, edge_index, batch):
         if isinstance(conv, GCNConv):
             h = torch.relu(conv(h, edge_index))  # gcn_norm with add_remaining_self_loops
         else:
-            h = torch.relu(conv(h, _sparse_adjacency(edge_index, h.size(0), h.dtype)))
+            h = torch.relu(conv(h, sparse_adjacency(edge_index, h.size(0), h.dtype)))
         if layer < len(enc.pools):
             h, edge_index, _, batch, perm, _ = enc.pools[layer](h, edge_index, batch=batch)
             node_map = node_map[perm]
@@ -50,8 +50,8 @@ def test_gcn_forward_equals_pyg_gcnconv(sizes):
     x = torch.randn(b.num_nodes, 5, requires_grad=True)
     # Shuffled edges: the normalisation must not depend on the rows being grouped.
     shuffled = b.edge_index[:, torch.randperm(b.edge_index.size(1))]
-    ours = _gcn_forward(conv, x, shuffled)
-    for adj in (b.edge_index, _sparse_adjacency(b.edge_index, b.num_nodes)):
+    ours = gcn_forward(conv, x, shuffled)
+    for adj in (b.edge_index, sparse_adjacency(b.edge_index, b.num_nodes)):
         ref = conv(x, adj)
         torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
     (g_ours,) = torch.autograd.grad(ours.square().sum(), x)
