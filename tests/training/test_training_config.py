@@ -63,7 +63,7 @@ def test_the_defaults_and_every_preset_pass():
 
     for preset in PRESETS:
         cfg = resolve_training_config({"preset": preset})
-        assert cfg["preset"] == preset and cfg["modalities"] == DEFAULT_CONFIG["modalities"]
+        assert cfg.preset == preset and list(cfg.modalities) == DEFAULT_CONFIG["modalities"]
 
 
 # the top level, each aggregator's section and a per-modality setting: a typo at depth
@@ -122,7 +122,8 @@ def test_fingerprint_ignores_runtime_keys_only():
     from radiopath.training.config import RUNTIME_KEYS, resolve_training_config
 
     def fingerprint(cfg):
-        return config_fingerprint(cfg, exclude=RUNTIME_KEYS)
+        assert cfg.fingerprint() == config_fingerprint(cfg.to_dict(), exclude=RUNTIME_KEYS)
+        return cfg.fingerprint()
 
     cfg = resolve_training_config({})
     runtime = resolve_training_config({"num_threads": 2, "monitor_test": False})
@@ -204,7 +205,7 @@ def test_training_refuses_unknown_keys(config, field, allowed):
 def test_training_refuses_a_section_that_is_not_a_mapping():
     with refused("sparra"):
         resolve_training_config({"sparra": True})
-    assert resolve_training_config({"ratio": 0.5})["ratio"] == {"wsi": 0.5, "ct": 0.5}
+    assert resolve_training_config({"ratio": 0.5}).ratio.to_dict() == {"wsi": 0.5, "ct": 0.5}
 
 
 def test_training_presets_and_aggregator_sections_are_known_keys():
