@@ -18,11 +18,12 @@ plain dict run records and fingerprints are written from.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 
 from radiopath.config import KeysOf, check_known_keys, config_section, deep_merge
-from radiopath.config_rules import Either, Flag, Number, OneOf, Text, check_rules
+from radiopath.config_rules import Either, Flag, Number, OneOf, Text, check_rules, leaf_keys
 from radiopath.errors import RadiopathInputError
 from radiopath.models.aggregators import AGGREGATORS
 from radiopath.models.encoders import CENTERS, IMPORTANCE_MODES
@@ -394,11 +395,20 @@ def reference_page() -> str:
         "`train` section of a benchmark or experiment file. Every key is optional; a wrong key "
         "or value is refused by its dotted name before any work starts. The layers: these "
         "defaults (the paper's values), then the preset named by `preset` "
-        "(`radiopath/training/presets.py`; `learned`, the default recipe, sets 400 steps at "
-        "batch 16 and lr 0.001, median centring, modality dropout 0.5, an inner validation "
-        "split, top-k ratio 0.5, width 64, PCA inputs and receptive-field maps), then the "
-        "file, then the flags; a null value is ignored, and a file that names `epochs` but not "
-        "`steps` runs epochs. Keys marked *Runtime* do not change what a model learns: a run "
-        "may be resumed with other values.\n\n"
+        "(the table below; `radiopath/training/presets.py` gives each choice's reasons), "
+        "then the file, then the flags; a null value is ignored, and a file that names "
+        "`epochs` but not `steps` runs epochs. Keys marked *Runtime* do not change what a "
+        "model learns: a run may be resumed with other values.\n\n"
     )
-    return head + reference_table(TrainingConfig, "train")
+    return head + _preset_table() + "\n" + reference_table(TrainingConfig, "train")
+
+
+def _preset_table() -> str:
+    """The keys each preset sets, as a markdown table."""
+    lines = ["## Presets", "", "| preset | sets |", "| --- | --- |"]
+    for name, layer in PRESETS.items():
+        keys = ", ".join(f"`{k}: {json.dumps(v)}`" for k, v in leaf_keys(layer)) or "nothing"
+        lines.append(
+            f"| `{name}`{' (default)' if name == DEFAULT_CONFIG['preset'] else ''} | {keys} |"
+        )
+    return "\n".join(lines) + "\n"

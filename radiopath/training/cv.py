@@ -287,7 +287,7 @@ def train_cross_validated(
         A :class:`~radiopath.io.Cohort` or the cohort CSV.
     graphs_dir
         Folder written by ``radiopath graphs`` (with ``manifest.csv``); ``None`` to build the
-        graphs in memory with each modality's default preset (``config["graph_preset"]``);
+        graphs in memory with each modality's default preset (the ``graph_preset`` key);
         or a mapping ``{(patient_id, modality): Data or [Data, ...]}``.
     aggregator
         ``"sparra"``, ``"abmil"`` or ``"mean"``.
