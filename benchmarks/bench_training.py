@@ -156,7 +156,7 @@ def main() -> None:
             test,
             store,
             device,
-            cfg["batch_size"],
+            cfg.batch_size,
             amp=device.type == "cuda",
             num_threads=args.threads,
         )

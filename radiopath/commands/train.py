@@ -52,7 +52,8 @@ log = logging.getLogger(__name__)
     "config_file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="YAML/JSON file overriding the training defaults.",
+    help="YAML/JSON file overriding the training defaults and the preset; every key is in "
+    "docs/config-training.md.",
 )
 @click.option(
     "--preset",
@@ -124,7 +125,9 @@ def train(
 ) -> None:
     """Train one aggregator under outer cross-validation.
 
-    Writes folds.csv, logs/, checkpoints/, embeddings/fold_<k>.npz, risks.csv and
+    The configuration is laid out in layers: the defaults, the preset, the --config file,
+    then the flags; docs/config-training.md lists every key with its default and allowed
+    values. Writes folds.csv, logs/, checkpoints/, embeddings/fold_<k>.npz, risks.csv and
     importance/<aggregator>/<patient_id>.<modality>.csv to OUT.
     """
     from radiopath.training import train_cross_validated

@@ -8,7 +8,12 @@ See :mod:`radiopath.training.cv` for the files a run writes.
 """
 
 from radiopath.runtime import resolve_device
-from radiopath.training.config import DEFAULT_CONFIG, PRESETS, resolve_training_config
+from radiopath.training.config import (
+    DEFAULT_CONFIG,
+    PRESETS,
+    TrainingConfig,
+    resolve_training_config,
+)
 from radiopath.training.cv import TrainingResult, train_cross_validated
 from radiopath.training.data import (
     GraphStore,
@@ -27,6 +32,7 @@ __all__ = [
     "PRESETS",
     "GraphStore",
     "PatientRecord",
+    "TrainingConfig",
     "TrainingResult",
     "build_model",
     "c_index",

@@ -44,7 +44,7 @@ from radiopath.io import (
 )
 from radiopath.models.multimodal import CLINICAL
 from radiopath.runtime import resolve_device
-from radiopath.training.config import resolve_training_config
+from radiopath.training.config import TrainingConfig, resolve_training_config
 from radiopath.training.data import (
     GraphStore,
     PatientRecord,
@@ -81,7 +81,7 @@ class TrainingResult:
     out_dir
         The run directory.
     config
-        The resolved configuration.
+        The resolved configuration (:class:`~radiopath.training.config.TrainingConfig`).
     folds
         ``patient_id, repeat, fold``.
     risks
@@ -91,7 +91,7 @@ class TrainingResult:
     """
 
     out_dir: Path
-    config: dict
+    config: TrainingConfig
     folds: pd.DataFrame
     risks: pd.DataFrame
     fold_c_index: dict[int, float]
@@ -104,20 +104,18 @@ class TrainingResult:
         return read_fold_embeddings(self.out_dir / "embeddings" / f"fold_{fold}.npz")
 
     def importance_path(self, patient_id: str, modality: str) -> Path:
-        return (
-            self.out_dir / "importance" / self.config["aggregator"] / f"{patient_id}.{modality}.csv"
-        )
+        return self.out_dir / "importance" / self.config.aggregator / f"{patient_id}.{modality}.csv"
 
 
-def _graph_source(graphs_dir, cohort: Cohort, cfg: Mapping, progress: bool):
+def _graph_source(graphs_dir, cohort: Cohort, cfg: TrainingConfig, progress: bool):
     """``load, available, source, graphs``: ``graphs`` is the graph folder or the in-memory
     mapping (what a worker in another process builds its own store from)."""
-    graph_mods = [m for m in cfg["modalities"] if m != CLINICAL]
+    graph_mods = [m for m in cfg.modalities if m != CLINICAL]
     if not graph_mods:  # a clinical-only model reads no graph
         return mapping_source({})[0], set(), "memory", {}
     if graphs_dir is None:
         built = build_in_memory(
-            cohort, graph_mods, cfg["graph_preset"], strict=cfg["strict"], progress=progress
+            cohort, graph_mods, cfg.graph_preset, strict=cfg.strict, progress=progress
         )
         load, available = mapping_source(built)
         return load, available, "memory", built
@@ -131,11 +129,11 @@ def _graph_source(graphs_dir, cohort: Cohort, cfg: Mapping, progress: bool):
     return load, available, graphs_dir / "manifest.csv", graphs_dir
 
 
-def clinical_table(cohort: Cohort, cfg: Mapping) -> pd.DataFrame:
+def clinical_table(cohort: Cohort, cfg: TrainingConfig) -> pd.DataFrame:
     """The cohort's clinical columns the ``clinical`` modality reads (``clinical.columns``,
     default all), indexed by patient id; refused by name when there are none."""
     frame = cohort.clinical_frame()
-    wanted = cfg["clinical"]["columns"]
+    wanted = cfg.clinical.columns
     if wanted is not None:
         unknown = [c for c in wanted if c not in frame.columns]
         if unknown:
@@ -154,15 +152,15 @@ def clinical_table(cohort: Cohort, cfg: Mapping) -> pd.DataFrame:
     return frame
 
 
-def _want_cache(cfg: Mapping, store: GraphStore, records: Sequence[PatientRecord]) -> bool:
+def _want_cache(cfg: TrainingConfig, store: GraphStore, records: Sequence[PatientRecord]) -> bool:
     """``cache_graphs``: true / false, or "auto": cache when the graphs fit in ``cache_limit_gb``
     (estimated from the first graph's size)."""
-    if cfg["cache_graphs"] != "auto":
-        return bool(cfg["cache_graphs"])
+    if cfg.cache_graphs != "auto":
+        return bool(cfg.cache_graphs)
     graph_mod = next(m for m in records[0].modalities if m != CLINICAL)
     first = store.get(records[0].patient_id, graph_mod)
     estimate = first.x.element_size() * first.x.numel() * sum(len(r.modalities) for r in records)
-    keep = estimate < float(cfg["cache_limit_gb"]) * 2**30
+    keep = estimate < float(cfg.cache_limit_gb) * 2**30
     log.info(
         "graph cache %s (graphs need about %.2f GB)", "on" if keep else "off", estimate / 2**30
     )
@@ -241,7 +239,7 @@ def _resolve_folds(
                 )
         else:
             table = make_folds(
-                ids, [r.event for r in records], cfg["n_folds"], cfg["seed"], repeats=repeats
+                ids, [r.event for r in records], cfg.n_folds, cfg.seed, repeats=repeats
             )
     elif isinstance(folds, pd.DataFrame):
         table = check_folds(folds, ids)
@@ -266,7 +264,7 @@ def train_cross_validated(
     aggregator: str,
     modalities: Sequence[str] | str,
     out_dir: str | os.PathLike,
-    config: Mapping | None = None,
+    config: Mapping | TrainingConfig | None = None,
     folds: str | os.PathLike | pd.DataFrame | None = None,
     device: str = "auto",
     resume: bool = True,
@@ -289,7 +287,7 @@ def train_cross_validated(
         A :class:`~radiopath.io.Cohort` or the cohort CSV.
     graphs_dir
         Folder written by ``radiopath graphs`` (with ``manifest.csv``); ``None`` to build the
-        graphs in memory with each modality's default preset (``config["graph_preset"]``);
+        graphs in memory with each modality's default preset (the ``graph_preset`` key);
         or a mapping ``{(patient_id, modality): Data or [Data, ...]}``.
     aggregator
         ``"sparra"``, ``"abmil"`` or ``"mean"``.
@@ -299,9 +297,11 @@ def train_cross_validated(
     out_dir
         The run directory.
     config
-        Overrides of :data:`radiopath.training.config.DEFAULT_CONFIG` (e.g.
-        ``{"epochs": 30, "ratio": {"ct": 0.7}, "sparra": {"kl": "reference"}}``,
-        ``{"preset": "reference"}``).
+        Overrides of the defaults and the preset
+        (:class:`~radiopath.training.config.TrainingConfig`, every key in
+        ``docs/config-training.md``; e.g. ``{"epochs": 30, "ratio": {"ct": 0.7}, "sparra":
+        {"kl": "reference"}}``, ``{"preset": "reference"}``), or a built
+        :class:`~radiopath.training.config.TrainingConfig`.
     folds
         A folds file / frame (``patient_id, [repeat,] fold``) to reuse; by default
         stratified folds are made (``n_folds``, ``seed``, ``repeats``) and written to
@@ -321,17 +321,17 @@ def train_cross_validated(
         workers. Each fold is seeded by itself, so the files are the same either way.
     """
     cfg = resolve_training_config(config, aggregator=aggregator, modalities=modalities)
-    modalities = list(cfg["modalities"])
+    modalities = list(cfg.modalities)
     resolve_device(device)  # a bad device is refused before any work
     out = Path(out_dir)
     cohort = (
         cohort_or_csv
         if isinstance(cohort_or_csv, Cohort)
-        else read_cohort(cohort_or_csv, strict=cfg["strict"])
+        else read_cohort(cohort_or_csv, strict=cfg.strict)
     )
     cohort.require_modalities(modalities)
     clinical = clinical_table(cohort, cfg) if CLINICAL in modalities else None
-    run = train_late_fusion if cfg["fusion"] == "late" else _train_joint
+    run = train_late_fusion if cfg.fusion == "late" else _train_joint
     return run(
         cohort, graphs_dir, cfg, out, folds, device, resume, progress, repeats, executor, clinical
     )
@@ -348,7 +348,7 @@ def _train_joint(
     repeat_of = fold_repeats(table)
     fold_ids = sorted(repeat_of)
     record_cfg = {
-        **cfg,
+        **cfg.to_dict(),
         "cohort": str(cohort.path),
         "graphs": str(inputs.source),
         "device": str(dev),
@@ -356,7 +356,7 @@ def _train_joint(
         "n_patients": len(inputs.records),
     }
     fold_c: dict[int, float] = {}
-    with RunRecord(out, command="train", config=record_cfg, seed=cfg["seed"]) as run:
+    with RunRecord(out, command="train", config=record_cfg, seed=cfg.seed) as run:
         tasks = _pending_folds(inputs.records, table, cfg, out, resume, fold_c)
         context = FoldContext(
             cfg,
@@ -376,7 +376,7 @@ def _train_joint(
         fold_c = dict(sorted(fold_c.items()))
         first_repeat = min(repeat_of.values())
         merge_risk_offsets(
-            out, cfg["aggregator"], [k for k in fold_ids if repeat_of[k] == first_repeat]
+            out, cfg.aggregator, [k for k in fold_ids if repeat_of[k] == first_repeat]
         )
         merge_fusion_weights(out, fold_ids)
         risks = finish_run(run, out, fold_ids, cfg, repeat_of, fold_c)
@@ -400,14 +400,14 @@ def _training_inputs(cohort, graphs_dir, cfg, progress, clinical) -> _TrainingIn
     """The patients with at least one requested modality, a store of their graphs, the
     input width of each graph modality, whether graphs stay cached and whether the model
     gets presence columns (``missing_indicator: auto``: when some patient lacks one)."""
-    modalities = list(cfg["modalities"])
+    modalities = list(cfg.modalities)
     load, available, source, graphs = _graph_source(graphs_dir, cohort, cfg, progress)
     records = _patient_records(
         cohort,
         available,
         modalities,
         source,
-        cfg["strict"],
+        cfg.strict,
         () if clinical is None else list(clinical.columns),
     )
     store = GraphStore(load, cache=True)
@@ -422,7 +422,7 @@ def _training_inputs(cohort, graphs_dir, cfg, progress, clinical) -> _TrainingIn
     )
     store.cache = cache
     missing = any(len(r.modalities) < len(modalities) for r in records)
-    indicator = missing if cfg["missing_indicator"] == "auto" else bool(cfg["missing_indicator"])
+    indicator = missing if cfg.missing_indicator == "auto" else bool(cfg.missing_indicator)
     return _TrainingInputs(records, store, in_channels, cache, indicator, graphs, source)
 
 
@@ -437,7 +437,7 @@ def _pending_folds(records, table, cfg, out: Path, resume: bool, fold_c: dict) -
     for k in sorted(in_fold):
         train = [r for r in records if r.patient_id not in in_fold[k]]
         test = [r for r in records if r.patient_id in in_fold[k]]
-        exports = fold_exports(k, cfg["aggregator"], test, cfg["modalities"])
+        exports = fold_exports(k, cfg.aggregator, test, cfg.modalities)
         finished = finished_fold(out, k, cfg) if resume else None
         if finished is not None:
             fold_c[k] = finished
@@ -453,7 +453,7 @@ def _run_folds(tasks, context: FoldContext, executor, n_folds: int, fold_c: dict
     bar = tqdm(
         total=n_folds,
         initial=n_folds - len(tasks),
-        desc=f"{cfg['aggregator']} folds",
+        desc=f"{cfg.aggregator} folds",
         unit="fold",
         disable=not context.progress,
     )

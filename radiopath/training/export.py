@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +23,8 @@ import pandas as pd
 from radiopath.config import RunRecord
 from radiopath.io import FoldEmbeddings, read_fold_embeddings, write_fold_embeddings
 from radiopath.models.multimodal import CLINICAL
-from radiopath.runkit import config_fingerprint, run_ledger, write_csv
-from radiopath.training.config import RUNTIME_KEYS
+from radiopath.runkit import run_ledger, write_csv
+from radiopath.training.config import TrainingConfig
 from radiopath.training.data import GraphStore, PatientRecord, patch_importance
 from radiopath.training.predict import c_index, predict
 
@@ -75,7 +75,7 @@ def export_fold(
     train: Sequence[PatientRecord],
     test: Sequence[PatientRecord],
     store: GraphStore,
-    cfg: Mapping,
+    cfg: TrainingConfig,
     out_dir: Path,
     device,
     write_importance: bool = True,
@@ -84,24 +84,24 @@ def export_fold(
 
     ``write_importance=False`` (folds of repeats after the first) skips tracing the maps.
     """
-    amp = bool(cfg["amp"]) and device.type == "cuda"
+    amp = bool(cfg.amp) and device.type == "cuda"
     records = list(train) + list(test)
-    threads = cfg.get("num_threads", 1)
+    threads = cfg.num_threads
     risk, embedding, _ = predict(
-        model, train, store, device, cfg["batch_size"], amp, num_threads=threads
+        model, train, store, device, cfg.batch_size, amp, num_threads=threads
     )
     t_risk, t_embedding, weights, t_fusion = predict(
         model,
         test,
         store,
         device,
-        cfg["batch_size"],
+        cfg.batch_size,
         amp,
         node_weights=write_importance,
         num_threads=threads,
         fusion_weights=True,
     )
-    if cfg["fusion"] != "concat":
+    if cfg.fusion != "concat":
         table = pd.DataFrame(t_fusion, columns=[f"weight_{m}" for m in model.modalities])
         table.insert(0, "fold", fold)
         table.insert(0, "patient_id", [r.patient_id for r in test])
@@ -111,7 +111,7 @@ def export_fold(
     for (pid, m), node in weights.items():
         extra = {k: v for k, v in node.columns.items() if k != "importance"}
         cols = patch_importance(store.get(pid, m), node.importance, extra)
-        write_csv(pd.DataFrame(cols), out_dir / "importance" / cfg["aggregator"] / f"{pid}.{m}.csv")
+        write_csv(pd.DataFrame(cols), out_dir / "importance" / cfg.aggregator / f"{pid}.{m}.csv")
         offsets[pid] = {
             "patient_id": pid,
             "fold": fold,
@@ -156,17 +156,17 @@ def fold_exports(fold: int, aggregator: str, test, modalities) -> list[str]:
     return files
 
 
-def fold_unit_config(cfg: Mapping) -> dict:
+def fold_unit_config(cfg: TrainingConfig) -> dict:
     """What a finished fold must match: the checkpoint's fingerprint (the settings that
     change what is learnt) and the importance mode its exports were traced with (another
     mode re-exports the finished model from its checkpoint, without retraining)."""
     return {
-        "model": config_fingerprint(cfg, exclude=RUNTIME_KEYS),
-        "importance": cfg["importance"],
+        "model": cfg.fingerprint(),
+        "importance": cfg.importance,
     }
 
 
-def finished_fold(out: Path, k: int, cfg: Mapping) -> float | None:
+def finished_fold(out: Path, k: int, cfg: TrainingConfig) -> float | None:
     """The test C-index of a fold that finished with this configuration and intact exports,
     or None when the fold must run (again)."""
     ledger = run_ledger(out)
@@ -202,10 +202,10 @@ def collect_risks(
 
 
 def finish_run(
-    run: RunRecord, out: Path, fold_ids, cfg: Mapping, repeat_of, fold_c
+    run: RunRecord, out: Path, fold_ids, cfg: TrainingConfig, repeat_of, fold_c
 ) -> pd.DataFrame:
     """``risks.csv`` from the folds' embeddings, and the fold C-indices in ``run.json``."""
-    risks = collect_risks(out, fold_ids, cfg["aggregator"], cfg["modalities"], repeat_of)
+    risks = collect_risks(out, fold_ids, cfg.aggregator, cfg.modalities, repeat_of)
     write_csv(risks, out / "risks.csv")
     run.update(
         results={

@@ -136,7 +136,7 @@ def load_fold_model(run_dir: str | os.PathLike, fold: int, device: str = "cpu"):
     from radiopath.io import read_cohort
     from radiopath.models.multimodal import CLINICAL
     from radiopath.runtime import resolve_device
-    from radiopath.training.config import DEFAULT_CONFIG
+    from radiopath.training.config import DEFAULT_CONFIG, resolve_training_config
     from radiopath.training.cv import _training_inputs, clinical_table
     from radiopath.training.fold_unit import fold_clinical
     from radiopath.training.folds import read_folds
@@ -144,11 +144,12 @@ def load_fold_model(run_dir: str | os.PathLike, fold: int, device: str = "cpu"):
 
     run_dir = Path(run_dir)
     record = json.loads((run_dir / "run.json").read_text())["config"]
-    cfg = {k: v for k, v in record.items() if k in DEFAULT_CONFIG}  # the training config
+    # the run's training configuration: resolving a resolved one gives it back
+    cfg = resolve_training_config({k: v for k, v in record.items() if k in DEFAULT_CONFIG})
     ckpt = run_dir / "checkpoints" / f"fold_{fold}.pt"
     if not ckpt.exists():
         raise RadiopathInputError("no checkpoint of this fold", path=ckpt)
-    cohort = read_cohort(record["cohort"], strict=cfg["strict"])
+    cohort = read_cohort(record["cohort"], strict=cfg.strict)
     if record["graphs"] == "memory":
         raise RadiopathInputError(
             "the run's graphs were built in memory; rebuild them to a folder to reload a fold",
@@ -156,7 +157,7 @@ def load_fold_model(run_dir: str | os.PathLike, fold: int, device: str = "cpu"):
             field="graphs",
         )
     graphs = Path(record["graphs"]).parent
-    clinical = clinical_table(cohort, cfg) if CLINICAL in cfg["modalities"] else None
+    clinical = clinical_table(cohort, cfg) if CLINICAL in cfg.modalities else None
     # the run's patients, graphs and input widths, found as training found them
     inputs = _training_inputs(cohort, graphs, cfg, False, clinical)
     records, store, in_channels = inputs.records, inputs.store, dict(inputs.in_channels)

@@ -26,6 +26,7 @@ import torch
 from radiopath.models.multimodal import CLINICAL
 from radiopath.runkit import file_fingerprint, run_ledger
 from radiopath.runtime import resolve_device
+from radiopath.training.config import TrainingConfig
 from radiopath.training.data import (
     ClinicalStore,
     GraphStore,
@@ -59,7 +60,7 @@ class FoldContext:
         training patients (:func:`fold_clinical`).
     """
 
-    cfg: dict
+    cfg: TrainingConfig
     in_channels: dict[str, int]
     missing_indicator: bool
     out_dir: Path
@@ -108,7 +109,7 @@ def _store(ctx: FoldContext) -> GraphStore:
 
 
 def fold_clinical(
-    store, frame: pd.DataFrame, train: Sequence[PatientRecord], cfg: Mapping
+    store, frame: pd.DataFrame, train: Sequence[PatientRecord], cfg: TrainingConfig
 ) -> tuple[ClinicalStore, int]:
     """``store`` with the fold's encoded clinical vectors, and their width: the
     preprocessor (imputation, ordinal codes, one-hot, scaling) is fitted on the fold's
@@ -116,7 +117,7 @@ def fold_clinical(
     from radiopath.clinical.preprocess import ClinicalPreprocessor
 
     train_ids = [r.patient_id for r in train if CLINICAL in r.modalities]
-    pre = ClinicalPreprocessor(scaling=cfg["clinical"]["scaling"])
+    pre = ClinicalPreprocessor(scaling=cfg.clinical.scaling)
     pre.fit(frame.loc[train_ids])
     x = torch.as_tensor(pre.transform(frame), dtype=torch.float32)
     return ClinicalStore(store, dict(zip(frame.index.astype(str), x))), int(x.shape[1])

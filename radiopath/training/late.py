@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,19 +36,20 @@ import pandas as pd
 from radiopath.config import RunRecord
 from radiopath.io import Cohort, FoldEmbeddings, read_fold_embeddings, write_fold_embeddings
 from radiopath.runkit import run_ledger, write_csv
+from radiopath.training.config import TrainingConfig
 from radiopath.training.folds import fold_repeats
 
 log = logging.getLogger(__name__)
 
 
-def _unimodal_config(cfg: Mapping, modality: str) -> dict:
-    return {**cfg, "fusion": "concat", "modalities": [modality]}
+def _unimodal_config(cfg: TrainingConfig, modality: str) -> TrainingConfig:
+    return replace(cfg, fusion="concat", modalities=(modality,))
 
 
 def train_late_fusion(
     cohort: Cohort,
     graphs_dir,
-    cfg: Mapping,
+    cfg: TrainingConfig,
     out: Path,
     folds,
     device: str,
@@ -70,7 +71,7 @@ def train_late_fusion(
     )
     from radiopath.training.predict import c_index
 
-    modalities = list(cfg["modalities"])
+    modalities = list(cfg.modalities)
     out.mkdir(parents=True, exist_ok=True)
     # graphs built in memory once, for every unimodal model
     inputs = _training_inputs(cohort, graphs_dir, cfg, progress, clinical)
@@ -80,7 +81,7 @@ def train_late_fusion(
         train_cross_validated(
             cohort,
             shared,
-            aggregator=cfg["aggregator"],
+            aggregator=cfg.aggregator,
             modalities=[m],
             out_dir=out / "unimodal" / m,
             config=_unimodal_config(cfg, m),
@@ -95,18 +96,18 @@ def train_late_fusion(
     fold_ids = sorted(repeat_of)
     weights_rows, fold_c = [], {}
     with RunRecord(
-        out, command="train", config={**cfg, "cohort": str(cohort.path)}, seed=cfg["seed"]
+        out, command="train", config={**cfg.to_dict(), "cohort": str(cohort.path)}, seed=cfg.seed
     ) as run:
         for k in fold_ids:
-            fused, rows = combine_fold(out, k, modalities, cfg["late"]["weights"])
+            fused, rows = combine_fold(out, k, modalities, cfg.late.weights)
             write_fold_embeddings(out / "embeddings" / f"fold_{k}.npz", fused)
             weights_rows += rows
             test = fused.part("test")
             fold_c[k] = c_index(test.time, test.event, test.risk)
         write_csv(pd.DataFrame(weights_rows), out / "late_weights.csv")
-        _gather_importance(out, modalities, cfg["aggregator"])
+        _gather_importance(out, modalities, cfg.aggregator)
         risks = finish_run(run, out, fold_ids, cfg, repeat_of, fold_c)
-    return TrainingResult(out, dict(cfg), table, risks, fold_c)
+    return TrainingResult(out, cfg, table, risks, fold_c)
 
 
 def _selection_c_index(run_dir: Path, fold: int, emb: FoldEmbeddings) -> float:

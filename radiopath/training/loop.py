@@ -25,9 +25,9 @@ from tqdm.auto import tqdm
 from radiopath.errors import RadiopathInputError
 from radiopath.models.losses import cox_loss_with_memory, discrete_time_bins, horizon_labels
 from radiopath.models.multimodal import MultimodalSurvivalModel
-from radiopath.runkit import config_fingerprint, torch_save, write_csv
+from radiopath.runkit import torch_save, write_csv
 from radiopath.runtime import intra_op_threads
-from radiopath.training.config import RUNTIME_KEYS, aggregator_options, training_horizon
+from radiopath.training.config import TrainingConfig, training_horizon
 from radiopath.training.data import (
     GraphStore,
     MappedGraphStore,
@@ -49,33 +49,38 @@ log = logging.getLogger(__name__)
 
 
 def build_model(
-    cfg: Mapping, in_channels: Mapping[str, int], missing_indicator: bool
+    cfg: TrainingConfig, in_channels: Mapping[str, int], missing_indicator: bool
 ) -> MultimodalSurvivalModel:
-    """The model a configuration describes."""
+    """The model a configuration describes (the configuration's names become the model's
+    keyword arguments here, and nowhere else)."""
+    pool = cfg.pooling
     return MultimodalSurvivalModel(
-        {m: in_channels[m] for m in cfg["modalities"]},
-        cfg["aggregator"],
-        hidden_channels=cfg["hidden"],
-        ratio=cfg["ratio"],
-        conv=cfg["conv"],
-        use_graph=cfg["use_graph"],
-        dropout=cfg["dropout"],
-        aggregator_options=aggregator_options(cfg),
-        head=cfg["head"],
-        n_bins=cfg["n_bins"],
+        {m: in_channels[m] for m in cfg.modalities},
+        cfg.aggregator,
+        hidden_channels=cfg.hidden,
+        ratio=cfg.ratio.to_dict(),
+        conv=cfg.conv.to_dict(),
+        use_graph=cfg.use_graph,
+        dropout=cfg.dropout,
+        aggregator_options=cfg.aggregator_options(),
+        head=cfg.head,
+        n_bins=cfg.n_bins,
         missing_indicator=missing_indicator,
-        embedding_norm=cfg["embedding_norm"],
-        input_components=cfg["pca"]["components"] or None,
+        embedding_norm=cfg.embedding_norm,
+        input_components=cfg.pca.components or None,
         encoder_options={
-            **{k: v for k, v in cfg["pooling"].items() if k != "lr_scale"},
-            "importance": cfg["importance"],
-            "center": cfg["center"],
+            "nonlinearity": pool.nonlinearity,
+            "multiplier": pool.multiplier,
+            "dropout_position": pool.dropout_position,
+            "score_noise": pool.score_noise,
+            "importance": cfg.importance,
+            "center": cfg.center,
         },
-        fusion=cfg["fusion"],
-        fusion_hidden=cfg["fusion_hidden"],
-        clinical_hidden=tuple(cfg["clinical"]["hidden"]),
-        clinical_dropout=float(cfg["clinical"]["dropout"]),
-        unimodal_heads=float(cfg["unimodal_loss"]) > 0 and len(cfg["modalities"]) > 1,
+        fusion=cfg.fusion,
+        fusion_hidden=cfg.fusion_hidden,
+        clinical_hidden=tuple(cfg.clinical.hidden),
+        clinical_dropout=float(cfg.clinical.dropout),
+        unimodal_heads=float(cfg.unimodal_loss) > 0 and len(cfg.modalities) > 1,
     )
 
 
@@ -136,13 +141,12 @@ def validation_split(
     return [records[i] for i in sorted(train_idx)], [records[i] for i in sorted(val_idx)]
 
 
-def schedule_epochs(cfg: Mapping, n_train: int) -> int:
-    """Epochs to run: ``cfg["epochs"]``, or enough for ``cfg["steps"]`` optimiser steps."""
-    steps = cfg.get("steps")
-    if steps is None:
-        return int(cfg["epochs"])
-    per_epoch = n_train // cfg["batch_size"] + (1 if n_train % cfg["batch_size"] >= 2 else 0)
-    return max(1, math.ceil(int(steps) / max(per_epoch, 1)))
+def schedule_epochs(cfg: TrainingConfig, n_train: int) -> int:
+    """Epochs to run: ``cfg.epochs``, or enough for ``cfg.steps`` optimiser steps."""
+    if cfg.steps is None:
+        return int(cfg.epochs)
+    per_epoch = n_train // cfg.batch_size + (1 if n_train % cfg.batch_size >= 2 else 0)
+    return max(1, math.ceil(int(cfg.steps) / max(per_epoch, 1)))
 
 
 def fit_fold(
@@ -150,7 +154,7 @@ def fit_fold(
     train: Sequence[PatientRecord],
     test: Sequence[PatientRecord],
     store: GraphStore,
-    cfg: Mapping,
+    cfg: TrainingConfig,
     *,
     in_channels: Mapping[str, int],
     missing_indicator: bool,
@@ -166,14 +170,14 @@ def fit_fold(
     for monitoring only: training always runs the configured number of epochs) and
     ``checkpoints/fold_<k>.pt``. With ``resume`` an existing checkpoint of the same
     configuration is continued (or, if finished, loaded). Training and prediction run
-    with ``cfg["num_threads"]`` torch intra-op threads on the CPU (default 1, ``None``:
+    with ``cfg.num_threads`` torch intra-op threads on the CPU (default 1, ``None``:
     torch's default; see :func:`intra_op_threads`); the caller's setting is restored. On
-    the CPU, ``cfg["tune_malloc"]`` (default True) makes glibc keep freed memory for reuse
+    the CPU, ``cfg.tune_malloc`` (default True) makes glibc keep freed memory for reuse
     (:func:`~radiopath.training.memory.tune_cpu_malloc`).
     """
-    if device.type == "cpu" and cfg.get("tune_malloc", True):
+    if device.type == "cpu" and cfg.tune_malloc:
         tune_cpu_malloc()
-    with intra_op_threads(cfg.get("num_threads", 1), device):
+    with intra_op_threads(cfg.num_threads, device):
         return _fit_fold(
             fold,
             train,
@@ -193,7 +197,7 @@ def _fit_input_map(model: MultimodalSurvivalModel, train, store, cfg) -> None:
     """Fit each modality's input map on the training patients: standardisation, then (with
     ``pca.components``) the principal components, as many as the model's encoder reads."""
     for m in model.graph_modalities:
-        if cfg["standardize"]:
+        if cfg.standardize:
             model.set_feature_scaling(m, *feature_statistics(train, store, m))
         scale = model.input_map(m)
         if len(scale) == 3:
@@ -204,8 +208,8 @@ def _fit_input_map(model: MultimodalSurvivalModel, train, store, cfg) -> None:
                 scale[2].shape[1],
                 scale[0],
                 scale[1],
-                center=bool(cfg["center"]),
-                whiten=bool(cfg["pca"]["whiten"]),
+                center=bool(cfg.center),
+                whiten=bool(cfg.pca.whiten),
             )
             model.set_input_components(m, components)
 
@@ -215,7 +219,7 @@ class _FoldRun:
     """One fold's training state: what a checkpoint saves and a resumed run restores."""
 
     fold: int
-    cfg: Mapping
+    cfg: TrainingConfig
     model: MultimodalSurvivalModel
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -261,17 +265,16 @@ def _fit_fold(
     ckpt_path = out_dir / "checkpoints" / f"fold_{fold}.pt"
     log_path = out_dir / "logs" / f"fold_{fold}.csv"
     ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-    fingerprint = config_fingerprint(cfg, exclude=RUNTIME_KEYS)
-    seed = int(cfg["seed"]) * 1000 + fold
+    fingerprint = cfg.fingerprint()
+    seed = int(cfg.seed) * 1000 + fold
     # every generator a checkpoint saves, so a fold's checkpoint is the same file whichever
     # process (or executor worker) trained it
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
     random.seed(seed)
-    val_cfg = cfg["validation"]
-    train, inner_val = validation_split(train, float(val_cfg["fraction"]), seed)
+    train, inner_val = validation_split(train, float(cfg.validation.fraction), seed)
     n_epochs = schedule_epochs(cfg, len(train))
-    first_eligible = int(math.floor(float(val_cfg["start"]) * n_epochs))
+    first_eligible = int(math.floor(float(cfg.validation.start) * n_epochs))
     state = read_checkpoint(ckpt_path, device) if resume and ckpt_path.exists() else None
     if state is not None and state.get("fingerprint") != fingerprint:
         raise RadiopathInputError(
@@ -295,9 +298,9 @@ def _fit_fold(
         row = _train_epoch(run, train, fold_store, epoch, seed)
         if inner_val:
             _score_inner_validation(run, row, inner_val, fold_store, epoch >= first_eligible)
-        if test and cfg.get("monitor_test", True):
+        if test and cfg.monitor_test:
             risk, _, _ = predict(
-                model, test, fold_store, device, cfg["batch_size"], run.amp, num_threads=None
+                model, test, fold_store, device, cfg.batch_size, run.amp, num_threads=None
             )
             row["val_c_index"] = c_index([r.time for r in test], [r.event for r in test], risk)
         row["seconds"] = _time.perf_counter() - tic
@@ -319,7 +322,7 @@ def _keep_selected(run: _FoldRun, fold: int, inner_val: bool, n_epochs: int) -> 
     """With an inner validation split, load the best eligible epoch's state (model selection
     never sees the test fold); record which epoch the model is and its validation C-index
     (late fusion's ``c_index`` weights)."""
-    model, metric = run.model, run.cfg["validation"]["metric"]
+    model, metric = run.model, run.cfg.validation.metric
     selected = inner_val and run.best["model"] is not None
     if selected:
         model.load_state_dict(run.best["model"])
@@ -345,30 +348,30 @@ def _start_fold(
     model = build_model(cfg, in_channels, missing_indicator)
     if fit_map:
         _fit_input_map(model, train, store, cfg)
-    if cfg["head"] == "discrete":
+    if cfg.head == "discrete":
         model.bin_edges.copy_(
-            discrete_time_bins([r.time for r in train], [r.event for r in train], cfg["n_bins"])
+            discrete_time_bins([r.time for r in train], [r.event for r in train], cfg.n_bins)
         )
-    if cfg["head"] == "binary":
+    if cfg.head == "binary":
         model.set_horizon(*horizon_weighting(train, training_horizon(cfg)))
     model.to(device)
-    amp = bool(cfg["amp"]) and device.type == "cuda"
+    amp = bool(cfg.amp) and device.type == "cuda"
     groups = parameter_groups(
         model,
-        cfg["lr"],
-        float(cfg["pooling"]["lr_scale"]),
-        float(cfg["attention_lr_scale"]),
-        float(cfg["fusion_lr_scale"]),
+        cfg.lr,
+        float(cfg.pooling.lr_scale),
+        float(cfg.attention_lr_scale),
+        float(cfg.fusion_lr_scale),
     )
-    if cfg["optimizer"]["name"] == "sgd":
+    if cfg.optimizer.name == "sgd":
         optimizer = torch.optim.SGD(
             groups,
-            lr=cfg["lr"],
-            momentum=float(cfg["optimizer"]["momentum"]),
-            weight_decay=cfg["weight_decay"],
+            lr=cfg.lr,
+            momentum=float(cfg.optimizer.momentum),
+            weight_decay=cfg.weight_decay,
         )
     else:
-        optimizer = torch.optim.Adam(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     run = _FoldRun(
         fold,
         cfg,
@@ -379,7 +382,7 @@ def _start_fold(
         device,
         amp,
     )
-    if cfg["cox_memory"] and cfg["head"] == "cox":
+    if cfg.cox_memory and cfg.head == "cox":
         # risk sets over the whole training fold (cox_loss_with_memory); the memory starts
         # empty at each fold, and fills as patients are seen
         run.position = {r.patient_id: i for i, r in enumerate(train)}
@@ -462,11 +465,11 @@ def _train_epoch(run: _FoldRun, train, store, epoch: int, seed: int) -> dict:
     # modality dropout draws from its own stream, so the batch order is that of a run
     # without it
     drop_gen = torch.Generator().manual_seed(seed * 10_000 + epoch + 7_919)
-    unimodal = epoch < int(float(cfg["staged"]["unimodal_fraction"]) * run.n_epochs)
+    unimodal = epoch < int(float(cfg.staged.unimodal_fraction) * run.n_epochs)
     sums: dict[str, float] = {}
     n_seen = 0
     seen_time, seen_event, seen_risk = [], [], []
-    for step, chunk in enumerate(_batches(train, cfg["batch_size"], gen)):
+    for step, chunk in enumerate(_batches(train, cfg.batch_size, gen)):
         if len(chunk) < 2:
             # A lone patient is its own risk set: its Cox partial likelihood is 0, and
             # batch normalisation needs two patients. Skipping it loses nothing.
@@ -477,7 +480,7 @@ def _train_epoch(run: _FoldRun, train, store, epoch: int, seed: int) -> dict:
             step,
             drop_gen,
             unimodal=unimodal,
-            dropout=cfg["modality_dropout"],
+            dropout=cfg.modality_dropout,
         )
         batch = collate(chunk, store, model.modalities).to(run.device)
         parts, risk = _train_step(run, chunk, batch, epoch)
@@ -514,15 +517,15 @@ def _train_step(run: _FoldRun, chunk, batch, epoch: int) -> tuple[dict, torch.Te
             batch.event,
             memory.risk[others],
             memory.time[others],
-            ties=cfg["ties"],
+            ties=cfg.ties,
         )
     else:
-        surv = model.survival_loss(out, batch.time, batch.event, ties=cfg["ties"])
+        surv = model.survival_loss(out, batch.time, batch.event, ties=cfg.ties)
     loss = surv + out.aux_loss.float()
     extra = {}
     if out.unimodal:
-        extra["unimodal_loss"] = model.unimodal_loss(out, batch.time, batch.event, cfg["ties"])
-        loss = loss + float(cfg["unimodal_loss"]) * extra["unimodal_loss"].float()
+        extra["unimodal_loss"] = model.unimodal_loss(out, batch.time, batch.event, cfg.ties)
+        loss = loss + float(cfg.unimodal_loss) * extra["unimodal_loss"].float()
     if not torch.isfinite(loss):
         raise FloatingPointError(
             f"fold {run.fold}, epoch {epoch}: the loss is {float(loss)} "
@@ -544,7 +547,7 @@ def _score_inner_validation(run: _FoldRun, row: dict, records, store, eligible: 
     eligible epoch so far (model selection never sees the outer test fold)."""
     score = _validation_score(run.model, records, store, run.device, run.cfg, run.amp)
     row["inner_val_c_index"], row["inner_val_loss"] = score
-    value = score[0] if run.cfg["validation"]["metric"] == "c_index" else -score[1]
+    value = score[0] if run.cfg.validation.metric == "c_index" else -score[1]
     if eligible and np.isfinite(value) and value > run.best["score"]:
         run.best = {
             "epoch": row["epoch"],
@@ -556,17 +559,17 @@ def _score_inner_validation(run: _FoldRun, row: dict, records, store, eligible: 
 @torch.no_grad()
 def _validation_score(model, records, store, device, cfg, amp) -> tuple[float, float]:
     """(C-index, survival loss) of ``records`` in evaluation mode."""
-    risk, _, _ = predict(model, records, store, device, cfg["batch_size"], amp, num_threads=None)
+    risk, _, _ = predict(model, records, store, device, cfg.batch_size, amp, num_threads=None)
     time = torch.tensor([r.time for r in records], dtype=torch.float32)
     event = torch.tensor([r.event for r in records], dtype=torch.long)
     from radiopath.models.losses import binary_horizon_loss, cox_loss
 
     scores = torch.as_tensor(risk, dtype=torch.float32)
-    if cfg["head"] == "binary":
+    if cfg.head == "binary":
         loss = binary_horizon_loss(
             scores, time, event, float(model.horizon), float(model.pos_weight)
         )
     else:
-        loss = cox_loss(scores, time, event, ties=cfg["ties"])
+        loss = cox_loss(scores, time, event, ties=cfg.ties)
     loss = float(loss)
     return c_index(time.numpy(), event.numpy(), risk), loss

@@ -157,6 +157,6 @@ def test_default_recipe_sparra_beats_mean_pooling_on_a_confounded_cohort(tmp_pat
         config={"n_folds": 3, "seed": 0},
         progress=False,
     )
-    assert result.config["preset"] == "learned" and result.config["steps"] == 400
+    assert result.config.preset == "learned" and result.config.steps == 400
     assert result.mean_c_index > ceilings["mean_pooling"] + 0.05
     assert importance_auc(result, tmp_path / "cohort") > 0.6

@@ -81,7 +81,7 @@ def test_model_with_components_equals_the_model_fed_projected_features():
     auto = MultimodalSurvivalModel(widths, "mean", input_components="auto")
     got = {m: auto.encoders[m].in_channels for m in widths}
     assert got == {"wsi": 3, "ct": 32, "a": 8, "b": 16, "c": 256}
-    assert resolve_training_config({})["pca"]["components"] == "auto"
+    assert resolve_training_config({}).pca.components == "auto"
     with pytest.raises(ValueError, match="do not fit"):
         model.set_input_components("wsi", torch.randn(6, 4))
     comp = torch.randn(6, 3)

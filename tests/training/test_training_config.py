@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from config_checks import empty_or_absent, refused, write_yaml
+from config_checks import ROOT, empty_or_absent, refused, write_yaml
 
 from radiopath.cli import main
 from radiopath.config import check_known_keys
@@ -17,7 +17,13 @@ from radiopath.config_rules import leaf_keys, nested
 from radiopath.errors import RadiopathInputError
 from radiopath.models.aggregators import AGGREGATORS
 from radiopath.training import train_cross_validated
-from radiopath.training.config import DEFAULT_CONFIG, PRESETS, allowed_keys, resolve_training_config
+from radiopath.training.config import (
+    DEFAULT_CONFIG,
+    PRESETS,
+    TrainingConfig,
+    allowed_keys,
+    resolve_training_config,
+)
 from radiopath.training.config import DEFAULT_CONFIG as TRAINING_DEFAULTS
 
 # keys whose wrong value belongs to another key's message, with that key
@@ -63,7 +69,7 @@ def test_the_defaults_and_every_preset_pass():
 
     for preset in PRESETS:
         cfg = resolve_training_config({"preset": preset})
-        assert cfg["preset"] == preset and cfg["modalities"] == DEFAULT_CONFIG["modalities"]
+        assert cfg.preset == preset and list(cfg.modalities) == DEFAULT_CONFIG["modalities"]
 
 
 # the top level, each aggregator's section and a per-modality setting: a typo at depth
@@ -122,7 +128,8 @@ def test_fingerprint_ignores_runtime_keys_only():
     from radiopath.training.config import RUNTIME_KEYS, resolve_training_config
 
     def fingerprint(cfg):
-        return config_fingerprint(cfg, exclude=RUNTIME_KEYS)
+        assert cfg.fingerprint() == config_fingerprint(cfg.to_dict(), exclude=RUNTIME_KEYS)
+        return cfg.fingerprint()
 
     cfg = resolve_training_config({})
     runtime = resolve_training_config({"num_threads": 2, "monitor_test": False})
@@ -204,7 +211,7 @@ def test_training_refuses_unknown_keys(config, field, allowed):
 def test_training_refuses_a_section_that_is_not_a_mapping():
     with refused("sparra"):
         resolve_training_config({"sparra": True})
-    assert resolve_training_config({"ratio": 0.5})["ratio"] == {"wsi": 0.5, "ct": 0.5}
+    assert resolve_training_config({"ratio": 0.5}).ratio.to_dict() == {"wsi": 0.5, "ct": 0.5}
 
 
 def test_training_presets_and_aggregator_sections_are_known_keys():
@@ -237,3 +244,144 @@ def test_train_cli_refuses_a_typo_before_writing(small_cohort, tmp_path):
     assert result.exit_code == 2, result.output
     assert "field 'sparra.alpah0'" in result.output and "'alpha0'" in result.output
     assert empty_or_absent(out)
+
+
+# the typed tree: every key declared once, with its rule (or conversion) and its doc
+RULES = TrainingConfig.rules()
+CANDIDATES = ("wrong", 12345, -1, 1.5, 0, [], ["wrong"], True)
+
+
+def _wrong_for(rule):
+    return next(v for v in CANDIDATES if not rule.accepts(v))
+
+
+@pytest.mark.parametrize("key", list(RULES))
+def test_every_rule_refuses_a_wrong_value_naming_the_key_and_the_allowed_values(key):
+    rule = RULES[key]
+    with pytest.raises(RadiopathInputError) as err:
+        resolve_training_config(nested(key, _wrong_for(rule)))
+    assert err.value.field == key and rule.describe() in err.value.reason
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("aggregator", "maxpool", "unknown aggregator 'maxpool'"),
+        ("aggregator", ["sparra"], "unknown aggregator"),
+        ("modalities", 3, "must be a list of modalities"),
+        ("modalities", "wsi,wsi", "listed twice"),
+        ("modalities", [], "no modality given"),
+        ("graph_preset", "no-such-graph-preset", None),
+    ],
+)
+def test_keys_checked_by_their_conversion_are_refused_by_name(key, value, reason):
+    assert key not in RULES
+    with pytest.raises(RadiopathInputError) as err:
+        resolve_training_config({key: value})
+    assert err.value.field.split(".")[0] == key
+    assert reason is None or reason in err.value.reason
+
+
+def test_every_leaf_has_a_rule_or_a_conversion_and_a_doc():
+    from dataclasses import fields
+
+    def leaves(cls, prefix=""):
+        for f in fields(cls):
+            sub = f.metadata.get("section")
+            yield from leaves(sub, f"{prefix}{f.name}.") if sub else [(prefix + f.name, f)]
+
+    keys = []
+    for key, f in leaves(TrainingConfig):
+        keys.append(key)
+        meta = f.metadata
+        assert meta["doc"] and (meta["rule"] or meta["convert"] or meta["allowed"]), key
+    assert keys == [k for k, _ in LEAVES if k != "mean"]  # mean: a section with no key
+
+
+def test_the_reference_page_is_generated_from_the_declarations():
+    from radiopath.config_rules import leaf_keys
+    from radiopath.training.config import reference_page
+
+    page = ROOT / "docs" / "config-training.md"
+    assert page.read_text() == reference_page(), (
+        "docs/config-training.md is out of date; regenerate it (command at its top)"
+    )
+    for key, value in leaf_keys(DEFAULT_CONFIG):  # every key is documented
+        assert f"| `train.{key}` |" in page.read_text() or value == {}, key
+    assert "## `train.mean`" in page.read_text()
+
+
+def test_runtime_keys_are_marked_in_their_docs():
+    from radiopath.training.config import RUNTIME, RUNTIME_KEYS
+
+    assert set(RUNTIME_KEYS) == {
+        "monitor_test",
+        "cache_graphs",
+        "cache_limit_gb",
+        "strict",
+        "amp",
+        "num_threads",
+        "tune_malloc",
+        "importance",
+    }
+    page = (ROOT / "docs" / "config-training.md").read_text()
+    for key in RUNTIME_KEYS:
+        assert f"| `train.{key}` |" in page and RUNTIME in page.split(f"`train.{key}`")[1]
+
+
+def test_a_built_configuration_is_frozen_and_round_trips():
+    import dataclasses
+    import json
+    import pickle
+
+    cfg = resolve_training_config(
+        {"ratio": 0.3, "clinical": {"columns": ["age"]}}, aggregator="abmil", modalities="wsi"
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.sparra.alpha0 = 3.0  # type: ignore[misc]
+    assert cfg.modalities == ("wsi",) and cfg.clinical.columns == ("age",)
+    assert cfg.to_dict()["modalities"] == ["wsi"] and cfg.to_dict()["ratio"] == {
+        "wsi": 0.3,
+        "ct": 0.3,
+    }
+    assert list(cfg.to_dict()) == list(DEFAULT_CONFIG)
+    assert resolve_training_config(cfg.to_dict()) == cfg  # resolving a record gives it back
+    assert resolve_training_config(cfg) is cfg
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
+    assert json.loads(json.dumps(cfg.to_dict())) == cfg.to_dict()
+
+
+def test_layers_keep_todays_semantics():
+    # a None value is ignored at any depth; the flags win over the file
+    cfg = resolve_training_config(
+        {"lr": None, "sparra": {"alpha0": None}, "epochs": 3}, seed=None, lr=0.01
+    )
+    assert cfg.lr == 0.01 and cfg.sparra.alpha0 == 2.0 and cfg.seed == 0
+    # epochs named without steps run epochs; steps named too keep the steps
+    assert cfg.steps is None and cfg.epochs == 3
+    assert resolve_training_config({"epochs": 3, "steps": 7}).steps == 7
+    assert resolve_training_config({}).steps == PRESETS["learned"]["steps"]
+    # a built configuration is the base of the flags laid over it, validated again
+    over = resolve_training_config(cfg, aggregator="mean", ratio=0.4)
+    assert (over.aggregator, over.ratio.wsi, over.lr) == ("mean", 0.4, 0.01)
+    with refused("sparra.alpah0", "alpha0"):
+        resolve_training_config(cfg, sparra={"alpah0": 1.0})
+    with refused("conv.wsi"):
+        resolve_training_config(cfg, conv="sage")
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_preset_builds_and_its_dict_is_the_layered_dict(preset):
+    """to_dict() is the dict the earlier resolver built by deep-merging the layers: the same
+    keys, order and values (run records and fingerprints stay byte-identical)."""
+    import json
+
+    from radiopath.config import deep_merge
+
+    cfg = resolve_training_config({"preset": preset})
+    layered = deep_merge(deep_merge(DEFAULT_CONFIG, PRESETS[preset]), {"preset": preset})
+    assert json.dumps(cfg.to_dict()) == json.dumps(layered)
+    assert TrainingConfig.from_mapping(PRESETS[preset]).to_dict() == {
+        **layered,
+        "preset": "learned",
+    }
