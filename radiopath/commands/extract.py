@@ -138,7 +138,8 @@ def extract(
 
     Writes OUT/embeddings/*.h5, OUT/cohort.csv (pointing at them, ready for
     `radiopath graphs`), OUT/extract_report.csv and OUT/run.json. A missing or unreadable
-    image is reported and skipped unless --strict.
+    image is reported and skipped unless --strict. Every key of --config, with its default
+    and the values it takes: docs/config-extract.md.
     """
     from radiopath.extract import extract_cohort
     from radiopath.extract.config import ExtractConfig, resolve_extract_config

@@ -151,3 +151,11 @@ def test_the_reference_page_is_generated_from_the_declarations():
     )
     for key, _ in leaf_keys(DEFAULTS):  # every key is documented
         assert f"| `{key}` |" in page.read_text()
+
+
+def test_every_flag_of_radiopath_extract_sets_a_key():
+    from radiopath.commands.extract import extract as command
+
+    run_options = {"cohort_csv", "out", "config_file", "no_progress", "executor_name", "address"}
+    flags = {p.name for p in command.params} - run_options
+    assert flags and flags <= set(DEFAULTS) - {"executor"}  # --executor/--address build executor
