@@ -44,14 +44,16 @@ TRACKED_PACKAGES = (
 )
 
 
-def deep_merge(base: Mapping, override: Mapping) -> dict:
-    """Recursively merge ``override`` into a copy of ``base``; ``None`` values are ignored."""
+def deep_merge(base: Mapping, override: Mapping, *, skip_none: bool = True) -> dict:
+    """Recursively merge ``override`` into a copy of ``base``; ``None`` values are ignored
+    (unset flags), or with ``skip_none=False`` set the key to None (a file's ``null``) --
+    except over a section (a mapping), which a None leaves as it is."""
     out = copy.deepcopy(dict(base))
     for key, value in override.items():
-        if value is None:
+        if value is None and (skip_none or isinstance(out.get(key), Mapping)):
             continue
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value, skip_none=skip_none)
         else:
             out[key] = copy.deepcopy(value)
     return out

@@ -7,8 +7,8 @@ A stage declares its configuration as ``@dataclass(frozen=True)`` classes derivi
 defaults (or over another built configuration: defaults <- preset <- file <- flags), refusing
 an unknown key at any depth (with a did-you-mean) and a value that breaks its rule, both
 named by the dotted key; :meth:`TypedConfig.to_dict` gives the plain nested dict back (lists
-for grids), the form run records and fingerprints are written in; :func:`reference_table`
-documents every key from the same declarations.
+for grids, dicts for mapping values), the form run records and fingerprints are written in;
+:func:`reference_table` documents every key from the same declarations.
 
     >>> from dataclasses import dataclass
     >>> from radiopath.config_rules import ListOf, Number
@@ -27,27 +27,65 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import MISSING, Field, field, fields
 
-from radiopath.config import check_known_keys, deep_merge
+from radiopath.config import check_known_keys, deep_merge, naming_file
 from radiopath.config_rules import check_rules
 from radiopath.errors import RadiopathInputError
 
-__all__ = ["TypedConfig", "reference_table", "section", "setting"]
+__all__ = [
+    "FrozenMapping",
+    "TypedConfig",
+    "generated_page",
+    "reference_table",
+    "section",
+    "setting",
+]
+
+
+class FrozenMapping(Mapping):
+    """A mapping that cannot change, as a built configuration holds a mapping value (e.g. one
+    setting per modality, ``{"wsi": "uni", "ct": "segvol"}``); hashable and picklable."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping = ()) -> None:
+        self._data = dict(data)
+
+    def __getitem__(self, key):
+        return self._data[key]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._data.items()))
+
+    def __repr__(self) -> str:
+        return f"FrozenMapping({self._data!r})"
 
 
 def _freeze(value):
-    """Lists (grids) as tuples, at any depth, so that a built configuration cannot change."""
+    """Lists (grids) as tuples and mappings as :class:`FrozenMapping`, at any depth, so that
+    a built configuration cannot change."""
     if isinstance(value, (list, tuple)):
         return tuple(_freeze(v) for v in value)
+    if isinstance(value, Mapping):
+        return FrozenMapping({k: _freeze(v) for k, v in value.items()})
     return value
 
 
 def _thaw(value):
-    """Tuples back to lists: the JSON-like form the configuration was given in."""
+    """Tuples back to lists and mappings to dicts: the JSON-like form the configuration was
+    given in."""
     if isinstance(value, (list, tuple)):
         return [_thaw(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
     return value
 
 
@@ -107,16 +145,18 @@ class TypedConfig:
         *,
         base: TypedConfig | None = None,
         file: str | os.PathLike | None = None,
+        null_sets: bool = False,
     ):
         """``data`` (a nested mapping, keys relative to ``path``) laid over ``base`` (default:
-        the defaults); a None value (where its rule allows one) keeps what is below it.
+        the defaults); a None value (where its rule allows one) keeps what is below it (an
+        unset flag), or with ``null_sets`` sets the key to None (a file's explicit ``null``).
 
         Raises
         ------
         RadiopathInputError
             Naming the dotted key (``path.section.key``) of the first unknown key (with the
-            keys allowed there) or value breaking its rule (with the values allowed), and
-            ``file``, the file ``data`` was read from.
+            keys allowed there) or value breaking its rule or its ``convert`` (with the values
+            allowed), and ``file``, the file ``data`` was read from.
         """
         data = {} if data is None else data
         if not isinstance(data, Mapping):
@@ -126,7 +166,16 @@ class TypedConfig:
         check_known_keys(data, cls.known_keys(), path, path=file)
         check_rules(data, cls.rules(), path=file, where=path)
         below = base if base is not None else cls()
-        return cls._build(deep_merge(below.to_dict(), data))
+        with naming_file(file, data, path):
+            return cls._build(deep_merge(below.to_dict(), data, skip_none=not null_sets))
+
+    def with_overrides(self, overrides: Mapping | None, path: str = ""):
+        """``overrides`` (keyword settings, command-line flags) laid over this configuration:
+        every key is checked, a None value counts as not given."""
+        overrides = overrides or {}
+        check_known_keys(overrides, self.known_keys(), path)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return type(self).from_mapping(given, path, base=self) if given else self
 
     @classmethod
     def _build(cls, values: Mapping):
@@ -161,22 +210,43 @@ def _default_text(f: Field) -> str:
 
 def reference_table(cls: type, path: str) -> str:
     """A markdown reference of every key of ``cls`` (a :class:`TypedConfig`): one table per
-    section, with each key's default, allowed values and doc."""
+    section, with each key's default, allowed values and doc; ``path`` is the dotted key of
+    ``cls`` itself ("": its keys are the top level of a file, named as they are)."""
     lines: list[str] = []
     _reference_section(cls, path, (cls.__doc__ or "").strip(), lines)
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _dotted(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
 def _reference_section(cls: type, path: str, doc: str, lines: list[str]) -> None:
     own = [f for f in fields(cls) if f.metadata.get("section") is None]
-    lines += [f"## `{path}`", "", doc.splitlines()[0] if doc else "", ""]
+    lines += [f"## `{path}`" if path else "## Keys", "", doc.splitlines()[0] if doc else "", ""]
     if own:
         lines += ["| key | default | allowed | meaning |", "| --- | --- | --- | --- |"]
         for f in own:
-            cells = (f"`{path}.{f.name}`", f"`{_default_text(f)}`", _allowed(f), f.metadata["doc"])
+            key = _dotted(path, f.name)
+            cells = (f"`{key}`", f"`{_default_text(f)}`", _allowed(f), f.metadata["doc"])
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines.append("")
     for f in fields(cls):
         sub = f.metadata.get("section")
         if sub is not None:
-            _reference_section(sub, f"{path}.{f.name}", f.metadata["doc"], lines)
+            _reference_section(sub, _dotted(path, f.name), f.metadata["doc"], lines)
+
+
+def generated_page(cls: type, path: str, *, title: str, page: str, intro: str) -> str:
+    """A whole reference page (``page``, e.g. ``docs/config-graph.md``): ``title``, the command
+    that regenerates it from the ``reference_page()`` of ``cls``'s module, ``intro``, then
+    :func:`reference_table`."""
+    module = cls.__module__
+    head = (
+        f"# {title}\n\n"
+        f"<!-- generated from {module}.{cls.__name__}; regenerate with\n"
+        f"python -c 'from {module} import reference_page as r; "
+        f'print(r(), end="")\' > {page} -->\n\n'
+        f"{intro}\n\n"
+    )
+    return head + reference_table(cls, path)

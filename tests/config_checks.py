@@ -1,6 +1,7 @@
 """Helpers of the configuration-typo tests (each in the test file of the module it checks):
-``refused(field, allowed)``, the quick benchmark settings ``FAST`` those tests start from, the
-repository ``ROOT``; imported by name, as tests/ is on ``sys.path`` (tests/conftest.py)."""
+``refused(field, allowed)``, ``refused_value(rule)``, the quick benchmark settings ``FAST``
+those tests start from, the repository ``ROOT``; imported by name, as tests/ is on
+``sys.path`` (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,17 @@ def refused(field: str, allowed: str | None = None):
     if allowed is not None:
         pattern += f".*allowed keys: .*'{allowed}'"
     return pytest.raises(RadiopathInputError, match=pattern)
+
+
+# a text, a number, a list, a negative number: one of them breaks any rule of a key
+_WRONG_VALUES = ("wrong", 12345, ["a", "list"], -1.5)
+
+
+def refused_value(rule):
+    """A value that ``rule`` (:mod:`radiopath.config_rules`) refuses: the first of a text, a
+    number, a list and a negative number that it does not accept, so that a key's test
+    follows its declared rule."""
+    return next(v for v in _WRONG_VALUES if not rule.accepts(v))
 
 
 def empty_or_absent(folder: Path) -> bool:

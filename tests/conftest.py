@@ -1,4 +1,5 @@
-"""Shared fixtures: a small synthetic cohort, made once per test session."""
+"""Shared fixtures: a small synthetic cohort and a small synthetic image cohort, each made once
+per test session (when a test first asks for it)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,27 @@ def small_graphs(small_cohort, tmp_path_factory):
     out = tmp_path_factory.mktemp("small_graphs")
     build_cohort_graphs(small_cohort, out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def image_cohort(tmp_path_factory):
+    """A small synthetic image cohort (path to its cohort.csv)."""
+    from radiopath.synthetic_images import make_synthetic_image_cohort
+
+    out = tmp_path_factory.mktemp("image_cohort")
+    return make_synthetic_image_cohort(
+        out, n_patients=8, slide_size=768, ct_shape=(40, 40, 24), seed=5, progress=False
+    )
+
+
+@pytest.fixture(scope="session")
+def extracted_cohort(image_cohort, tmp_path_factory):
+    """The image cohort through ``extract_cohort`` with the hand-crafted encoder."""
+    from radiopath.extract import extract_cohort
+    from radiopath.synthetic_images import IMAGE_MODE_EXTRACT
+
+    out = tmp_path_factory.mktemp("extracted")
+    return extract_cohort(image_cohort, out, progress=False, **IMAGE_MODE_EXTRACT)
 
 
 @pytest.fixture()

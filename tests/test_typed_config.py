@@ -64,3 +64,62 @@ def test_reference_table_lists_every_key_by_section():
     assert "| `x.inner.mode` | `\"a\"` | one of 'a', 'b' | A choice. |" in text
     assert "| `x.scale` | `1.0` | any number | Made positive. |" in text
     assert "| `x.inner.grid` | `[1, 2]` |" in text
+
+
+@dataclass(frozen=True)
+class Flat(TypedConfig):
+    """A flat configuration, keys at the top level of a file."""
+
+    limit: float | None = setting(10.0, Number(low=0, optional=True), "A limit (null: none).")
+    count: int = setting(3, Number(low=1, integer=True), "A count.")
+    names: object = setting("a", doc="A name, or one per modality.", allowed="text or a mapping")
+
+
+def test_nulls_keep_or_set_and_overrides_skip_unset_values():
+    assert Flat.from_mapping({"limit": None}).limit == 10.0  # an unset flag: kept
+    assert Flat.from_mapping({"limit": None}, null_sets=True).limit is None  # a file's null
+    base = Flat.from_mapping({"count": 5})
+    assert base.with_overrides({"count": None, "limit": 2.0}) == Flat(limit=2.0, count=5)
+    assert base.with_overrides({"count": None}) is base
+    with pytest.raises(RadiopathInputError) as err:
+        base.with_overrides({"cuont": None}, "x")  # a typo is refused, set or not
+    assert err.value.field == "x.cuont"
+
+
+def test_mapping_values_are_frozen_and_given_back_as_dicts():
+    import pickle
+
+    cfg = Flat.from_mapping({"names": {"wsi": "uni", "ct": ["a", "b"]}})
+    assert cfg.names == {"wsi": "uni", "ct": ("a", "b")} and hash(cfg) == hash(Flat(**vars(cfg)))
+    with pytest.raises(TypeError):
+        cfg.names["wsi"] = "conch"  # type: ignore[index]
+    assert cfg.to_dict()["names"] == {"wsi": "uni", "ct": ["a", "b"]}
+    assert type(cfg.to_dict()["names"]) is dict and pickle.loads(pickle.dumps(cfg)) == cfg
+
+
+def test_a_convert_error_names_the_file_that_set_the_key():
+    def positive(value):
+        if value < 0:
+            raise RadiopathInputError("must be >= 0", field="x.scale")
+        return value
+
+    @dataclass(frozen=True)
+    class Checked(TypedConfig):
+        scale: float = setting(1.0, doc="Checked by convert.", convert=positive, allowed=">= 0")
+
+    with pytest.raises(RadiopathInputError) as err:
+        Checked.from_mapping({"scale": -1.0}, "x", file="conf.yaml")
+    assert err.value.field == "x.scale" and err.value.path == "conf.yaml"
+
+
+def test_a_top_level_reference_names_keys_as_written_and_a_page_says_how_to_regenerate():
+    from radiopath.typed_config import generated_page
+
+    text = reference_table(Flat, "")
+    assert text.startswith("## Keys\n\nA flat configuration") and "| `count` | `3` |" in text
+    page = generated_page(Flat, "", title="Flat", page="docs/flat.md", intro="Its keys.")
+    assert page.startswith("# Flat\n\n<!-- generated from test_typed_config.Flat;")
+    assert (
+        "import reference_page as r;" in page
+        and "> docs/flat.md -->\n\nIts keys.\n\n## Keys" in page
+    )

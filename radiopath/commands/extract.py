@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from radiopath.cli import executor_options, executor_setting, friendly_errors, main, parse_list
-from radiopath.config import deep_merge, load_config_file
+from radiopath.config import load_config_file
 from radiopath.errors import RadiopathInputError
 
 log = logging.getLogger(__name__)
@@ -138,19 +138,21 @@ def extract(
 
     Writes OUT/embeddings/*.h5, OUT/cohort.csv (pointing at them, ready for
     `radiopath graphs`), OUT/extract_report.csv and OUT/run.json. A missing or unreadable
-    image is reported and skipped unless --strict.
+    image is reported and skipped unless --strict. Every key of --config, with its default
+    and the values it takes: docs/config-extract.md.
     """
     from radiopath.extract import extract_cohort
-    from radiopath.extract.config import DEFAULTS, check_extract_config
+    from radiopath.extract.config import ExtractConfig, resolve_extract_config
 
     flags["encoder"] = parse_per_modality(flags["encoder"], "encoder")
     flags["checkpoint"] = parse_per_modality(flags["checkpoint"], "checkpoint")
     flags["ct_spacing"] = parse_spacing(flags["ct_spacing"])
     flags["executor"] = executor_setting(executor_name, address)
     from_file = load_config_file(config_file) if config_file is not None else {}
-    check_extract_config(from_file, path=config_file)  # the flags: by extract_cohort
-    cfg = deep_merge(deep_merge(DEFAULTS, from_file), flags)
-    new_csv = extract_cohort(cohort_csv, out, progress=not no_progress, **cfg)
+    # defaults <- file <- flags: a bad key is named with the file it came from, a bad flag
+    # by its key alone
+    cfg = resolve_extract_config(ExtractConfig.from_mapping(from_file, file=config_file), flags)
+    new_csv = extract_cohort(cohort_csv, out, cfg, progress=not no_progress)
     report = out / "extract_report.csv"
     import pandas as pd
 

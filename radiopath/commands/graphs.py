@@ -27,8 +27,8 @@ from radiopath.cli import executor_options, executor_setting, friendly_errors, m
     "presets",
     multiple=True,
     help="Preset name (wsi-clustered, wsi-slidegraph, wsi-patch-knn, ct-clustered-3d, "
-    "ct-patch-knn) "
-    "or YAML path; repeat for several modalities. Default: each modality's.",
+    "ct-patch-knn) or YAML path (its keys: docs/config-graph.md); repeat for several "
+    "modalities. Default: each modality's.",
 )
 @click.option("--modalities", help="Comma-separated imaging modalities (default: all present).")
 @click.option(

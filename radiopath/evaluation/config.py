@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from radiopath.config_rules import Either, Flag, ListOf, Number, OneOf, Text
 from radiopath.errors import RadiopathInputError
-from radiopath.typed_config import TypedConfig, reference_table, section, setting
+from radiopath.typed_config import TypedConfig, generated_page, section, setting
 
 MODELS: tuple[str, ...] = ("rsf", "coxph", "coxnet", "fsvm")
 """The four downstream models, in the paper's order."""
@@ -263,14 +263,15 @@ def screening_enabled(cfg: EvaluationConfig, aggregator: str) -> bool:
 def reference_page() -> str:
     """``docs/config-evaluation.md``: every key of :class:`EvaluationConfig`, generated from
     its declarations (``tests/evaluation/test_evaluation_config.py`` keeps the page equal)."""
-    head = (
-        "# Evaluation configuration\n\n"
-        "<!-- generated from radiopath.evaluation.config.EvaluationConfig; regenerate with\n"
-        "python -c 'from radiopath.evaluation.config import reference_page as r; "
-        'print(r(), end="")\' > docs/config-evaluation.md -->\n\n'
-        "The `evaluation` section of a configuration file (or the whole of `radiopath evaluate "
-        "--config`). Every key is optional; a wrong key or value is refused by its dotted name "
-        "before any work starts. Grids are lists, one hyper-parameter chosen from each by inner "
-        "cross-validation.\n\n"
+    return generated_page(
+        EvaluationConfig,
+        "evaluation",
+        title="Evaluation configuration",
+        page="docs/config-evaluation.md",
+        intro=(
+            "The `evaluation` section of a configuration file (or the whole of `radiopath "
+            "evaluate --config`). Every key is optional; a wrong key or value is refused by "
+            "its dotted name before any work starts. Grids are lists, one hyper-parameter "
+            "chosen from each by inner cross-validation."
+        ),
     )
-    return head + reference_table(EvaluationConfig, "evaluation")

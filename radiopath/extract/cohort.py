@@ -34,8 +34,7 @@ from tqdm.auto import tqdm
 from radiopath.config import RunRecord
 from radiopath.errors import RadiopathInputError
 from radiopath.executors import Executor, ExecutorArg, borrowed
-from radiopath.extract.config import DEFAULTS as EXTRACT_DEFAULTS
-from radiopath.extract.config import check_extract_config
+from radiopath.extract.config import ExtractConfig, resolve_extract_config
 from radiopath.extract.encoders import PatchEncoder, get_encoder, get_encoder_spec, resolve_device
 from radiopath.extract.units import (
     IMAGE_COLUMNS,
@@ -184,7 +183,7 @@ def stored_fingerprint(path: Path) -> str | None:
 
 def _per_modality(value, modalities: Sequence[str]) -> dict:
     """``"x"`` -> the same for every modality; ``{"wsi": .., "ct": ..}`` as is (its keys
-    checked by :func:`~radiopath.extract.config.check_extract_config`)."""
+    checked by :class:`~radiopath.extract.config.ExtractConfig`)."""
     if isinstance(value, Mapping):
         return {m: value.get(m) for m in modalities}
     return {m: value for m in modalities}
@@ -193,26 +192,12 @@ def _per_modality(value, modalities: Sequence[str]) -> dict:
 def extract_cohort(
     cohort_csv: str | os.PathLike,
     out_dir: str | os.PathLike,
-    encoder: str | Mapping[str, str] = "handcrafted",
-    strict: bool = False,
-    workers: int = 0,
-    device: str = "auto",
-    progress: bool = True,
+    config: ExtractConfig | Mapping | None = None,
     *,
-    checkpoint: str | os.PathLike | Mapping[str, str | os.PathLike] | None = None,
-    random_init: bool = False,
-    mpp: float = 0.5,
-    patch_size: int = 224,
-    slide_mpp: float | None = None,
-    min_tissue: float = 0.5,
-    ct_spacing: Sequence[float] = (1.0, 1.0, 1.0),
-    ct_patch_size: int = 16,
-    ct_margin_mm: float = 5.0,
-    ct_min_fraction: float = 0.25,
-    ct_normalisation: str = "auto",
-    batch_size: int = 64,
+    progress: bool = True,
     executor: ExecutorArg = None,
-    **encoder_kwargs,
+    encoder_kwargs: Mapping | None = None,
+    **settings,
 ) -> Path:
     """Turn a cohort of slides and CT scans into embedding files and a new cohort CSV.
 
@@ -221,49 +206,50 @@ def extract_cohort(
     cohort_csv, out_dir
         Cohort table with ``wsi_image`` / ``ct_image`` / ``ct_mask`` columns (see
         :func:`read_image_cohort`); output folder (created; rerunning into it resumes).
-    encoder, checkpoint, random_init
-        Registry name for every modality, or ``{"wsi": name, "ct": name}``; local weights
-        (one path, or one per modality) for encoders that need them; allow random weights
-        instead (tests, timing only).
-    strict
-        Raise on the first missing or unreadable image instead of reporting and skipping it.
-    workers, device, progress, batch_size
-        ``DataLoader`` worker processes for slide tiles (0 = read in this process);
-        ``"auto"``, ``"cpu"``, ``"cuda"``, ...; progress bars; patches per encoder call.
-    mpp, patch_size, slide_mpp, min_tissue
-        WSI tiles: target microns per pixel, side in pixels at that resolution, level-0 mpp
-        for slides that do not record it, smallest tissue fraction of a kept tile.
-    ct_spacing, ct_patch_size, ct_margin_mm, ct_min_fraction, ct_normalisation
-        CT cubes: target spacing (mm), side (voxels), margin around the tumour mask,
-        smallest region fraction of a kept cube, and ``"auto"`` (the encoder's), ``"none"``
-        (HU) or ``"med3d"``.
+    config
+        The settings (:class:`~radiopath.extract.config.ExtractConfig`, or a mapping of its
+        keys laid over the defaults; ``docs/config-extract.md``).
+    progress
+        Show progress bars.
     executor
-        Where the images are extracted, one image per unit (:mod:`radiopath.executors`):
-        default this process; on Ray, one actor per worker (per GPU with
-        ``gpus_per_task: 1``) holds the encoders, built once.
-    **encoder_kwargs
+        Where the images are extracted, one image per unit (:mod:`radiopath.executors`): an
+        open executor, or the ``executor`` setting. Default this process; on Ray, one actor
+        per worker (per GPU with ``gpus_per_task: 1``) holds the encoders, built once.
+    encoder_kwargs
         Passed to every encoder's constructor.
+    **settings
+        Keys of :class:`~radiopath.extract.config.ExtractConfig` laid over ``config`` (None:
+        left as it is), e.g. ``encoder={"wsi": "uni", "ct": "segvol"}``, ``checkpoint=...``,
+        ``strict=True``, ``mpp=0.5``, ``ct_spacing=(1, 1, 1)``.
 
     Returns
     -------
     Path
         The new cohort CSV (``out_dir/cohort.csv``).
     """
-    check_extract_config({k: v for k, v in locals().items() if k in EXTRACT_DEFAULTS})  # first
+    opened = executor if isinstance(executor, Executor) else None  # an open one is the caller's
+    if executor is not None and opened is None:
+        settings["executor"] = executor
+    cfg = resolve_extract_config(config, settings)  # first: a wrong setting writes nothing
     cohort = read_image_cohort(cohort_csv)
     out = Path(out_dir)
-    names, ckpts = _encoder_choice(cohort, encoder, checkpoint)
-    opts = _RunOptions(strict, workers, device, progress, random_init, batch_size, encoder_kwargs)
-    with borrowed(executor) as ex:
+    names, ckpts = _encoder_choice(cohort, cfg.encoder, cfg.checkpoint)
+    opts = _RunOptions(
+        cfg.strict,
+        cfg.workers,
+        cfg.device,
+        progress,
+        cfg.random_init,
+        cfg.batch_size,
+        dict(encoder_kwargs or {}),
+    )
+    with borrowed(opened if opened is not None else cfg.executor) as ex:
         encoders, dev = _build_encoders(ex, names, ckpts, opts)
-        params = _parameters(
-            (mpp, patch_size, slide_mpp, min_tissue),
-            (ct_spacing, ct_patch_size, ct_margin_mm, ct_min_fraction, ct_normalisation),
-        )
-        config = _run_config(cohort_csv, out, ex, dev, encoders, params, opts)
+        params = _parameters(cfg)
+        record = _run_config(cohort_csv, out, ex, dev, encoders, params, opts)
         jobs = _jobs(cohort, cohort.modalities, out)
-        missing = _missing_files(jobs, strict)
-        with RunRecord(out, command="extract", config=config, seed=None) as run:
+        missing = _missing_files(jobs, cfg.strict)
+        with RunRecord(out, command="extract", config=record, seed=None) as run:
             report = _run_units(ex, jobs, missing, encoders, params, names, ckpts, opts)
             new_csv, report_path, counts = _write_outputs(cohort, out, jobs, report)
             run.update(outputs={"cohort": str(new_csv), "report": str(report_path)}, images=counts)
@@ -434,25 +420,21 @@ _REPORT_COLUMNS = (
 )
 
 
-def _parameters(wsi: tuple, ct: tuple) -> dict[str, dict]:
-    """Per modality, the patching parameters recorded in every embedding's fingerprint:
-    ``wsi = (mpp, patch_size, slide_mpp, min_tissue)`` and ``ct = (spacing, patch_size,
-    margin_mm, min_fraction, normalisation)``."""
-    mpp, patch_size, slide_mpp, min_tissue = wsi
-    spacing, ct_patch_size, margin_mm, min_fraction, norm = ct
+def _parameters(cfg: ExtractConfig) -> dict[str, dict]:
+    """Per modality, the patching parameters recorded in every embedding's fingerprint."""
     return {
         "wsi": {
-            "mpp": float(mpp),
-            "patch_size": int(patch_size),
-            "slide_mpp": slide_mpp,
-            "min_tissue": float(min_tissue),
+            "mpp": float(cfg.mpp),
+            "patch_size": int(cfg.patch_size),
+            "slide_mpp": cfg.slide_mpp,
+            "min_tissue": float(cfg.min_tissue),
         },
         "ct": {
-            "spacing": [float(s) for s in spacing],
-            "patch_size": int(ct_patch_size),
-            "margin_mm": float(margin_mm),
-            "min_fraction": float(min_fraction),
-            "normalisation": norm,
+            "spacing": [float(s) for s in cfg.ct_spacing],
+            "patch_size": int(cfg.ct_patch_size),
+            "margin_mm": float(cfg.ct_margin_mm),
+            "min_fraction": float(cfg.ct_min_fraction),
+            "normalisation": cfg.ct_normalisation,
         },
     }
 

@@ -1,16 +1,18 @@
-"""The extraction stage's settings: their defaults, the keys it takes and what each may hold.
+"""The extraction stage's settings: :class:`ExtractConfig`, a frozen tree of typed keys.
 
-:func:`check_extract_config` refuses an unknown key or a bad value, naming the key (and the
-file the settings were read from), before any image is opened or anything is written; both
-``radiopath extract`` and :func:`radiopath.extract.extract_cohort` call it.
+Each key is declared once, with its default, its rule and its doc; a wrong key or value is
+refused by its name (and the file the settings were read from) before any image is opened
+or anything is written. ``radiopath extract`` builds the settings as defaults <- ``--config``
+file <- flags, :func:`radiopath.extract.extract_cohort` as defaults <- ``config`` <- keyword
+settings (:func:`resolve_extract_config`); ``docs/config-extract.md`` lists every key.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-from radiopath.config import KeysOf, check_known_keys, naming_file
+from radiopath.config import KeysOf
 from radiopath.config_rules import (
     FILE_PATH,
     MAPPING,
@@ -20,74 +22,134 @@ from radiopath.config_rules import (
     Number,
     OneOf,
     Text,
-    check_rules,
 )
-from radiopath.executors import Executor, resolve_executor_config
+from radiopath.executors import resolve_executor_config
+from radiopath.typed_config import TypedConfig, generated_page, setting
 
 IMAGE_MODALITIES = ("wsi", "ct")
-
-DEFAULTS: dict = {
-    "encoder": "handcrafted",
-    "checkpoint": None,
-    "workers": 0,
-    "strict": False,
-    "device": "auto",
-    "batch_size": 64,
-    "mpp": 0.5,
-    "patch_size": 224,
-    "slide_mpp": None,
-    "min_tissue": 0.5,
-    "ct_spacing": [1.0, 1.0, 1.0],
-    "ct_patch_size": 16,
-    "ct_margin_mm": 5.0,
-    "ct_min_fraction": 0.25,
-    "ct_normalisation": "auto",
-    "random_init": False,
-    "executor": "local",
-}
+CT_NORMALISATIONS = ("auto", "none", "med3d")
 
 _POSITIVE = Number(low=0, low_open=True)
 _COUNT = Number(low=1, integer=True)
 _SHARE = Number(low=0, high=1)
 _CHECKPOINT = Either((FILE_PATH, OneOf((None,))))
-
-# What each key may hold (radiopath.config_rules); ``executor`` is checked by
-# radiopath.executors' resolver, an encoder's name by the encoder registry.
-EXTRACT_RULES: dict = {
-    "encoder": Either((Text(), MAPPING)),
-    **{f"encoder.{m}": Text() for m in IMAGE_MODALITIES},
-    "checkpoint": Either((_CHECKPOINT, MAPPING)),
-    **{f"checkpoint.{m}": _CHECKPOINT for m in IMAGE_MODALITIES},
-    "workers": Number(low=0, integer=True),
-    "strict": Flag(),
-    "device": Text(),
-    "batch_size": _COUNT,
-    "mpp": _POSITIVE,
-    "patch_size": _COUNT,
-    "slide_mpp": Number(low=0, low_open=True, optional=True),
-    "min_tissue": _SHARE,
-    "ct_spacing": ListOf(_POSITIVE, 3),
-    "ct_patch_size": _COUNT,
-    "ct_margin_mm": Number(low=0),
-    "ct_min_fraction": _SHARE,
-    "ct_normalisation": OneOf(("auto", "none", "med3d")),
-    "random_init": Flag(),
-}
+_PER_MODALITY = KeysOf(IMAGE_MODALITIES, scalar=True)
 
 
-def allowed_keys() -> dict:
-    """The keys an extract configuration may set: :data:`DEFAULTS`, where ``encoder`` and
-    ``checkpoint`` are one value or a mapping per imaging modality."""
-    per_modality = KeysOf(IMAGE_MODALITIES, scalar=True)
-    return {**DEFAULTS, "encoder": per_modality, "checkpoint": per_modality}
+def _checked_executor(value):
+    """The ``executor`` setting as given (a name or a mapping), once
+    :func:`~radiopath.executors.resolve_executor_config` has accepted it."""
+    resolve_executor_config(value)
+    return value
 
 
-def check_extract_config(cfg: Mapping, path: str | os.PathLike | None = None) -> None:
-    """Refuse an unknown key or a bad value of extraction settings (all of them or some),
-    naming the key and ``path``, the file they were read from."""
-    check_known_keys(cfg, allowed_keys(), path=path)
-    check_rules(cfg, EXTRACT_RULES, path=path)
-    executor = cfg.get("executor")
-    if not isinstance(executor, Executor):  # an open one is the caller's
-        with naming_file(path, cfg):
-            resolve_executor_config(executor)
+@dataclass(frozen=True)
+class ExtractConfig(TypedConfig):
+    """Image files to patch embeddings: the encoders, the slide tiles and the CT cubes."""
+
+    encoder: object = setting(
+        "handcrafted",
+        Either((Text(), MAPPING)),
+        "Encoder registry name (handcrafted, resnet18, uni, conch, chief, segvol), or one per "
+        "imaging modality: {wsi: NAME, ct: NAME}.",
+    )
+    checkpoint: object = setting(
+        None,
+        Either((_CHECKPOINT, MAPPING)),
+        "Local weights file for the encoders that need one (nothing is downloaded), or one per "
+        "imaging modality: {wsi: PATH, ct: PATH}.",
+    )
+    workers: int = setting(
+        0, Number(low=0, integer=True), "Tile-reading worker processes (0: read in this process)."
+    )
+    strict: bool = setting(
+        False, Flag(), "Stop at the first missing or unreadable image instead of skipping it."
+    )
+    device: str = setting("auto", Text(), "Where the encoders run: auto, cpu, cuda, cuda:1, ...")
+    batch_size: int = setting(64, _COUNT, "Patches per encoder call.")
+    mpp: float = setting(0.5, _POSITIVE, "Slide tile resolution, microns per pixel.")
+    patch_size: int = setting(224, _COUNT, "Slide tile side in pixels at that resolution.")
+    slide_mpp: float | None = setting(
+        None,
+        Number(low=0, low_open=True, optional=True),
+        "Level-0 microns per pixel of the slides that do not record it.",
+    )
+    min_tissue: float = setting(0.5, _SHARE, "Smallest tissue fraction of a kept slide tile.")
+    ct_spacing: tuple = setting(
+        [1.0, 1.0, 1.0],
+        ListOf(_POSITIVE, 3),
+        "CT voxel size the scans are resampled to, mm (x, y, z).",
+    )
+    ct_patch_size: int = setting(16, _COUNT, "CT cube side in voxels.")
+    ct_margin_mm: float = setting(5.0, Number(low=0), "Margin around the tumour mask, mm.")
+    ct_min_fraction: float = setting(
+        0.25, _SHARE, "Smallest fraction of a kept CT cube inside the (mask and margin) region."
+    )
+    ct_normalisation: str = setting(
+        "auto",
+        OneOf(CT_NORMALISATIONS),
+        "CT intensities: the encoder's own (auto), Hounsfield units (none) or MeD-3D's.",
+    )
+    random_init: bool = setting(
+        False,
+        Flag(),
+        "Allow random weights for the encoders that need a checkpoint (timing and tests only).",
+    )
+    executor: object = setting(
+        "local",
+        doc="Where the images are extracted, one per unit (radiopath.executors).",
+        convert=_checked_executor,
+        allowed="local, ray, or a mapping {name, address, workers, cpus_per_task, "
+        "gpus_per_task, max_retries}",
+    )
+
+    @classmethod
+    def known_keys(cls) -> dict:
+        """:meth:`TypedConfig.known_keys`, where ``encoder`` and ``checkpoint`` are one value
+        or a mapping per imaging modality."""
+        return {**super().known_keys(), "encoder": _PER_MODALITY, "checkpoint": _PER_MODALITY}
+
+    @classmethod
+    def rules(cls) -> dict:
+        """:meth:`TypedConfig.rules`, with those of ``encoder.<modality>`` and
+        ``checkpoint.<modality>``."""
+        per_modality = {f"encoder.{m}": Text() for m in IMAGE_MODALITIES}
+        per_modality.update({f"checkpoint.{m}": _CHECKPOINT for m in IMAGE_MODALITIES})
+        return {**super().rules(), **per_modality}
+
+
+DEFAULTS: dict = ExtractConfig().to_dict()
+"""The defaults as a plain dict (read-only use: tests, records)."""
+
+
+def resolve_extract_config(
+    config: Mapping | ExtractConfig | None = None, overrides: Mapping | None = None
+) -> ExtractConfig:
+    """Defaults <- ``config`` (a mapping of keys, or a built :class:`ExtractConfig`) <-
+    ``overrides`` (keyword settings; a None value leaves the key as it is below).
+
+    Raises
+    ------
+    RadiopathInputError
+        The first unknown key (with a did-you-mean) or wrong value, named by its key
+        (``encoder.ct``), before any image is opened.
+    """
+    cfg = config if isinstance(config, ExtractConfig) else ExtractConfig.from_mapping(config)
+    return cfg.with_overrides(overrides)
+
+
+def reference_page() -> str:
+    """``docs/config-extract.md``: every key of :class:`ExtractConfig`, generated from its
+    declarations (``tests/extract/test_extract_config.py`` keeps the page equal)."""
+    return generated_page(
+        ExtractConfig,
+        "",
+        title="Extraction configuration",
+        page="docs/config-extract.md",
+        intro=(
+            "The keys of `radiopath extract --config FILE` (flags override them: "
+            "`--batch-size`, `--ct-margin`, ...) and the keyword settings of "
+            "`radiopath.extract.extract_cohort`. Every key is optional; a wrong key or "
+            "value is refused by its name before any image is opened."
+        ),
+    )

@@ -78,6 +78,7 @@ from radiopath.graph.config import (
     DEFAULTS,
     DESCRIPTIVE_KEYS,
     MODALITY_DEFAULTS,
+    GraphConfig,
     available_presets,
     load_preset,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "DEFAULTS",
     "DESCRIPTIVE_KEYS",
     "MODALITY_DEFAULTS",
+    "GraphConfig",
     "SpatialGraph",
     "available_presets",
     "build_cohort_graphs",

@@ -13,10 +13,9 @@ from torch_geometric.utils import scatter, to_undirected
 
 from radiopath.errors import RadiopathInputError
 from radiopath.graph.clustering import hybrid_clustering, single_thread
-from radiopath.graph.config import DESCRIPTIVE_KEYS, load_preset, merge_overrides
+from radiopath.graph.config import GraphConfig, load_preset, merge_overrides
 from radiopath.graph.neighbours import delaunay_edges, estimate_pitch, knn_edges, radius_edges
 from radiopath.io import EmbeddingBag, validate_bag
-from radiopath.runkit import config_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +60,16 @@ def _patch_side(bag: EmbeddingBag) -> float:
     return float(bag.patch_size)
 
 
-def _edges(pos: np.ndarray, cfg: Mapping, unit: float) -> np.ndarray:
-    rule = cfg["edge_rule"]
-    if rule == "delaunay":
+def _edges(pos: np.ndarray, cfg: GraphConfig, unit: float) -> np.ndarray:
+    if cfg.edge_rule == "delaunay":
         edges = delaunay_edges(pos)
-    elif rule == "knn":
-        edges = knn_edges(pos, cfg["k"])
+    elif cfg.edge_rule == "knn":
+        edges = knn_edges(pos, cfg.k)
     else:
-        edges = radius_edges(pos, cfg["radius"] * unit * (1 + 1e-9), cfg["max_neighbours"])
-    if cfg["max_edge_length"] is not None and edges.shape[1]:
+        edges = radius_edges(pos, cfg.radius * unit * (1 + 1e-9), cfg.max_neighbours)
+    if cfg.max_edge_length is not None and edges.shape[1]:
         length = np.linalg.norm(pos[edges[0]] - pos[edges[1]], axis=1)
-        edges = edges[:, length <= cfg["max_edge_length"] * unit * (1 + 1e-9)]
+        edges = edges[:, length <= cfg.max_edge_length * unit * (1 + 1e-9)]
     return edges
 
 
@@ -84,7 +82,7 @@ def _coords_tensor(coords: np.ndarray) -> torch.Tensor:
 
 def build_graph(
     bag: EmbeddingBag,
-    preset: str | Path | Mapping | None = None,
+    preset: str | Path | Mapping | GraphConfig | None = None,
     **overrides,
 ) -> Data:
     """Turn a bag of patch embeddings into a spatial graph.
@@ -95,10 +93,12 @@ def build_graph(
         The patch embeddings of one slide or scan.
     preset
         A preset name (``"wsi-clustered"``, ``"wsi-patch-knn"``, ``"ct-clustered-3d"``,
-        ``"ct-patch-knn"``), a path to a YAML file, a mapping of options, or None for the
-        modality's default (see :mod:`radiopath.graph`).
+        ``"ct-patch-knn"``), a path to a YAML file, a mapping of options, a built
+        :class:`~radiopath.graph.config.GraphConfig`, or None for the modality's default
+        (see :mod:`radiopath.graph`; every key in ``docs/config-graph.md``).
     **overrides
-        Options replacing the preset's (e.g. ``threshold=0.7``, ``edge_rule="knn"``).
+        Options replacing the preset's (e.g. ``threshold=0.7``, ``edge_rule="knn"``; None:
+        the preset's).
 
     Returns
     -------
@@ -146,20 +146,20 @@ def _build(bag: EmbeddingBag, preset, overrides: Mapping) -> SpatialGraph:
             n,
         )
     pitch = estimate_pitch(pos, fallback=_patch_side(bag))
-    unit = pitch if cfg["length_unit"] == "pitch" else 1.0
+    unit = pitch if cfg.length_unit == "pitch" else 1.0
     resolved: dict[str, object] = {"pitch": pitch, "length_scale": unit}
-    if cfg["method"] == "clustered" and n > 1:
+    if cfg.method == "clustered" and n > 1:
         result = hybrid_clustering(
             pos,
             features,
             spatial_scale=unit,
-            lambda_d=cfg["lambda_d"],
-            lambda_f=cfg["lambda_f"],
-            feature_scale=cfg["feature_scale"],
-            threshold=cfg["threshold"],
-            radius=cfg["neighbourhood_radius"],
-            max_neighbours=cfg["max_neighbours"],
-            seed=cfg["seed"],
+            lambda_d=cfg.lambda_d,
+            lambda_f=cfg.lambda_f,
+            feature_scale=cfg.feature_scale,
+            threshold=cfg.threshold,
+            radius=cfg.neighbourhood_radius,
+            max_neighbours=cfg.max_neighbours,
+            seed=cfg.seed,
         )
         labels = result.labels
         resolved.update(
@@ -174,14 +174,10 @@ def _build(bag: EmbeddingBag, preset, overrides: Mapping) -> SpatialGraph:
     counts = torch.bincount(assignment, minlength=n_nodes)
     edges = torch.from_numpy(_edges(node_pos.numpy(), cfg, unit))
     edge_index = to_undirected(edges, num_nodes=n_nodes)
-    if cfg["self_loops"]:
+    if cfg.self_loops:
         loops = torch.arange(n_nodes).repeat(2, 1)
         edge_index = to_undirected(torch.cat([edge_index, loops], dim=1), num_nodes=n_nodes)
-    build_config = {
-        **cfg,
-        "config_hash": config_fingerprint(cfg, exclude=DESCRIPTIVE_KEYS),
-        "resolved": resolved,
-    }
+    build_config = {**cfg.to_dict(), "config_hash": cfg.fingerprint(), "resolved": resolved}
     return SpatialGraph(
         x=x.float(),
         pos=node_pos.float(),

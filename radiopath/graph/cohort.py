@@ -31,12 +31,11 @@ from radiopath.config import KeysOf, check_known_keys, config_section
 from radiopath.errors import RadiopathInputError
 from radiopath.executors import Executor, ExecutorArg, borrowed
 from radiopath.graph.build import build_graph
-from radiopath.graph.config import DEFAULTS, DESCRIPTIVE_KEYS, MODALITY_DEFAULTS, load_preset
+from radiopath.graph.config import MODALITY_DEFAULTS, GraphConfig, load_preset
 from radiopath.graph.storage import load_graph, read_graph_meta, save_graph
 from radiopath.io import Cohort, embedding_width, read_cohort, read_embeddings
 from radiopath.runkit import (
     WriteError,
-    config_fingerprint,
     file_fingerprint,
     safe_filename,
     write_csv,
@@ -46,7 +45,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ["patient_id", "modality", "source", "graph", "n_patches", "n_nodes", "n_edges"]
 FAILED_COLUMNS = ["patient_id", "modality", "source", "error"]
-PresetArg = str | os.PathLike | Mapping | Sequence | None
+PresetArg = str | os.PathLike | Mapping | GraphConfig | Sequence | None
 
 
 @dataclass
@@ -55,11 +54,11 @@ class _Job:
     modality: str
     source: str
     graph: str  # relative to out_dir
-    config: dict
+    config: GraphConfig
     config_hash: str
 
 
-def resolve_cohort_presets(preset: PresetArg, modalities: Sequence[str]) -> dict[str, dict]:
+def resolve_cohort_presets(preset: PresetArg, modalities: Sequence[str]) -> dict[str, GraphConfig]:
     """The configuration for each modality.
 
     ``preset`` may be None (each modality's default), one preset (a name, path or mapping;
@@ -72,7 +71,7 @@ def resolve_cohort_presets(preset: PresetArg, modalities: Sequence[str]) -> dict
     # preset file's errors name the file and its key)
     per_modality = isinstance(preset, Mapping) and bool(set(preset) & set(MODALITY_DEFAULTS))
     if per_modality:
-        one = KeysOf(tuple(DEFAULTS), scalar=True)  # a preset's name or path, or its keys
+        one = KeysOf(tuple(GraphConfig.known_keys()), scalar=True)  # a name, a path or keys
         check_known_keys(preset, KeysOf(tuple(MODALITY_DEFAULTS), one), "preset")
         chosen.update(preset)
     elif preset is not None:
@@ -81,7 +80,7 @@ def resolve_cohort_presets(preset: PresetArg, modalities: Sequence[str]) -> dict
             where = f"preset[{i}]" if isinstance(preset, (list, tuple)) else "preset"
             with config_section(where, whole="preset"):
                 cfg = load_preset(item)
-            targets = [cfg["modality"]] if cfg["modality"] else list(modalities)
+            targets = [cfg.modality] if cfg.modality else list(modalities)
             for m in targets:
                 if m in chosen:
                     raise RadiopathInputError(
@@ -192,7 +191,7 @@ def build_cohort_graphs(
 def _build_all(
     cohort: Cohort,
     out: Path,
-    configs: Mapping[str, dict],
+    configs: Mapping[str, GraphConfig],
     modalities: Sequence[str],
     strict: bool,
     progress: bool,
@@ -248,7 +247,7 @@ class _Failures:
 
 
 def _plan_jobs(
-    cohort: Cohort, configs: Mapping[str, dict], modalities: Sequence[str]
+    cohort: Cohort, configs: Mapping[str, GraphConfig], modalities: Sequence[str]
 ) -> list[_Job]:
     """One job per embedding file, in cohort order; a patient's files of one modality with
     the same name get ``-2``, ``-3``, ... graph names."""
@@ -271,7 +270,7 @@ def _plan_jobs(
                         str(Path(f).resolve()),
                         f"{m}/{safe_filename(patient.patient_id)}/{name}.pt",
                         cfg,
-                        config_fingerprint(cfg, exclude=DESCRIPTIVE_KEYS),
+                        cfg.fingerprint(),
                     )
                 )
     return jobs

@@ -1,4 +1,5 @@
-"""Fixtures for the extraction tests: slides written with tifffile, CT files at hand."""
+"""Fixtures for the extraction tests: slides written with tifffile, CT files at hand (the
+synthetic image cohort, which tests/test_synthetic_images.py uses too, is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -49,24 +50,3 @@ def coded_slide(tmp_path_factory):
     path = tmp_path_factory.mktemp("slides") / "coded.tiff"
     write_pyramidal_tiff(path, rgb, mpp=0.25)
     return path, rgb
-
-
-@pytest.fixture(scope="session")
-def image_cohort(tmp_path_factory):
-    """A small synthetic image cohort (path to its cohort.csv)."""
-    from radiopath.synthetic_images import make_synthetic_image_cohort
-
-    out = tmp_path_factory.mktemp("image_cohort")
-    return make_synthetic_image_cohort(
-        out, n_patients=8, slide_size=768, ct_shape=(40, 40, 24), seed=5, progress=False
-    )
-
-
-@pytest.fixture(scope="session")
-def extracted_cohort(image_cohort, tmp_path_factory):
-    """The image cohort through ``extract_cohort`` with the hand-crafted encoder."""
-    from radiopath.extract import extract_cohort
-    from radiopath.synthetic_images import IMAGE_MODE_EXTRACT
-
-    out = tmp_path_factory.mktemp("extracted")
-    return extract_cohort(image_cohort, out, progress=False, **IMAGE_MODE_EXTRACT)

@@ -6,26 +6,36 @@ from __future__ import annotations
 import pytest
 import yaml
 from click.testing import CliRunner
-from config_checks import empty_or_absent, write_yaml
+from config_checks import ROOT, empty_or_absent, refused_value, write_yaml
 
 from radiopath.cli import main
-from radiopath.config_rules import leaf_keys
+from radiopath.config_rules import leaf_keys, nested
 from radiopath.errors import RadiopathInputError
 from radiopath.extract import extract_cohort
-from radiopath.extract.config import DEFAULTS, check_extract_config
+from radiopath.extract.config import DEFAULTS, ExtractConfig, resolve_extract_config
 
-LEAVES = list(leaf_keys(DEFAULTS))
-# keys whose default is not text but which take a name: a number is their wrong value
-NAMES = {"checkpoint"}
+RULES = ExtractConfig.rules()
+# keys checked by their ``convert`` rather than a rule, with a value it refuses
+CONVERTED = {"executor": 12345}
+# every key, and the per-modality keys of encoder and checkpoint
+KEYS = [k for k, _ in leaf_keys(DEFAULTS)] + [k for k in RULES if k not in DEFAULTS]
 
 
-@pytest.mark.parametrize(("key", "default"), LEAVES, ids=[k for k, _ in LEAVES])
-def test_a_wrong_value_of_every_key_is_refused_by_its_name(tmp_path, refused_quickly, key, default):
-    wrong = 12345 if key in NAMES or isinstance(default, str) else "wrong"
+def test_every_key_has_a_rule_or_a_check():
+    assert {k for k, _ in leaf_keys(DEFAULTS)} - set(RULES) == set(CONVERTED)
+    assert {"encoder.wsi", "checkpoint.ct"} <= set(KEYS)
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_a_wrong_value_of_every_key_is_refused_by_its_name(tmp_path, refused_quickly, key):
+    wrong = CONVERTED[key] if key in CONVERTED else refused_value(RULES[key])
     out = tmp_path / "out"
     # the cohort does not exist: the settings are checked before it is read
     with refused_quickly(key, out):
-        extract_cohort(tmp_path / "no-cohort.csv", out, progress=False, **{key: wrong})
+        extract_cohort(tmp_path / "no-cohort.csv", out, progress=False, **nested(key, wrong))
+    with pytest.raises(RadiopathInputError) as err:
+        ExtractConfig.from_mapping(nested(key, wrong), file="extract.yaml")
+    assert err.value.field == key and err.value.path == "extract.yaml"
 
 
 @pytest.mark.parametrize(
@@ -48,13 +58,16 @@ def test_a_wrong_value_of_every_key_is_refused_by_its_name(tmp_path, refused_qui
 )
 def test_out_of_range_values_name_the_key_and_the_file(settings, field):
     with pytest.raises(RadiopathInputError) as err:
-        check_extract_config(settings, path="extract.yaml")
+        ExtractConfig.from_mapping(settings, file="extract.yaml")
     assert err.value.field == field and err.value.path == "extract.yaml"
 
 
 def test_the_defaults_pass():
-    check_extract_config(DEFAULTS)
-    check_extract_config({"encoder": {"wsi": "uni", "ct": "segvol"}, "ct_spacing": (1, 1, 2)})
+    assert ExtractConfig.from_mapping(DEFAULTS) == ExtractConfig()
+    cfg = resolve_extract_config(
+        {"encoder": {"wsi": "uni", "ct": "segvol"}, "ct_spacing": (1, 1, 2)}
+    )
+    assert cfg.encoder["ct"] == "segvol" and cfg.ct_spacing == (1, 1, 2)
 
 
 def test_a_typo_at_depth_in_a_config_file_is_refused_before_anything(tmp_path, cli_refused_quickly):
@@ -89,3 +102,60 @@ def test_extract_refuses_unknown_keys(tmp_path, config, field, allowed):
     assert f"field '{field}'" in result.output and f"'{allowed}'" in result.output
     assert "extract.yaml" in result.output
     assert empty_or_absent(out)
+
+
+def test_a_built_configuration_is_frozen_and_round_trips():
+    import dataclasses
+    import pickle
+
+    cfg = resolve_extract_config(
+        {"encoder": {"wsi": "uni"}, "executor": {"name": "ray", "workers": 2}},
+        {"ct_spacing": (1, 1, 2), "checkpoint": None},
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.mpp = 1.0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        cfg.encoder["ct"] = "segvol"  # type: ignore[index]
+    assert cfg.ct_spacing == (1, 1, 2) and cfg.checkpoint is None
+    # the plain form is the one the settings were given in, key for key, in DEFAULTS' order
+    assert cfg.to_dict() == {
+        **DEFAULTS,
+        "encoder": {"wsi": "uni"},
+        "executor": {"name": "ray", "workers": 2},
+        "ct_spacing": [1, 1, 2],
+    }
+    assert list(cfg.to_dict()) == list(DEFAULTS) and type(cfg.to_dict()["encoder"]) is dict
+    assert resolve_extract_config(cfg.to_dict()) == cfg and resolve_extract_config(cfg) is cfg
+    assert pickle.loads(pickle.dumps(cfg)) == cfg and hash(cfg) == hash(
+        pickle.loads(pickle.dumps(cfg))
+    )
+
+
+def test_layers_lay_over_each_other():
+    """defaults <- file <- flags, as ``radiopath extract`` builds them; an unset flag (None)
+    keeps the file's value, a per-modality mapping is merged key by key."""
+    file = ExtractConfig.from_mapping({"encoder": {"wsi": "uni"}, "batch_size": 8, "mpp": 1.0})
+    flags = resolve_extract_config(
+        file, {"encoder": {"ct": "segvol"}, "batch_size": None, "mpp": 0.25}
+    )
+    assert dict(flags.encoder) == {"wsi": "uni", "ct": "segvol"}
+    assert (flags.batch_size, flags.mpp) == (8, 0.25)
+
+
+def test_the_reference_page_is_generated_from_the_declarations():
+    from radiopath.extract.config import reference_page
+
+    page = ROOT / "docs" / "config-extract.md"
+    assert page.read_text() == reference_page(), (
+        "docs/config-extract.md is out of date; regenerate it (command at its top)"
+    )
+    for key, _ in leaf_keys(DEFAULTS):  # every key is documented
+        assert f"| `{key}` |" in page.read_text()
+
+
+def test_every_flag_of_radiopath_extract_sets_a_key():
+    from radiopath.commands.extract import extract as command
+
+    run_options = {"cohort_csv", "out", "config_file", "no_progress", "executor_name", "address"}
+    flags = {p.name for p in command.params} - run_options
+    assert flags and flags <= set(DEFAULTS) - {"executor"}  # --executor/--address build executor

@@ -1,4 +1,5 @@
-"""Cohort graphs: manifest, resumption, bad files, parallel workers, the command line."""
+"""Cohort graphs: manifest, resumption, bad files, parallel workers, the command line, the
+example graphs shipped in graphs/examples/."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
+from config_checks import ROOT
 
 from radiopath.cli import main
 from radiopath.errors import RadiopathInputError
@@ -179,3 +181,19 @@ def test_command_line(tiny_cohort, tmp_path):
         ["graphs", "--cohort", str(tiny_cohort), "--out", str(out), "--preset", "no-such-preset"],
     )
     assert bad.exit_code == 2 and "unknown graph preset 'no-such-preset'" in bad.output
+
+
+def test_example_graphs_load_and_match_their_embeddings():
+    """The tiny graphs of graphs/examples/ load through their manifest and still match the
+    embeddings they were built from."""
+    folder = ROOT / "graphs" / "examples" / "graphs"
+    manifest = load_graph_manifest(folder)
+    assert len(manifest) >= 4 and set(manifest.modality) == {"wsi", "ct"}
+    for row in manifest.itertuples():
+        (graph,) = patient_graphs(manifest, row.patient_id, row.modality)
+        bag = read_embeddings(ROOT / "graphs" / "examples" / row.source)
+        assert graph.num_nodes == row.n_nodes and graph.assignment.numel() == bag.num_patches
+        means = np.stack(
+            [bag.features[graph.assignment.numpy() == k].mean(0) for k in range(graph.num_nodes)]
+        )
+        np.testing.assert_allclose(graph.x.numpy(), means, rtol=1e-5, atol=1e-6)
