@@ -161,7 +161,8 @@ def _default_text(f: Field) -> str:
 
 def reference_table(cls: type, path: str) -> str:
     """A markdown reference of every key of ``cls`` (a :class:`TypedConfig`): one table per
-    section, with each key's default, allowed values and doc."""
+    section, with each key's default, allowed values and doc. ``path`` is the dotted key of
+    ``cls`` in a file ("": the whole file, its keys at the top level)."""
     lines: list[str] = []
     _reference_section(cls, path, (cls.__doc__ or "").strip(), lines)
     return "\n".join(lines).rstrip() + "\n"
@@ -169,14 +170,17 @@ def reference_table(cls: type, path: str) -> str:
 
 def _reference_section(cls: type, path: str, doc: str, lines: list[str]) -> None:
     own = [f for f in fields(cls) if f.metadata.get("section") is None]
-    lines += [f"## `{path}`", "", doc.splitlines()[0] if doc else "", ""]
+    lines += [f"## `{path}`" if path else "## top level", "", doc.splitlines()[0] if doc else ""]
+    lines.append("")
     if own:
         lines += ["| key | default | allowed | meaning |", "| --- | --- | --- | --- |"]
         for f in own:
-            cells = (f"`{path}.{f.name}`", f"`{_default_text(f)}`", _allowed(f), f.metadata["doc"])
+            key = f"{path}.{f.name}" if path else f.name
+            cells = (f"`{key}`", f"`{_default_text(f)}`", _allowed(f), f.metadata["doc"])
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines.append("")
     for f in fields(cls):
         sub = f.metadata.get("section")
         if sub is not None:
-            _reference_section(sub, f"{path}.{f.name}", f.metadata["doc"], lines)
+            dotted = f"{path}.{f.name}" if path else f.name
+            _reference_section(sub, dotted, f.metadata["doc"], lines)
