@@ -30,8 +30,9 @@ again (``OUT/stages.json``, :func:`stage_ledger`, keeps a fingerprint of each fi
 stage's configuration). A killed run started again with the same command continues where
 it stopped.
 
-The configuration (:data:`DEFAULTS`, the checks of :func:`validate_benchmark_config`) lives
-in :mod:`radiopath.benchmark_config`; its public names are importable from here too.
+The configuration (:class:`BenchmarkConfig`, built and checked by
+:func:`build_benchmark_config` before any work) lives in :mod:`radiopath.benchmark_config`;
+its public names are importable from here too.
 """
 
 from __future__ import annotations
@@ -50,12 +51,11 @@ from tqdm.auto import tqdm
 from radiopath.benchmark_config import (
     DEFAULTS,
     VARIANTS,
+    BenchmarkConfig,
     _benchmark_config_file,
-    _train_config,
-    _trained,
-    allowed_keys,
+    benchmark_record,
+    build_benchmark_config,
     known_aggregators,
-    validate_benchmark_config,
 )
 from radiopath.config import RunRecord, naming_file, resolve_config
 from radiopath.errors import RadiopathInputError
@@ -73,13 +73,13 @@ from radiopath.training.baselines import BASELINES
 __all__ = [
     "DEFAULTS",
     "VARIANTS",
+    "BenchmarkConfig",
     "BenchmarkResult",
-    "allowed_keys",
+    "build_benchmark_config",
     "build_graph_stage",
     "known_aggregators",
     "run_benchmark",
     "stage_ledger",
-    "validate_benchmark_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -150,23 +150,25 @@ def run_benchmark(
         ``executor`` (:mod:`radiopath.executors`).
     """
     from_file = _benchmark_config_file(config_file)
-    cfg = resolve_config(resolve_config(DEFAULTS, None, from_file), None, config)
+    layered = resolve_config(resolve_config(DEFAULTS, None, from_file), None, config)
     cohort = cohort if isinstance(cohort, Cohort) else read_cohort(cohort, strict=strict)
     with naming_file(config_file, from_file, overrides=config):  # a key the file sets: named
-        validate_benchmark_config(cfg, cohort)
+        cfg = build_benchmark_config(layered, cohort)
     out = Path(out_dir)
-    cfg["cohort"] = str(Path(cohort.path).resolve())
+    record = benchmark_record(cfg, layered, str(Path(cohort.path).resolve()))
     stages = _stage_names(cfg, cohort)
     with (
-        borrowed(executor if executor is not None else cfg["executor"]) as ex,
-        RunRecord(out, command="benchmark", config=cfg, seed=cfg["seed"]) as run,
+        borrowed(executor if executor is not None else cfg.executor) as ex,
+        RunRecord(out, command="benchmark", config=record, seed=cfg.seed) as run,
     ):
         if cohort.problems:
             run.update(skipped=[str(p) for p in cohort.problems])
         ledger = stage_ledger(out)
         bar = tqdm(stages, desc="benchmark", unit="stage", disable=not progress)
-        graph_dir = Path(cfg["graph"]["dir"]) if cfg["graph"].get("dir") else out / "graphs"
-        state = _BenchmarkRun(cohort, cfg, out, graph_dir, strict, progress, ex, run, ledger)
+        graph_dir = Path(cfg.graph.dir) if cfg.graph.dir else out / "graphs"
+        state = _BenchmarkRun(
+            cohort, cfg, record, out, graph_dir, strict, progress, ex, run, ledger
+        )
         for stage in bar:
             bar.set_postfix_str(stage)
             if state.run_stage(stage) and stage_hook is not None:
@@ -175,13 +177,11 @@ def run_benchmark(
     return result
 
 
-def _stage_names(cfg: dict, cohort: Cohort) -> list[str]:
+def _stage_names(cfg: BenchmarkConfig, cohort: Cohort) -> list[str]:
     """The benchmark's stages in order: ``graphs``, ``train:<agg>`` and ``evaluate:<agg>``
     per aggregator, ``clinical`` when it has something to do, ``report``."""
-    stages = ["graphs"] + [
-        f"{kind}:{a}" for a in cfg["aggregators"] for kind in ("train", "evaluate")
-    ]
-    if (cohort.clinical_columns and cfg["clinical"]["enabled"]) or cfg["endpoint"]["horizon"]:
+    stages = ["graphs"] + [f"{kind}:{a}" for a in cfg.aggregators for kind in ("train", "evaluate")]
+    if (cohort.clinical_columns and cfg.clinical.enabled) or cfg.endpoint.horizon:
         stages.append("clinical")
     stages.append("report")
     return stages
@@ -204,11 +204,13 @@ def _read_result(out: Path, run: RunRecord) -> BenchmarkResult:
 
 @dataclass
 class _BenchmarkRun:
-    """One benchmark run as its stages see it: the cohort, the resolved configuration, the
-    run directory, the executor, ``run.json`` and the ledger of finished stages."""
+    """One benchmark run as its stages see it: the cohort, the built configuration and the
+    form it is recorded in (``run.json``; the stages' fingerprints are made of it), the run
+    directory, the executor, ``run.json`` and the ledger of finished stages."""
 
     cohort: Cohort
-    cfg: dict
+    cfg: BenchmarkConfig
+    record: dict
     out: Path
     graph_dir: Path
     strict: bool
@@ -217,10 +219,6 @@ class _BenchmarkRun:
     run: RunRecord
     ledger: Ledger
     clinical_failure: str | None = None  # the clinical stage's error in this run, if any
-
-    @property
-    def imaging(self) -> list[str]:
-        return [m for m in self.cfg["modalities"] if m != "clinical"]
 
     def run_stage(self, stage: str) -> bool:
         """Run ``stage`` unless it finished before with the same configuration and intact
@@ -248,50 +246,38 @@ class _BenchmarkRun:
         return True
 
     def stage_config(self, kind: str, agg: str) -> dict:
-        """What a stage depends on: its part of the configuration and the digests of the
-        files it reads (a changed input reruns it)."""
-        cfg, ledger = self.cfg, self.ledger
+        """What a stage depends on: its part of the recorded configuration and the digests
+        of the files it reads (a changed input reruns it)."""
+        rec, ledger = self.record, self.ledger
+
+        def part(*keys: str) -> dict:
+            return {k: rec[k] for k in keys}
+
         if kind == "graphs":
-            return {"graph": cfg["graph"], "modalities": self.imaging, "cohort": cfg["cohort"]}
+            return {**part("graph", "cohort"), "modalities": self.cfg.imaging}
         if kind == "train":
             return {
                 # what the stage read: the graphs as built (a rebuilt graph reruns it)
                 "inputs": ledger.outputs("graphs"),
-                "train": _train_config(agg, cfg),
-                "modalities": cfg["modalities"],
-                "seed": cfg["seed"],
-                "folds": cfg["folds"],
-                "repeats": cfg["repeats"],
-                "graph": cfg["graph"],
-                "cohort": cfg["cohort"],
+                "train": self.cfg.training_config(agg),
+                **part("modalities", "seed", "folds", "repeats", "graph", "cohort"),
             }
         if kind == "evaluate":
             return {
                 "inputs": ledger.outputs(f"train:{agg}"),
-                "train": cfg["train"],
-                "evaluation": cfg["evaluation"],
-                "models": cfg["models"],
-                "seed": cfg["seed"],
-                "modalities": cfg["modalities"],
+                **part("train", "evaluation", "models", "seed", "modalities"),
             }
         if kind == "clinical":
             return {
-                "inputs": [ledger.outputs(f"train:{a}") for a in cfg["aggregators"]],
-                **{k: cfg[k] for k in ("clinical", "endpoint", "seed", "cohort")},
+                "inputs": [ledger.outputs(f"train:{a}") for a in rec["aggregators"]],
+                **part("clinical", "endpoint", "seed", "cohort"),
             }
-        keys = (
-            "aggregators",
-            "models",
-            "modalities",
-            "evaluation",
-            "train",
-            "repeats",
-            "statistics",
-        )
-        stage_cfg = {k: cfg[k] for k in keys}
-        stage_cfg["inputs"] = [ledger.outputs(f"evaluate:{a}") for a in cfg["aggregators"]]
-        stage_cfg["clinical"] = [ledger.outputs("clinical"), self.clinical_failure]
-        return stage_cfg
+        keys = ("aggregators", "models", "modalities", "evaluation", "train", "repeats")
+        return {
+            **part(*keys, "statistics"),
+            "inputs": [ledger.outputs(f"evaluate:{a}") for a in rec["aggregators"]],
+            "clinical": [ledger.outputs("clinical"), self.clinical_failure],
+        }
 
     def execute(self, kind: str, agg: str) -> None:
         """Run a ``graphs``, ``train``, ``evaluate`` or ``report`` stage."""
@@ -302,27 +288,27 @@ class _BenchmarkRun:
             )
             self.run.update(graphs={"built": int(len(manifest))})
         elif kind == "train":
-            _train(agg, self.cohort, self.graph_dir, self.imaging, cfg, out, self.progress, self.ex)
+            _train(agg, self.cohort, self.graph_dir, cfg, out, self.progress, self.ex)
         elif kind == "evaluate":
             from radiopath.evaluation import evaluate_run
 
             evaluate_run(
                 out / "runs" / agg,
-                models=cfg["models"],
-                backend=cfg["evaluation"].get("backend", "sksurv"),
-                config={k: v for k, v in cfg["evaluation"].items() if k != "backend"},
-                device=cfg["device"],
+                models=list(cfg.models),
+                backend=cfg.evaluation.backend,
+                config=cfg.evaluation.protocol(),
+                device=cfg.device,
                 aggregator=agg,
                 executor=self.ex,
             )
         else:
-            _merge_tables(out, cfg["aggregators"])
+            _merge_tables(out, cfg.aggregators)
             from radiopath.report import write_report
 
-            write_report(out, statistics=cfg["statistics"])
+            write_report(out, statistics=cfg.statistics.to_dict())
 
 
-def _clinical_stage(out: Path, cohort: Cohort, cfg: dict, run: RunRecord) -> str | None:
+def _clinical_stage(out: Path, cohort: Cohort, cfg: BenchmarkConfig, run: RunRecord) -> str | None:
     """The optional clinical stage (:func:`radiopath.clinical.stage.write_clinical_outputs`);
     returns None, or the error of a failure. A failure is logged, recorded in ``run.json``
     (``clinical.status: failed`` with the error, shown in the report's provenance), the
@@ -332,7 +318,7 @@ def _clinical_stage(out: Path, cohort: Cohort, cfg: dict, run: RunRecord) -> str
 
     try:
         written, notes = write_clinical_outputs(
-            out, cohort, cfg["aggregators"], cfg["clinical"], cfg["endpoint"], seed=cfg["seed"]
+            out, cohort, cfg.aggregators, cfg.clinical, cfg.endpoint, seed=cfg.seed
         )
     except WriteError:
         raise  # a full disk or read-only folder stops every stage alike (README: faults)
@@ -354,7 +340,12 @@ def _clinical_stage(out: Path, cohort: Cohort, cfg: dict, run: RunRecord) -> str
 
 
 def build_graph_stage(
-    cohort: Cohort, graph_dir: Path, cfg: dict, strict: bool, progress: bool, executor: Executor
+    cohort: Cohort,
+    graph_dir: Path,
+    cfg: BenchmarkConfig,
+    strict: bool,
+    progress: bool,
+    executor: Executor,
 ) -> pd.DataFrame:
     """The benchmark's graph stage (the sweep calls it too, to build each graph folder its
     points share once): one bag per unit on a parallel executor, else ``graph.workers``
@@ -364,11 +355,11 @@ def build_graph_stage(
     return build_cohort_graphs(
         cohort,
         graph_dir,
-        preset=cfg["graph"].get("preset"),
-        workers=cfg["graph"].get("workers", 1),
+        preset=cfg.graph.preset,
+        workers=cfg.graph.workers,
         strict=strict,
         progress=progress,
-        modalities=[m for m in cfg["modalities"] if m != "clinical"],
+        modalities=cfg.imaging,
         executor=executor if executor.remote else None,
     )
 
@@ -393,23 +384,31 @@ def _stage_outputs(kind: str, agg: str, out: Path, graph_dir: Path) -> list[Path
     return [out / n for n in ("metrics.csv", "predictions.csv", "summary.md", "report.html")]
 
 
-def _check_folds_file(path: Path, cfg: dict) -> None:
+def _check_folds_file(path: Path, cfg: BenchmarkConfig) -> None:
     """The run's folds.csv must be the folds this configuration asks for."""
     from radiopath.training.folds import read_folds
 
     table = read_folds(path)
     repeats = int(table["repeat"].nunique())
     per_repeat = int(table.groupby("repeat")["fold"].nunique().max())
-    if repeats != cfg["repeats"] or per_repeat != cfg["folds"]:
+    if repeats != cfg.repeats or per_repeat != cfg.folds:
         raise RadiopathInputError(
             f"this run's folds are {per_repeat} folds x {repeats} repeat(s), the configuration "
-            f"asks for {cfg['folds']} x {cfg['repeats']}; use a new output folder",
+            f"asks for {cfg.folds} x {cfg.repeats}; use a new output folder",
             path=path,
-            field="repeats" if repeats != cfg["repeats"] else "folds",
+            field="repeats" if repeats != cfg.repeats else "folds",
         )
 
 
-def _train(agg, cohort, graph_dir, imaging, cfg, out: Path, progress: bool, executor) -> None:
+def _train(
+    agg: str,
+    cohort: Cohort,
+    graph_dir: Path,
+    cfg: BenchmarkConfig,
+    out: Path,
+    progress: bool,
+    executor: Executor,
+) -> None:
     """Train (or, for a baseline, compute) one aggregator on the run's shared folds."""
     from radiopath.training import train_cross_validated
     from radiopath.training.baselines import train_raw_mean
@@ -419,16 +418,16 @@ def _train(agg, cohort, graph_dir, imaging, cfg, out: Path, progress: bool, exec
         _check_folds_file(folds_file, cfg)
     folds = folds_file if folds_file.exists() else None
     run_dir = out / "runs" / agg
-    trained = _trained(agg)
+    trained = cfg.trained(agg)
     if agg in BASELINES:
         train_raw_mean(
             cohort,
-            modalities=imaging,
+            modalities=cfg.imaging,
             out_dir=run_dir,
             folds=folds,
-            n_folds=cfg["folds"],
-            seed=cfg["seed"],
-            repeats=cfg["repeats"],
+            n_folds=cfg.folds,
+            seed=cfg.seed,
+            repeats=cfg.repeats,
             progress=progress,
         )
     else:
@@ -436,14 +435,14 @@ def _train(agg, cohort, graph_dir, imaging, cfg, out: Path, progress: bool, exec
             cohort,
             graph_dir,
             aggregator=trained,
-            modalities=cfg["modalities"],
+            modalities=list(cfg.modalities),
             out_dir=run_dir,
-            config=_train_config(agg, cfg),
+            config=cfg.training_config(agg),
             folds=folds,
-            device=cfg["device"],
+            device=cfg.device,
             resume=True,
             progress=progress,
-            repeats=cfg["repeats"],
+            repeats=cfg.repeats,
             executor=executor,
         )
     if not folds_file.exists():

@@ -10,9 +10,10 @@ An experiment file (YAML, see ``experiments/``)::
     grid:                      # dotted keys into the configuration -> values; the product is run
       train.ratio: [0.1, 0.2, 0.5, 0.7]
 
-Every point's configuration is built and checked as the benchmark checks it before the
-first point runs (a bad key or value of any point is refused, naming the point and the
-dotted key, before anything is written). Each grid point is one benchmark run in
+Every point's :class:`~radiopath.benchmark_config.BenchmarkConfig` is built, with each of
+its sub-configurations, before the first point runs (a bad key or value of any point is
+refused, naming the point and the dotted key, before anything is written). The keys of an
+experiment file are :class:`ExperimentConfig`'s (``docs/config-sweep.md``). Each grid point is one benchmark run in
 ``OUT/<point>/`` (resumable like any benchmark);
 points that share a graph configuration share one graph folder. ``OUT/sweep_metrics.csv``
 gathers every point's metrics with one column per swept key,
@@ -37,6 +38,7 @@ import itertools
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,13 +47,15 @@ import pandas as pd
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from radiopath.config import RunRecord, check_known_keys, deep_merge, load_config_file, naming_file
-from radiopath.config_rules import MAPPING, OneOf, Text, check_rules
+from radiopath.config import RunRecord, deep_merge, load_config_file, naming_file
+from radiopath.config_rules import MAPPING, OneOf, Text
 from radiopath.errors import RadiopathInputError
 from radiopath.executors import Executor, ExecutorArg, borrowed
 from radiopath.runkit import config_fingerprint, write_csv
+from radiopath.typed_config import TypedConfig, generated_page, setting
 
 if TYPE_CHECKING:
+    from radiopath.benchmark_config import BenchmarkConfig
     from radiopath.io import Cohort
 
 log = logging.getLogger(__name__)
@@ -85,32 +89,44 @@ class Experiment:
         return [dict(zip(keys, values)) for values in itertools.product(*self.grid.values())]
 
 
-#: The keys of an experiment file (``base`` and ``grid`` are checked point by point as the
-#: benchmark's configuration).
-EXPERIMENT_KEYS: dict = {
-    "name": None,
-    "description": None,
-    "base": None,
-    "grid": None,
-    "mode": None,
-}
-EXPERIMENT_RULES: dict = {
-    "name": Text(),
-    "description": Text(),
-    "base": MAPPING,
-    "grid": MAPPING,
-    "mode": OneOf(("product", "one_at_a_time", "zip")),
-}
+def _mapping(value) -> dict:
+    return dict(value or {})
+
+
+@dataclass(frozen=True)
+class ExperimentConfig(TypedConfig):
+    """An experiment file: a benchmark configuration and the grid of its points."""
+
+    name: str | None = setting(None, Text(), "The experiment's name (absent: the file's name).")
+    description: str = setting("", Text(), "What the experiment asks.")
+    base: dict = setting(
+        None,
+        MAPPING,
+        "The benchmark configuration every point starts from (docs/config-benchmark.md; "
+        "absent: the benchmark's defaults).",
+        convert=_mapping,
+    )
+    grid: dict = setting(
+        None,
+        MAPPING,
+        "Dotted keys of the benchmark configuration -> a non-empty list of values each "
+        "(absent: one point, the base).",
+        convert=_mapping,
+    )
+    mode: str = setting(
+        "product",
+        OneOf(("product", "one_at_a_time", "zip")),
+        "product: every combination; one_at_a_time: one key varied at a time; zip: the i-th "
+        "values of every key together (lists of one length).",
+    )
 
 
 def load_experiment(path: str | os.PathLike) -> Experiment:
-    """Read and check an experiment file (its keys, and each grid entry a non-empty list)."""
+    """Read and check an experiment file (its keys, and each grid entry a non-empty list);
+    each point's benchmark configuration is built by :func:`run_sweep`."""
     path = Path(path)
-    data = load_config_file(path)
-    check_known_keys(data, EXPERIMENT_KEYS, path=path)
-    check_rules(data, EXPERIMENT_RULES, path=path)
-    mode = data.get("mode", "product")
-    grid = data.get("grid") or {}
+    cfg = ExperimentConfig.from_mapping(load_config_file(path), file=path)
+    mode, grid = cfg.mode, cfg.grid
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise RadiopathInputError(
@@ -126,9 +142,9 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
             field="grid",
         )
     return Experiment(
-        name=str(data.get("name", path.stem)),
-        description=str(data.get("description", "")),
-        base=dict(data.get("base") or {}),
+        name=cfg.name if cfg.name is not None else path.stem,
+        description=cfg.description,
+        base=cfg.base,
         grid=grid,
         mode=mode,
         path=path,
@@ -183,10 +199,11 @@ def run_sweep(
     # every point is built and checked before the first one runs (or anything is written)
     cohort = cohort_csv if isinstance(cohort_csv, Cohort) else read_cohort(cohort_csv)
     points = [(point, point_name(point), _point_config(base, point, out)) for point in exp.points()]
+    built = {}  # point name -> its BenchmarkConfig
     for point, name, cfg in points:
         # an error about a key the experiment file sets (base or grid) names the file
         with naming_file(exp.path, _with_point(exp.base, point), overrides=overrides):
-            _check_point(name, cfg, cohort)
+            built[name] = _build_point(name, cfg, cohort)
     frames = []
     with (
         borrowed(spec) as ex,
@@ -200,7 +217,7 @@ def run_sweep(
         unique: dict[str, tuple[str, dict]] = {}  # resolved-config hash -> first point
         for _, name, cfg in points:
             unique.setdefault(config_fingerprint(cfg), (name, cfg))
-        finished = _run_points(cohort_csv, cohort, out, list(unique.values()), ex, progress)
+        finished = _run_points(cohort_csv, cohort, out, list(unique.values()), built, ex, progress)
         run_dirs: dict[str, Path] = {}  # point -> its run directory (repeated points: none)
         for point, name, cfg in points:
             first = unique[config_fingerprint(cfg)][0]
@@ -239,18 +256,28 @@ def run_point(cohort, out_dir: Path, cfg: dict, progress: bool) -> pd.DataFrame:
     return run_benchmark(cohort, out_dir, cfg, progress=progress).metrics
 
 
-def _run_points(cohort_csv, cohort, out: Path, points, ex: Executor, progress) -> dict:
-    """Run the distinct points on ``ex``; ``{point name: metrics}``. On a parallel executor
-    the graph folders are built first (each once, one bag per unit), so that points sharing
-    one never build it side by side."""
+def _run_points(
+    cohort_csv,
+    cohort,
+    out: Path,
+    points,
+    built: Mapping[str, BenchmarkConfig],
+    ex: Executor,
+    progress,
+) -> dict:
+    """Run the distinct ``points`` (name, configuration) on ``ex``; ``{point name: metrics}``.
+    On a parallel executor the graph folders are built first (each once, one bag per unit,
+    from the point's built configuration), so that points sharing one never build it side
+    by side."""
     from radiopath.benchmark import build_graph_stage
 
     if ex.remote:
-        built = set()
-        for name, cfg in points:
-            graph_dir = cfg["graph"].get("dir") or str(out / name / "graphs")
-            if graph_dir not in built:
-                built.add(graph_dir)
+        graph_dirs = set()
+        for name, _ in points:
+            cfg = built[name]
+            graph_dir = cfg.graph.dir or str(out / name / "graphs")
+            if graph_dir not in graph_dirs:
+                graph_dirs.add(graph_dir)
                 build_graph_stage(cohort, Path(graph_dir), cfg, False, progress, ex)
     tasks = [(cohort_csv, out / name, cfg, progress and not ex.remote) for name, cfg in points]
     finished = {}
@@ -280,12 +307,13 @@ def _with_point(base: dict, point: dict[str, object]) -> dict:
     return cfg
 
 
-def _check_point(name: str, cfg: dict, cohort: Cohort) -> None:
-    """Refuse a point whose configuration the benchmark would refuse, naming the point."""
-    from radiopath.benchmark import validate_benchmark_config
+def _build_point(name: str, cfg: dict, cohort: Cohort) -> BenchmarkConfig:
+    """The point's :class:`~radiopath.benchmark_config.BenchmarkConfig`, every section built
+    and checked as the benchmark does; an error names the point."""
+    from radiopath.benchmark_config import build_benchmark_config
 
     try:
-        validate_benchmark_config(copy.deepcopy(cfg), cohort)
+        return build_benchmark_config(cfg, cohort)
     except RadiopathInputError as exc:
         raise RadiopathInputError(
             f"sweep point {name}: {exc.reason}", path=exc.path, field=exc.field
@@ -320,3 +348,20 @@ def plot_ablation(metrics: pd.DataFrame, key: str, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
+
+
+def reference_page() -> str:
+    """``docs/config-sweep.md``: every key of an experiment file (:class:`ExperimentConfig`),
+    generated from its declarations (``tests/test_sweep.py`` keeps the page equal)."""
+    return generated_page(
+        ExperimentConfig,
+        "",
+        title="Experiment (sweep) files",
+        page="docs/config-sweep.md",
+        intro=(
+            "The file of `radiopath sweep --experiment` (see `experiments/`). A wrong key or value "
+            "is refused by its dotted name when the file is read; then every point's benchmark "
+            "configuration (docs/config-benchmark.md) is built, each grid key a dotted key of it, "
+            "before the first point runs."
+        ),
+    )

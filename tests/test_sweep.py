@@ -102,6 +102,32 @@ def test_the_experiment_file_itself_is_checked(tmp_path, extra, field):
     assert err.value.field == field and err.value.path == str(exp)
 
 
+EXPERIMENT_RULES = sweep.ExperimentConfig.rules()
+
+
+def test_every_experiment_key_has_a_rule():
+    assert set(EXPERIMENT_RULES) == set(sweep.ExperimentConfig().to_dict())
+
+
+@pytest.mark.parametrize("key", list(EXPERIMENT_RULES))
+def test_a_wrong_value_of_every_experiment_key_is_refused_by_its_name(tmp_path, key):
+    wrong = next(v for v in ("wrong", 12345) if not EXPERIMENT_RULES[key].accepts(v))
+    data = {"name": "t", "base": BASE, "grid": {"seed": [0]}, key: wrong}
+    exp = write_yaml(tmp_path / "exp.yaml", data)
+    with pytest.raises(RadiopathInputError) as err:
+        load_experiment(exp)
+    assert err.value.field == key and err.value.path == str(exp)
+
+
+def test_the_reference_page_is_generated_from_the_declarations():
+    page = Path(__file__).resolve().parents[1] / "docs" / "config-sweep.md"
+    assert page.read_text() == sweep.reference_page(), (
+        "docs/config-sweep.md is out of date; regenerate it (command at its top)"
+    )
+    for key in EXPERIMENT_RULES:
+        assert f"| `{key}` |" in page.read_text()
+
+
 def test_the_cli_refuses_a_bad_point_naming_the_file(
     small_cohort, tmp_path, cli_refused_quickly, no_point_runs
 ):

@@ -35,112 +35,95 @@ work starts)::
 from __future__ import annotations
 
 import logging
-import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from radiopath.config import check_known_keys
-from radiopath.errors import RadiopathInputError
+from radiopath.config import config_section
+from radiopath.config_rules import Flag, Kind, Number, OneOf
+from radiopath.evaluation.horizon import TIME_UNITS, check_horizon, parse_horizon
 from radiopath.io import Cohort
 from radiopath.runkit import write_csv
+from radiopath.typed_config import TypedConfig, section, setting
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "CLINICAL_DEFAULTS",
-    "ENDPOINT_DEFAULTS",
-    "endpoint_horizon",
-    "resolve_clinical_config",
-    "resolve_endpoint_config",
+    "ClinicalConfig",
+    "EndpointConfig",
+    "LeibovichConfig",
     "write_clinical_outputs",
 ]
 
-CLINICAL_DEFAULTS: dict = {
-    "enabled": True,
-    "tie_draws": 100,
-    "cox_penalizer": 0.01,
-    "leibovich": {
-        "t_stage": None,
-        "n_stage": None,
-        "size": None,
-        "grade": None,
-        "necrosis": None,
-        "size_unit": "cm",
-    },
-}
-
-ENDPOINT_DEFAULTS: dict = {"horizon": None, "time_unit": "days", "score": "cox"}
+_COLUMN = Kind((str, type(None)), "a column name or null")
 
 
-def resolve_clinical_config(section: dict | None) -> dict:
-    """The ``clinical`` section with its defaults; a bad key or value is named."""
-    from radiopath.config import deep_merge
+@dataclass(frozen=True)
+class LeibovichConfig(TypedConfig):
+    """The cohort column of each input of the Leibovich 2003 score (null: looked up by name)."""
 
-    section = dict(section or {})
-    check_known_keys(section, CLINICAL_DEFAULTS, "clinical")
-    cfg = deep_merge(CLINICAL_DEFAULTS, section)
-    if not isinstance(cfg["enabled"], bool):
-        raise RadiopathInputError(
-            f"must be true or false, got {cfg['enabled']!r}", field="clinical.enabled"
-        )
-    draws = cfg["tie_draws"]
-    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-        raise RadiopathInputError(
-            f"must be a positive integer, got {draws!r}", field="clinical.tie_draws"
-        )
-    pen = cfg["cox_penalizer"]
-    if (
-        isinstance(pen, bool)
-        or not isinstance(pen, (int, float))
-        or not math.isfinite(pen)
-        or pen < 0
-    ):
-        raise RadiopathInputError(
-            f"must be a number >= 0, got {pen!r}", field="clinical.cox_penalizer"
-        )
-    if cfg["leibovich"]["size_unit"] not in ("cm", "mm"):
-        raise RadiopathInputError(
-            f"must be 'cm' or 'mm', got {cfg['leibovich']['size_unit']!r}",
-            field="clinical.leibovich.size_unit",
-        )
-    return cfg
+    t_stage: str | None = setting(None, _COLUMN, "Column of the pT stage.")
+    n_stage: str | None = setting(None, _COLUMN, "Column of the pN stage.")
+    size: str | None = setting(None, _COLUMN, "Column of the tumour size.")
+    grade: str | None = setting(None, _COLUMN, "Column of the nuclear grade.")
+    necrosis: str | None = setting(None, _COLUMN, "Column of the necrosis (yes / no).")
+    size_unit: str = setting("cm", OneOf(("cm", "mm")), "Unit of the size column.")
+
+    def columns(self) -> dict[str, str]:
+        """``{input: column}`` of the inputs given a column (the others are looked up)."""
+        return {k: v for k, v in self.to_dict().items() if k != "size_unit" and v}
 
 
-def resolve_endpoint_config(section: dict | None, cohort: Cohort | None = None) -> dict:
-    """The ``endpoint`` section with its defaults (as the benchmark records it), its
-    horizon checked to read (:func:`endpoint_horizon`) and, given the cohort, checked
-    against the cohort's follow-up."""
-    from radiopath.config import config_section
-    from radiopath.evaluation.horizon import TIME_UNITS, check_horizon, parse_horizon
+@dataclass(frozen=True)
+class ClinicalConfig(TypedConfig):
+    """Clinical baselines, run when the cohort has clinical columns."""
 
-    section = dict(section or {})
-    check_known_keys(section, ENDPOINT_DEFAULTS, "endpoint")
-    cfg = {**ENDPOINT_DEFAULTS, **section}
-    if cfg["time_unit"] not in TIME_UNITS:
-        raise RadiopathInputError(
-            f"unknown time unit {cfg['time_unit']!r}; choose from {list(TIME_UNITS)}",
-            field="endpoint.time_unit",
-        )
-    if cfg["score"] not in ("cox", "binary"):
-        raise RadiopathInputError(
-            f"must be 'cox' or 'binary', got {cfg['score']!r}", field="endpoint.score"
-        )
-    if cfg["horizon"] is not None:
+    enabled: bool = setting(
+        True, Flag(), "false: no clinical baselines even with clinical columns."
+    )
+    tie_draws: int = setting(
+        100, Number(low=1, integer=True), "Random orders of tied scores per C-index."
+    )
+    cox_penalizer: float = setting(
+        0.01, Number(low=0), "lifelines' ridge penalty of the Cox models."
+    )
+    leibovich: LeibovichConfig = section(LeibovichConfig, LeibovichConfig.__doc__)
+
+
+@dataclass(frozen=True)
+class EndpointConfig(TypedConfig):
+    """A fixed-horizon endpoint: classification metrics of every aggregator's own risk."""
+
+    horizon: object = setting(
+        None,
+        doc="The horizon (null: none); its text is read with the time unit and checked "
+        "against the cohort's follow-up when the benchmark is built.",
+        allowed='null, a time in the time unit, or text: "5y", "60m", "26w", "100d"',
+    )
+    time_unit: str = setting("days", OneOf(tuple(TIME_UNITS)), "Unit of the cohort's time column.")
+    score: str = setting(
+        "cox",
+        OneOf(("cox", "binary")),
+        "cox: threshold at the training fold's event rate; binary: the risk is a binary "
+        "head's logit, threshold 0.",
+    )
+
+    def horizon_time(self) -> float | None:
+        """The horizon in the cohort's time unit (None: off)."""
+        if self.horizon is None:
+            return None
+        return parse_horizon(self.horizon, self.time_unit)
+
+    def check(self, cohort: Cohort | None = None) -> None:
+        """Refuse a horizon that does not read (or, given the cohort, lies beyond its
+        follow-up), naming ``endpoint.horizon``."""
+        if self.horizon is None:
+            return
         with config_section("endpoint.horizon", whole="horizon"):
-            horizon = parse_horizon(cfg["horizon"], cfg["time_unit"])
+            horizon = self.horizon_time()
             if cohort is not None:
                 check_horizon(cohort.times, cohort.events, horizon)
-    return cfg
-
-
-def endpoint_horizon(endpoint: dict) -> float | None:
-    """The resolved ``endpoint`` section's horizon in the cohort's time unit (None: off)."""
-    from radiopath.evaluation.horizon import parse_horizon
-
-    if endpoint.get("horizon") is None:
-        return None
-    return parse_horizon(endpoint["horizon"], endpoint.get("time_unit", "days"))
 
 
 def _own_risks(out: Path, aggregators, notes: list[str]) -> dict[str, Path]:
@@ -160,8 +143,8 @@ def write_clinical_outputs(
     out: str | Path,
     cohort: Cohort,
     aggregators,
-    clinical: dict,
-    endpoint: dict,
+    clinical: ClinicalConfig,
+    endpoint: EndpointConfig,
     *,
     seed: int = 0,
 ) -> tuple[list[Path], list[str]]:
@@ -170,7 +153,7 @@ def write_clinical_outputs(
     Parameters
     ----------
     clinical, endpoint
-        Resolved sections (:func:`resolve_clinical_config`, :func:`resolve_endpoint_config`).
+        The benchmark's built sections.
 
     Returns
     -------
@@ -191,18 +174,18 @@ def write_clinical_outputs(
     notes: list[str] = []
     written: list[Path] = []
     risks = _own_risks(out, aggregators, notes)
-    if cohort.clinical_columns and clinical["enabled"]:
+    if cohort.clinical_columns and clinical.enabled:
         frame = cohort.clinical_frame()
         time, event = cohort.times, cohort.events
-        table = column_c_index(frame, time, event, n_draws=clinical["tie_draws"], seed=seed)
-        mapping = {k: v for k, v in clinical["leibovich"].items() if k != "size_unit" and v}
-        score = leibovich_score(frame, mapping, size_unit=clinical["leibovich"]["size_unit"])
+        table = column_c_index(frame, time, event, n_draws=clinical.tie_draws, seed=seed)
+        mapping = clinical.leibovich.columns()
+        score = leibovich_score(frame, mapping, size_unit=clinical.leibovich.size_unit)
         if score is None:
             absent = [k for k, c in leibovich_columns(frame, mapping).items() if c is None]
             notes.append(f"Leibovich score not computed: no column for {', '.join(absent)}")
         else:
             summary = concordance_summary(
-                score.to_numpy(), time, event, n_draws=clinical["tie_draws"], seed=seed
+                score.to_numpy(), time, event, n_draws=clinical.tie_draws, seed=seed
             )
             row = {"column": "leibovich", "kind": "score", "score": "Leibovich 2003", **summary}
             table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
@@ -213,13 +196,13 @@ def write_clinical_outputs(
                 {agg: pd.read_csv(p, dtype={"patient_id": str}) for agg, p in risks.items()},
                 time,
                 event,
-                penalizer=clinical["cox_penalizer"],
+                penalizer=clinical.cox_penalizer,
             )
             written.append(write_csv(cox, out / "clinical" / "cox.csv"))
-    horizon = endpoint_horizon(endpoint)
+    horizon = endpoint.horizon_time()
     if horizon is not None and risks:
         tables = [
-            run_horizon_metrics(out / "runs" / agg, horizon, aggregator=agg, kind=endpoint["score"])
+            run_horizon_metrics(out / "runs" / agg, horizon, aggregator=agg, kind=endpoint.score)
             for agg in risks
         ]
         written.append(write_csv(pd.concat(tables, ignore_index=True), out / "horizon_metrics.csv"))

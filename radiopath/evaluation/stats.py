@@ -47,9 +47,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from radiopath.config_rules import Number
 from radiopath.errors import RadiopathInputError
 from radiopath.evaluation.arms import ArmScores, score_arm
 from radiopath.evaluation.bootstrap import FoldSetup as FoldSetup
@@ -66,6 +66,7 @@ from radiopath.evaluation.comparisons import INTERVAL_COLUMNS as INTERVAL_COLUMN
 from radiopath.evaluation.config import ordered_aggregators, resolve_evaluation_config
 from radiopath.evaluation.weighted_metrics import horizon_metrics as horizon_metrics
 from radiopath.runkit import config_fingerprint
+from radiopath.typed_config import TypedConfig, setting
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ __all__ = [
     "Analysis",
     "ArmScores",
     "OutOfFold",
+    "StatisticsConfig",
     "analyse_run",
     "analyse_runs",
     "bootstrap_p",
@@ -87,43 +89,37 @@ __all__ = [
     "score_arm",
 ]
 
-DEFAULT_STATISTICS: dict = {"bootstrap": 1000, "alpha": 0.05, "seed": 0}
-"""``statistics`` section of a benchmark: bootstrap replicates, the level of the intervals
-and tests (1 - alpha intervals, significance at alpha after Holm) and the resampling seed."""
-
-
 # ----------------------------------------------------------------------------- configuration
 
 
-def resolve_statistics_config(config: Mapping | None = None) -> dict:
-    """Defaults <- ``config``; each key is checked and a bad one is named."""
-    cfg = dict(DEFAULT_STATISTICS)
-    if config is None:
-        return cfg
-    if not isinstance(config, Mapping):
+@dataclass(frozen=True)
+class StatisticsConfig(TypedConfig):
+    """The intervals and paired tests of a report (a benchmark's ``statistics`` section)."""
+
+    bootstrap: int = setting(1000, Number(low=1, integer=True), "Bootstrap replicates.")
+    alpha: float = setting(
+        0.05,
+        Number(low=0, high=1, low_open=True, high_open=True),
+        "Level: 1 - alpha intervals, significance at alpha after Holm.",
+    )
+    seed: int = setting(0, Number(low=0, integer=True), "Seed of the bootstrap resampling.")
+
+
+DEFAULT_STATISTICS: dict = StatisticsConfig().to_dict()
+"""The defaults of :class:`StatisticsConfig` as a plain dict."""
+
+
+def resolve_statistics_config(config: Mapping | StatisticsConfig | None = None) -> dict:
+    """Defaults <- ``config`` (None values keep the default), as a plain dict; a bad key or
+    value is refused by its dotted name (``statistics.alpha``)."""
+    if isinstance(config, StatisticsConfig):
+        return config.to_dict()
+    if config is not None and not isinstance(config, Mapping):
         raise RadiopathInputError(
             f"must be a mapping of {sorted(DEFAULT_STATISTICS)}, got {config!r}", field="statistics"
         )
-    unknown = sorted(set(config) - set(DEFAULT_STATISTICS))
-    if unknown:
-        raise RadiopathInputError(
-            f"unknown key; known: {sorted(DEFAULT_STATISTICS)}", field=f"statistics.{unknown[0]}"
-        )
-    cfg.update({k: v for k, v in config.items() if v is not None})
-    b = cfg["bootstrap"]
-    if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1:
-        raise RadiopathInputError(
-            f"must be a positive integer (replicates), got {b!r}", field="statistics.bootstrap"
-        )
-    a = cfg["alpha"]
-    if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0.0 < float(a) < 1.0:
-        raise RadiopathInputError(f"must be in (0, 1), got {a!r}", field="statistics.alpha")
-    s = cfg["seed"]
-    if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
-        raise RadiopathInputError(
-            f"must be a non-negative integer, got {s!r}", field="statistics.seed"
-        )
-    return {"bootstrap": int(b), "alpha": float(a), "seed": int(s)}
+    given = {k: v for k, v in (config or {}).items() if v is not None}
+    return StatisticsConfig.from_mapping(given, "statistics").to_dict()
 
 
 # ----------------------------------------------------------------------------- run directories

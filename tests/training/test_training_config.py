@@ -385,3 +385,18 @@ def test_every_preset_builds_and_its_dict_is_the_layered_dict(preset):
         **layered,
         "preset": "learned",
     }
+
+
+@pytest.mark.parametrize(
+    "pca, field",
+    [
+        ({"components": -1}, "pca.components"),
+        ({"components": 2.5}, "pca.components"),
+        ({"components": "all"}, "pca.components"),
+        ({"whiten": "yes"}, "pca.whiten"),
+        ({"component": 4}, "pca.component"),
+    ],
+)
+def test_bad_pca_settings_are_named(pca, field):
+    with pytest.raises(RadiopathInputError, match=field.replace(".", r"\.")):
+        resolve_training_config({"pca": pca})
