@@ -125,8 +125,8 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     """Read and check an experiment file (its keys, and each grid entry a non-empty list);
     each point's benchmark configuration is built by :func:`run_sweep`."""
     path = Path(path)
-    cfg = ExperimentConfig.from_mapping(load_config_file(path), file=path)
-    mode, grid = cfg.mode, cfg.grid
+    cfg = ExperimentConfig.from_mapping(load_config_file(path), file=path).to_dict()
+    mode, grid = cfg["mode"], cfg["grid"]
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise RadiopathInputError(
@@ -142,9 +142,9 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
             field="grid",
         )
     return Experiment(
-        name=cfg.name if cfg.name is not None else path.stem,
-        description=cfg.description,
-        base=cfg.base,
+        name=cfg["name"] if cfg["name"] is not None else path.stem,
+        description=cfg["description"],
+        base=cfg["base"],
         grid=grid,
         mode=mode,
         path=path,
