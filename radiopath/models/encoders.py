@@ -192,6 +192,12 @@ class GraphEncoder(nn.Module):
         score_noise: scale :math:`\tau` of the Gumbel noise added to the top-k scores in
             training (Gumbel-top-k exploration; 0, the default, is PyG's deterministic
             top-k; see :meth:`_perturbed_scores_input`).
+        ratio_warmup: fraction of training over which the pooling ratio falls linearly from
+            keeping every node to ``ratio`` (0: ``ratio`` throughout). Training reports its
+            progress through :attr:`progress` (0 at the first step, 1 at the end); the
+            selection then starts as a soft gate over every node, so each node's score gets
+            a gradient before the cut drops any, rather than only the nodes an untrained
+            projection happens to keep. Evaluation always keeps ``ratio``.
 
         importance: how the aggregator's weights of the surviving nodes are traced back
             to the input nodes (:meth:`EncodedGraphs.input_node_weights`): ``"selection"``
@@ -239,6 +245,7 @@ class GraphEncoder(nn.Module):
         importance: str = "selection",
         score_noise: float = 0.0,
         center: bool | str = False,
+        ratio_warmup: float = 0.0,
     ) -> None:
         super().__init__()
         if importance not in IMPORTANCE_MODES:
@@ -259,6 +266,10 @@ class GraphEncoder(nn.Module):
         self.dropout_position = dropout_position
         self.importance = importance
         self.score_noise = float(score_noise)
+        if not 0.0 <= ratio_warmup < 1.0:
+            raise ValueError(f"ratio_warmup must be in [0, 1), got {ratio_warmup}")
+        self.ratio_warmup = float(ratio_warmup)
+        self.progress = 1.0  # of training; set by the training loop, read by ratio_warmup
         if center not in CENTERS:
             raise ValueError(f"center must be one of {CENTERS}, got {center!r}")
         # "" (none), "mean" or "median"; True means "mean"
@@ -406,6 +417,7 @@ class GraphEncoder(nn.Module):
             if layer < len(self.pools):
                 n_before = h.size(0)
                 pool = self.pools[layer]
+                pool.ratio = pool.select.ratio = self.current_ratio()
                 h, edge_index, _, batch, perm, _ = pool(
                     h, edge_index, batch=batch, attn=self._perturbed_scores_input(pool, h)
                 )
@@ -423,6 +435,15 @@ class GraphEncoder(nn.Module):
         with torch.autocast(h.device.type, enabled=False):
             summed = (1 + conv.eps) * h + symmetric_spmm(adj, h)
         return conv.nn(summed)
+
+    def current_ratio(self) -> float:
+        """The pooling ratio of this forward pass: ``ratio``, or in training with
+        ``ratio_warmup`` the warm-up's value at :attr:`progress` (below 1: PyG reads a ratio
+        of 1 as "keep one node")."""
+        if not self.training or self.ratio_warmup <= 0 or self.progress >= self.ratio_warmup:
+            return self.ratio
+        share = max(self.progress, 0.0) / self.ratio_warmup
+        return min(1.0 + (self.ratio - 1.0) * share, 1.0 - 1e-6)
 
     def _perturbed_scores_input(self, pool: TopKPooling, h: Tensor) -> Tensor | None:
         r"""Gumbel-top-k exploration (Kool et al. 2019): in training, the top-k scores

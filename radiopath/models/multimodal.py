@@ -335,6 +335,12 @@ class MultimodalSurvivalModel(nn.Module):
             for layer in block:
                 layer.reset_parameters()
 
+    def set_training_progress(self, progress: float) -> None:
+        """How far training has got (0 to 1), for schedules inside the encoders
+        (:attr:`GraphEncoder.ratio_warmup`)."""
+        for encoder in self.encoders.values():
+            encoder.progress = float(progress)
+
     def set_horizon(self, horizon: float, pos_weight: float = 1.0) -> None:
         """The binary head's horizon (in the cohort's time unit) and the loss weight of the
         patients with an event by then (``n_negative / n_positive`` of the training fold

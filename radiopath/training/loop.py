@@ -73,6 +73,7 @@ def build_model(
             "multiplier": pool.multiplier,
             "dropout_position": pool.dropout_position,
             "score_noise": pool.score_noise,
+            "ratio_warmup": pool.ratio_warmup,
             "importance": cfg.importance,
             "center": cfg.center,
         },
@@ -469,7 +470,9 @@ def _train_epoch(run: _FoldRun, train, store, epoch: int, seed: int) -> dict:
     sums: dict[str, float] = {}
     n_seen = 0
     seen_time, seen_event, seen_risk = [], [], []
+    n_batches = math.ceil(len(train) / cfg.batch_size)
     for step, chunk in enumerate(_batches(train, cfg.batch_size, gen)):
+        model.set_training_progress((epoch * n_batches + step) / (run.n_epochs * n_batches))
         if len(chunk) < 2:
             # A lone patient is its own risk set: its Cox partial likelihood is 0, and
             # batch normalisation needs two patients. Skipping it loses nothing.

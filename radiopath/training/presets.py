@@ -67,9 +67,16 @@ PRESETS: dict[str, dict] = {
 #   the 16-d test cohort (AUC 0.30 where 8 gives above 0.8);
 # - width 64 for the encoder and SPARRA's score network (as good as 128 and ~1.3x faster);
 # - the interpretable preset's top-k exploration (Gumbel noise 0.5, 10x pooling lr,
-#   dropout after the selection) and receptive-field importance maps.
+#   dropout after the selection) and receptive-field importance maps;
+# - the top-k ratio warmed up over the first 30% of the steps (``pooling.ratio_warmup``):
+#   the pooling starts by keeping every node, so every node's selection score is trained
+#   through its gate before the cut drops any. Without it, the nodes an untrained projection
+#   happened to drop got no gradient, and whole branches settled on the decoy. Paired with
+#   the same seeds on cohorts 0 and 2, SPARRA's C-index rose in 5 of 5 runs (+0.007 to
+#   +0.033) and the WSI importance AUC in 4 of 5.
 PRESETS["learned"] = {
     **PRESETS["interpretable"],
+    "pooling": {**PRESETS["interpretable"]["pooling"], "ratio_warmup": 0.3},
     "center": "median",
     "modality_dropout": 0.5,
     "steps": 400,

@@ -83,6 +83,12 @@ class PoolingConfig(TypedConfig):
         Number(low=0),
         "Gumbel noise scale of the top-k scores in training (0: PyG's deterministic top-k).",
     )
+    ratio_warmup: float = setting(
+        0.0,
+        FRACTION,
+        "Fraction of the training schedule over which the top-k ratio falls linearly from "
+        "keeping every node to its target (0: the target from the first step).",
+    )
 
 
 @dataclass(frozen=True)

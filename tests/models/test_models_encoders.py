@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -192,6 +194,28 @@ def test_gumbel_score_noise_shifts_scores_but_not_the_gradient_of_p():
     assert enc._perturbed_scores_input(pool, h) is None
     perms = {tuple(enc(b.x, b.edge_index, b.batch, 2).node_map.tolist()) for _ in range(3)}
     assert len(perms) == 1
+
+
+def test_ratio_warmup_keeps_every_node_first_then_falls_to_the_target():
+    b = batch_of([50, 30], seed=6)
+    enc = GraphEncoder(5, 6, ratio=0.4, ratio_warmup=0.5, dropout=0.0)
+    n = b.num_nodes
+
+    def kept(progress, training=True):
+        enc.train(training)
+        enc.progress = progress
+        return enc(b.x, b.edge_index, b.batch, 2).x.size(0)
+
+    assert kept(0.0) == n  # both pooling layers keep every node
+    # halfway through the warm-up the ratio is 0.7 per layer: ceil(0.7 ceil(0.7 m)) per graph
+    expected = sum(math.ceil(0.7 * math.ceil(0.7 * m)) for m in (50, 30))
+    assert kept(0.25) == expected
+    target = sum(math.ceil(0.4 * math.ceil(0.4 * m)) for m in (50, 30))
+    assert kept(0.5) == kept(0.9) == target
+    assert kept(0.0, training=False) == target  # evaluation keeps the target ratio
+    assert GraphEncoder(5, 6, ratio=0.4).train().current_ratio() == 0.4
+    with pytest.raises(ValueError, match="ratio_warmup"):
+        GraphEncoder(5, 6, ratio=0.4, ratio_warmup=1.0)
 
 
 def test_scaling_folded_into_projection_equals_standardised_input():

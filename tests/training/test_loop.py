@@ -69,3 +69,36 @@ def test_modality_dropout_never_drops_the_last_modality_and_staging_keeps_one():
         ("ct",),
     ]
     assert _muted(chunk, ["wsi", "ct", "clinical"], 0, gen, **staged)[1].modalities == ()
+
+
+def test_training_reports_its_progress_to_the_encoders(small_cohort, small_graphs, tmp_path):
+    """The loop tells the model how far training has got before every step, from 0 to just
+    under 1 (what ``pooling.ratio_warmup`` reads); each fold starts again at 0."""
+    from radiopath.models.multimodal import MultimodalSurvivalModel
+
+    seen: list[float] = []
+    original = MultimodalSurvivalModel.set_training_progress
+
+    def record(self, progress):
+        seen.append(progress)
+        original(self, progress)
+
+    config = {"preset": "paper", "epochs": 3, "n_folds": 2, "batch_size": 8, "hidden": 8}
+    config["pooling"] = {"ratio_warmup": 0.5}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(MultimodalSurvivalModel, "set_training_progress", record)
+        train_cross_validated(
+            small_cohort,
+            small_graphs,
+            aggregator="mean",
+            modalities="wsi",
+            out_dir=tmp_path / "run",
+            config=config,
+            progress=False,
+        )
+    starts = [i for i, p in enumerate(seen) if p == 0.0]
+    assert len(starts) == 2  # one per fold
+    for fold in (seen[: starts[1]], seen[starts[1] :]):
+        assert all(b > a for a, b in zip(fold, fold[1:]))
+        n = len(fold)  # 3 epochs x ceil(12 / 8) = 2 batches
+        assert n == 6 and fold[-1] == pytest.approx((n - 1) / n)
