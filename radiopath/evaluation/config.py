@@ -240,8 +240,9 @@ DEFAULT_CONFIG: dict = EvaluationConfig().to_dict()
 
 def resolve_evaluation_config(config: Mapping | EvaluationConfig | None = None) -> EvaluationConfig:
     """Defaults <- ``config`` (or its ``"evaluation"`` section); a built
-    :class:`EvaluationConfig` is returned as it is. An unknown key or a wrong value at any
-    depth is an error naming it (``evaluation.coxph.alphas``)."""
+    :class:`EvaluationConfig` is returned as it is. An explicit null sets a key to None
+    where its rule allows one (``num_threads: null``: torch's default). An unknown key or a
+    wrong value at any depth is an error naming it (``evaluation.coxph.alphas``)."""
     if isinstance(config, EvaluationConfig):
         return config
     if not config:
@@ -251,7 +252,7 @@ def resolve_evaluation_config(config: Mapping | EvaluationConfig | None = None) 
         raise RadiopathInputError(
             "the evaluation configuration must be a mapping", field="evaluation"
         )
-    return EvaluationConfig.from_mapping(part, "evaluation")
+    return EvaluationConfig.from_mapping(part, "evaluation", null_sets=True)
 
 
 def screening_enabled(cfg: EvaluationConfig, aggregator: str) -> bool:

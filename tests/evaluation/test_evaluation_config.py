@@ -145,3 +145,12 @@ def test_layers_lay_over_a_built_configuration():
     with pytest.raises(RadiopathInputError) as err:
         EvaluationConfig.from_mapping({"rsf": {"engine": "ranger"}}, "evaluation", base=file)
     assert err.value.field == "evaluation.rsf.engine" and "'numba'" in err.value.reason
+
+
+def test_an_explicit_null_sets_a_key_where_its_rule_allows_one():
+    cfg = resolve_evaluation_config({"num_threads": None, "rsf": {"max_features": None}})
+    assert cfg.num_threads is None  # torch's default number of threads
+    assert cfg.rsf.max_features is None
+    assert resolve_evaluation_config({}).num_threads == 1
+    with pytest.raises(RadiopathInputError, match=r"evaluation\.cv\.n_splits"):
+        resolve_evaluation_config({"cv": {"n_splits": None}})
