@@ -56,8 +56,10 @@ class WriteError(OSError):
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed over ``path``.
+    ``suffix`` ends the temporary name, for writers that choose the format by extension
+    (``".tmp.nii.gz"``).
 
     The temporary name is unique (pid and a random suffix) and starts with a dot, so
     concurrent writers never share one and globbing for results never sees it::
@@ -72,7 +74,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -55,6 +55,7 @@ from radiopath.datasets import (
 )
 from radiopath.errors import RadiopathInputError
 from radiopath.io import EmbeddingBag
+from radiopath.runkit import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -210,15 +211,13 @@ def write_pyramidal_tiff(
     reports ``openslide.mpp-x``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     options = {
         "tile": (tile, tile),
         "photometric": "rgb",
         "compression": "zlib",
         "resolutionunit": "CENTIMETER",
     }
-    with tifffile.TiffWriter(tmp) as tif:
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp) as tif:
         level, ds = rgb, 1
         while True:
             res = 1e4 / (mpp * ds)
@@ -230,7 +229,6 @@ def write_pyramidal_tiff(
             level = level[: h // 2 * 2, : w // 2 * 2].reshape(h // 2, 2, w // 2, 2, 3)
             level = np.rint(level.mean(axis=(1, 3))).astype(np.uint8)
             ds *= 2
-    os.replace(tmp, path)
     return path
 
 
@@ -288,9 +286,8 @@ def _ct_affine(shape, spacing) -> np.ndarray:
 def _save_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
     img = nib.Nifti1Image(data, affine)
     img.header.set_xyzt_units("mm")
-    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
-    nib.save(img, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".tmp.nii.gz") as tmp:
+        nib.save(img, tmp)
 
 
 # --------------------------------------------------------------------------- cohort
