@@ -40,7 +40,7 @@ from radiopath.training import train_cross_validated
 COHORT = dict(
     n_patients=90, dim=16, wsi_patches=(300, 600), ct_patches=(16, 32), signal="wsi", seed=1
 )
-BASE = {"epochs": 60, "lr": 1e-3, "batch_size": 16, "n_folds": 3}
+BASE = {"epochs": 60, "lr": 1e-3, "batch_size": 16, "folds": 3}
 CONFIGS = {
     "plain-mil": {"use_graph": False},
     "paper": {},

@@ -53,7 +53,7 @@ _SET_BY_BENCHMARK = {
     "aggregator": "aggregators",
     "modalities": "modalities",
     "seed": "seed",
-    "n_folds": "folds",
+    "folds": "folds",
     "graph_preset": "graph.preset",
 }
 
@@ -124,7 +124,7 @@ class BenchmarkConfig(TypedConfig):
         None,
         Kind((Mapping, type(None)), "a mapping (null: the training defaults)"),
         "The training configuration of every trained aggregator (the training stage's keys, "
-        "less aggregator, modalities, seed, n_folds and graph_preset, which the benchmark "
+        "less aggregator, modalities, seed, folds and graph_preset, which the benchmark "
         "sets); checked by the training stage for each aggregator.",
         convert=lambda value: copy.deepcopy(dict(value or {})),
     )
@@ -158,7 +158,7 @@ class BenchmarkConfig(TypedConfig):
         if agg in BASELINES:
             return {}
         _, override = VARIANTS.get(agg, (agg, {}))
-        return {**copy.deepcopy(self.train), **override, "seed": self.seed, "n_folds": self.folds}
+        return {**copy.deepcopy(self.train), **override, "seed": self.seed, "folds": self.folds}
 
 
 DEFAULTS: dict = {

@@ -97,7 +97,7 @@ def finished_run(small_cohort, small_graphs, tmp_path):
             aggregator="abmil",
             modalities="wsi",
             out_dir=tmp_path,
-            config={"epochs": 2, "n_folds": 2, "batch_size": 8, "hidden": 16},
+            config={"epochs": 2, "folds": 2, "batch_size": 8, "hidden": 16},
             progress=False,
             **kw,
         )

@@ -139,7 +139,7 @@ def train(
         "fusion": fusion,
         "importance": importance,
         "epochs": epochs,
-        "n_folds": n_folds,
+        "folds": n_folds,
         "seed": seed,
         "strict": strict or None,
     }

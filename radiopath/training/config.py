@@ -128,7 +128,7 @@ class TrainingConfig(TypedConfig):
         "The layer laid over these defaults before the user's keys (radiopath.training.presets).",
     )
     seed: int = setting(0, Number(low=0, integer=True), "Seed of the folds and the models.")
-    n_folds: int = setting(5, Number(low=2, integer=True), "Outer cross-validation folds.")
+    folds: int = setting(5, Number(low=2, integer=True), "Outer cross-validation folds.")
     epochs: int = setting(20, COUNT, "Epochs to run when steps is null.")
     steps: int | None = setting(
         None,

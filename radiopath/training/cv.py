@@ -239,7 +239,7 @@ def _resolve_folds(
                 )
         else:
             table = make_folds(
-                ids, [r.event for r in records], cfg.n_folds, cfg.seed, repeats=repeats
+                ids, [r.event for r in records], cfg.folds, cfg.seed, repeats=repeats
             )
     elif isinstance(folds, pd.DataFrame):
         table = check_folds(folds, ids)

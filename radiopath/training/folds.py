@@ -45,13 +45,13 @@ def make_folds(
     events = np.asarray(events, dtype=int)
     n_events, n_censored = int(events.sum()), int((events == 0).sum())
     if n_folds < 2:
-        raise RadiopathInputError(f"need at least 2 folds, got {n_folds}", field="n_folds")
+        raise RadiopathInputError(f"need at least 2 folds, got {n_folds}", field="folds")
     if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
         raise RadiopathInputError(f"must be a positive integer, got {repeats!r}", field="repeats")
     if n_events < n_folds:
         raise RadiopathInputError(
             f"{n_folds} folds need at least {n_folds} events, the cohort has {n_events}",
-            field="n_folds",
+            field="folds",
         )
     if n_censored and n_censored < n_folds:
         # Too few censored patients to stratify; fall back to stratifying nothing.

@@ -17,7 +17,7 @@ from radiopath.training.faithfulness import deletion_check, load_fold_model
 # on one thread, as when this file lived under tests/training/
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-CONFIG = {"epochs": 60, "lr": 1e-3, "batch_size": 16, "n_folds": 3, "seed": 0}
+CONFIG = {"epochs": 60, "lr": 1e-3, "batch_size": 16, "folds": 3, "seed": 0}
 
 
 def importance_auc(result, cohort_dir, modality="wsi"):
@@ -154,7 +154,7 @@ def test_default_recipe_sparra_beats_mean_pooling_on_a_confounded_cohort(tmp_pat
         aggregator="sparra",
         modalities="wsi",
         out_dir=tmp_path / "run",
-        config={"n_folds": 3, "seed": 0},
+        config={"folds": 3, "seed": 0},
         progress=False,
     )
     assert result.config.preset == "learned" and result.config.steps == 400

@@ -121,7 +121,7 @@ def test_training_folds_in_a_local_pool_write_the_same_files(small_cohort, tmp_p
             aggregator="mean",
             modalities="wsi,ct",
             out_dir=tmp_path / name,
-            config={"epochs": 2, "batch_size": 8, "n_folds": 3},
+            config={"epochs": 2, "batch_size": 8, "folds": 3},
             progress=False,
             executor=executor,
         )

@@ -30,7 +30,7 @@ from radiopath.training import train_cross_validated
 
 ray = pytest.importorskip("ray")
 
-TRAIN = {"epochs": 2, "batch_size": 8, "n_folds": 3}
+TRAIN = {"epochs": 2, "batch_size": 8, "folds": 3}
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from radiopath.runkit import verify_digests
 from radiopath.training import train_cross_validated
 
 # The paper preset: these tests check its selection maps (ratio 0.2, selection importance).
-FAST = {"preset": "paper", "epochs": 2, "n_folds": 2, "batch_size": 8, "hidden": 16}
+FAST = {"preset": "paper", "epochs": 2, "folds": 2, "batch_size": 8, "hidden": 16}
 
 
 @pytest.fixture(scope="module")
@@ -520,7 +520,7 @@ def test_corrupt_ledger_is_not_trusted(finished_run):
 
 
 # fusion runs: a fixed number of steps on the clinical cohort below
-QUICK = {"steps": 24, "n_folds": 2, "batch_size": 8, "hidden": 8, "validation": {"fraction": 0.0}}
+QUICK = {"steps": 24, "folds": 2, "batch_size": 8, "hidden": 8, "validation": {"fraction": 0.0}}
 
 
 @pytest.fixture(scope="module")
@@ -675,13 +675,17 @@ def test_attention_weights_follow_the_modality_that_carries_the_signal(tmp_path,
         modalities="wsi,ct,clinical",
         out_dir=tmp_path / "run",
         # without the default recipe's modality dropout, which trains every branch to
-        # predict alone and so spreads the attention over the modalities by design
+        # predict alone and so spreads the attention over the modalities by design, and
+        # without its top-k warm-up: with it, the clinical case gave the uninformative CT
+        # branch 0.33-0.43 of the attention (training seeds 0, 1) at the same C-index (0.79),
+        # so the attention weights are a weaker readout of which modality carries the risk
         config={
             "steps": 150,
-            "n_folds": 3,
+            "folds": 3,
             "fusion": "attention",
             "validation": {"fraction": 0.0},
             "modality_dropout": 0.0,
+            "pooling": {"ratio_warmup": 0.0},
         },
         progress=False,
     )

@@ -24,7 +24,7 @@ def test_folds_are_stratified_and_reproducible():
 
 
 def test_too_few_events_is_named():
-    with pytest.raises(RadiopathInputError, match="field 'n_folds'.*at least 5 events"):
+    with pytest.raises(RadiopathInputError, match="field 'folds'.*at least 5 events"):
         make_folds(["a", "b", "c", "d", "e", "f"], [1, 1, 0, 0, 0, 0], n_folds=5)
 
 

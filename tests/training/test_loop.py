@@ -83,7 +83,7 @@ def test_training_reports_its_progress_to_the_encoders(small_cohort, small_graph
         seen.append(progress)
         original(self, progress)
 
-    config = {"preset": "paper", "epochs": 3, "n_folds": 2, "batch_size": 8, "hidden": 8}
+    config = {"preset": "paper", "epochs": 3, "folds": 2, "batch_size": 8, "hidden": 8}
     config["pooling"] = {"ratio_warmup": 0.5}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(MultimodalSurvivalModel, "set_training_progress", record)
