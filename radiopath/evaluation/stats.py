@@ -87,6 +87,7 @@ __all__ = [
     "paired_bootstrap",
     "resolve_statistics_config",
     "score_arm",
+    "statistics_config",
 ]
 
 # ----------------------------------------------------------------------------- configuration
@@ -112,14 +113,19 @@ DEFAULT_STATISTICS: dict = StatisticsConfig().to_dict()
 def resolve_statistics_config(config: Mapping | StatisticsConfig | None = None) -> dict:
     """Defaults <- ``config`` (None values keep the default), as a plain dict; a bad key or
     value is refused by its dotted name (``statistics.alpha``)."""
+    return statistics_config(config).to_dict()
+
+
+def statistics_config(config: Mapping | StatisticsConfig | None = None) -> StatisticsConfig:
+    """:func:`resolve_statistics_config` as the frozen :class:`StatisticsConfig`."""
     if isinstance(config, StatisticsConfig):
-        return config.to_dict()
+        return config
     if config is not None and not isinstance(config, Mapping):
         raise RadiopathInputError(
             f"must be a mapping of {sorted(DEFAULT_STATISTICS)}, got {config!r}", field="statistics"
         )
     given = {k: v for k, v in (config or {}).items() if v is not None}
-    return StatisticsConfig.from_mapping(given, "statistics").to_dict()
+    return StatisticsConfig.from_mapping(given, "statistics")
 
 
 # ----------------------------------------------------------------------------- run directories
@@ -132,7 +138,7 @@ class Analysis:
     intervals: pd.DataFrame
     comparisons: pd.DataFrame
     arms: list[ArmScores]
-    config: dict
+    config: StatisticsConfig
     n_patients: int
     n_folds: int
     n_repeats: int
@@ -181,7 +187,7 @@ def _run_tables(run_dir: Path):
 
 
 def _score_runs(
-    runs: Mapping[str, Path], cfg: dict
+    runs: Mapping[str, Path], cfg: StatisticsConfig
 ) -> tuple[dict[str, list[ArmScores]], OutOfFold]:
     """Score every arm of every run on one set of bootstrap replicates (shared folds)."""
     tables = {name: _run_tables(Path(d)) for name, d in runs.items()}
@@ -199,7 +205,7 @@ def _score_runs(
                 oofs[key] = out_of_fold(folds, outcomes, settings)
             oof = oofs[key]
             if weights is None:
-                weights = bootstrap_weights(oof.event, cfg["bootstrap"], cfg["seed"])
+                weights = bootstrap_weights(oof.event, cfg.bootstrap, cfg.seed)
             sv = None
             if surv is not None:
                 sv = surv[(surv["aggregator"] == agg) & (surv["modalities"] == mods)]
@@ -216,11 +222,11 @@ def analyse_run(run_dir: str | os.PathLike, config: Mapping | None = None) -> An
     section (:data:`DEFAULT_STATISTICS`). Comparisons are ``later - earlier`` in
     :data:`radiopath.evaluation.config.AGGREGATOR_ORDER` within each modality set.
     """
-    cfg = resolve_statistics_config(config)
+    cfg = statistics_config(config)
     run_dir = Path(run_dir)
     scored, oof = _score_runs({"run": run_dir}, cfg)
     arms = scored["run"]
-    alpha = cfg["alpha"]
+    alpha = cfg.alpha
     inter = pd.concat([intervals(a, alpha) for a in arms], ignore_index=True)
     comps = []
     for mods in dict.fromkeys(a.modalities for a in arms):
@@ -253,7 +259,7 @@ def analyse_runs(
     and modality set they share (``point_a - point_b``, later minus earlier in ``runs``),
     with the statistics of :func:`compare_arms`. Points with other folds are not compared.
     """
-    cfg = resolve_statistics_config(config)
+    cfg = statistics_config(config)
     groups: dict[str, dict[str, Path]] = {}
     for name, d in runs.items():
         path = Path(d) / "folds.csv"
@@ -274,7 +280,7 @@ def analyse_runs(
                     arm_b = arms_b.get(arm_a.aggregator)
                     if arm_b is None:
                         continue
-                    rows = compare_arms(arm_a, arm_b, cfg["alpha"])
+                    rows = compare_arms(arm_a, arm_b, cfg.alpha)
                     rows = rows.drop(columns=["aggregator_b"]).rename(
                         columns={"aggregator_a": "aggregator", "modalities": "modalities_a"}
                     )

@@ -97,9 +97,9 @@ def _design(analysis: Analysis) -> str:
     folds = analysis.n_folds // max(analysis.n_repeats, 1)
     return (
         f"{analysis.n_patients} patients, {folds} folds x {analysis.n_repeats} repeat(s) = "
-        f"{analysis.n_folds} test folds; intervals and paired tests: {cfg['bootstrap']} "
+        f"{analysis.n_folds} test folds; intervals and paired tests: {cfg.bootstrap} "
         f"patient-level bootstrap replicates of the out-of-fold predictions (stratified by "
-        f"event, seed {cfg['seed']}), alpha = {cfg['alpha']:g}."
+        f"event, seed {cfg.seed}), alpha = {cfg.alpha:g}."
     )
 
 
@@ -152,7 +152,7 @@ def _figures(run_dir, metrics, analysis, predictions, horizon) -> list[Figure]:
     ]
     if analysis is not None and not analysis.comparisons.empty:
         path = plot_comparisons(
-            analysis.comparisons, folder / "comparisons.png", analysis.config["alpha"]
+            analysis.comparisons, folder / "comparisons.png", analysis.config.alpha
         )
         figs.append(figure(path, run_dir, "Paired differences between aggregators (forest plot)"))
     selection = _read_optional(run_dir / "selection.csv")
@@ -218,7 +218,7 @@ def write_report(
     written: dict[str, Path] = {}
     if analysis is not None:
         written.update(intervals=run_dir / "intervals.csv", comparisons=run_dir / "comparisons.csv")
-    alpha = 0.05 if analysis is None else analysis.config["alpha"]
+    alpha = 0.05 if analysis is None else analysis.config.alpha
     design = None if analysis is None else _design(analysis)
     intervals = None if analysis is None else analysis.intervals
     comparisons = None if analysis is None else analysis.comparisons
