@@ -36,7 +36,7 @@ PRESETS: dict[str, dict] = {
 
 # The default recipe, for cohorts of 100-500 patients where averaging is not enough (each
 # choice backed by experiments/ablation-recipe.yaml and benchmarks/bench_recipe.py; the
-# README has the table):
+# benchmarks/README.md has the tables):
 # - each bag read against its own column-wise median (``center: median``), so a
 #   patient-level offset shared by every patch (scanner, stain, reconstruction kernel)
 #   cannot reach the model; unlike the mean, the median is not moved by a small region, so
