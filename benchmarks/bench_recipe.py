@@ -9,7 +9,8 @@ regions' mean, of one on the bag mean). Each (recipe, aggregator, seed) is train
 
 * ``c_index`` -- mean test C-index of the model's own risk over the folds;
 * ``auc_wsi`` / ``auc_ct`` -- mean over test patients of the ROC AUC of patch importance
-  for the planted patches (and the worst patient);
+  for the planted patches (and the worst patient; ``branch_min``: the worst fold's mean,
+  where maps that fail do so, one (fold, modality) branch at a time);
 * ``region_bg`` / ``decoy_bg`` -- median ratio of the mean importance of planted (decoy)
   patches to that of background patches;
 * ``train_c`` -- training C-index of the last epoch (how well the model fits).
@@ -46,11 +47,12 @@ MODALITIES = ("wsi", "ct")
 def score(result, cohort_dir: Path) -> dict:
     out = {"c_index": round(result.mean_c_index, 3)}
     for m in MODALITIES:
-        aucs, region, decoy = [], [], []
-        for pid in result.folds["patient_id"]:
+        aucs, region, decoy, folds = [], [], [], []
+        for pid, fold in zip(result.folds["patient_id"], result.folds["fold"]):
             imp = pd.read_csv(result.importance_path(pid, m))["importance"].to_numpy()
             planted = load_planted_mask(cohort_dir, pid, m)
             aucs.append(roc_auc_score(planted, imp))
+            folds.append(fold)
             decoy_path = cohort_dir / "truth" / f"{pid}.{m}.decoy.npy"
             d = np.load(decoy_path) if decoy_path.exists() else np.zeros_like(planted)
             bg = imp[~(planted | d)].mean()
@@ -58,6 +60,8 @@ def score(result, cohort_dir: Path) -> dict:
             decoy.append(imp[d].mean() / bg if bg > 0 and d.any() else np.nan)
         out[f"auc_{m}"] = round(float(np.mean(aucs)), 3)
         out[f"auc_{m}_min"] = round(float(np.min(aucs)), 3)
+        by_fold = pd.Series(aucs).groupby(np.asarray(folds)).mean()
+        out[f"auc_{m}_branch_min"] = round(float(by_fold.min()), 3)
         out[f"region_bg_{m}"] = round(float(np.nanmedian(region)), 2)
         out[f"decoy_bg_{m}"] = round(float(np.nanmedian(decoy)), 2)
     logs = [pd.read_csv(p).iloc[-1] for p in sorted((result.out_dir / "logs").glob("fold_*.csv"))]
