@@ -68,12 +68,8 @@ PRESETS: dict[str, dict] = {
 # - width 64 for the encoder and SPARRA's score network (as good as 128 and ~1.3x faster);
 # - the interpretable preset's top-k exploration (Gumbel noise 0.5, 10x pooling lr,
 #   dropout after the selection) and receptive-field importance maps.
-# Measured and not kept: the top-k ratio warmed up from keeping every node
-# (``pooling.ratio_warmup: 0.3``): on the three confounded cohorts (3 training seeds each)
-# it raised the worst seeds (mean C 0.723 / 0.765 / 0.736 -> 0.737 / 0.765 / 0.748, WSI
-# importance AUC 0.88 / 0.94 / 0.91 -> 0.91 / 0.94 / 0.93), but on a cohort not used to
-# choose it (250 patients, 48-d, 6 tissue types) its CT maps fell in 3 of 3 seeds (AUC
-# 0.910 -> 0.857) at the same C (0.804 -> 0.799).
+# Not in the recipe: the top-k ratio warm-up (``pooling.ratio_warmup``), which helped the
+# cohorts it was measured on and lowered the maps of others (benchmarks/README.md).
 PRESETS["learned"] = {
     **PRESETS["interpretable"],
     "center": "median",
