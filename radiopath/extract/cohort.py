@@ -234,15 +234,7 @@ def extract_cohort(
     cohort = read_image_cohort(cohort_csv)
     out = Path(out_dir)
     names, ckpts = _encoder_choice(cohort, cfg.encoder, cfg.checkpoint)
-    opts = _RunOptions(
-        cfg.strict,
-        cfg.workers,
-        cfg.device,
-        progress,
-        cfg.random_init,
-        cfg.batch_size,
-        dict(encoder_kwargs or {}),
-    )
+    opts = _RunOptions(cfg, progress, dict(encoder_kwargs or {}))
     with borrowed(opened if opened is not None else cfg.executor) as ex:
         encoders, dev = _build_encoders(ex, names, ckpts, opts)
         params = _parameters(cfg)
@@ -259,15 +251,12 @@ def extract_cohort(
 
 @dataclass(frozen=True)
 class _RunOptions:
-    """The arguments of :func:`extract_cohort` that its stages read, as given
-    (``encoder_kwargs`` is copied where it is stored or sent)."""
+    """What the stages of :func:`extract_cohort` read: its settings, whether to show
+    progress, and the encoders' extra arguments (``encoder_kwargs``, copied where it is
+    stored or sent)."""
 
-    strict: bool
-    workers: int
-    device: str
+    settings: ExtractConfig
     progress: bool
-    random_init: bool
-    batch_size: int
     encoder_kwargs: dict
 
 
@@ -296,14 +285,14 @@ def _build_encoders(
     workers in other processes they are built on the CPU here, for the check and the
     encoders' configuration; each worker builds its own on its device.
     """
-    dev = resolve_device("cpu" if ex.remote else options.device)
+    dev = resolve_device("cpu" if ex.remote else options.settings.device)
     encoders: dict[str, PatchEncoder] = {}
     for m in names:
         encoders[m] = get_encoder(
             names[m],
             m,
             checkpoint=ckpts[m],
-            random_init=options.random_init,
+            random_init=options.settings.random_init,
             device=dev,
             **options.encoder_kwargs,
         )
@@ -325,11 +314,11 @@ def _run_config(
         "out": str(out.resolve()),
         "encoders": {m: encoders[m].config() for m in encoders},
         "params": {m: params[m] for m in encoders},
-        "strict": options.strict,
-        "workers": int(options.workers),
-        "device": options.device if ex.remote else str(dev),
-        "batch_size": int(options.batch_size),
-        "random_init": bool(options.random_init),
+        "strict": options.settings.strict,
+        "workers": int(options.settings.workers),
+        "device": options.settings.device if ex.remote else str(dev),
+        "batch_size": int(options.settings.batch_size),
+        "random_init": bool(options.settings.random_init),
         "encoder_kwargs": dict(options.encoder_kwargs),
         "executor": ex.config.as_dict(),
     }
@@ -349,14 +338,18 @@ def _run_units(
     and return the report's rows (a failed image raised when strict)."""
     if ex.remote:
         spec = EncoderSetup(
-            names, ckpts, options.random_init, options.device, dict(options.encoder_kwargs)
+            names,
+            ckpts,
+            options.settings.random_init,
+            options.settings.device,
+            dict(options.encoder_kwargs),
         )
         setup, shared = build_encoders, {"spec": spec}
     else:
         setup, shared = encoders_as_given, {"encoders": encoders}
     unit_options = {
-        "workers": options.workers,
-        "batch_size": options.batch_size,
+        "workers": options.settings.workers,
+        "batch_size": options.settings.batch_size,
         "progress": options.progress and not ex.remote,
     }
     report, todo = _plan(jobs, missing, encoders, params, options.encoder_kwargs)
@@ -373,7 +366,7 @@ def _run_units(
     with bar:
         for unit in ex.map_unordered(extract_unit, tasks, shared=shared, setup=setup):
             i = todo[unit.index][0]
-            _record(report[i], jobs[i], unit.result(), options.strict)
+            _record(report[i], jobs[i], unit.result(), options.settings.strict)
             bar.update()
     return report
 
