@@ -49,7 +49,7 @@ from radiopath.training.sections import (
     StagedConfig,
     ValidationConfig,
 )
-from radiopath.typed_config import TypedConfig, reference_table, section, setting
+from radiopath.typed_config import TypedConfig, generated_page, section, setting
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -386,11 +386,7 @@ def training_horizon(cfg: TrainingConfig) -> float:
 def reference_page() -> str:
     """``docs/config-training.md``: every key of :class:`TrainingConfig`, generated from its
     declarations (``tests/training/test_training_config.py`` keeps the page equal)."""
-    head = (
-        "# Training configuration\n\n"
-        "<!-- generated from radiopath.training.config.TrainingConfig; regenerate with\n"
-        "python -c 'from radiopath.training.config import reference_page as r; "
-        'print(r(), end="")\' > docs/config-training.md -->\n\n'
+    intro = (
         "The whole of `radiopath train --config` (keys without the `train.` prefix), or the "
         "`train` section of a benchmark or experiment file. Every key is optional; a wrong key "
         "or value is refused by its dotted name before any work starts. The layers: these "
@@ -398,9 +394,15 @@ def reference_page() -> str:
         "(the table below; `radiopath/training/presets.py` gives each choice's reasons), "
         "then the file, then the flags; a null value is ignored, and a file that names "
         "`epochs` but not `steps` runs epochs. Keys marked *Runtime* do not change what a "
-        "model learns: a run may be resumed with other values.\n\n"
+        "model learns: a run may be resumed with other values."
     )
-    return head + _preset_table() + "\n" + reference_table(TrainingConfig, "train")
+    return generated_page(
+        TrainingConfig,
+        "train",
+        title="Training configuration",
+        page="docs/config-training.md",
+        intro=intro + "\n\n" + _preset_table().rstrip("\n"),
+    )
 
 
 def _preset_table() -> str:
