@@ -13,9 +13,9 @@ An experiment file (YAML, see ``experiments/``)::
 Every point's :class:`~radiopath.benchmark_config.BenchmarkConfig` is built, with each of
 its sub-configurations, before the first point runs (a bad key or value of any point is
 refused, naming the point and the dotted key, before anything is written). The keys of an
-experiment file are :class:`ExperimentConfig`'s (``docs/config-sweep.md``). Each grid point is one benchmark run in
-``OUT/<point>/`` (resumable like any benchmark);
-points that share a graph configuration share one graph folder. ``OUT/sweep_metrics.csv``
+experiment file are :class:`ExperimentConfig`'s (``docs/config-sweep.md``). Each grid
+point is one benchmark run in ``OUT/<point>/`` (resumable like any benchmark); points that
+share a graph configuration share one graph folder. ``OUT/sweep_metrics.csv``
 gathers every point's metrics with one column per swept key,
 ``OUT/figures/ablation_<key>.png`` draws each metric against the swept value,
 ``OUT/report.html`` puts the points side by side (:mod:`radiopath.report.compare`), and
