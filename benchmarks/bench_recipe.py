@@ -82,6 +82,9 @@ def main() -> None:
     parser.add_argument("--aggregators", default="sparra,abmil,mean")
     parser.add_argument("--override", default="{}", help="JSON training config on top")
     parser.add_argument(
+        "--tag", default="", help="appended to each run's folder name (runs kept apart by it)"
+    )
+    parser.add_argument(
         "--cohort-seeds",
         type=int,
         nargs="+",
@@ -120,7 +123,7 @@ def main() -> None:
                         base / "graphs",
                         aggregator=aggregator,
                         modalities=",".join(MODALITIES),
-                        out_dir=base / "runs" / f"{recipe}-{aggregator}-{seed}",
+                        out_dir=base / "runs" / f"{recipe}-{aggregator}-{seed}{args.tag}",
                         config={"preset": recipe, "seed": seed, **override},
                         progress=False,
                     )

@@ -129,6 +129,15 @@ class TrainingConfig(TypedConfig):
     )
     seed: int = setting(0, Number(low=0, integer=True), "Seed of the folds and the models.")
     folds: int = setting(5, Number(low=2, integer=True), "Outer cross-validation folds.")
+    ensemble: int = setting(
+        1,
+        COUNT,
+        "Models trained per fold, member i from seed + i (so with its own inner validation "
+        "split; member i of seed s is the single model of seed s + i). Their risks are "
+        "averaged after standardising each on the training patients, their importance maps "
+        "averaged, their vectors exported side by side (radiopath.models.ensemble); k times "
+        "the training.",
+    )
     epochs: int = setting(20, COUNT, "Epochs to run when steps is null.")
     steps: int | None = setting(
         None,
@@ -288,7 +297,10 @@ class TrainingConfig(TypedConfig):
     def fingerprint(self) -> str:
         """What a fold's model learns from: every key but the runtime ones, hashed
         (:func:`radiopath.runkit.config_fingerprint`)."""
-        return config_fingerprint(self.to_dict(), exclude=RUNTIME_KEYS)
+        data = self.to_dict()
+        if data["ensemble"] == 1:  # a single model: the fingerprint it had before the key
+            del data["ensemble"]
+        return config_fingerprint(data, exclude=RUNTIME_KEYS)
 
 
 def _check_fusion(cfg: TrainingConfig) -> None:

@@ -163,6 +163,7 @@ def fit_fold(
     device: torch.device,
     resume: bool = True,
     progress: bool = True,
+    member: int | None = None,
 ) -> MultimodalSurvivalModel:
     """Train one fold's model and return it (in evaluation mode).
 
@@ -175,23 +176,29 @@ def fit_fold(
     torch's default; see :func:`intra_op_threads`); the caller's setting is restored. On
     the CPU, ``cfg.tune_malloc`` (default True) makes glibc keep freed memory for reuse
     (:func:`~radiopath.training.memory.tune_cpu_malloc`).
+
+    With ``cfg.ensemble`` above 1 the fold's members are trained one after the other and
+    returned as one :class:`~radiopath.models.ensemble.EnsembleSurvivalModel`
+    (:func:`~radiopath.training.ensemble.fit_ensemble`); ``member`` (set by it) trains
+    member ``i`` alone, into ``fold_<k>.member_<i>`` files (member 0: ``fold_<k>``).
     """
+    options = dict(
+        in_channels=in_channels,
+        missing_indicator=missing_indicator,
+        out_dir=out_dir,
+        device=device,
+        resume=resume,
+        progress=progress,
+    )
+    if cfg.ensemble > 1 and member is None:
+        from radiopath.training.ensemble import fit_ensemble
+
+        return fit_ensemble(fold, train, test, store, cfg, **options)
     if device.type == "cpu" and cfg.tune_malloc:
         tune_cpu_malloc()
+    name = f"fold_{fold}" + (f".member_{member}" if member else "")
     with intra_op_threads(cfg.num_threads, device):
-        return _fit_fold(
-            fold,
-            train,
-            test,
-            store,
-            cfg,
-            in_channels=in_channels,
-            missing_indicator=missing_indicator,
-            out_dir=out_dir,
-            device=device,
-            resume=resume,
-            progress=progress,
-        )
+        return _fit_fold(fold, train, test, store, cfg, name=name, **options)
 
 
 def _fit_input_map(model: MultimodalSurvivalModel, train, store, cfg) -> None:
@@ -262,9 +269,10 @@ def _fit_fold(
     device,
     resume,
     progress,
+    name,
 ) -> MultimodalSurvivalModel:
-    ckpt_path = out_dir / "checkpoints" / f"fold_{fold}.pt"
-    log_path = out_dir / "logs" / f"fold_{fold}.csv"
+    ckpt_path = out_dir / "checkpoints" / f"{name}.pt"
+    log_path = out_dir / "logs" / f"{name}.csv"
     ckpt_path.parent.mkdir(parents=True, exist_ok=True)
     fingerprint = cfg.fingerprint()
     seed = int(cfg.seed) * 1000 + fold

@@ -1,0 +1,65 @@
+"""A fold's ensemble (``ensemble: K``): K members trained one after the other, read as one.
+
+Member ``i`` is trained exactly as the single model of seed ``seed + i`` (its own
+initialisation, batches, noise and inner validation split), into its own checkpoint and
+log (``checkpoints/fold_<k>.member_<i>.pt``; member 0 keeps ``fold_<k>.pt``), so a killed
+ensemble resumes member by member, and a run that grows from K to K + 1 members keeps the
+K it has. The members are combined by
+:class:`~radiopath.models.ensemble.EnsembleSurvivalModel`, each member's risk standardised
+by its mean and standard deviation over the fold's training patients.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from radiopath.models.ensemble import EnsembleSurvivalModel
+from radiopath.training.config import TrainingConfig
+from radiopath.training.predict import predict
+
+log = logging.getLogger(__name__)
+
+
+def member_config(cfg: TrainingConfig, member: int) -> TrainingConfig:
+    """Member ``member``'s configuration: the single model of seed ``cfg.seed + member``."""
+    return replace(cfg, seed=int(cfg.seed) + member, ensemble=1)
+
+
+def fit_ensemble(
+    fold, train, test, store, cfg: TrainingConfig, *, device, **options
+) -> EnsembleSurvivalModel:
+    """Train (or resume, or load) every member of fold ``fold`` and return them as one model
+    in evaluation mode; ``options`` are :func:`~radiopath.training.loop.fit_fold`'s."""
+    from radiopath.training.loop import fit_fold
+
+    members, mean, scale, epochs, scores = [], [], [], [], []
+    for i in range(int(cfg.ensemble)):
+        model = fit_fold(
+            fold, train, test, store, member_config(cfg, i), device=device, member=i, **options
+        )
+        amp = bool(cfg.amp) and device.type == "cuda"
+        risk, _, _ = predict(
+            model, train, store, device, cfg.batch_size, amp, num_threads=cfg.num_threads
+        )
+        sd = float(np.std(risk))
+        if not np.isfinite(sd) or sd <= 0:
+            # a member whose risk is constant on its own training patients learned nothing
+            # to rank by; it still counts, on a unit scale
+            log.warning("fold %d: member %d gives one risk to every training patient", fold, i)
+            sd = 1.0
+        members.append(model)
+        mean.append(float(np.mean(risk)))
+        scale.append(sd)
+        epochs.append(model.selected_epoch)
+        scores.append(model.inner_validation_c_index)
+    ensemble = EnsembleSurvivalModel(members, torch.tensor(mean), torch.tensor(scale)).to(device)
+    ensemble.eval()
+    ensemble.selected_epoch = epochs
+    known = [s for s in scores if s is not None]
+    # the score late fusion weighs a modality by: the members' mean
+    ensemble.inner_validation_c_index = float(np.mean(known)) if known else None
+    return ensemble
