@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
+from run_checks import assert_contributions_add_up
 
 from radiopath.cli import main
 from radiopath.datasets import make_synthetic_cohort
@@ -125,21 +126,13 @@ def test_importance_maps_every_patch_in_file_order(sparra_run, small_cohort, sma
 
 def test_contributions_add_up_to_the_risk(sparra_run):
     """Signed patch contributions of both modalities plus the offset give the exported risk,
-    and SPARRA's posterior is defined exactly on the nodes that survived pooling."""
-    offsets = pd.read_csv(
-        sparra_run.out_dir / "importance" / "sparra.risk_offsets.csv", dtype={"patient_id": str}
-    ).set_index("patient_id")
-    risks = sparra_run.risks.set_index("patient_id")["risk"]
-    assert set(offsets.index) == set(risks.index)
-    for pid, row in offsets.iterrows():
-        total = row["risk_offset"]
+    and SPARRA's posterior is defined exactly on the nodes that survived pooling (each has a
+    positive standard deviation)."""
+    assert_contributions_add_up(sparra_run)
+    for pid in sparra_run.risks["patient_id"]:
         for m in ("wsi", "ct"):
             table = pd.read_csv(sparra_run.importance_path(pid, m))
-            total += table["contribution"].sum()
-            kept = table["importance"] > 0
-            assert table.loc[kept, "s_sd"].gt(0).all() and table.loc[~kept, "s_mean"].isna().all()
-        assert total == pytest.approx(risks[pid], abs=1e-4)
-        assert row["risk"] == pytest.approx(risks[pid], abs=1e-5)
+            assert table.loc[table["importance"] > 0, "s_sd"].gt(0).all()
 
 
 def test_resume_skips_finished_folds(sparra_run, small_cohort, small_graphs, monkeypatch):

@@ -5,9 +5,9 @@ member by member."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from run_checks import assert_contributions_add_up
 
 from radiopath.io import read_fold_embeddings
 from radiopath.training import train_cross_validated
@@ -79,21 +79,9 @@ def test_risk_is_the_mean_of_risks_standardised_on_the_training_patients(runs):
 
 
 def test_contributions_add_up_to_the_ensemble_risk(runs):
-    _, ensemble = runs
-    offsets = pd.read_csv(
-        ensemble.out_dir / "importance" / "sparra.risk_offsets.csv", dtype={"patient_id": str}
-    ).set_index("patient_id")
-    risks = ensemble.risks.set_index("patient_id")["risk"]
-    assert set(offsets.index) == set(risks.index)
-    for pid, row in offsets.iterrows():
-        total = row["risk_offset"]
-        for m in ("wsi", "ct"):
-            table = pd.read_csv(ensemble.importance_path(pid, m))
-            total += table["contribution"].sum()
-            # a node some member kept has weight and a posterior; one none kept has neither
-            kept = table["importance"] > 0
-            assert table.loc[kept, "s_sd"].ge(0).all() and table.loc[~kept, "s_mean"].isna().all()
-        assert total == pytest.approx(risks[pid], abs=1e-4)
+    """The averaged contributions plus the averaged offset give the ensemble's risk; a node
+    some member kept has weight and a posterior, one that none kept has neither."""
+    assert_contributions_add_up(runs[1])
 
 
 def test_a_grown_ensemble_keeps_its_members(runs, small_cohort, small_graphs):
