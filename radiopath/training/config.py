@@ -298,8 +298,12 @@ class TrainingConfig(TypedConfig):
         """What a fold's model learns from: every key but the runtime ones, hashed
         (:func:`radiopath.runkit.config_fingerprint`)."""
         data = self.to_dict()
-        if data["ensemble"] == 1:  # a single model: the fingerprint it had before the key
+        # keys added later, at the value that changes nothing: the fingerprint runs made
+        # before them had, so those runs still resume
+        if data["ensemble"] == 1:
             del data["ensemble"]
+        if data["validation"]["patience"] is None:
+            del data["validation"]["patience"]
         return config_fingerprint(data, exclude=RUNTIME_KEYS)
 
 

@@ -44,6 +44,12 @@ from radiopath.training.state import (
     rng_state,
     set_rng_state,
 )
+from radiopath.training.validation import (
+    patience_epochs,
+    score_inner_validation,
+    stops_before,
+    validation_split,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,33 +119,6 @@ def parameter_groups(
     if fusion:
         groups.append({"params": fusion, "lr": lr * fusion_lr_scale})
     return groups
-
-
-def validation_split(
-    records: Sequence[PatientRecord], fraction: float, seed: int
-) -> tuple[list[PatientRecord], list[PatientRecord]]:
-    """Split a training fold into (inner training, inner validation) patients.
-
-    Stratified by event (:class:`sklearn.model_selection.StratifiedShuffleSplit`), seeded;
-    only ``records`` (the outer training fold) are ever seen, so the outer test fold cannot
-    influence model selection. ``fraction`` 0 returns ``(records, [])``.
-    """
-    records = list(records)
-    if fraction <= 0:
-        return records, []
-    from sklearn.model_selection import StratifiedShuffleSplit
-
-    event = np.array([int(r.event) for r in records])
-    n_val = max(2, int(round(fraction * len(records))))
-    if len(records) - n_val < 2:
-        raise RadiopathInputError(
-            f"{len(records)} training patients are too few for a validation fraction of {fraction}",
-            field="validation.fraction",
-        )
-    stratify = event if min(np.bincount(event, minlength=2)) >= 2 else np.zeros_like(event)
-    split = StratifiedShuffleSplit(1, test_size=n_val, random_state=seed % (2**32))
-    train_idx, val_idx = next(split.split(np.zeros(len(records)), stratify))
-    return [records[i] for i in sorted(train_idx)], [records[i] for i in sorted(val_idx)]
 
 
 def schedule_epochs(cfg: TrainingConfig, n_train: int) -> int:
@@ -302,11 +281,15 @@ def _fit_fold(
     fold_store = MappedGraphStore(store, model) if model.input_components is not None else store
     epochs = range(run.start_epoch, n_epochs)
     bar = tqdm(epochs, desc=f"fold {fold}", unit="epoch", leave=False, disable=not progress)
+    patience = patience_epochs(cfg.validation.patience, n_epochs) if inner_val else None
     for epoch in bar:
+        if stops_before(run.best["epoch"], epoch, patience):
+            log.info("fold %d: stopped before epoch %d (best %d)", fold, epoch, run.best["epoch"])
+            break
         tic = _time.perf_counter()
         row = _train_epoch(run, train, fold_store, epoch, seed)
         if inner_val:
-            _score_inner_validation(run, row, inner_val, fold_store, epoch >= first_eligible)
+            score_inner_validation(run, row, inner_val, fold_store, epoch >= first_eligible)
         if test and cfg.monitor_test:
             risk, _, _ = predict(
                 model, test, fold_store, device, cfg.batch_size, run.amp, num_threads=None
@@ -315,7 +298,8 @@ def _fit_fold(
         row["seconds"] = _time.perf_counter() - tic
         run.rows.append(row)
         write_csv(pd.DataFrame(run.rows), log_path)
-        torch_save(run.checkpoint(epoch, fingerprint, epoch == n_epochs - 1), ckpt_path)
+        last = epoch == n_epochs - 1 or stops_before(run.best["epoch"], epoch + 1, patience)
+        torch_save(run.checkpoint(epoch, fingerprint, last), ckpt_path)
         shown = {"c_inner": "inner_val_c_index", "c_test": "val_c_index"}
         bar.set_postfix(
             loss=f"{row['loss']:.3f}",
@@ -551,36 +535,3 @@ def _train_step(run: _FoldRun, chunk, batch, epoch: int) -> tuple[dict, torch.Te
         run.memory.valid[idx] = True
     parts = {"loss": loss, "survival_loss": surv, "aux_loss": out.aux_loss, **out.losses, **extra}
     return parts, risk
-
-
-def _score_inner_validation(run: _FoldRun, row: dict, records, store, eligible: bool) -> None:
-    """Score the inner validation split into ``row``; keep the model if it is the best
-    eligible epoch so far (model selection never sees the outer test fold)."""
-    score = _validation_score(run.model, records, store, run.device, run.cfg, run.amp)
-    row["inner_val_c_index"], row["inner_val_loss"] = score
-    value = score[0] if run.cfg.validation.metric == "c_index" else -score[1]
-    if eligible and np.isfinite(value) and value > run.best["score"]:
-        run.best = {
-            "epoch": row["epoch"],
-            "score": float(value),
-            "model": {k: v.detach().clone() for k, v in run.model.state_dict().items()},
-        }
-
-
-@torch.no_grad()
-def _validation_score(model, records, store, device, cfg, amp) -> tuple[float, float]:
-    """(C-index, survival loss) of ``records`` in evaluation mode."""
-    risk, _, _ = predict(model, records, store, device, cfg.batch_size, amp, num_threads=None)
-    time = torch.tensor([r.time for r in records], dtype=torch.float32)
-    event = torch.tensor([r.event for r in records], dtype=torch.long)
-    from radiopath.models.losses import binary_horizon_loss, cox_loss
-
-    scores = torch.as_tensor(risk, dtype=torch.float32)
-    if cfg.head == "binary":
-        loss = binary_horizon_loss(
-            scores, time, event, float(model.horizon), float(model.pos_weight)
-        )
-    else:
-        loss = cox_loss(scores, time, event, ties=cfg.ties)
-    loss = float(loss)
-    return c_index(time.numpy(), event.numpy(), risk), loss

@@ -63,6 +63,13 @@ class ValidationConfig(TypedConfig):
     start: float = setting(
         0.0, FRACTION, "First share of the schedule whose epochs are not eligible."
     )
+    patience: float | None = setting(
+        None,
+        Number(low=0, low_open=True, high=1, optional=True),
+        "Stop once the best eligible epoch has not been beaten for this share of the "
+        "schedule's epochs (null: run every epoch). The epochs cut come after the one "
+        "selected, so the model is the same unless a later epoch would have beaten it.",
+    )
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from run_checks import assert_contributions_add_up
 
 from radiopath.io import read_fold_embeddings
 from radiopath.training import train_cross_validated
-from radiopath.training.config import resolve_training_config
 
 # The paper preset (selection maps: a node is kept or weighs 0), two folds, a few steps.
 FAST = {"preset": "paper", "epochs": 2, "folds": 2, "batch_size": 8, "hidden": 16}
@@ -96,18 +95,6 @@ def test_a_grown_ensemble_keeps_its_members(runs, small_cohort, small_graphs):
     assert (ckpts / "fold_0.member_2.pt").exists() and (ckpts / "fold_1.member_2.pt").exists()
     width = singles[0].embeddings(0).embedding.shape[1]
     assert grown.embeddings(0).embedding.shape[1] == 3 * width
-
-
-def test_fingerprint_of_a_single_model_is_unchanged_by_the_key():
-    """``ensemble: 1`` leaves the fingerprint a run had before the key existed (earlier runs
-    still resume); more members change it."""
-    from radiopath.runkit import config_fingerprint
-    from radiopath.training.config import RUNTIME_KEYS
-
-    cfg = resolve_training_config({})
-    data = {k: v for k, v in cfg.to_dict().items() if k != "ensemble"}
-    assert cfg.fingerprint() == config_fingerprint(data, exclude=RUNTIME_KEYS)
-    assert resolve_training_config({"ensemble": 2}).fingerprint() != cfg.fingerprint()
 
 
 def test_reloaded_fold_averages_the_members_normalised_maps_and_mixes_their_posteriors(runs):

@@ -123,21 +123,31 @@ def test_a_bad_flag_is_not_blamed_on_the_config_file(small_cohort, tmp_path, cli
 
 
 def test_fingerprint_ignores_runtime_keys_only():
-    """A resume may change how a run executes (threads, monitoring), not what it learns."""
+    """A resume may change how a run executes (threads, monitoring), not what it learns.
+    ``ensemble: 1`` and ``validation.patience: null``, keys added later, leave the
+    fingerprint runs had before them (those runs still resume); other values change it."""
     from radiopath.runkit import config_fingerprint
     from radiopath.training.config import RUNTIME_KEYS, resolve_training_config
 
     def fingerprint(cfg):
-        assert cfg.fingerprint() == config_fingerprint(cfg.to_dict(), exclude=RUNTIME_KEYS)
+        data = cfg.to_dict()
+        if data["ensemble"] == 1:
+            del data["ensemble"]
+        if data["validation"]["patience"] is None:
+            del data["validation"]["patience"]
+        assert cfg.fingerprint() == config_fingerprint(data, exclude=RUNTIME_KEYS)
         return cfg.fingerprint()
 
     cfg = resolve_training_config({})
+    assert "ensemble" in cfg.to_dict() and "patience" in cfg.to_dict()["validation"]
     runtime = resolve_training_config({"num_threads": 2, "monitor_test": False})
     assert fingerprint(runtime) == fingerprint(cfg)
     for change in (
         {"pooling": {"score_noise": 1.0}},
         {"cox_memory": True},
         {"sparra": {"sharpness": 2.0}},
+        {"ensemble": 2},
+        {"validation": {"patience": 0.2}},
     ):
         assert fingerprint(resolve_training_config(change)) != fingerprint(cfg)
 
