@@ -288,8 +288,8 @@ def _fit_fold(
             break
         tic = _time.perf_counter()
         row = _train_epoch(run, train, fold_store, epoch, seed)
-        if inner_val:
-            score_inner_validation(run, row, inner_val, fold_store, epoch >= first_eligible)
+        if inner_val and epoch >= first_eligible:  # earlier epochs cannot be chosen
+            score_inner_validation(run, row, inner_val, fold_store)
         if test and cfg.monitor_test:
             risk, _, _ = predict(
                 model, test, fold_store, device, cfg.batch_size, run.amp, num_threads=None

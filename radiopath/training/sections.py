@@ -61,7 +61,7 @@ class ValidationConfig(TypedConfig):
         "Criterion: the C-index or the loss (the Cox partial likelihood).",
     )
     start: float = setting(
-        0.0, FRACTION, "First share of the schedule whose epochs are not eligible."
+        0.0, FRACTION, "First share of the schedule whose epochs are not eligible (nor scored)."
     )
     patience: float | None = setting(
         None,

@@ -59,13 +59,14 @@ def stops_before(best_epoch: int, epoch: int, patience: int | None) -> bool:
     return patience is not None and best_epoch >= 0 and epoch - 1 - best_epoch >= patience
 
 
-def score_inner_validation(run, row: dict, records, store, eligible: bool) -> None:
-    """Score the inner validation split into ``row``; keep the model if it is the best
-    eligible epoch so far (model selection never sees the outer test fold)."""
+def score_inner_validation(run, row: dict, records, store) -> None:
+    """Score the inner validation split into ``row`` after an eligible epoch (the epochs
+    before ``validation.start`` are not scored: they cannot be chosen); keep the model if it
+    is the best so far (model selection never sees the outer test fold)."""
     score = validation_score(run.model, records, store, run.device, run.cfg, run.amp)
     row["inner_val_c_index"], row["inner_val_loss"] = score
     value = score[0] if run.cfg.validation.metric == "c_index" else -score[1]
-    if eligible and np.isfinite(value) and value > run.best["score"]:
+    if np.isfinite(value) and value > run.best["score"]:
         run.best = {
             "epoch": row["epoch"],
             "score": float(value),

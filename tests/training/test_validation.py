@@ -122,3 +122,14 @@ def test_a_killed_run_stops_where_it_would_have(small_cohort, small_graphs, tmp_
     n_fold_1 = len(pd.read_csv(tmp_path / "clean" / "logs" / "fold_1.csv"))
     assert counted["n"] == n_fold_1  # fold 0 trained no further epoch
     pd.testing.assert_frame_equal(resumed.risks, clean.risks)
+
+
+def test_epochs_before_start_are_not_scored(small_cohort, small_graphs, tmp_path):
+    """They cannot be chosen, so the validation pass is skipped: their log rows are empty
+    there, every later row is scored, and the chosen epoch is an eligible one."""
+    _train(small_cohort, small_graphs, tmp_path)
+    log = pd.read_csv(tmp_path / "logs" / "fold_0.csv")
+    assert log["inner_val_c_index"].iloc[:3].isna().all()
+    assert log["inner_val_loss"].iloc[3:].notna().all()
+    state = torch.load(tmp_path / "checkpoints" / "fold_0.pt", weights_only=False)
+    assert state["best"]["epoch"] >= 3
