@@ -6,6 +6,7 @@ they resolve them here, so a device string means the same thing in every command
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -73,3 +74,12 @@ def intra_op_threads(
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the platform says, else
+    the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -587,7 +587,8 @@ def test_attention_run_exports_weights_and_predicts_patients_missing_a_modality(
             if pd.isna(cohort.loc[row["patient_id"], m]):
                 assert row[f"weight_{m}"] == 0.0
     emb = read_fold_embeddings(tmp_path / "attention" / "embeddings" / "fold_0.npz")
-    assert emb.embedding.shape[1] == 8 + 3  # fused width + presence columns
+    # each member's fused width and presence columns, side by side
+    assert emb.embedding.shape[1] == result.config.ensemble * (8 + 3)
 
 
 def test_late_fusion_run_writes_a_training_run(clinical_cohort, tmp_path):
