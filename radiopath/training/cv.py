@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +59,7 @@ from radiopath.training.export import (
     merge_fusion_weights,
     merge_risk_offsets,
 )
-from radiopath.training.fold_unit import FoldContext, FoldTask, run_fold
+from radiopath.training.fold_unit import FoldContext, FoldTask, run_fold, train_member
 from radiopath.training.folds import (
     check_folds,
     fold_repeats,
@@ -459,8 +459,26 @@ def _run_folds(tasks, context: FoldContext, executor, n_folds: int, fold_c: dict
     )
     with borrowed(executor) as ex, bar:
         shared = {"ctx": context.for_workers() if ex.remote else context}
+        if ex.remote and cfg.ensemble > 1 and tasks:
+            _train_members(ex, tasks, shared, context.progress)
+            # the folds read their members from the checkpoints just written
+            shared = {"ctx": replace(shared["ctx"], resume=True)}
         for done in ex.map_unordered(run_fold, [(t,) for t in tasks], shared=shared):
             k = tasks[done.index].fold
             fold_c[k] = done.result()
             log.info("fold %d: test C-index %.3f", k, fold_c[k])
+            bar.update()
+
+
+def _train_members(ex, tasks, shared, progress: bool) -> None:
+    """Every member of every pending fold as its own unit, so a parallel executor keeps
+    all its workers busy (5 folds of 3 members: 15 units, not 5)."""
+    cfg = shared["ctx"].cfg
+    units = [(t, i) for t in tasks for i in range(int(cfg.ensemble))]
+    bar = tqdm(
+        total=len(units), desc=f"{cfg.aggregator} members", unit="model", disable=not progress
+    )
+    with bar:
+        for done in ex.map_unordered(train_member, units, shared=shared):
+            done.result()
             bar.update()

@@ -123,30 +123,51 @@ def fold_clinical(
     return ClinicalStore(store, dict(zip(frame.index.astype(str), x))), int(x.shape[1])
 
 
-def run_fold(task: FoldTask, ctx: FoldContext) -> float:
-    """Train one fold, write its exports and ``checkpoints/fold_<k>.done.json``; return its
-    test C-index."""
-    # cv imports this module; its export step is looked up when a fold runs
-    from radiopath.training.export import export_fold, fold_unit_config
-
+def _fold_inputs(task: FoldTask, ctx: FoldContext):
+    """``(store, in_channels, device)`` of a fold in this process."""
     store = _store(ctx)
     in_channels = dict(ctx.in_channels)
     if ctx.clinical is not None:
         store, in_channels[CLINICAL] = fold_clinical(store, ctx.clinical, task.train, ctx.cfg)
-    device = resolve_device(ctx.device)
-    model = fit_fold(
+    return store, in_channels, resolve_device(ctx.device)
+
+
+def _fit(task: FoldTask, ctx: FoldContext, store, in_channels, device, cfg, member=None):
+    return fit_fold(
         task.fold,
         task.train,
         task.test,
         store,
-        ctx.cfg,
+        cfg,
         in_channels=in_channels,
         missing_indicator=ctx.missing_indicator,
         out_dir=ctx.out_dir,
         device=device,
         resume=ctx.resume,
         progress=ctx.progress,
+        member=member,
     )
+
+
+def train_member(task: FoldTask, member: int, ctx: FoldContext) -> None:
+    """Train (or resume) one member of a fold's ensemble into its checkpoint, nothing more:
+    a parallel executor runs a fold's members side by side, then :func:`run_fold` reads
+    them from their finished checkpoints (the files are those of one process training the
+    members in turn)."""
+    from radiopath.training.ensemble import member_config
+
+    store, in_channels, device = _fold_inputs(task, ctx)
+    _fit(task, ctx, store, in_channels, device, member_config(ctx.cfg, member), member)
+
+
+def run_fold(task: FoldTask, ctx: FoldContext) -> float:
+    """Train one fold, write its exports and ``checkpoints/fold_<k>.done.json``; return its
+    test C-index."""
+    # cv imports this module; its export step is looked up when a fold runs
+    from radiopath.training.export import export_fold, fold_unit_config
+
+    store, in_channels, device = _fold_inputs(task, ctx)
+    model = _fit(task, ctx, store, in_channels, device, ctx.cfg)
     c_index = export_fold(
         model,
         task.fold,
