@@ -6,7 +6,8 @@ log (``checkpoints/fold_<k>.member_<i>.pt``; member 0 keeps ``fold_<k>.pt``), so
 ensemble resumes member by member, and a run that grows from K to K + 1 members keeps the
 K it has. The members are combined by
 :class:`~radiopath.models.ensemble.EnsembleSurvivalModel`, each member's risk standardised
-by its mean and standard deviation over the fold's training patients.
+by its mean and standard deviation over the fold's training patients (a binary head's
+logits are averaged as they are, so the ensemble's score is still a logit).
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ def fit_ensemble(
             model, train, store, device, cfg.batch_size, amp, num_threads=cfg.num_threads
         )
         sd = float(np.std(risk))
-        if not np.isfinite(sd) or sd <= 0:
+        if cfg.head == "binary":  # logits share a scale: their mean is a logit (threshold 0)
+            risk, sd = np.zeros(1), 1.0
+        elif not np.isfinite(sd) or sd <= 0:
             # a member whose risk is constant on its own training patients learned nothing
             # to rank by; it still counts, on a unit scale
             log.warning("fold %d: member %d gives one risk to every training patient", fold, i)

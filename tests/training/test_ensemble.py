@@ -5,6 +5,7 @@ member by member."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from run_checks import assert_contributions_add_up
@@ -131,3 +132,22 @@ def test_reloaded_fold_averages_the_members_normalised_maps_and_mixes_their_post
             mix_var = np.mean(sd**2) + np.var(mu)
             assert got_mean == pytest.approx(np.mean(mu), abs=1e-5)
             assert got_sd == pytest.approx(np.sqrt(max(mix_var, 0.0)), abs=1e-4)
+
+
+def test_a_binary_heads_ensemble_averages_logits(small_cohort, small_graphs, tmp_path):
+    """A binary head's score is a logit with its threshold at 0: the ensemble averages the
+    members' logits unstandardised, so its score is still one."""
+    from radiopath.training.data import collate
+    from radiopath.training.faithfulness import load_fold_model
+
+    horizon = float(pd.read_csv(small_cohort)["time"].median())
+    result = _train(
+        small_cohort, small_graphs, tmp_path, head="binary", horizon=horizon, ensemble=2
+    )
+    model, _, test, store = load_fold_model(tmp_path, 0)
+    assert model.risk_mean.tolist() == [0.0, 0.0] and model.risk_scale.tolist() == [1.0, 1.0]
+    with torch.no_grad():
+        batch = collate(test, store, model.modalities)
+        logits = [member(batch, node_weights=False).risk.numpy() for member in model.members]
+    exported = result.risks.set_index("patient_id").loc[[r.patient_id for r in test], "risk"]
+    np.testing.assert_allclose(exported.to_numpy(), np.mean(logits, 0), rtol=1e-5, atol=1e-6)
