@@ -8,8 +8,11 @@
   ``r*K .. r*K+K-1`` and every file below is written for each of the R x K folds;
 * ``logs/fold_<k>.csv`` -- per-epoch loss parts and train / validation C-index;
 * ``checkpoints/fold_<k>.pt`` -- resumable state; ``fold_<k>.done.json`` once exported;
+  with ``ensemble: K`` members 1 .. K-1 write ``logs/fold_<k>.member_<i>.csv`` and
+  ``checkpoints/fold_<k>.member_<i>.pt`` (:mod:`radiopath.training.ensemble`);
 * ``embeddings/fold_<k>.npz`` -- the fold model's patient vectors for its train *and* test
-  patients, with its own risk (:func:`radiopath.io.write_fold_embeddings`);
+  patients, with its own risk (:func:`radiopath.io.write_fold_embeddings`; an ensemble's
+  members' vectors side by side, its averaged standardised risk);
 * ``risks.csv`` -- ``aggregator, modalities, repeat, fold, patient_id, time, event, risk`` of
   the test patients (``modalities`` joined by ``+``);
 * ``importance/<aggregator>/<patient_id>.<modality>.csv`` -- ``x, y[, z], importance`` for
