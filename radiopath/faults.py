@@ -98,12 +98,12 @@ def differences(a: str | os.PathLike, b: str | os.PathLike) -> list[str]:
 
 def stage_at(run_dir: str | os.PathLike) -> str:
     """Where a killed run had got to: the last finished stage and, inside training, the
-    fold checkpoints written so far (for the fault table)."""
+    fold and ensemble-member checkpoints written so far (for the fault table)."""
     run_dir = Path(run_dir)
     done = list(Ledger(run_dir / "stages.json").units())  # radiopath.benchmark.stage_ledger
     where = f"after {done[-1]}" if done else "graphs"
     ckpts = sorted(p.name for p in (run_dir / "runs").glob("*/checkpoints/fold_*.pt"))
     finished = sorted(p.name for p in (run_dir / "runs").glob("*/checkpoints/fold_*.done.json"))
     if ckpts:
-        where += f" ({len(ckpts)} fold checkpoints, {len(finished)} folds done)"
+        where += f" ({len(ckpts)} checkpoints, {len(finished)} folds done)"
     return where
