@@ -10,6 +10,7 @@ import os
 import signal
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from radiopath.errors import RadiopathInputError
@@ -50,12 +51,39 @@ def _read(path: Path, root: Path) -> bytes:
     return path.read_bytes().replace(str(root.resolve()).encode(), b"<out>")
 
 
+def _same_checkpoint(a, b) -> bool:
+    """Two checkpoints holding equal values (a fold resumed mid-training writes the same
+    tensors, optimiser state and generators, but torch may lay the storages out in
+    another order)."""
+    import torch
+
+    def equal(x, y) -> bool:
+        if isinstance(x, dict):
+            return (
+                isinstance(y, dict) and x.keys() == y.keys() and all(equal(x[k], y[k]) for k in x)
+            )
+        if isinstance(x, (list, tuple)):
+            return type(x) is type(y) and len(x) == len(y) and all(map(equal, x, y))
+        if torch.is_tensor(x):
+            try:
+                torch.testing.assert_close(x, y, rtol=0, atol=0, equal_nan=True)
+            except (AssertionError, TypeError):
+                return False
+            return True
+        if isinstance(x, np.ndarray):
+            return np.array_equal(x, y)
+        return x == y or (x != x and y != y)
+
+    load = functools.partial(torch.load, map_location="cpu", weights_only=False)
+    return equal(load(a), load(b))
+
+
 def tree_differences(a, b) -> list[str]:
     """Files that differ between two run folders: present on one side only, or not the same
     bytes (where a file names its own output folder, that folder's path is set aside); a
     CSV with a ``seconds`` column (epoch logs, extraction report) is compared without that
-    column, a JSON file (the stage ledger) without its ``seconds`` fields, to exact
-    equality of everything else."""
+    column, a JSON file (the stage ledger) without its ``seconds`` fields, a checkpoint by
+    its values, to exact equality of everything else."""
     a, b = Path(a), Path(b)
     fa, fb = _files(a), _files(b)
     bad = sorted(set(fa) ^ set(fb))
@@ -68,6 +96,8 @@ def tree_differences(a, b) -> list[str]:
             timed = [c for c in ta.columns if c in TIMED]
             if timed and ta.drop(columns=timed).equals(tb.drop(columns=timed)):
                 continue
+        if rel.endswith(".pt") and _same_checkpoint(fa[rel], fb[rel]):
+            continue
         if rel.endswith(".json"):
             raw = [json.loads(fa[rel].read_bytes()), json.loads(fb[rel].read_bytes())]
             neutral = [json.loads(_read(f, root)) for f, root in ((fa[rel], a), (fb[rel], b))]

@@ -119,7 +119,13 @@ def _call_with_state(fn: Callable, task: tuple):
 
 class LocalExecutor(Executor):
     """Units in this process, one after the other (``workers`` None or 1, the default), or
-    in a pool of ``workers`` spawned processes."""
+    in a pool of ``workers`` spawned processes.
+
+    The pool is kept from one stage to the next while the executor is open (spawning a
+    process and importing torch costs seconds, and a worker's graph store stays warm); a
+    stage whose workers build a state of their own (``setup``) gets a pool of its own."""
+
+    _kept: ProcessPoolExecutor | None = None
 
     def map_unordered(self, fn, tasks, *, shared=None, setup=None) -> Iterator[Done]:
         shared = dict(shared or {})
@@ -144,32 +150,54 @@ class LocalExecutor(Executor):
             else:
                 yield Done(i, value)
 
-    def _pool(self, fn, tasks, shared, setup, workers) -> Iterator[Done]:
+    def _new_pool(self, workers: int, setup, shared) -> ProcessPoolExecutor:
         threads = max(1, int(self.config.cpus_per_task))
-        with ProcessPoolExecutor(
+        return ProcessPoolExecutor(
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
             initargs=(threads, setup, shared if setup is not None else {}),
-        ) as pool:
-            if setup is not None:
-                futures = {pool.submit(_call_with_state, fn, t): i for i, t in enumerate(tasks)}
-            else:
-                futures = {pool.submit(_call, fn, t, shared): i for i, t in enumerate(tasks)}
-            pending = set(futures)
-            try:
-                while pending:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        i = futures[future]
-                        try:
-                            value = future.result()
-                        except BrokenProcessPool as exc:
-                            raise ExecutorError(f"a worker process died ({exc})") from exc
-                        except Exception as exc:
-                            yield Done(i, error=exc)
-                        else:
-                            yield Done(i, value)
-            finally:
-                for future in pending:
-                    future.cancel()
+        )
+
+    def _pool(self, fn, tasks, shared, setup, workers) -> Iterator[Done]:
+        if setup is not None:
+            with self._new_pool(workers, setup, shared) as pool:
+                yield from self._run(pool, fn, tasks, shared, setup)
+            return
+        if self._kept is None:
+            self._kept = self._new_pool(int(self.config.workers), None, {})
+        try:
+            yield from self._run(self._kept, fn, tasks, shared, None)
+        except ExecutorError:  # a worker died: the next stage starts a new pool
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Shut the kept pool down (its workers finish what they run)."""
+        if self._kept is not None:
+            self._kept.shutdown(wait=True, cancel_futures=True)
+            self._kept = None
+
+    @staticmethod
+    def _run(pool, fn, tasks, shared, setup) -> Iterator[Done]:
+        if setup is not None:
+            futures = {pool.submit(_call_with_state, fn, t): i for i, t in enumerate(tasks)}
+        else:
+            futures = {pool.submit(_call, fn, t, shared): i for i, t in enumerate(tasks)}
+        pending = set(futures)
+        try:
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    i = futures[future]
+                    try:
+                        value = future.result()
+                    except BrokenProcessPool as exc:
+                        raise ExecutorError(f"a worker process died ({exc})") from exc
+                    except Exception as exc:
+                        yield Done(i, error=exc)
+                    else:
+                        yield Done(i, value)
+        finally:
+            for future in pending:
+                future.cancel()

@@ -475,9 +475,18 @@ def _run_folds(tasks, context: FoldContext, executor, n_folds: int, fold_c: dict
 
 def _train_members(ex, tasks, shared, progress: bool) -> None:
     """Every member of every pending fold as its own unit, so a parallel executor keeps
-    all its workers busy (5 folds of 3 members: 15 units, not 5)."""
-    cfg = shared["ctx"].cfg
-    units = [(t, i) for t in tasks for i in range(int(cfg.ensemble))]
+    all its workers busy (5 folds of 3 members: 15 units, not 5); a member whose finished
+    checkpoint is there (resume) is not submitted again."""
+    from radiopath.training.ensemble import member_finished
+
+    ctx = shared["ctx"]
+    units = [
+        (t, i)
+        for t in tasks
+        for i in range(int(ctx.cfg.ensemble))
+        if not (ctx.resume and member_finished(ctx.out_dir, t.fold, i, ctx.cfg))
+    ]
+    cfg = ctx.cfg
     bar = tqdm(
         total=len(units), desc=f"{cfg.aggregator} members", unit="model", disable=not progress
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ import torch
 from radiopath.models.ensemble import EnsembleSurvivalModel
 from radiopath.training.config import TrainingConfig
 from radiopath.training.predict import predict
+from radiopath.training.state import fold_file_stem, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,17 @@ log = logging.getLogger(__name__)
 def member_config(cfg: TrainingConfig, member: int) -> TrainingConfig:
     """Member ``member``'s configuration: the single model of seed ``cfg.seed + member``."""
     return replace(cfg, seed=int(cfg.seed) + member, ensemble=1)
+
+
+def member_finished(out_dir: Path, fold: int, member: int, cfg: TrainingConfig) -> bool:
+    """Whether member ``member`` of fold ``fold`` has a finished checkpoint of this
+    configuration (a parallel run does not submit it again)."""
+    path = out_dir / "checkpoints" / f"{fold_file_stem(fold, member)}.pt"
+    if not path.exists():
+        return False
+    state = read_checkpoint(path, "cpu")
+    fingerprint = member_config(cfg, member).fingerprint()
+    return bool(state and state.get("finished") and state.get("fingerprint") == fingerprint)
 
 
 def fit_ensemble(

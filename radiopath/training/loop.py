@@ -40,6 +40,7 @@ from radiopath.training.memory import tune_cpu_malloc
 from radiopath.training.predict import _autocast, _batches, c_index, predict
 from radiopath.training.state import (
     RiskMemory,
+    fold_file_stem,
     read_checkpoint,
     rng_state,
     set_rng_state,
@@ -175,7 +176,7 @@ def fit_fold(
         return fit_ensemble(fold, train, test, store, cfg, **options)
     if device.type == "cpu" and cfg.tune_malloc:
         tune_cpu_malloc()
-    name = f"fold_{fold}" + (f".member_{member}" if member else "")
+    name = fold_file_stem(fold, member)
     with intra_op_threads(cfg.num_threads, device):
         return _fit_fold(fold, train, test, store, cfg, name=name, **options)
 

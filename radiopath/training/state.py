@@ -69,3 +69,9 @@ class RiskMemory(NamedTuple):
     risk: Tensor
     time: Tensor
     valid: Tensor
+
+
+def fold_file_stem(fold: int, member: int | None = None) -> str:
+    """The name of a fold's checkpoint and log without suffix: ``fold_<k>``, and
+    ``fold_<k>.member_<i>`` for member ``i`` > 0 of an ensemble."""
+    return f"fold_{fold}" + (f".member_{member}" if member else "")

@@ -155,16 +155,27 @@ def _settled(folder, quiet_s: float = 3.0, limit_s: float = 90.0) -> list:
 def test_interrupted_training_resumes_without_recomputing(
     ray_executor, small_cohort, small_graphs, local_run, tmp_path
 ):
+    """Interrupted after its first unit (one member of a fold's ensemble), the run resumes
+    without submitting the members that finished, leaves their checkpoints untouched and
+    ends with the uninterrupted run's files."""
+    from radiopath.training.config import resolve_training_config
+    from radiopath.training.ensemble import member_finished
+
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train(small_cohort, small_graphs, out, Wrapped(ray_executor, stop_after=1))
-    finished = _settled(out)
+    _settled(out)
+    cfg = resolve_training_config(TRAIN)
+    members = [(k, i) for k in range(3) for i in range(cfg.ensemble)]
+    finished = [(k, i) for k, i in members if member_finished(out, k, i, cfg)]
     assert len(finished) >= 1
-    stamps = {p: p.stat().st_mtime_ns for p in finished}
+    paths = [out / "checkpoints" / (f"fold_{k}.member_{i}.pt" if i else f"fold_{k}.pt")
+             for k, i in finished]  # fmt: skip
+    stamps = {p: p.stat().st_mtime_ns for p in paths}
     again = Wrapped(ray_executor)
     train(small_cohort, small_graphs, out, again)
-    assert again.submitted == 3 - len(finished)
-    assert {p: p.stat().st_mtime_ns for p in finished} == stamps
+    assert again.submitted == len(members) - len(finished) + 3  # the rest, then 3 folds
+    assert {p: p.stat().st_mtime_ns for p in paths} == stamps
     assert tree_differences(local_run, out) == []
 
 
