@@ -39,8 +39,9 @@ DEMO_COHORT = dict(
 # The demo trains the paper's architecture (GCN + two top-k pooling layers per modality)
 # with the default training recipe (the ``learned`` preset, radiopath.training.config) on
 # the confounded synthetic cohort, where mean pooling cannot see the signal.
-# Folds (and evaluation fits) run in a local pool of one process per core, at most one
-# per fold: each fold's result is the same whichever process trains it.
+# Training (each fold's ensemble members, then the folds) and the evaluation fits run in a
+# local pool of one process per core, at most five: a unit's result is the same whichever
+# process runs it.
 DEMO_BENCHMARK: dict = {
     "aggregators": ["sparra", "abmil", "mean"],
     "models": ["rsf", "coxph", "coxnet", "fsvm"],

@@ -298,12 +298,13 @@ class TrainingConfig(TypedConfig):
         """What a fold's model learns from: every key but the runtime ones, hashed
         (:func:`radiopath.runkit.config_fingerprint`)."""
         data = self.to_dict()
-        # keys added later, at the value that changes nothing: the fingerprint runs made
-        # before them had, so those runs still resume
-        if data["ensemble"] == 1:
-            del data["ensemble"]
-        if data["validation"]["patience"] is None:
-            del data["validation"]["patience"]
+        for dotted, neutral in ADDED_LATER.items():
+            *sections, key = dotted.split(".")
+            where = data
+            for name in sections:
+                where = where[name]
+            if where[key] == neutral:
+                del where[key]
         return config_fingerprint(data, exclude=RUNTIME_KEYS)
 
 
@@ -327,6 +328,10 @@ def _check_fusion(cfg: TrainingConfig) -> None:
 
 DEFAULT_CONFIG: dict = TrainingConfig().to_dict()
 """The defaults as a plain nested dict (read-only use: benchmark defaults, tests)."""
+
+ADDED_LATER: dict[str, object] = {"ensemble": 1, "validation.patience": None}
+"""Keys added after runs were made, with the value that changes nothing: at that value a
+key is left out of :meth:`TrainingConfig.fingerprint`, so those runs still resume."""
 
 RUNTIME_KEYS: tuple[str, ...] = tuple(
     f.name for f in fields(TrainingConfig) if f.metadata.get("doc", "").startswith(RUNTIME)

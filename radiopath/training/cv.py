@@ -480,13 +480,13 @@ def _train_members(ex, tasks, shared, progress: bool) -> None:
     from radiopath.training.ensemble import member_finished
 
     ctx = shared["ctx"]
+    cfg = ctx.cfg
     units = [
         (t, i)
         for t in tasks
-        for i in range(int(ctx.cfg.ensemble))
-        if not (ctx.resume and member_finished(ctx.out_dir, t.fold, i, ctx.cfg))
+        for i in range(int(cfg.ensemble))
+        if not (ctx.resume and member_finished(ctx.out_dir, t.fold, i, cfg))
     ]
-    cfg = ctx.cfg
     bar = tqdm(
         total=len(units), desc=f"{cfg.aggregator} members", unit="model", disable=not progress
     )

@@ -50,25 +50,25 @@ def fit_ensemble(
     in evaluation mode; ``options`` are :func:`~radiopath.training.loop.fit_fold`'s."""
     from radiopath.training.loop import fit_fold
 
+    amp = bool(cfg.amp) and device.type == "cuda"
     members, mean, scale, epochs, scores = [], [], [], [], []
     for i in range(int(cfg.ensemble)):
         model = fit_fold(
             fold, train, test, store, member_config(cfg, i), device=device, member=i, **options
         )
-        amp = bool(cfg.amp) and device.type == "cuda"
-        risk, _, _ = predict(
-            model, train, store, device, cfg.batch_size, amp, num_threads=cfg.num_threads
-        )
-        sd = float(np.std(risk))
-        if cfg.head == "binary":  # logits share a scale: their mean is a logit (threshold 0)
-            risk, sd = np.zeros(1), 1.0
-        elif not np.isfinite(sd) or sd <= 0:
-            # a member whose risk is constant on its own training patients learned nothing
-            # to rank by; it still counts, on a unit scale
-            log.warning("fold %d: member %d gives one risk to every training patient", fold, i)
-            sd = 1.0
+        mu, sd = 0.0, 1.0  # a binary head's logits share a scale: their mean is a logit
+        if cfg.head != "binary":
+            risk, _, _ = predict(
+                model, train, store, device, cfg.batch_size, amp, num_threads=cfg.num_threads
+            )
+            mu, sd = float(np.mean(risk)), float(np.std(risk))
+            if not np.isfinite(sd) or sd <= 0:
+                # a member whose risk is constant on its own training patients learned
+                # nothing to rank by; it still counts, on a unit scale
+                log.warning("fold %d: member %d gives one risk to every training patient", fold, i)
+                sd = 1.0
         members.append(model)
-        mean.append(float(np.mean(risk)))
+        mean.append(mu)
         scale.append(sd)
         epochs.append(model.selected_epoch)
         scores.append(model.inner_validation_c_index)

@@ -141,12 +141,13 @@ def load_fold_model(run_dir: str | os.PathLike, fold: int, device: str = "cpu"):
     from radiopath.training.fold_unit import fold_clinical
     from radiopath.training.folds import read_folds
     from radiopath.training.loop import fit_fold
+    from radiopath.training.state import fold_file_stem
 
     run_dir = Path(run_dir)
     record = json.loads((run_dir / "run.json").read_text())["config"]
     # the run's training configuration: resolving a resolved one gives it back
     cfg = resolve_training_config({k: v for k, v in record.items() if k in DEFAULT_CONFIG})
-    ckpt = run_dir / "checkpoints" / f"fold_{fold}.pt"
+    ckpt = run_dir / "checkpoints" / f"{fold_file_stem(fold)}.pt"
     if not ckpt.exists():
         raise RadiopathInputError("no checkpoint of this fold", path=ckpt)
     cohort = read_cohort(record["cohort"], strict=cfg.strict)
