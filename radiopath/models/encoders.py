@@ -18,9 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GCNConv, GINConv, TopKPooling
+from torch_geometric.nn.pool.connect.filter_edges import filter_adj
 from torch_geometric.utils import scatter
 
 from radiopath.models.dropout import Dropout
@@ -52,8 +54,11 @@ class EncodedGraphs:
         ``[M]`` index of each surviving node among the *input* nodes of the batch.
     target
         ``[M, D]`` the surviving nodes' input features (what SPARRA's decoder reconstructs).
-    edge_index
-        Edges among the surviving nodes (``[2, E']``), re-indexed to ``x``.
+    edges
+        Edges among the surviving nodes (``[2, E']``, re-indexed to ``x``), or, as the
+        encoder leaves them, ``(edge_index, perm, n)``: the edges before the last top-k
+        selection, filtered on first use of :attr:`edge_index` (the aggregators do not
+        read them, so a training step does not pay for it).
     num_graphs
         Number of graphs in the batch.
     num_input_nodes
@@ -69,10 +74,18 @@ class EncodedGraphs:
     batch: Tensor
     node_map: Tensor
     target: Tensor
-    edge_index: Tensor
+    edges: Tensor | tuple
     num_graphs: int
     num_input_nodes: int
     trace: list = field(default_factory=list)
+
+    @property
+    def edge_index(self) -> Tensor:
+        """``[2, E']`` edges among the surviving nodes, re-indexed to ``x``."""
+        if isinstance(self.edges, tuple):
+            edge_index, perm, n = self.edges
+            self.edges = filter_adj(edge_index, None, perm, num_nodes=n)[0]
+        return self.edges
 
     def input_node_weights(self, weight: Tensor, mode: str = "selection") -> Tensor:
         r"""Per-surviving-node weights written back to every input node.
@@ -115,8 +128,19 @@ def _graph_mean(x: Tensor, batch: Tensor, num_graphs: int, weight: Tensor | None
 
 def _graph_median(x: Tensor, batch: Tensor, num_graphs: int, weight: Tensor | None) -> Tensor:
     """``[num_graphs, D]`` column-wise weighted (lower) median of each graph's rows of ``x``:
-    the first sorted value whose cumulative ``weight`` reaches half the graph's total."""
+    the first sorted value whose cumulative ``weight`` reaches half the graph's total.
+
+    Constant features (no gradient) on the CPU go through NumPy's sort, several times
+    faster than torch's on these column sorts (:func:`_graph_median_numpy`; the same
+    values, tested); anything else through torch (:func:`_graph_median_torch`)."""
     w = torch.ones_like(batch, dtype=x.dtype) if weight is None else weight.to(x.dtype)
+    numpy_ok = x.dtype in (torch.float32, torch.float64) and x.device.type == "cpu"
+    if numpy_ok and not (x.requires_grad or w.requires_grad):
+        return _graph_median_numpy(x, batch, num_graphs, w)
+    return _graph_median_torch(x, batch, num_graphs, w)
+
+
+def _graph_median_torch(x: Tensor, batch: Tensor, num_graphs: int, w: Tensor) -> Tensor:
     out = x.new_zeros(num_graphs, x.size(1))
     for g in range(num_graphs):
         rows = (batch == g).nonzero().squeeze(1)
@@ -127,6 +151,29 @@ def _graph_median(x: Tensor, batch: Tensor, num_graphs: int, weight: Tensor | No
         k = (cumulative < cumulative[-1:] / 2).sum(0).clamp(max=rows.numel() - 1)
         out[g] = values.gather(0, k.unsqueeze(0)).squeeze(0)
     return out
+
+
+def _graph_median_numpy(x: Tensor, batch: Tensor, num_graphs: int, w: Tensor) -> Tensor:
+    """:func:`_graph_median_torch` through NumPy: the same order statistic (tied rows hold
+    equal values, so their order does not matter; integer patch counts sum exactly in
+    either library)."""
+    xs, bs, ws = x.numpy(), batch.numpy(), w.numpy()
+    out = np.zeros((num_graphs, x.size(1)), dtype=xs.dtype)
+    if bs.size and (bs[1:] >= bs[:-1]).all():  # batches hold each graph's rows together
+        bounds = np.searchsorted(bs, np.arange(num_graphs + 1))
+        groups = [np.arange(bounds[g], bounds[g + 1]) for g in range(num_graphs)]
+    else:
+        groups = [np.flatnonzero(bs == g) for g in range(num_graphs)]
+    for g, rows in enumerate(groups):
+        if rows.size == 0:
+            continue
+        block = xs[rows]
+        order = np.argsort(block, axis=0)  # ties hold equal values: any order
+        cumulative = np.cumsum(ws[rows][order], axis=0, dtype=ws.dtype)
+        k = np.minimum((cumulative < cumulative[-1:] / 2).sum(0), rows.size - 1)
+        picked = np.take_along_axis(order, k[None, :], 0)[0]
+        out[g] = block[picked, np.arange(block.shape[1])]
+    return torch.from_numpy(out)
 
 
 def graph_location(
@@ -354,7 +401,7 @@ class GraphEncoder(nn.Module):
             batch=batch,
             node_map=node_map,
             target=target,
-            edge_index=edge_index,
+            edges=edge_index,
             num_graphs=num_graphs,
             num_input_nodes=n_input,
             trace=steps,
@@ -397,9 +444,10 @@ class GraphEncoder(nn.Module):
 
     def _convolve_and_pool(
         self, h: Tensor, edge_index: Tensor, batch: Tensor, node_map: Tensor, trace: bool
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, list]:
+    ) -> tuple[Tensor, Tensor | tuple, Tensor, Tensor, list]:
         """The rounds of convolution and top-k pooling; returns the surviving nodes'
-        ``(h, edge_index, batch, node_map)`` and the trace steps (empty without ``trace``)."""
+        ``(h, edges, batch, node_map)`` (``edges`` as :attr:`EncodedGraphs.edges`) and the
+        trace steps (empty without ``trace``)."""
         steps: list = []
         for layer, conv in enumerate(self.convs):
             if trace:
@@ -418,9 +466,16 @@ class GraphEncoder(nn.Module):
                 n_before = h.size(0)
                 pool = self.pools[layer]
                 pool.ratio = pool.select.ratio = self.current_ratio()
-                h, edge_index, _, batch, perm, _ = pool(
-                    h, edge_index, batch=batch, attn=self._perturbed_scores_input(pool, h)
+                # no convolution reads the last selection's edges: PyG's pooling gets none,
+                # and they are filtered only if asked for (EncodedGraphs.edge_index)
+                last = layer == len(self.convs) - 1
+                h, pooled_edges, _, batch, perm, _ = pool(
+                    h,
+                    edge_index[:, :0] if last else edge_index,
+                    batch=batch,
+                    attn=self._perturbed_scores_input(pool, h),
                 )
+                edge_index = (edge_index, perm, n_before) if last else pooled_edges
                 node_map = node_map[perm]
                 if trace:
                     steps.append(("pool", perm, n_before))

@@ -74,7 +74,7 @@ class EnsembleSurvivalModel(nn.Module):
         k = len(outs)
         scale = [float(s) for s in self.risk_scale]
         mean = [float(m) for m in self.risk_mean]
-        risk = sum((o.risk.float() - mu) / sd for o, mu, sd in zip(outs, mean, scale)) / k
+        risk = self.combine_risks([o.risk for o in outs])
         result = ModelOutput(
             risk=risk,
             embedding=torch.cat([o.embedding for o in outs], 1),
@@ -101,6 +101,12 @@ class EnsembleSurvivalModel(nn.Module):
         for m in outs[0].node_posterior:
             result.node_posterior[m] = _mixture([o.node_posterior[m] for o in outs])
         return result
+
+    def combine_risks(self, risks: Sequence[Tensor]) -> Tensor:
+        """The ensemble's risk from its members' risks of the same patients (one tensor per
+        member): the mean of the standardised risks, as :meth:`forward` computes it."""
+        pairs = zip(risks, self.risk_mean.tolist(), self.risk_scale.tolist())
+        return sum((r.float() - mu) / sd for r, mu, sd in pairs) / len(self.members)
 
 
 def _per_graph_share(weight: Tensor, graph_of: Tensor) -> Tensor:

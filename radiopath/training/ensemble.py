@@ -51,16 +51,17 @@ def fit_ensemble(
     from radiopath.training.loop import fit_fold
 
     amp = bool(cfg.amp) and device.type == "cuda"
-    members, mean, scale, epochs, scores = [], [], [], [], []
+    members, mean, scale, epochs, scores, seen = [], [], [], [], [], []
     for i in range(int(cfg.ensemble)):
         model = fit_fold(
             fold, train, test, store, member_config(cfg, i), device=device, member=i, **options
         )
         mu, sd = 0.0, 1.0  # a binary head's logits share a scale: their mean is a logit
         if cfg.head != "binary":
-            risk, _, _ = predict(
+            risk, embedding, _ = predict(
                 model, train, store, device, cfg.batch_size, amp, num_threads=cfg.num_threads
             )
+            seen.append((risk, embedding))
             mu, sd = float(np.mean(risk)), float(np.std(risk))
             if not np.isfinite(sd) or sd <= 0:
                 # a member whose risk is constant on its own training patients learned
@@ -75,6 +76,13 @@ def fit_ensemble(
     ensemble = EnsembleSurvivalModel(members, torch.tensor(mean), torch.tensor(scale)).to(device)
     ensemble.eval()
     ensemble.selected_epoch = epochs
+    if seen:  # the training patients' risks and vectors, as predict would give them
+        risk = ensemble.combine_risks([torch.from_numpy(r.astype(np.float32)) for r, _ in seen])
+        ensemble.training_prediction = (
+            tuple(r.patient_id for r in train),
+            risk.numpy().astype(np.float64),
+            np.concatenate([e for _, e in seen], 1),
+        )
     known = [s for s in scores if s is not None]
     # the score late fusion weighs a modality by: the members' mean
     ensemble.inner_validation_c_index = float(np.mean(known)) if known else None

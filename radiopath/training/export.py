@@ -87,9 +87,13 @@ def export_fold(
     amp = bool(cfg.amp) and device.type == "cuda"
     records = list(train) + list(test)
     threads = cfg.num_threads
-    risk, embedding, _ = predict(
-        model, train, store, device, cfg.batch_size, amp, num_threads=threads
-    )
+    known = getattr(model, "training_prediction", None)  # an ensemble's, from its members
+    if known is not None and known[0] == tuple(r.patient_id for r in train):
+        _, risk, embedding = known
+    else:
+        risk, embedding, _ = predict(
+            model, train, store, device, cfg.batch_size, amp, num_threads=threads
+        )
     t_risk, t_embedding, weights, t_fusion = predict(
         model,
         test,

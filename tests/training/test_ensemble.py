@@ -134,6 +134,23 @@ def test_reloaded_fold_averages_the_members_normalised_maps_and_mixes_their_post
             assert got_sd == pytest.approx(np.sqrt(max(mix_var, 0.0)), abs=1e-4)
 
 
+def test_exported_training_rows_equal_the_ensembles_own_prediction(runs):
+    """The training patients' risks and vectors are composed from the members' passes that
+    standardise their risks (not predicted a second time): to the bit what the ensemble
+    gives when it reads them itself."""
+    from radiopath.training.faithfulness import load_fold_model
+    from radiopath.training.predict import predict
+
+    _, ensemble = runs
+    for k in (0, 1):
+        model, train, _, store = load_fold_model(ensemble.out_dir, k)
+        risk, embedding, _ = predict(model, train, store, torch.device("cpu"), FAST["batch_size"])
+        got = read_fold_embeddings(ensemble.out_dir / "embeddings" / f"fold_{k}.npz").part("train")
+        assert list(got.patient_id) == [r.patient_id for r in train]
+        np.testing.assert_array_equal(got.risk, risk)
+        np.testing.assert_array_equal(got.embedding, embedding)
+
+
 def test_a_binary_heads_ensemble_averages_logits(small_cohort, small_graphs, tmp_path):
     """A binary head's score is a logit with its threshold at 0: the ensemble averages the
     members' logits unstandardised, so its score is still one."""
