@@ -42,7 +42,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -219,11 +219,29 @@ class _BenchmarkRun:
     run: RunRecord
     ledger: Ledger
     clinical_failure: str | None = None  # the clinical stage's error in this run, if any
+    trained_together: set = field(default_factory=set)  # later train stages run with one
+
+    def train_group(self, agg: str) -> list[str]:
+        """The aggregators the ``train:<agg>`` stage trains: ``agg`` and, on a parallel
+        executor, the later trained aggregators whose train stage has not finished (their
+        folds share the pool's workers; :func:`_train`)."""
+        aggs = list(self.cfg.aggregators)
+        if not self.ex.remote or not _joint(self.cfg, agg):
+            return [agg]
+        later = [
+            a
+            for a in aggs[aggs.index(agg) + 1 :]
+            if _joint(self.cfg, a)
+            and not self.ledger.finished(f"train:{a}", self.stage_config("train", a))
+        ]
+        return [agg, *later]
 
     def run_stage(self, stage: str) -> bool:
         """Run ``stage`` unless it finished before with the same configuration and intact
         outputs; True when it ran and finished (a failed clinical stage is not finished)."""
         kind, _, agg = stage.partition(":")
+        if stage in self.trained_together:  # finished (and marked) with an earlier stage
+            return True
         stage_cfg = self.stage_config(kind, agg)
         record = self.out / "runs" / agg / "run.json"
         damaged = kind in ("train", "evaluate") and record.exists() and not read_json(record)
@@ -235,6 +253,17 @@ class _BenchmarkRun:
             self.clinical_failure = _clinical_stage(self.out, self.cohort, self.cfg, self.run)
             if self.clinical_failure is not None:
                 return False  # reported in run.json and the report; tried again next run
+        elif kind == "train":
+            group = self.train_group(agg)
+            _train(group, self.cohort, self.graph_dir, self.cfg, self.out, self.progress, self.ex)
+            for other in group[1:]:  # trained in this stage: its seconds count them all
+                self.ledger.mark(
+                    f"train:{other}",
+                    self.stage_config("train", other),
+                    _stage_outputs("train", other, self.out, self.graph_dir),
+                    seconds=0.0,
+                )
+                self.trained_together.add(f"train:{other}")
         else:
             self.execute(kind, agg)
         self.ledger.mark(
@@ -288,7 +317,7 @@ class _BenchmarkRun:
             )
             self.run.update(graphs={"built": int(len(manifest))})
         elif kind == "train":
-            _train(agg, self.cohort, self.graph_dir, cfg, out, self.progress, self.ex)
+            _train([agg], self.cohort, self.graph_dir, cfg, out, self.progress, self.ex)
         elif kind == "evaluate":
             from radiopath.evaluation import evaluate_run
 
@@ -401,7 +430,7 @@ def _check_folds_file(path: Path, cfg: BenchmarkConfig) -> None:
 
 
 def _train(
-    agg: str,
+    aggs: Sequence[str],
     cohort: Cohort,
     graph_dir: Path,
     cfg: BenchmarkConfig,
@@ -409,46 +438,68 @@ def _train(
     progress: bool,
     executor: Executor,
 ) -> None:
-    """Train (or, for a baseline, compute) one aggregator on the run's shared folds."""
+    """Train (or, for a baseline, compute) aggregators on the run's shared folds. Several
+    trained aggregators (joint fusion) train together: their folds are units of one
+    executor map (:func:`~radiopath.training.cv.train_prepared`), so a pool's workers do
+    not wait at the end of each aggregator's last fold."""
     from radiopath.training import train_cross_validated
     from radiopath.training.baselines import train_raw_mean
+    from radiopath.training.cv import prepare_training, train_prepared
 
     folds_file = out / "folds.csv"
     if folds_file.exists():
         _check_folds_file(folds_file, cfg)
-    folds = folds_file if folds_file.exists() else None
-    run_dir = out / "runs" / agg
-    trained = cfg.trained(agg)
+    prepared = []
+    for agg in aggs:
+        folds = folds_file if folds_file.exists() else None
+        run_dir = out / "runs" / agg
+        if agg in BASELINES:
+            train_raw_mean(
+                cohort,
+                modalities=cfg.imaging,
+                out_dir=run_dir,
+                folds=folds,
+                n_folds=cfg.folds,
+                seed=cfg.seed,
+                repeats=cfg.repeats,
+                progress=progress,
+            )
+        else:
+            options = dict(
+                aggregator=cfg.trained(agg),
+                modalities=list(cfg.modalities),
+                out_dir=run_dir,
+                config=cfg.training_config(agg),
+                folds=folds,
+                device=cfg.device,
+                resume=True,
+                progress=progress,
+                repeats=cfg.repeats,
+            )
+            if _joint(cfg, agg):
+                prepared.append(prepare_training(cohort, graph_dir, **options))
+            else:
+                train_cross_validated(cohort, graph_dir, executor=executor, **options)
+        if not folds_file.exists():  # the first run's folds are every later run's
+            write_bytes(folds_file, (run_dir / "folds.csv").read_bytes())
+    if prepared:
+        train_prepared(prepared, executor)
+    for agg in aggs:
+        run_dir, trained = out / "runs" / agg, cfg.trained(agg)
+        if (run_dir / "importance" / trained).is_dir():
+            _link_tree(run_dir / "importance" / trained, out / "importance" / agg)
+
+
+def _joint(cfg: BenchmarkConfig, agg: str) -> bool:
+    """Whether ``agg`` trains one model per fold (not a baseline, not late fusion)."""
     if agg in BASELINES:
-        train_raw_mean(
-            cohort,
-            modalities=cfg.imaging,
-            out_dir=run_dir,
-            folds=folds,
-            n_folds=cfg.folds,
-            seed=cfg.seed,
-            repeats=cfg.repeats,
-            progress=progress,
-        )
-    else:
-        train_cross_validated(
-            cohort,
-            graph_dir,
-            aggregator=trained,
-            modalities=list(cfg.modalities),
-            out_dir=run_dir,
-            config=cfg.training_config(agg),
-            folds=folds,
-            device=cfg.device,
-            resume=True,
-            progress=progress,
-            repeats=cfg.repeats,
-            executor=executor,
-        )
-    if not folds_file.exists():
-        write_bytes(folds_file, (run_dir / "folds.csv").read_bytes())
-    if (run_dir / "importance" / trained).is_dir():
-        _link_tree(run_dir / "importance" / trained, out / "importance" / agg)
+        return False
+    from radiopath.training.config import resolve_training_config
+
+    train = resolve_training_config(
+        cfg.training_config(agg), aggregator=cfg.trained(agg), modalities=list(cfg.modalities)
+    )
+    return train.fusion != "late"
 
 
 def _merge_tables(out: Path, aggregators: Sequence[str]) -> None:

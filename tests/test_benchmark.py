@@ -379,3 +379,28 @@ def test_every_experiment_point_is_a_valid_benchmark(small_cohort):
                 cfg = set_dotted(cfg, key, value)
             cfg["folds"] = 3  # the test cohort has few events
             build_benchmark_config(cfg, cohort)
+
+
+@pytest.mark.slow
+def test_a_pool_trains_the_aggregators_together_and_writes_the_serial_files(
+    fast_benchmark, small_cohort, tmp_path
+):
+    """On a parallel executor the first train stage trains every aggregator's folds (and
+    ensemble members) as units of one map; each train stage is still reported, and the
+    files are those of a serial run (same folder names: the report is titled by its
+    folder's name)."""
+    from ray_helpers import tree_differences
+
+    from radiopath.runkit import read_json
+
+    config = {**fast_benchmark, "train": {**fast_benchmark["train"], "ensemble": 2}}
+    run_benchmark(small_cohort, tmp_path / "serial" / "run", config, progress=False)
+    finished = []
+    pool = {**config, "executor": {"name": "local", "workers": 2}}
+    run_benchmark(
+        small_cohort, tmp_path / "pool" / "run", pool, progress=False, stage_hook=finished.append
+    )
+    assert [s for s in finished if s.startswith("train:")] == ["train:sparra", "train:mean"]
+    stages = read_json(tmp_path / "pool" / "run" / "stages.json")
+    assert stages["train:mean"]["seconds"] == 0.0 < stages["train:sparra"]["seconds"]
+    assert tree_differences(tmp_path / "serial" / "run", tmp_path / "pool" / "run") == []
