@@ -532,8 +532,8 @@ def _run_folds(runs: Sequence[PreparedRun], executor) -> None:
         contexts = [r.context.for_workers() if ex.remote else r.context for r in runs]
         if ex.remote:
             _train_members(ex, runs, contexts, progress)
-            # the folds read their members from the checkpoints just written
-            contexts = [replace(c, resume=True) for c in contexts]
+            # an ensemble's folds read their members from the checkpoints just written
+            contexts = [replace(c, resume=True) if c.cfg.ensemble > 1 else c for c in contexts]
         # the contexts travel once, as the map's shared value (Ray: one object in its store)
         units = [(r, t, j) for j, r in enumerate(runs) for t in r.tasks]
         tasks = [(t, j) for _, t, j in units]
