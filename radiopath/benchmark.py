@@ -28,7 +28,9 @@ Every stage is resumable: graphs and training folds already done are skipped by 
 themselves, and a stage whose configuration has not changed since it finished is not run
 again (``OUT/stages.json``, :func:`stage_ledger`, keeps a fingerprint of each finished
 stage's configuration). A killed run started again with the same command continues where
-it stopped.
+it stopped. On a parallel executor the first ``train`` stage trains every later trained
+aggregator's folds too, as units of one map (its workers do not idle at the end of each
+aggregator); those stages are marked finished with it.
 
 The configuration (:class:`BenchmarkConfig`, built and checked by
 :func:`build_benchmark_config` before any work) lives in :mod:`radiopath.benchmark_config`;
@@ -253,17 +255,6 @@ class _BenchmarkRun:
             self.clinical_failure = _clinical_stage(self.out, self.cohort, self.cfg, self.run)
             if self.clinical_failure is not None:
                 return False  # reported in run.json and the report; tried again next run
-        elif kind == "train":
-            group = self.train_group(agg)
-            _train(group, self.cohort, self.graph_dir, self.cfg, self.out, self.progress, self.ex)
-            for other in group[1:]:  # trained in this stage: its seconds count them all
-                self.ledger.mark(
-                    f"train:{other}",
-                    self.stage_config("train", other),
-                    _stage_outputs("train", other, self.out, self.graph_dir),
-                    seconds=0.0,
-                )
-                self.trained_together.add(f"train:{other}")
         else:
             self.execute(kind, agg)
         self.ledger.mark(
@@ -309,7 +300,9 @@ class _BenchmarkRun:
         }
 
     def execute(self, kind: str, agg: str) -> None:
-        """Run a ``graphs``, ``train``, ``evaluate`` or ``report`` stage."""
+        """Run a ``graphs``, ``train``, ``evaluate`` or ``report`` stage (a ``train`` stage
+        with the later ones it takes along, :meth:`train_group`, which are marked finished
+        with it)."""
         cfg, out = self.cfg, self.out
         if kind == "graphs":
             manifest = build_graph_stage(
@@ -317,7 +310,16 @@ class _BenchmarkRun:
             )
             self.run.update(graphs={"built": int(len(manifest))})
         elif kind == "train":
-            _train([agg], self.cohort, self.graph_dir, cfg, out, self.progress, self.ex)
+            group = self.train_group(agg)
+            _train(group, self.cohort, self.graph_dir, cfg, out, self.progress, self.ex)
+            for other in group[1:]:  # trained in this stage: its seconds count them all
+                self.ledger.mark(
+                    f"train:{other}",
+                    self.stage_config("train", other),
+                    _stage_outputs("train", other, out, self.graph_dir),
+                    seconds=0.0,
+                )
+                self.trained_together.add(f"train:{other}")
         elif kind == "evaluate":
             from radiopath.evaluation import evaluate_run
 
