@@ -120,6 +120,42 @@ def write_csv(frame, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def write_columns_csv(columns: Mapping[str, object], path: str | os.PathLike) -> Path:
+    """Write equal-length columns as CSV atomically: byte for byte what
+    ``write_csv(pandas.DataFrame(columns), path)`` writes (tested), about twice as fast for
+    integer and float64 columns, whose values are written as Python writes them (the
+    shortest text that reads back to the same float; NaN empty). Columns of any other kind
+    (strings, float32, ...) or names that CSV would quote go through pandas.
+
+    Used for the importance maps: one file per patient and modality, thousands of rows of
+    float64 each, whose formatting by pandas was half the time of a fold's export.
+    """
+    import numpy as np
+    import pandas as pd
+
+    arrays = {str(k): np.asarray(v) for k, v in columns.items()}
+    plain = all(
+        a.ndim == 1 and (a.dtype.kind in "iu" or a.dtype == np.float64) for a in arrays.values()
+    )
+    lengths = {len(a) for a in arrays.values()}
+    # one column: pandas quotes an empty (NaN) row so that it is not a blank line
+    simple = len(arrays) > 1 and len(lengths) == 1 and not any(_quoted(k) for k in arrays)
+    if not (plain and simple):
+        return write_csv(pd.DataFrame(columns), path)
+    text = [
+        list(map(repr, a.tolist()))
+        if a.dtype.kind != "f" or not np.isnan(a).any()
+        else ["" if x != x else repr(x) for x in a.tolist()]
+        for a in arrays.values()
+    ]
+    rows = [",".join(arrays), *map(",".join, zip(*text))]
+    return write_bytes(path, (os.linesep.join(rows) + os.linesep).encode())
+
+
+def _quoted(name: str) -> bool:
+    return not name or any(c in name for c in ',"\r\n') or name != name.strip()
+
+
 def write_json(path: str | os.PathLike, obj, **kwargs) -> Path:
     """Write ``obj`` as JSON to ``path`` atomically (``indent=2`` and ``default=str`` by
     default)."""

@@ -23,7 +23,7 @@ import pandas as pd
 from radiopath.config import RunRecord
 from radiopath.io import FoldEmbeddings, read_fold_embeddings, write_fold_embeddings
 from radiopath.models.multimodal import CLINICAL
-from radiopath.runkit import run_ledger, write_csv
+from radiopath.runkit import run_ledger, write_columns_csv, write_csv
 from radiopath.training.config import TrainingConfig
 from radiopath.training.data import GraphStore, PatientRecord, patch_importance
 from radiopath.training.predict import c_index, predict
@@ -115,7 +115,7 @@ def export_fold(
     for (pid, m), node in weights.items():
         extra = {k: v for k, v in node.columns.items() if k != "importance"}
         cols = patch_importance(store.get(pid, m), node.importance, extra)
-        write_csv(pd.DataFrame(cols), out_dir / "importance" / cfg.aggregator / f"{pid}.{m}.csv")
+        write_columns_csv(cols, out_dir / "importance" / cfg.aggregator / f"{pid}.{m}.csv")
         offsets[pid] = {
             "patient_id": pid,
             "fold": fold,
