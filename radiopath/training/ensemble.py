@@ -47,7 +47,13 @@ def fit_ensemble(
     fold, train, test, store, cfg: TrainingConfig, *, device, **options
 ) -> EnsembleSurvivalModel:
     """Train (or resume, or load) every member of fold ``fold`` and return them as one model
-    in evaluation mode; ``options`` are :func:`~radiopath.training.loop.fit_fold`'s."""
+    in evaluation mode; ``options`` are :func:`~radiopath.training.loop.fit_fold`'s.
+
+    The members' passes over the training patients, which standardise their risks, also
+    give the ensemble's training risks and vectors: ``training_prediction`` holds
+    ``(patient ids, risk, embedding)`` as :func:`~radiopath.training.predict.predict` would
+    return them (the fold's export reads it instead of predicting them again; a binary
+    head, which standardises nothing, has none)."""
     from radiopath.training.loop import fit_fold
 
     amp = bool(cfg.amp) and device.type == "cuda"
