@@ -494,14 +494,8 @@ def _train(
 
 def _joint(cfg: BenchmarkConfig, agg: str) -> bool:
     """Whether ``agg`` trains one model per fold (not a baseline, not late fusion)."""
-    if agg in BASELINES:
-        return False
-    from radiopath.training.config import resolve_training_config
-
-    train = resolve_training_config(
-        cfg.training_config(agg), aggregator=cfg.trained(agg), modalities=list(cfg.modalities)
-    )
-    return train.fusion != "late"
+    train = cfg.resolved_training(agg)
+    return train is not None and train.fusion != "late"
 
 
 def _merge_tables(out: Path, aggregators: Sequence[str]) -> None:

@@ -160,6 +160,17 @@ class BenchmarkConfig(TypedConfig):
         _, override = VARIANTS.get(agg, (agg, {}))
         return {**copy.deepcopy(self.train), **override, "seed": self.seed, "folds": self.folds}
 
+    def resolved_training(self, agg: str):
+        """The :class:`~radiopath.training.config.TrainingConfig` the training stage builds
+        for ``agg`` (None for a baseline, which trains nothing)."""
+        if agg in BASELINES:
+            return None
+        from radiopath.training.config import resolve_training_config
+
+        return resolve_training_config(
+            self.training_config(agg), aggregator=self.trained(agg), modalities=self.modalities
+        )
+
 
 DEFAULTS: dict = {
     **BenchmarkConfig().to_dict(),
@@ -237,17 +248,13 @@ def _check_training(cfg: BenchmarkConfig) -> None:
     benchmark trains, and its values for every aggregator it trains (a variant trains its
     base aggregator with its own keys; a baseline trains nothing), so that a bad value fails
     now rather than after the graphs are built."""
-    from radiopath.training.config import allowed_keys, resolve_training_config
+    from radiopath.training.config import allowed_keys
 
     check_known_keys(cfg.train, allowed_keys(), "train")
     for agg in cfg.aggregators:
-        if agg in BASELINES:
-            continue
         try:
             with config_section("train"):
-                resolve_training_config(
-                    cfg.training_config(agg), aggregator=cfg.trained(agg), modalities=cfg.modalities
-                )
+                cfg.resolved_training(agg)
         except RadiopathInputError as exc:
             top = _SET_BY_BENCHMARK.get((exc.field or "").removeprefix("train."))
             if top is None:
