@@ -11,7 +11,12 @@ import pytest
 
 def test_tune_cpu_malloc_stops_page_faults_on_repeated_large_tensors():
     """In a fresh process: allocating and freeing 200 MB tensors faults in new pages every
-    time with glibc's defaults and reuses the heap after tuning."""
+    time with glibc's defaults and reuses the heap after tuning.
+
+    The tuned heap can still grow once or twice while small allocations settle around the
+    freed block (seen in about one run in three: one or two rounds of faults, then none),
+    so each round is counted and the tuned process is judged on its last five of twelve.
+    """
 
     from radiopath.training.memory import _glibc
 
@@ -25,21 +30,25 @@ def test_tune_cpu_malloc_stops_page_faults_on_repeated_large_tensors():
             assert tune_cpu_malloc()
         def faults():
             return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(5):  # warm-up: the heap settles at its working size
+        for _ in range(3):  # warm-up
             torch.ones(50_000_000).sum()
-        before = faults()
-        for _ in range(5):
+        for _ in range(12):
+            before = faults()
             torch.ones(50_000_000).sum()
-        print(faults() - before)
+            print(faults() - before)
         """
     )
-    counts = {
-        mode: int(
-            subprocess.run(
+    rounds = {
+        mode: [
+            int(v)
+            for v in subprocess.run(
                 [sys.executable, "-c", script, mode], capture_output=True, text=True, check=True
-            ).stdout.split()[-1]
-        )
+            ).stdout.split()
+        ]
         for mode in ("default", "tuned")
     }
-    assert counts["default"] > 5 * 40_000  # 200 MB = ~49k pages per tensor, every time
-    assert counts["tuned"] < 40_000  # reused: not even one tensor's pages in 5 rounds
+    assert len(rounds["default"]) == len(rounds["tuned"]) == 12
+    # 200 MB = ~49k pages: with glibc's defaults every round faults them in again
+    assert min(rounds["default"]) > 40_000, rounds["default"]
+    # tuned: the freed block is reused, not even one tensor's pages in the last five rounds
+    assert sum(rounds["tuned"][-5:]) < 40_000, rounds["tuned"]
