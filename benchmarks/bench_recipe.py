@@ -13,7 +13,10 @@ regions' mean, of one on the bag mean). Each (recipe, aggregator, seed) is train
   where maps that fail do so, one (fold, modality) branch at a time);
 * ``region_bg`` / ``decoy_bg`` -- median ratio of the mean importance of planted (decoy)
   patches to that of background patches;
-* ``train_c`` -- training C-index of the last epoch (how well the model fits).
+* ``train_c`` -- training C-index of the last epoch (how well the model fits);
+* ``ceiling_wsi`` / ``ceiling_ct`` -- the best planted-patch AUC any map can reach on the
+  cohort's graphs (each node's planted fraction; :func:`radiopath.demo.importance_ceiling`):
+  near 1, a map's shortfall is the model's, not the clustering's.
 
     python benchmarks/bench_recipe.py                                   # paper vs learned
     python benchmarks/bench_recipe.py --cohort-seeds 0 1 2 --out /tmp/recipe
@@ -37,6 +40,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from radiopath.datasets import load_planted_mask, make_synthetic_cohort
+from radiopath.demo import importance_ceiling
 from radiopath.graph import build_cohort_graphs
 from radiopath.training import train_cross_validated
 
@@ -110,9 +114,12 @@ def main() -> None:
             make_synthetic_cohort(cohort_dir, seed=cohort_seed, progress=False, **COHORT)
             build_cohort_graphs(cohort_dir / "cohort.csv", base / "graphs", progress=False)
         ceilings = json.loads((cohort_dir / "ceilings.json").read_text())
+        map_ceiling = importance_ceiling(base / "graphs", cohort_dir).set_index("modality")
         print(
             f"cohort {cohort_seed} ceilings:",
             {k: round(v, 3) for k, v in ceilings.items() if isinstance(v, float)},
+            "maps:",
+            {m: round(float(map_ceiling.loc[m, "mean"]), 3) for m in MODALITIES},
         )
         for recipe in args.recipes.split(","):
             for aggregator in args.aggregators.split(","):
@@ -136,6 +143,8 @@ def main() -> None:
                         "bag_mean": round(ceilings["mean_pooling"], 3),
                     }
                     row.update(score(result, cohort_dir))
+                    for m in MODALITIES:
+                        row[f"ceiling_{m}"] = round(float(map_ceiling.loc[m, "mean"]), 3)
                     row["seconds"] = round(time.perf_counter() - tic)
                     rows.append(row)
                     print(json.dumps(row), flush=True)

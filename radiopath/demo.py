@@ -90,13 +90,7 @@ def importance_recovery(
             except RadiopathInputError:
                 continue
             _, values = read_importance(csv)
-            if len(values) != len(mask):
-                raise RadiopathInputError(
-                    f"{len(values)} importance rows for {len(mask)} patches",
-                    path=csv,
-                    patient_id=patient_id,
-                    field=modality,
-                )
+            _same_length(values, mask, "importance rows", csv, patient_id, modality)
             rows.append(
                 {
                     "aggregator": agg_dir.name,
@@ -109,6 +103,63 @@ def importance_recovery(
         raise RadiopathInputError("no importance file matches the ground truth", path=run_dir)
     table = pd.DataFrame(rows).dropna(subset=["auc"])
     return table.groupby(["aggregator", "modality"]).auc.agg(["mean", "std", "count"]).reset_index()
+
+
+def importance_ceiling(
+    graphs_dir: str | os.PathLike,
+    cohort_dir: str | os.PathLike,
+    planted: Callable[[str, str], np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """Per modality: the planted-patch AUC a map could reach on these graphs at best.
+
+    A node's importance reaches every patch clustered into it, so a map cannot split a
+    node's planted patches from its other ones. The best map gives each node its planted
+    fraction; this is that map's AUC (mean, sd and count over patients, as
+    :func:`importance_recovery`). Well below 1, the clustering mixes the planted region
+    with its surroundings and no aggregator's map can be better; near 1, a map's shortfall
+    is the model's. ``planted`` as in :func:`importance_recovery`.
+    """
+    from radiopath.training.data import GraphStore, manifest_source
+
+    if planted is None:
+
+        def planted(patient_id: str, modality: str) -> np.ndarray:
+            return load_planted_mask(cohort_dir, patient_id, modality)
+
+    load, available = manifest_source(graphs_dir)
+    store = GraphStore(load, cache=False)
+    rows = []
+    for patient_id, modality in sorted(available):
+        try:
+            mask = np.asarray(planted(patient_id, modality), dtype=bool)
+        except RadiopathInputError:
+            continue
+        assignment = store.get(patient_id, modality).assignment.numpy()
+        _same_length(assignment, mask, "patches in the graph", graphs_dir, patient_id, modality)
+        n = int(assignment.max()) + 1 if len(assignment) else 0
+        fraction = np.bincount(assignment, mask, n) / np.bincount(assignment, minlength=n).clip(1)
+        rows.append(
+            {
+                "modality": modality,
+                "patient_id": patient_id,
+                "auc": planted_importance_auc(fraction[assignment], mask),
+            }
+        )
+    if not rows:
+        raise RadiopathInputError("no graph matches the ground truth", path=graphs_dir)
+    table = pd.DataFrame(rows).dropna(subset=["auc"])
+    return table.groupby("modality").auc.agg(["mean", "std", "count"]).reset_index()
+
+
+def _same_length(values, mask, what: str, path, patient_id: str, modality: str) -> None:
+    """Refuse a bag whose rows do not match its ground-truth mask, one per patch."""
+    if len(values) != len(mask):
+        raise RadiopathInputError(
+            f"{len(values)} {what} for {len(mask)} patches in the ground truth",
+            path=path,
+            patient_id=patient_id,
+            field=modality,
+        )
 
 
 def _image_mode_cohort(out: Path, n_patients: int | None, seed: int, progress: bool):

@@ -45,3 +45,54 @@ def test_describe_clinical_reads_the_clinical_stage_files(tmp_path):
     text = describe_clinical(tmp_path)
     assert "stage 0.612" in text and "sex" not in text
     assert text.count("sparra") == 1 and "LR chi2 12.0, p 0.0005" in text
+
+
+def test_importance_ceiling_is_the_auc_of_each_node_s_planted_fraction(small_cohort, small_graphs):
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from radiopath.datasets import load_planted_mask
+    from radiopath.demo import importance_ceiling
+    from radiopath.errors import RadiopathInputError
+    from radiopath.training.data import GraphStore, manifest_source
+
+    cohort_dir = small_cohort.parent
+    table = importance_ceiling(small_graphs, cohort_dir).set_index("modality")
+    assert set(table.index) == {"wsi", "ct"}
+    # an independent computation: each patch scored by its node's planted share, via pandas
+    load, available = manifest_source(small_graphs)
+    store = GraphStore(load)
+    expected = {"wsi": [], "ct": []}
+    for pid, m in sorted(available):
+        mask = load_planted_mask(cohort_dir, pid, m)
+        if mask.all() or not mask.any():
+            continue
+        node = pd.Series(store.get(pid, m).assignment.numpy())
+        share = pd.Series(mask.astype(float)).groupby(node).transform("mean")
+        expected[m].append(roc_auc_score(mask, share))
+    for m in ("wsi", "ct"):
+        assert table.loc[m, "count"] == len(expected[m]) > 0
+        assert table.loc[m, "mean"] == pytest.approx(np.mean(expected[m]), abs=1e-12)
+    # the planted regions are spatially compact: the clustering keeps them apart
+    assert table["mean"].min() > 0.9
+
+    # a mask that is a union of whole nodes is reached exactly; one split inside every
+    # node (alternate patches of each node) cannot be told apart at all
+    def whole_nodes(pid, m):
+        return store.get(pid, m).assignment.numpy() % 2 == 0
+
+    def split_nodes(pid, m):
+        a = store.get(pid, m).assignment.numpy()
+        rank = pd.Series(a).groupby(a).cumcount().to_numpy()
+        return rank % 2 == 0
+
+    assert importance_ceiling(small_graphs, cohort_dir, whole_nodes)["mean"].tolist() == [1.0, 1.0]
+    assert importance_ceiling(small_graphs, cohort_dir, split_nodes)["mean"].max() < 0.6
+
+    def wrong_length(pid, m):
+        return (
+            np.zeros(3, dtype=bool) if pid == "SYN0005" else load_planted_mask(cohort_dir, pid, m)
+        )
+
+    with pytest.raises(RadiopathInputError, match="SYN0005"):
+        importance_ceiling(small_graphs, cohort_dir, wrong_length)

@@ -28,6 +28,23 @@ def batch_of(sizes, dim=5, seed=0):
     )
 
 
+def assert_same_targets(a, b, atol=1e-5, rtol=1e-4):
+    """The reconstruction targets of two encodings, matched by input node. Top-k breaks exact
+    ties between equal hidden vectors either way (float rounding decides), so a tied node may
+    be kept by one encoding and not the other: it must then be tied with one kept by the other
+    only, and every node kept by both must have the same target."""
+    ia = {int(n): i for i, n in enumerate(a.node_map)}
+    ib = {int(n): i for i, n in enumerate(b.node_map)}
+    common = sorted(set(ia) & set(ib))
+    assert len(common) >= 0.8 * len(ia)
+    torch.testing.assert_close(
+        a.target[[ia[n] for n in common]], b.target[[ib[n] for n in common]], atol=atol, rtol=rtol
+    )
+    only_b = [ib[n] for n in set(ib) - set(ia)]
+    for i in (ia[n] for n in set(ia) - set(ib)):
+        assert any(torch.allclose(a.x[i], b.x[j], atol=1e-6) for j in only_b)
+
+
 def pyg_reference(enc: GraphEncoder, x, edge_index, batch):
     """The encoder's forward pass with PyG doing the GCN normalisation (``conv(h, edge_index)``)."""
     node_map = torch.arange(x.size(0))
@@ -286,7 +303,7 @@ def test_centring_removes_a_per_graph_offset_and_equals_centring_the_input(folde
     shifted = b.x + 3.0 * torch.randn(3, 6)[b.batch]
     moved = enc(shifted, b.edge_index, b.batch, 3, **kw)
     torch.testing.assert_close(moved.x, out.x, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(moved.target, out.target, atol=1e-4, rtol=1e-4)
+    assert_same_targets(moved, out, atol=1e-4, rtol=1e-4)
     # explicit centring of the standardised features, then the encoder without centring
     x = b.x if scale is None else (b.x - scale[0]) / scale[1]
     mean = torch.zeros(3, 6).index_add_(0, b.batch, x * counts[:, None])
@@ -295,7 +312,7 @@ def test_centring_removes_a_per_graph_offset_and_equals_centring_the_input(folde
     plain.load_state_dict(enc.state_dict())
     ref = plain(x - mean[b.batch], b.edge_index, b.batch, 3)
     torch.testing.assert_close(out.x, ref.x, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(out.target, ref.target, atol=1e-5, rtol=1e-4)
+    assert_same_targets(out, ref)
     assert not torch.allclose(plain(x, b.edge_index, b.batch, 3).x, ref.x)
 
 
@@ -314,8 +331,7 @@ def test_projection_on_components_folded_equals_projecting_the_input(center):
     assert out.target.shape[1] == 3
     ref = enc(z, b.edge_index, b.batch, 2, node_weight=counts)
     torch.testing.assert_close(out.x, ref.x, atol=1e-5, rtol=1e-4)
-    order_o, order_r = out.node_map.argsort(), ref.node_map.argsort()
-    torch.testing.assert_close(out.target[order_o], ref.target[order_r], atol=1e-5, rtol=1e-4)
+    assert_same_targets(out, ref)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = enc(b.x, b.edge_index, b.batch, 2, scale=(mean, std, comp), node_weight=counts)
     torch.testing.assert_close(low.x.float(), ref.x, atol=0.1, rtol=0.1)
