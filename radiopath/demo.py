@@ -117,7 +117,8 @@ def importance_ceiling(
     fraction; this is that map's AUC (mean, sd and count over patients, as
     :func:`importance_recovery`). Well below 1, the clustering mixes the planted region
     with its surroundings and no aggregator's map can be better; near 1, a map's shortfall
-    is the model's. ``planted`` as in :func:`importance_recovery`.
+    is the model's. ``planted`` as in :func:`importance_recovery`; a graph that cannot be
+    read is reported in the log and left out.
     """
     from radiopath.training.data import GraphStore, manifest_source
 
@@ -134,7 +135,11 @@ def importance_ceiling(
             mask = np.asarray(planted(patient_id, modality), dtype=bool)
         except RadiopathInputError:
             continue
-        assignment = store.get(patient_id, modality).assignment.numpy()
+        try:
+            assignment = store.get(patient_id, modality).assignment.numpy()
+        except RadiopathInputError as exc:  # one unreadable graph is reported, not fatal
+            log.warning("map ceiling: skipped %s", exc)
+            continue
         _same_length(assignment, mask, "patches in the graph", graphs_dir, patient_id, modality)
         n = int(assignment.max()) + 1 if len(assignment) else 0
         fraction = np.bincount(assignment, mask, n) / np.bincount(assignment, minlength=n).clip(1)

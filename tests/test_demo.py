@@ -96,3 +96,23 @@ def test_importance_ceiling_is_the_auc_of_each_node_s_planted_fraction(small_coh
 
     with pytest.raises(RadiopathInputError, match="SYN0005"):
         importance_ceiling(small_graphs, cohort_dir, wrong_length)
+
+
+def test_importance_ceiling_skips_an_unreadable_graph(small_cohort, small_graphs, tmp_path, caplog):
+    import shutil
+
+    from radiopath.demo import importance_ceiling
+    from radiopath.graph import load_graph_manifest
+
+    graphs = tmp_path / "graphs"
+    shutil.copytree(small_graphs, graphs)
+    manifest = load_graph_manifest(graphs)
+    row = manifest[(manifest.patient_id == "SYN0002") & (manifest.modality == "ct")].iloc[0]
+    broken = graphs / row["graph"]
+    broken.write_bytes(b"not a graph")
+    full = importance_ceiling(small_graphs, small_cohort.parent).set_index("modality")
+    with caplog.at_level("WARNING", logger="radiopath.demo"):
+        table = importance_ceiling(graphs, small_cohort.parent).set_index("modality")
+    assert "SYN0002" in caplog.text
+    assert table.loc["ct", "count"] == full.loc["ct", "count"] - 1
+    assert table.loc["wsi", "count"] == full.loc["wsi", "count"]
