@@ -37,6 +37,7 @@ from scipy.stats import spearmanr
 
 from radiopath.datasets import load_planted_mask, load_truth
 from radiopath.demo import importance_ceiling
+from radiopath.training.folds import read_folds
 from radiopath.viz.importance import planted_importance_auc, read_importance
 
 MODALITIES = ("wsi", "ct")
@@ -58,16 +59,10 @@ def combined(maps: list[np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-def test_folds(run: Path) -> dict[str, int]:
-    """Outer fold of each test patient of a run (from its fold embeddings)."""
-    fold_of = {}
-    for path in sorted((run / "embeddings").glob("fold_*.npz")):
-        data = np.load(path, allow_pickle=True)
-        fold = int(path.stem.split("_")[1])
-        for pid, split in zip(data["patient_id"], data["split"]):
-            if split == "test":
-                fold_of[str(pid)] = fold
-    return fold_of
+def outer_folds(run: Path) -> pd.Series:
+    """Outer fold of each patient in a run's first repeat (whose folds write the maps)."""
+    folds = read_folds(run / "folds.csv")
+    return folds[folds["repeat"] == 0].set_index("patient_id")["fold"]
 
 
 def main() -> None:
@@ -84,9 +79,9 @@ def main() -> None:
     cohort = base / "cohort"
     runs = {s: base / "runs" / f"{args.recipe}-{args.aggregator}-{s}{args.tag}" for s in args.seeds}
     eta = load_truth(cohort).set_index("patient_id")["eta"]
-    folds = {s: test_folds(run) for s, run in runs.items()}
+    folds = {s: outer_folds(run) for s, run in runs.items()}
     rows = []
-    for pid in sorted(folds[args.seeds[0]]):
+    for pid in sorted(folds[args.seeds[0]].index):
         for m in MODALITIES:
             mask = load_planted_mask(cohort, pid, m)
             maps = {}
@@ -96,7 +91,7 @@ def main() -> None:
             row = {"patient_id": pid, "modality": m, "eta": eta[pid]}
             for s, values in maps.items():
                 row[f"seed {s}"] = planted_importance_auc(values, mask)
-                row[f"fold {s}"] = folds[s][pid]
+                row[f"fold {s}"] = int(folds[s][pid])
             for group in combinations(args.seeds, min(args.members, len(args.seeds))):
                 for rule, values in combined([maps[s] for s in group]).items():
                     row[f"{rule} {group}"] = planted_importance_auc(values, mask)
@@ -107,7 +102,7 @@ def main() -> None:
         sub = table[table.modality == m]
         print(f"\n== {m}: mean AUC of each model, and per outer fold ==")
         per_fold = pd.DataFrame(
-            {s: sub.groupby(f"fold {s[5:]}")[s].mean() for s in single}
+            {f"seed {s}": sub.groupby(f"fold {s}")[f"seed {s}"].mean() for s in args.seeds}
         ).T.rename_axis(columns="fold")
         print(per_fold.assign(all=sub[single].mean()).round(3))
         print(f"\n== {m}: members combined (mean AUC over patients) ==")
