@@ -3,6 +3,7 @@ per test session (when a test first asks for it)."""
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 
@@ -11,6 +12,12 @@ import pytest
 import torch
 
 matplotlib.use("Agg")
+
+# Under pytest-xdist (``-n auto --dist loadfile``, the README's test command: one worker per
+# core, each file's tests on one worker so its module fixtures are made once) each worker runs
+# torch on one thread, rather than every worker on as many threads as there are cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -86,8 +86,8 @@ def connect(config: ExecutorConfig) -> bool:
         return False
     options = {"include_dashboard": False, "logging_level": logging.WARNING}
     try:
-        if address is None:
-            ray.init(num_cpus=config.workers, **options)
+        if address is None:  # "local": a new instance even where a cluster runs here already
+            ray.init(address="local", num_cpus=config.workers, **options)
         else:
             ray.init(address=address, **options)
     except ConnectionError as exc:

@@ -1,4 +1,4 @@
-"""Every stage that fans out, on a local Ray instance (``ray.init(num_cpus=2)``): the same
+"""Every stage that fans out, on a local Ray instance (``ray.init(address="local", num_cpus=2)``): the same
 files as a local run, a killed worker retried, an interrupted stage resumed without
 recomputing finished units, a bad input reported and skipped once."""
 
@@ -35,7 +35,7 @@ TRAIN = {"epochs": 2, "batch_size": 8, "folds": 3}
 
 @pytest.fixture(scope="module")
 def ray_executor():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     # the test's own unit wrappers travel by value (the workers cannot import this folder)
     ray.cloudpickle.register_pickle_by_value(ray_helpers)
     with open_executor("ray") as ex:  # joins the session above and leaves it running
