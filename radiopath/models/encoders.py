@@ -27,6 +27,7 @@ from torch_geometric.utils import scatter
 
 from radiopath.models.dropout import Dropout
 from radiopath.models.propagation import (
+    GCNRootConv,
     autocast_enabled,
     gcn_forward,
     propagation_matrix,
@@ -34,7 +35,7 @@ from radiopath.models.propagation import (
     symmetric_spmm,
 )
 
-CONVS = ("gcn", "gin")
+CONVS = ("gcn", "gcn_root", "gin")
 DROPOUT_POSITIONS = ("input", "pooled")
 IMPORTANCE_MODES = ("selection", "receptive_field")
 CENTERS = (False, True, "mean", "median")
@@ -188,6 +189,8 @@ def graph_location(
 def _make_conv(kind: str, hidden: int) -> nn.Module:
     if kind == "gcn":
         return GCNConv(hidden, hidden)
+    if kind == "gcn_root":
+        return GCNRootConv(hidden, hidden)
     if kind == "gin":
         return GINConv(
             nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden)),
@@ -219,7 +222,8 @@ class GraphEncoder(nn.Module):
         in_channels: input feature width :math:`D`.
         hidden_channels: hidden width :math:`H` (``n_h`` in the paper).
         ratio: top-k pooling ratio :math:`k \in (0, 1]`; 1 keeps every node (no pooling).
-        conv: ``"gcn"`` or ``"gin"``.
+        conv: ``"gcn"``, ``"gcn_root"`` (GCN with a weight of its own on each node's row,
+            :class:`~radiopath.models.propagation.GCNRootConv`) or ``"gin"``.
         dropout: dropout after the input projection.
         use_graph: when False, only the input projection is applied (no convolution or
             pooling): every node survives, so the aggregator does plain MIL over the nodes.

@@ -121,7 +121,9 @@ def propagation_matrix(
     ``(index [2, E + n], value [E + n])`` in COO form (rows = reading nodes, self-loops
     appended).
 
-    GCN: the rows of :math:`\hat A = D^{-1/2}(A + I)D^{-1/2}` divided by their sums. GIN
+    GCN (and ``gcn_root``, whose root term reads only the node itself, which the self-loop
+    of :math:`\hat A` already covers): the rows of :math:`\hat A = D^{-1/2}(A + I)D^{-1/2}`
+    divided by their sums. GIN
     sums the closed neighbourhood with the node itself weighted by :math:`1 + \epsilon`
     (``eps``, GIN's trained :math:`\epsilon`; clamped at 0): rows
     :math:`(1+\epsilon, 1, \ldots, 1) / (d_i + 1 + \epsilon)`. Used to trace node weights
@@ -129,7 +131,7 @@ def propagation_matrix(
     message passing.
     """
     row = edge_index[0]
-    if conv == "gcn":
+    if conv in ("gcn", "gcn_root"):
         weight, self_weight = _gcn_weights(edge_index, n, torch.float32)
         total = self_weight.index_add(0, row, weight)
     else:
@@ -145,6 +147,31 @@ def propagation_matrix(
     return index, values
 
 
+class GCNRootConv(GCNConv):
+    r"""A GCN layer with a separate weight on each node's own row:
+    :math:`\hat A H W + H W_{root} + b` (``conv: gcn_root``).
+
+    GCN's propagation weighs a node's own row like its neighbours' (the self-loop of
+    :math:`\hat A`), so one layer cannot form the contrast between a node and its
+    surroundings; a root weight, as in GraphSAGE and PyG's ``GraphConv``, can. That contrast
+    is what tells a marked region from the tissue around it when the tissue types themselves
+    vary along the marker (``benchmarks/README.md``, the recipe section). ``forward`` is PyG's
+    GCN plus the root term; the encoders go through :func:`gcn_forward`, which adds it too.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels)
+        self.root = torch.nn.Linear(in_channels, out_channels, bias=False)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if hasattr(self, "root"):  # GCNConv's constructor resets before the root exists
+            self.root.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index, edge_weight=None) -> Tensor:
+        return super().forward(x, edge_index, edge_weight) + self.root(x)
+
+
 def gcn_forward(conv: GCNConv, h: Tensor, edge_index: Tensor) -> Tensor:
     r"""``conv(h, A)`` of a :class:`~torch_geometric.nn.GCNConv` with its own normalisation.
 
@@ -153,7 +180,8 @@ def gcn_forward(conv: GCNConv, h: Tensor, edge_index: Tensor) -> Tensor:
     rounding; checked in the tests).
 
     Under autocast the linear map runs in the low-precision type and the sparse product in
-    float32 (sparse kernels have no bfloat16 on the CPU), with autocast off around it.
+    float32 (sparse kernels have no bfloat16 on the CPU), with autocast off around it. A
+    :class:`GCNRootConv` adds its root term :math:`H W_{root}`.
     """
     dtype = torch.promote_types(h.dtype, torch.float32)
     adj, self_weight = gcn_normalized_adjacency(edge_index, h.size(0), dtype)
@@ -162,4 +190,6 @@ def gcn_forward(conv: GCNConv, h: Tensor, edge_index: Tensor) -> Tensor:
         out = symmetric_spmm(adj, hw) + self_weight.unsqueeze(-1) * hw
     if conv.bias is not None:
         out = out + conv.bias
+    if isinstance(conv, GCNRootConv):
+        out = out + conv.root(h)
     return out

@@ -30,12 +30,19 @@ class OptimizerConfig(TypedConfig):
     momentum: float = setting(0.9, FRACTION, "SGD's momentum.")
 
 
+_CONV_KINDS = (
+    " gcn: the paper's; gcn_root: GCN with a weight of its own on each node's row, so that a"
+    " node can be told from its surroundings (radiopath.models.propagation.GCNRootConv);"
+    " gin: the reference code's."
+)
+
+
 @dataclass(frozen=True)
 class ConvConfig(TypedConfig):
     """Graph convolution of each graph modality (one value sets every modality)."""
 
-    wsi: str = setting("gcn", OneOf(CONVS), "Convolution of the WSI encoder.")
-    ct: str = setting("gcn", OneOf(CONVS), "Convolution of the CT encoder.")
+    wsi: str = setting("gcn", OneOf(CONVS), "Convolution of the WSI encoder." + _CONV_KINDS)
+    ct: str = setting("gcn", OneOf(CONVS), "Convolution of the CT encoder." + _CONV_KINDS)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from torch_geometric.nn import GCNConv
 
 from radiopath.models.encoders import GraphEncoder
 from radiopath.models.propagation import (
+    GCNRootConv,
     gcn_forward,
     gcn_normalized_adjacency,
     propagation_matrix,
@@ -78,6 +79,27 @@ def test_gcn_forward_equals_pyg_gcnconv(sizes):
     torch.testing.assert_close(g_ours, g_ref, atol=1e-5, rtol=1e-5)
 
 
+def test_gcn_root_forward_is_pyg_gcn_plus_the_node_s_own_row_times_its_weight():
+    b = batch_of([7, 40, 25])
+    torch.manual_seed(0)
+    conv = GCNRootConv(5, 4)
+    torch.nn.init.normal_(conv.bias)
+    x = torch.randn(b.num_nodes, 5, requires_grad=True)
+    expected = GCNConv.forward(conv, x, b.edge_index) + x @ conv.root.weight.T
+    ours = gcn_forward(conv, x, b.edge_index)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(conv(x, b.edge_index), expected, atol=1e-6, rtol=1e-6)
+    # the root term is what GCN lacks: two nodes with the same neighbourhood sum but
+    # different own rows differ by (x_i - x_j) W_root
+    assert not torch.allclose(ours, GCNConv.forward(conv, x, b.edge_index), atol=1e-3)
+    (g_ours,) = torch.autograd.grad(ours.square().sum(), x)
+    (g_ref,) = torch.autograd.grad(expected.square().sum(), x)
+    torch.testing.assert_close(g_ours, g_ref, atol=1e-5, rtol=1e-5)
+    before = conv.root.weight.detach().clone()
+    conv.reset_parameters()
+    assert not torch.equal(before, conv.root.weight)
+
+
 def test_normalised_adjacency_matches_dense_formula():
     # A 4-node path plus an isolated node: D^-1/2 (A + I) D^-1/2 written out by hand.
     edge_index = torch.tensor([[0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]])
@@ -92,7 +114,7 @@ def test_normalised_adjacency_matches_dense_formula():
     assert self_weight[4] == 1.0  # isolated node: only its self-loop
 
 
-@pytest.mark.parametrize("conv", ["gcn", "gin"])
+@pytest.mark.parametrize("conv", ["gcn", "gcn_root", "gin"])
 def test_encoder_equals_pyg_normalised_forward_in_batches(conv):
     b = batch_of([50, 3, 80, 30], dim=6, seed=3)
     torch.manual_seed(1)
@@ -135,6 +157,9 @@ def test_propagation_matrix_is_row_normalised_gcn_adjacency(sizes):
     b = batch_of(sizes)
     ours = as_dense(propagation_matrix(b.edge_index, b.num_nodes, "gcn"), b.num_nodes)
     torch.testing.assert_close(ours, dense_propagation(b.edge_index, b.num_nodes))
+    # gcn_root's root term reads the node itself, which A_hat's self-loop already covers
+    root = as_dense(propagation_matrix(b.edge_index, b.num_nodes, "gcn_root"), b.num_nodes)
+    torch.testing.assert_close(root, ours)
     gin = as_dense(propagation_matrix(b.edge_index, b.num_nodes, "gin"), b.num_nodes)
     torch.testing.assert_close(gin.sum(1), torch.ones(b.num_nodes))
     closed = (dense_propagation(b.edge_index, b.num_nodes) > 0).float()
@@ -249,7 +274,7 @@ def test_scaling_folded_into_projection_equals_standardised_input():
     torch.testing.assert_close(folded.target[order_f], plain.target[order_p])
 
 
-@pytest.mark.parametrize("conv", ["gcn", "gin"])
+@pytest.mark.parametrize("conv", ["gcn", "gcn_root", "gin"])
 def test_encoder_under_autocast_keeps_sparse_products_in_float32(conv):
     """Mixed precision (CUDA's float16, here the CPU's bfloat16): the linear maps run in
     low precision, the sparse neighbourhood sums in float32; results stay close."""
