@@ -14,8 +14,9 @@ def test_tune_cpu_malloc_stops_page_faults_on_repeated_large_tensors():
     time with glibc's defaults and reuses the heap after tuning.
 
     The tuned heap can still grow once or twice while small allocations settle around the
-    freed block (seen in about one run in three: one or two rounds of faults, then none),
-    so each round is counted and the tuned process is judged on its last five of twelve.
+    freed block (seen in about one run in three: one or two rounds of faults, then none;
+    once, with other tests running beside it, in the eighth of twelve rounds), so each round
+    is counted: every default round faults the tensor in, at most two tuned rounds do.
     """
 
     from radiopath.training.memory import _glibc
@@ -50,5 +51,6 @@ def test_tune_cpu_malloc_stops_page_faults_on_repeated_large_tensors():
     assert len(rounds["default"]) == len(rounds["tuned"]) == 12
     # 200 MB = ~49k pages: with glibc's defaults every round faults them in again
     assert min(rounds["default"]) > 40_000, rounds["default"]
-    # tuned: the freed block is reused, not even one tensor's pages in the last five rounds
-    assert sum(rounds["tuned"][-5:]) < 40_000, rounds["tuned"]
+    # tuned: the freed block is reused; at most two of the twelve rounds fault a tensor in
+    assert sum(r > 40_000 for r in rounds["tuned"]) <= 2, rounds["tuned"]
+    assert sum(rounds["tuned"]) < 3 * 40_000, rounds["tuned"]
