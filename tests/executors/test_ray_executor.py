@@ -1,6 +1,6 @@
-"""Every stage that fans out, on a local Ray instance (``ray.init(address="local", num_cpus=2)``): the same
-files as a local run, a killed worker retried, an interrupted stage resumed without
-recomputing finished units, a bad input reported and skipped once."""
+"""Every stage that fans out, on a local Ray instance (``ray.init(address="local",
+num_cpus=2)``): the same files as a local run, a killed worker retried, an interrupted stage
+resumed without recomputing finished units, a bad input reported and skipped once."""
 
 from __future__ import annotations
 

@@ -89,8 +89,7 @@ def test_gcn_root_forward_is_pyg_gcn_plus_the_node_s_own_row_times_its_weight():
     ours = gcn_forward(conv, x, b.edge_index)
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(conv(x, b.edge_index), expected, atol=1e-6, rtol=1e-6)
-    # the root term is what GCN lacks: two nodes with the same neighbourhood sum but
-    # different own rows differ by (x_i - x_j) W_root
+    # the root term is not a no-op: without it the layer is plain GCN
     assert not torch.allclose(ours, GCNConv.forward(conv, x, b.edge_index), atol=1e-3)
     (g_ours,) = torch.autograd.grad(ours.square().sum(), x)
     (g_ref,) = torch.autograd.grad(expected.square().sum(), x)
