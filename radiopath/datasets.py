@@ -54,6 +54,10 @@ from radiopath.io import EmbeddingBag, write_embeddings
 log = logging.getLogger(__name__)
 
 SIGNAL_PLACEMENTS = ("wsi", "ct", "both", "split")
+REGION_SHAPES = ("ball", "elongated", "scattered")
+#: Shape parameters of the non-default region shapes: how many times longer than wide an
+#: ``"elongated"`` region is, and into how many foci a ``"scattered"`` region breaks.
+ELONGATION, FOCI = 4.0, 6
 MODALITIES = ("wsi", "ct")
 
 
@@ -83,6 +87,13 @@ class SyntheticConfig:
         with its latent factor.
     n_regions
         (min, max) number of contiguous planted regions per bag.
+    region_shape
+        Shape of each planted (and decoy) region: ``"ball"`` (the default: the patches
+        nearest a random seed, a disc on a slide and a ball in a CT volume),
+        ``"elongated"`` (the nearest patches under a metric that shrinks distances along a
+        random axis by 4, a band such as a tumour front or a vessel wall) or
+        ``"scattered"`` (six small balls anywhere in the bag, a multifocal pattern such as
+        tumour budding or lymphoid aggregates).
     censoring
         Target fraction of censored patients (independent exponential censoring).
     missing_rate
@@ -124,6 +135,7 @@ class SyntheticConfig:
     shift: float = 2.0
     extent: tuple[float, float] = (0.04, 0.2)
     n_regions: tuple[int, int] = (1, 2)
+    region_shape: str = "ball"
     censoring: float = 0.3
     missing_rate: float = 0.0
     clinical: bool = True
@@ -154,6 +166,8 @@ class SyntheticConfig:
                 bad(name, f"need 16 <= min <= max, got ({lo}, {hi})")
         if self.signal not in SIGNAL_PLACEMENTS:
             bad("signal", f"expected one of {SIGNAL_PLACEMENTS}, got {self.signal!r}")
+        if self.region_shape not in REGION_SHAPES:
+            bad("region_shape", f"expected one of {REGION_SHAPES}, got {self.region_shape!r}")
         if not 0.0 <= self.censoring < 0.95:
             bad("censoring", f"must be in [0, 0.95), got {self.censoring}")
         if not 0.0 <= self.missing_rate <= 1.0:
@@ -231,11 +245,15 @@ def _contiguous_regions(
     n_planted: int,
     n_regions: int,
     exclude: np.ndarray | None = None,
+    shape: str = "ball",
 ) -> np.ndarray:
-    """A boolean mask of ``n_planted`` patches in ``n_regions`` spatially contiguous balls,
-    avoiding the patches in ``exclude``."""
+    """A boolean mask of ``n_planted`` patches in ``n_regions`` spatially contiguous regions
+    of the given ``shape`` (see :class:`SyntheticConfig`), avoiding the patches in
+    ``exclude``. ``"ball"`` draws exactly the random numbers it always has."""
     taken = np.zeros(len(points), dtype=bool) if exclude is None else exclude.copy()
     mask = np.zeros(len(points), dtype=bool)
+    if shape == "scattered":
+        n_regions *= FOCI
     tree = cKDTree(points)
     sizes = np.full(n_regions, n_planted // n_regions)
     sizes[: n_planted % n_regions] += 1
@@ -247,7 +265,16 @@ def _contiguous_regions(
             break
         seed = points[free_points[rng.integers(len(free_points))]]
         k = min(len(points), int(size) + int(taken.sum()))
-        _, idx = tree.query(seed, k=k)
+        if shape == "elongated":
+            axis = rng.normal(size=points.shape[1])
+            axis /= np.linalg.norm(axis)
+            # Shrink every offset's component along the axis: the nearest points then lie
+            # in an ellipse (ellipsoid) ELONGATION times longer along the axis than across.
+            offsets = points - seed
+            offsets -= (1.0 - 1.0 / ELONGATION) * np.outer(offsets @ axis, axis)
+            idx = np.argsort(np.einsum("ij,ij->i", offsets, offsets), kind="stable")[:k]
+        else:
+            _, idx = tree.query(seed, k=k)
         idx = np.atleast_1d(idx)
         free = idx[~taken[idx]][:size]
         mask[free] = True
@@ -306,7 +333,9 @@ def _make_bag(
         n_regions = int(rng.integers(cfg.n_regions[0], cfg.n_regions[1] + 1))
         frac = lo + (hi - lo) * (q if cfg.extent_signal else rng.uniform())
         size = min(max(1, int(round(frac * n))), n - 1)
-        return _contiguous_regions(rng, cells.astype(float), size, n_regions, exclude)
+        return _contiguous_regions(
+            rng, cells.astype(float), size, n_regions, exclude, cfg.region_shape
+        )
 
     if factor is not None:
         q = float(ndtr(factor))  # quantile of the latent factor, in (0, 1)

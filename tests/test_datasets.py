@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 from sklearn.model_selection import StratifiedKFold
 from sksurv.linear_model import CoxPHSurvivalAnalysis
 from sksurv.metrics import concordance_index_censored
@@ -16,6 +18,7 @@ from sksurv.util import Surv
 from radiopath.datasets import (
     SyntheticConfig,
     _contiguous_regions,
+    _grid_points,
     load_planted_mask,
     load_truth,
     make_synthetic_cohort,
@@ -106,6 +109,38 @@ def test_bad_config_is_refused(tmp_path):
         make_synthetic_cohort(tmp_path, signal="liver", progress=False)
     with pytest.raises(RadiopathInputError, match="field 'censoring'"):
         SyntheticConfig(censoring=1.2).validate()
+    with pytest.raises(RadiopathInputError, match="field 'region_shape'"):
+        SyntheticConfig(region_shape="star").validate()
+
+
+def _shape_stats(points, mask):
+    """Long over short axis (square root of the covariance's eigenvalue ratio) and number of
+    connected pieces (cells touching, diagonals included) of the masked points."""
+    c = points[mask]
+    ev = np.linalg.eigvalsh(np.cov(c.T))
+    tree = cKDTree(c)
+    adjacency = tree.sparse_distance_matrix(tree, 1.01 * np.sqrt(c.shape[1]))
+    return np.sqrt(ev[-1] / ev[0]), connected_components(adjacency)[0]
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_region_shapes(ndim):
+    """Balls are round and whole, elongated regions are several times longer than wide and
+    whole, scattered regions break into several foci; each has the asked size and avoids the
+    excluded patches."""
+    rng = np.random.default_rng(0)
+    stats = {shape: [] for shape in ("ball", "elongated", "scattered")}
+    for _ in range(12):
+        points = _grid_points(rng, 3000, ndim).astype(float)
+        exclude = _contiguous_regions(rng, points, 150, 1)
+        for shape, found in stats.items():
+            mask = _contiguous_regions(rng, points, 300, 1, exclude, shape)
+            assert mask.sum() == 300 and not (mask & exclude).any()
+            found.append(_shape_stats(points, mask))
+    ratio = {shape: np.median([r for r, _ in found]) for shape, found in stats.items()}
+    pieces = {shape: np.median([k for _, k in found]) for shape, found in stats.items()}
+    assert ratio["ball"] < 2.0 and ratio["elongated"] > 2.5, ratio
+    assert pieces["ball"] == 1 and pieces["elongated"] == 1 and pieces["scattered"] >= 3, pieces
 
 
 def _cv_cindex(X, time, event, seed=0):
@@ -148,16 +183,19 @@ def test_planted_signal_is_real_and_local(tmp_path_factory, modality):
     assert c_random < 0.65, c_random
 
 
-def test_confounded_cohort_ceilings(tmp_path):
+@pytest.mark.parametrize("shape", ["ball", "elongated", "scattered"])
+def test_confounded_cohort_ceilings(tmp_path, shape):
     """By default the bag mean is confounded: the written ceilings put the oracle on the planted
     regions well above mean pooling, and an independent computation agrees that the planted
-    regions read against their bag carry the signal while the bag mean does not."""
+    regions read against their bag carry the signal while the bag mean does not, whatever the
+    regions' shape."""
     csv = make_synthetic_cohort(
         tmp_path,
         n_patients=150,
         dim=16,
         wsi_patches=(300, 600),
         ct_patches=(200, 400),
+        region_shape=shape,
         seed=3,
         progress=False,
     )
