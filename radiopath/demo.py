@@ -36,8 +36,9 @@ DEMO_COHORT = dict(
     # a clinical marker and grade with a known, moderate effect (the clinical baselines)
     clinical_effect=0.7,
 )
-# The demo trains the paper's architecture (GCN + two top-k pooling layers per modality)
-# with the default training recipe (the ``learned`` preset, radiopath.training.config) on
+# The demo trains the paper's architecture (graph convolutions + two top-k pooling layers per
+# modality) with the default training recipe (the ``learned`` preset,
+# radiopath.training.presets: GCN layers with a root weight, ``conv: gcn_root``) on
 # the confounded synthetic cohort, where mean pooling cannot see the signal.
 # Training (each fold's ensemble members, then the folds) and the evaluation fits run in a
 # local pool of one process per core, at most five: a unit's result is the same whichever

@@ -50,7 +50,9 @@ def demo(
         from_images=from_images,
         config={"train": {"epochs": epochs}, "device": device},
     )
-    click.echo("\nAggregators after the GCN + top-k encoder (the default training recipe),")
+    click.echo(
+        "\nAggregators after the GCN (root weight) + top-k encoder (the default training recipe),"
+    )
     click.echo("mean over folds and downstream models (higher is better; ibs lower):")
     click.echo(comparison_table(result["metrics"]))
     ceilings = result.get("ceilings")
