@@ -86,12 +86,13 @@ PRESETS: dict[str, dict] = {
 # - graph convolutions with a weight of their own on each node's row (``conv: gcn_root``,
 #   Â H W + H W_root + b; since 2026-12-03): a GCN layer weighs a node like its
 #   neighbours, so it cannot form the contrast between a marked region and the tissue
-#   around it when the tissue types themselves vary along the marker. Over six cohorts x
-#   three seeds (150-250 patients, 32-128-d) the downstream CoxPH C-index rose on every
-#   cohort (+0.006 to +0.030 on average, the worst seed at or above oracle - 0.03 on all
-#   six where GCN missed on three), A''s CT maps from 0.893 to 0.921; the maps moved
-#   both ways elsewhere (WSI -0.021 to +0.009, CT -0.015 to +0.028) and stayed at 0.91 or
-#   more on average, no seed below 0.87;
+#   around it when the tissue types themselves vary along the marker. Over eight cohorts x
+#   three seeds (120-250 patients, 32-128-d; ball, elongated and scattered regions) the
+#   downstream CoxPH C-index rose on every cohort (+0.006 to +0.034 on average, the worst
+#   seed at or above oracle - 0.03 on all eight where GCN missed on three), the CT maps of
+#   the two cohorts where GCN's missed 0.9 from 0.893 / 0.889 to 0.921 / 0.902; the maps
+#   moved both ways elsewhere (WSI -0.021 to +0.027, CT -0.015 to +0.028) and stayed at
+#   0.90 or more on average, no seed below 0.87;
 # Not in the recipe: the top-k ratio warm-up (``pooling.ratio_warmup``), which helped the
 # cohorts it was measured on and lowered the maps of others (benchmarks/README.md).
 PRESETS["learned"] = {
