@@ -41,7 +41,7 @@ def test_there_is_a_section_per_aggregator_with_its_constructors_options():
         ({"ratio": 0.3}, 0.3, 0.3),
         ({"ratio": {"ct": 0.7}}, 0.5, 0.7),  # the learned preset's 0.5 for the other
         ({"conv": "gin"}, "gin", "gin"),
-        ({"conv": {"wsi": "gin"}}, "gin", "gcn"),
+        ({"conv": {"wsi": "gin"}}, "gin", "gcn_root"),  # the learned preset's for the other
     ],
 )
 def test_a_per_modality_key_takes_one_value_or_one_per_modality(given, wsi, ct):
