@@ -247,8 +247,9 @@ def _contiguous_regions(
     exclude: np.ndarray | None = None,
     shape: str = "ball",
 ) -> np.ndarray:
-    """A boolean mask of ``n_planted`` patches in ``n_regions`` spatially contiguous regions
-    of the given ``shape`` (see :class:`SyntheticConfig`), avoiding the patches in
+    """A boolean mask of ``n_planted`` patches in ``n_regions`` regions of the given
+    ``shape`` (see :class:`SyntheticConfig`; a ``"scattered"`` region is ``FOCI`` small
+    contiguous balls, the other shapes one contiguous piece each), avoiding the patches in
     ``exclude``. ``"ball"`` draws exactly the random numbers it always has."""
     taken = np.zeros(len(points), dtype=bool) if exclude is None else exclude.copy()
     mask = np.zeros(len(points), dtype=bool)
