@@ -255,7 +255,7 @@ def _contiguous_regions(
     mask = np.zeros(len(points), dtype=bool)
     if shape == "scattered":
         n_regions *= FOCI
-    tree = cKDTree(points)
+    tree = None if shape == "elongated" else cKDTree(points)  # elongated: its own metric
     sizes = np.full(n_regions, n_planted // n_regions)
     sizes[: n_planted % n_regions] += 1
     for size in sizes:
