@@ -444,7 +444,8 @@ class GraphEncoder(nn.Module):
                 x_mean = _apply_input_map(x_mean, scale)
         if x_mean is not None:
             z = z - nn.functional.linear(x_mean.to(z.dtype), lin.weight)[batch]
-        return self.project[1:](z + lin.bias), x_mean
+        # project[1:] is ReLU then Dropout, which Dropout.after_relu runs as one product
+        return self.project[2].after_relu(z + lin.bias), x_mean
 
     def _convolve_and_pool(
         self, h: Tensor, edge_index: Tensor, batch: Tensor, node_map: Tensor, trace: bool

@@ -464,3 +464,35 @@ def test_symmetric_product_refuses_a_trainable_adjacency():
     adj = torch.eye(3).to_sparse_csr().requires_grad_(True)
     with pytest.raises(ValueError, match="must not require a gradient"):
         symmetric_spmm(adj, torch.randn(3, 2))
+
+
+@pytest.mark.parametrize("cls", [GCNConv, GCNRootConv])
+def test_gcn_forward_is_the_out_of_place_sum_to_the_bit(cls):
+    """The in-place propagation adds the terms in the order autograd would out of place:
+    the same values and gradients to the last bit, not merely close."""
+    b = batch_of([300, 2, 150, 80], dim=12, seed=5)
+    torch.manual_seed(2)
+    conv = cls(12, 16)
+    torch.nn.init.normal_(conv.bias)
+    x = b.x.clone().requires_grad_(True)
+    upstream = torch.randn(x.size(0), 16)
+
+    def reference(h):
+        adj, self_weight = gcn_normalized_adjacency(b.edge_index, h.size(0), torch.float32)
+        hw = conv.lin(h)
+        out = symmetric_spmm(adj, hw) + self_weight.unsqueeze(-1) * hw
+        out = out + conv.bias
+        return out + conv.root(h) if isinstance(conv, GCNRootConv) else out
+
+    results = []
+    for forward in (lambda h: gcn_forward(conv, h, b.edge_index), reference):
+        conv.zero_grad(set_to_none=True)
+        x.grad = None
+        out = forward(x)
+        out.backward(upstream)
+        grads = [p.grad.clone() for p in conv.parameters()]
+        results.append((out.detach(), x.grad.clone(), grads))
+    (out, gx, gp), (ref, ref_gx, ref_gp) = results
+    assert torch.equal(out, ref)
+    assert torch.equal(gx, ref_gx)
+    assert len(gp) == len(ref_gp) >= 2 and all(map(torch.equal, gp, ref_gp))
