@@ -46,8 +46,8 @@ class Dropout(nn.Module):
         Otherwise (evaluation, ``p = 0``, an accelerator, a half type under autocast) it is
         ``self(relu(x))``.
         """
-        fused = self.training and self.p > 0.0 and x.device.type == "cpu"
-        if fused and x.dtype in (torch.float32, torch.float64):
+        cpu_float = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+        if self.training and self.p > 0.0 and cpu_float:
             return _ReluDropout.apply(x, self.p)
         return self(torch.relu(x))
 
