@@ -27,7 +27,9 @@ products), so the floor is an underestimate.
 Columns: ``epoch_s`` one measured training epoch (after a warm-up epoch), ``products_s``
 the same epoch's products replayed alone (``dense_s`` and ``sparse_s`` of it), ``share``
 products over epoch, ``gflops`` the dense products' rate, ``graphs_s`` and
-``floor_graphs_s`` training graphs per second measured and at the floor, and with
+``floor_graphs_s`` training graphs per second measured and at the floor (each training
+patient's graphs, as ``bench_training.py`` counts them, also where modality dropout
+leaves some out of a step), and with
 ``--units``: ``workload_s`` the workload projected from the measured epoch and
 ``floor_s`` from the products alone (``units x epochs-per-unit x seconds / workers``, perfect
 parallelism: a lower bound).
@@ -133,7 +135,7 @@ def replay(calls, repeats: int = 3) -> tuple[float, float, float]:
 
 
 def pipeline_inputs(folder: Path):
-    """Records, store and feature widths of a ``bench_pipeline.py --out`` folder."""
+    """The patients and graph store of a ``bench_pipeline.py --out`` folder."""
     cohort = pd.read_csv(folder / "cohort" / "cohort.csv")
     graphs = folder / "run" / "graphs"
     manifest = pd.read_csv(graphs / "manifest.csv")
@@ -188,8 +190,9 @@ def measure(records, store, aggregator: str, preset: str, train_config: dict) ->
     _train_epoch(run, train, fold_store, 1, seed)
     epoch = time.perf_counter() - tic
     recorder = ProductRecorder()
-    with recorder:
-        _train_epoch(run, train, fold_store, 2, seed)
+    with recorder:  # the timed epoch's batches again (each epoch's order is seeded by its
+        # index), so the same graphs and, top-k keeping a fixed share, the same shapes
+        _train_epoch(run, train, fold_store, 1, seed)
     dense, sparse, flops = replay(recorder.calls)
     products = dense + sparse
     return {
