@@ -102,9 +102,13 @@ def _operand(spec):
     return spec[1]
 
 
+def _sparse(specs) -> bool:
+    return any(s[0] == "sparse" for s in specs)
+
+
 def _flops(func, specs) -> float:
     """Dense multiply-adds x 2 of one product (0 for a sparse one)."""
-    if any(s[0] == "sparse" for s in specs):
+    if _sparse(specs):
         return 0.0
     dense = [s[1] for s in specs if s[0] == "dense"]
     a, b = dense[-2], dense[-1]  # addmm/baddbmm: (input, mat1, mat2)
@@ -125,7 +129,7 @@ def replay(calls, repeats: int = 3) -> tuple[float, float, float]:
             tic = time.perf_counter()
             func(*args, **kwargs)
             elapsed = time.perf_counter() - tic
-            if any(s[0] == "sparse" for s in specs):
+            if _sparse(specs):
                 sparse += elapsed
             else:
                 dense += elapsed
@@ -151,19 +155,12 @@ def pipeline_inputs(folder: Path):
 
 
 def synthetic_inputs(patients: int, nodes: tuple[int, int], dim: int, seed: int):
-    """``bench_training.py``'s graphs: 1k-10k nodes, about 6 neighbours, ``dim``-d."""
+    """``bench_training.py``'s cohort (:func:`bench_training.make_cohort`): 1k-10k nodes,
+    about 6 neighbours, ``dim``-d."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from bench_training import make_graph
+    from bench_training import make_cohort
 
-    rng = np.random.default_rng(seed)
-    graphs, records = {}, []
-    for i in range(patients):
-        pid = f"P{i:04d}"
-        for m, ndim in (("wsi", 2), ("ct", 3)):
-            graphs[(pid, m)] = make_graph(rng, int(rng.integers(*nodes)), dim, ndim)
-        records.append(
-            PatientRecord(pid, float(rng.exponential(30)), int(rng.random() < 0.6), ("ct", "wsi"))
-        )
+    graphs, records = make_cohort(patients, nodes, dim, seed)
     return records, GraphStore(mapping_source(graphs)[0], cache=True)
 
 
@@ -214,7 +211,9 @@ def main() -> None:
     source.add_argument("--pipeline", type=Path, help="a bench_pipeline.py --out folder")
     source.add_argument("--synthetic", action="store_true", help="bench_training.py's graphs")
     parser.add_argument("--patients", type=int, default=205, help="with --synthetic")
-    parser.add_argument("--nodes", type=int, nargs=2, default=(1000, 10000))
+    parser.add_argument(
+        "--nodes", type=int, nargs=2, default=(1000, 10000), help="with --synthetic"
+    )
     parser.add_argument("--dim", type=int, default=256, help="with --synthetic")
     parser.add_argument("--preset", default="learned")
     parser.add_argument("--aggregators", default="sparra")

@@ -62,6 +62,27 @@ def make_graph(rng: np.random.Generator, n_nodes: int, dim: int, ndim: int) -> D
     )
 
 
+def make_cohort(
+    patients: int, nodes: tuple[int, int], dim: int, seed: int
+) -> tuple[dict, list[PatientRecord]]:
+    """The benchmark's cohort: ``{(patient_id, modality): Data}`` (a 2-D WSI and a 3-D CT
+    graph per patient, ``nodes[0]``-``nodes[1]`` nodes each, ``dim``-d features) and the
+    patients' records (exponential times, 40% events)."""
+    rng = np.random.default_rng(seed)
+    graphs, records = {}, []
+    for i in range(patients):
+        pid = f"B{i:03d}"
+        for m, ndim in (("wsi", 2), ("ct", 3)):
+            n = int(rng.integers(nodes[0], nodes[1] + 1))
+            graphs[(pid, m)] = make_graph(rng, n, dim, ndim)
+        records.append(
+            PatientRecord(
+                pid, float(rng.exponential(50) + 1), int(rng.uniform() < 0.4), ("wsi", "ct")
+            )
+        )
+    return graphs, records
+
+
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
 
@@ -89,20 +110,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
 
-    rng = np.random.default_rng(args.seed)
     tic = time.perf_counter()
-    graphs, records, nodes = {}, [], []
-    for i in range(args.patients):
-        pid = f"B{i:03d}"
-        for m, ndim in (("wsi", 2), ("ct", 3)):
-            n = int(rng.integers(args.min_nodes, args.max_nodes + 1))
-            graphs[(pid, m)] = make_graph(rng, n, args.dim, ndim)
-            nodes.append(n)
-        records.append(
-            PatientRecord(
-                pid, float(rng.exponential(50) + 1), int(rng.uniform() < 0.4), ("wsi", "ct")
-            )
-        )
+    graphs, records = make_cohort(
+        args.patients, (args.min_nodes, args.max_nodes), args.dim, args.seed
+    )
+    nodes = [g.x.size(0) for g in graphs.values()]
     gen_s = time.perf_counter() - tic
     load, _ = mapping_source(graphs)
     store = GraphStore(load, cache=True)

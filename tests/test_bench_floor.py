@@ -8,10 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch_geometric.data import Data
 
 from radiopath.models.propagation import GCNRootConv, gcn_forward
-from radiopath.training.data import GraphStore, PatientRecord, mapping_source
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,28 +51,8 @@ def test_recorder_counts_forward_and_backward_products_exactly():
 
 def test_measure_reports_the_floor_below_the_epoch():
     bf = _bench_floor()
-    rng = np.random.default_rng(0)
-    graphs, records = {}, []
-    for i in range(12):
-        pid = f"P{i}"
-        for m, ndim in (("wsi", 2), ("ct", 3)):
-            graphs[(pid, m)] = bf_graph(rng, int(rng.integers(40, 80)), 16, ndim)
-        records.append(PatientRecord(pid, float(rng.exponential(30)), i % 3 != 0, ("ct", "wsi")))
-    store = GraphStore(mapping_source(graphs)[0], cache=True)
+    records, store = bf.synthetic_inputs(12, (40, 80), 16, 0)  # bench_training's cohort
     row = bf.measure(records, store, "sparra", "paper", {"batch_size": 4})
     assert 0 < row["products_s"] < row["epoch_s"]
     assert row["floor_graphs_s"] > row["graphs_s"] > 0
     assert np.isclose(row["products_s"], row["dense_s"] + row["sparse_s"])
-
-
-def bf_graph(rng, n: int, dim: int, ndim: int) -> Data:
-    from scipy.spatial import cKDTree
-    from torch_geometric.utils import remove_self_loops, to_undirected
-
-    pos = rng.random((n, ndim))
-    _, idx = cKDTree(pos).query(pos, k=5)
-    edges = torch.from_numpy(np.stack([np.repeat(np.arange(n), 5), idx.reshape(-1)])).long()
-    edge_index = to_undirected(remove_self_loops(edges)[0], num_nodes=n)
-    return Data(
-        x=torch.from_numpy(rng.standard_normal((n, dim), dtype=np.float32)), edge_index=edge_index
-    )
